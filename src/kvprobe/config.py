@@ -1,0 +1,216 @@
+"""The models.yaml schema: one typed model per engine setting, loaded and checked in one place."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from kvprobe.engines.vllm_args import ENGINE_CONTROLLED_ARGS, known_engine_args
+
+DEFAULT_UTILIZATION_RANGE = (0.05, 0.99)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+class ConfigError(Exception):
+    """Bad input: the message names the file, the model and the field. The CLI exits 2."""
+
+
+def parse_utilization_range(value: Any) -> tuple[float, float]:
+    """Accept 'LO:HI' or [LO, HI]; both ends in (0, 1] and LO < HI."""
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) != 2:
+            raise ValueError(f"expected LO:HI, got {value!r}")
+        try:
+            lo, hi = float(parts[0]), float(parts[1])
+        except ValueError as exc:
+            raise ValueError(f"expected numbers in LO:HI, got {value!r}") from exc
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        lo, hi = float(value[0]), float(value[1])
+    else:
+        raise ValueError(f"expected LO:HI or [LO, HI], got {value!r}")
+    for end in (lo, hi):
+        if not 0.0 < end <= 1.0:
+            raise ValueError(f"utilization {end} is outside (0, 1]")
+    if lo >= hi:
+        raise ValueError(f"range low end {lo} is not below its high end {hi}")
+    return lo, hi
+
+
+class ModelSettings(BaseModel):
+    """One model to probe and the engine settings that decide its KV capacity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Unique name used in results and reports.")
+    model: str = Field(
+        description="A weight directory, or a directory holding only a public config.json "
+        "(then load_format must be dummy). Relative paths start at the models file."
+    )
+    load_format: str = Field(
+        "auto", description="vLLM load format; 'dummy' starts without weights (random values)."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32", "half"] = Field(
+        "auto", description="Weight and activation dtype."
+    )
+    kv_cache_dtype: Literal["auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(
+        "auto", description="KV cache dtype; fp8 halves the bytes per token."
+    )
+    max_model_len: int = Field(
+        gt=0, description="Longest request (prompt + output) in tokens; u_min holds one such request."
+    )
+    block_size: Optional[int] = Field(None, gt=0, description="Tokens per KV block; None keeps the engine's default.")
+    max_num_seqs: Optional[int] = Field(
+        None, gt=0, description="Most concurrent sequences; None keeps the engine's default."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is split across.")
+    enforce_eager: bool = Field(False, description="Skip CUDA graph capture (saves memory and start time).")
+    gpu_memory_utilization: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="The utilization you serve with: the reference start measures KV capacity exactly here "
+        "(matched between native and container runs). In (0, 1].",
+    )
+    utilization_range: tuple[float, float] = Field(
+        DEFAULT_UTILIZATION_RANGE,
+        description="Lowest and highest gpu_memory_utilization the search may try, each in (0, 1]. "
+        "The command line's --range overrides it.",
+    )
+    extra_engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Further vLLM engine arguments, checked against vLLM's own EngineArgs.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, name: str) -> str:
+        if not name or any(c in name for c in '/\\:*?"<>| ') or name.startswith("."):
+            raise ValueError("must be non-empty and usable as a file name (no spaces, slashes or leading dot)")
+        return name
+
+    @field_validator("utilization_range", mode="before")
+    @classmethod
+    def _range(cls, value: Any) -> tuple[float, float]:
+        return parse_utilization_range(value)
+
+    @field_validator("extra_engine_args")
+    @classmethod
+    def _engine_args_known(cls, args: dict[str, Any]) -> dict[str, Any]:
+        if not args:
+            return args
+        controlled = sorted(set(args) & ENGINE_CONTROLLED_ARGS)
+        if controlled:
+            raise ValueError(f"{', '.join(controlled)} is set by the probe itself, not in extra_engine_args")
+        first_class = sorted(set(args) & set(ModelSettings.model_fields))
+        if first_class:
+            raise ValueError(f"{', '.join(first_class)} has its own field; set it there")
+        known = known_engine_args()
+        unknown = sorted(a for a in args if a not in known)
+        if unknown:
+            raise ValueError(f"unknown vLLM engine argument {', '.join(map(repr, unknown))}")
+        return args
+
+    @field_validator("model")
+    @classmethod
+    def _model_directory(cls, model: str) -> str:
+        path = Path(model)
+        if not path.is_dir():
+            raise ValueError(f"directory {model} does not exist")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{model} has no config.json")
+        return model
+
+    @field_validator("load_format")
+    @classmethod
+    def _weights_present(cls, load_format: str, info: ValidationInfo) -> str:
+        model = info.data.get("model")
+        if model and load_format != "dummy" and not any(p.suffix in WEIGHT_SUFFIXES for p in Path(model).iterdir()):
+            raise ValueError(f"{model} holds no weight files; set load_format: dummy to start without weights")
+        return load_format
+
+    @property
+    def architecture_digest(self) -> str:
+        """SHA-256 of config.json: the architecture, independent of where the directory is mounted."""
+        return hashlib.sha256((Path(self.model) / "config.json").read_bytes()).hexdigest()
+
+    def capacity_settings(self) -> dict[str, Any]:
+        """Everything that changes KV capacity: matched runs have equal settings (and hash)."""
+        fields = self.model_dump(exclude={"name", "model", "utilization_range"})
+        fields["architecture_sha256"] = self.architecture_digest
+        return fields
+
+    def settings_hash(self) -> str:
+        canonical = json.dumps(self.capacity_settings(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class ModelsFile(BaseModel):
+    """The whole models.yaml: shared defaults and the list of models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: dict[str, Any] = Field(default_factory=dict, description="Fields applied to every model.")
+    models: list[dict[str, Any]] = Field(min_length=1, description="One entry per model.")
+
+
+def _field_path(error: dict) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(model)"
+
+
+def load_models(path: str | Path, only: Optional[list[str]] = None) -> list[ModelSettings]:
+    """Read and check a models file; raise ConfigError naming file, model and field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} YAML syntax error: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'defaults' and 'models'")
+    try:
+        document = ModelsFile.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigError(f"{path}: field '{_field_path(error)}': {error['msg']}") from None
+
+    unknown_defaults = sorted(set(document.defaults) - set(ModelSettings.model_fields) | ({"name"} & set(document.defaults)))
+    if unknown_defaults:
+        raise ConfigError(f"{path}: defaults: unknown key '{unknown_defaults[0]}'")
+
+    models: list[ModelSettings] = []
+    for index, entry in enumerate(document.models):
+        label = entry.get("name", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: model {label}: expected a mapping of fields")
+        merged = {**document.defaults, **entry}
+        if isinstance(merged.get("model"), str):
+            merged["model"] = str((path.parent / merged["model"]).resolve())
+        try:
+            models.append(ModelSettings.model_validate(merged))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = _field_path(error)
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            raise ConfigError(f"{path}: model '{label}': field '{field}': {message}") from None
+
+    names = [m.name for m in models]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise ConfigError(f"{path}: model '{duplicate}': field 'name': appears more than once")
+    if only:
+        missing = sorted(set(only) - set(names))
+        if missing:
+            raise ConfigError(f"{path}: --only names unknown model '{missing[0]}' (known: {', '.join(names)})")
+        models = [m for m in models if m.name in only]
+    return models

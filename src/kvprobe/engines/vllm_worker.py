@@ -1,0 +1,178 @@
+"""One vLLM engine start, run as its own process by a trial: start, generate, optionally fill.
+
+    python -m kvprobe.engines.vllm_worker SPEC.json RESULT.json
+
+The spec holds the engine arguments and the workload. The result JSON is written only when the
+engine started and every step passed; any failure leaves the log for the parent to classify.
+This is the only kvprobe code that imports vLLM or touches CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+PHASE_MARK = "KVPROBE_PHASE"
+
+
+def mark(phase: str) -> None:
+    print(f"{PHASE_MARK} {phase} {time.time():.3f}", flush=True)
+
+
+def _peak_stats_logger(peak: dict):
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class PeakKVUsage(StatLoggerBase):
+        """Keeps the highest KV-cache usage and running-request count the scheduler reported."""
+
+        def __init__(self, vllm_config, engine_index: int = 0):
+            pass
+
+        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
+            if scheduler_stats is not None:
+                peak["kv_usage"] = max(peak["kv_usage"], scheduler_stats.kv_cache_usage)
+                peak["running"] = max(peak["running"], scheduler_stats.num_running_reqs)
+
+        def log_engine_initialized(self):
+            pass
+
+    return PeakKVUsage
+
+
+def _run_requests(engine, requests: list[tuple[list[int], int]]) -> tuple[int, float]:
+    """Submit all requests at once, step until done; return generated tokens and seconds."""
+    from vllm import SamplingParams
+
+    started = time.perf_counter()
+    for index, (prompt, output_len) in enumerate(requests):
+        params = SamplingParams(max_tokens=output_len, min_tokens=output_len, ignore_eos=True, temperature=0.0)
+        engine.add_request(f"r{index}-{started}", {"prompt_token_ids": prompt}, params)
+    generated = 0
+    while engine.has_unfinished_requests():
+        for output in engine.step():
+            if output.finished:
+                generated += len(output.outputs[0].token_ids)
+    return generated, time.perf_counter() - started
+
+
+def _prompt(rng: random.Random, length: int, vocab: int) -> list[int]:
+    # Token ids above the usual special ids; distinct prompts so prefix caching shares nothing.
+    return [rng.randrange(16, vocab) for _ in range(length)]
+
+
+def fill_plan(num_blocks: int, block_size: int, max_model_len: int, max_num_seqs: int,
+              max_batched_tokens: int, target: float) -> dict:
+    """Requests that together hold `target` of the KV blocks at the same time.
+
+    Each request is as long as the model allows; its output is long enough that the first
+    request is still decoding when the last one has been prefilled.
+    """
+    capacity = num_blocks * block_size
+    per_request_blocks = math.ceil(max_model_len / block_size)
+    requests = math.ceil(target * num_blocks / per_request_blocks)
+    requests = max(1, min(requests, max_num_seqs))
+    prefill_steps = math.ceil(requests * max_model_len / max(1, max_batched_tokens))
+    output_len = min(max(4, prefill_steps + 8), max_model_len // 2)
+    prompt_len = max_model_len - output_len
+    reachable = min(1.0, requests * per_request_blocks / max(1, num_blocks))
+    return {
+        "requests": requests,
+        "prompt_len": prompt_len,
+        "output_len": output_len,
+        "capacity_tokens": capacity,
+        "reachable_fraction": reachable,
+    }
+
+
+def main(spec_path: str, result_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    mark("import")
+    t_import = time.perf_counter()
+    import vllm
+    from vllm import EngineArgs
+    from vllm.v1.engine.llm_engine import LLMEngine
+
+    import_s = time.perf_counter() - t_import
+    peak = {"kv_usage": 0.0, "running": 0}
+    engine_args = EngineArgs(**spec["engine_args"], disable_log_stats=False)
+    mark("engine_start")
+    t_start = time.perf_counter()
+    engine = LLMEngine.from_engine_args(engine_args, stat_loggers=[_peak_stats_logger(peak)])
+    start_s = time.perf_counter() - t_start
+    mark("ready")
+
+    config = engine.vllm_config
+    num_blocks = int(config.cache_config.num_gpu_blocks or 0)
+    block_size = int(config.cache_config.block_size)
+    max_model_len = int(config.model_config.max_model_len)
+    vocab = int(config.model_config.get_vocab_size())
+    rng = random.Random(0)
+    result: dict = {
+        "num_gpu_blocks": num_blocks,
+        "block_size": block_size,
+        "max_num_seqs": int(config.scheduler_config.max_num_seqs),
+        "timings": {"import_s": import_s, "engine_start_s": start_s},
+        "versions": {"vllm": vllm.__version__},
+    }
+
+    workload = spec.get("workload", {})
+    generated, seconds = _run_requests(engine, [(_prompt(rng, 16, vocab), int(workload.get("generate_tokens", 8)))])
+    result["timings"]["generate_s"] = seconds
+    mark("generated")
+
+    if workload.get("fill_target"):
+        plan = fill_plan(
+            num_blocks, block_size, max_model_len, result["max_num_seqs"],
+            int(config.scheduler_config.max_num_batched_tokens), float(workload["fill_target"]),
+        )
+        peak.update(kv_usage=0.0, running=0)
+        requests = [(_prompt(rng, plan["prompt_len"], vocab), plan["output_len"]) for _ in range(plan["requests"])]
+        _, seconds = _run_requests(engine, requests)
+        result["fill"] = {**plan, "seconds": seconds, "peak_kv_usage": peak["kv_usage"], "peak_running": peak["running"]}
+        result["timings"]["fill_s"] = seconds
+        mark("filled")
+
+    if workload.get("throughput"):
+        shape = workload["throughput"]
+        requests = [(_prompt(rng, shape["prompt_len"], vocab), shape["output_len"]) for _ in range(shape["requests"])]
+        _run_requests(engine, requests[:1])  # warm-up
+        tokens, seconds = _run_requests(engine, requests)
+        result["throughput"] = {**shape, "output_tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+        mark("throughput")
+
+    result["cuda"] = _cuda_view()
+    try:
+        import torch
+
+        result["versions"].update(torch=torch.__version__, cuda_runtime=torch.version.cuda)
+    except ImportError:
+        pass
+    tmp = Path(result_path + ".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, result_path)
+    mark("done")
+    sys.stdout.flush()
+    # The parent tears down the whole process group; a clean shutdown here only costs time.
+    os._exit(0)
+
+
+def _cuda_view() -> dict | None:
+    """CUDA's own view of device memory, taken here so the probe process never creates a context."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        free, total = torch.cuda.mem_get_info()
+        return {"free_bytes": free, "total_bytes": total, "device_name": torch.cuda.get_device_name()}
+    except Exception as exc:  # a CUDA error here must not fail a trial that already passed
+        return {"error": str(exc)}
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

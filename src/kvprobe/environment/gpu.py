@@ -1,0 +1,146 @@
+"""GPUs through NVML only: the probe's process reads device memory without creating a CUDA context."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+# GB10 (DGX Spark) and GH200 share one memory pool with the Grace CPU.
+UNIFIED_MEMORY_NAMES = ("GB10", "GH200", "GH100", "Grace")
+
+
+@dataclass
+class GpuInfo:
+    index: int
+    name: str
+    total_bytes: Optional[int]
+    used_bytes: Optional[int]
+    unified_memory: bool
+    unified_memory_signal: str
+    processes: list[dict] = field(default_factory=list)  # pid, used_bytes
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GpuReport:
+    available: bool
+    reason: Optional[str] = None
+    driver_version: Optional[str] = None
+    cuda_driver_version: Optional[str] = None
+    devices: list[GpuInfo] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "devices": [d.to_dict() for d in self.devices]}
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def classify_unified(name: str, total: Optional[int], host_total: int) -> tuple[bool, str]:
+    """Tell unified memory from a discrete card, and say which signal decided."""
+    if total is None:
+        return True, "NVML reports device memory as not supported (unified memory)"
+    if any(tag in name for tag in UNIFIED_MEMORY_NAMES):
+        return True, f"device name {name!r} is a Grace unified-memory part"
+    if host_total and abs(total - host_total) <= 0.05 * host_total:
+        return True, "device memory total equals system memory"
+    return False, "device reports its own memory total, different from system memory (discrete)"
+
+
+class Nvml:
+    """A short-lived NVML session; every call degrades to 'unavailable' instead of raising."""
+
+    def __init__(self) -> None:
+        self.error: Optional[str] = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+        except Exception as exc:  # no driver, no library, no device
+            self.nvml = None
+            self.error = f"NVML unavailable: {exc}"
+
+    def __enter__(self) -> "Nvml":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.nvml is not None:
+            try:
+                self.nvml.nvmlShutdown()
+            except Exception:
+                pass
+
+    def device_count(self) -> int:
+        return self.nvml.nvmlDeviceGetCount() if self.nvml else 0
+
+    def used_bytes(self) -> list[Optional[int]]:
+        """Used memory per device; None where NVML cannot tell (unified memory)."""
+        if not self.nvml:
+            return []
+        used = []
+        for index in range(self.device_count()):
+            try:
+                handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
+                used.append(int(self.nvml.nvmlDeviceGetMemoryInfo(handle).used))
+            except Exception:
+                used.append(None)
+        return used
+
+    def process_pids(self) -> set[int]:
+        pids: set[int] = set()
+        for index in range(self.device_count()):
+            for proc in self._processes(index):
+                pids.add(proc["pid"])
+        return pids
+
+    def _processes(self, index: int) -> list[dict]:
+        handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
+        found = []
+        for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+            try:
+                for proc in getattr(self.nvml, getter)(handle):
+                    used = proc.usedGpuMemory
+                    found.append({"pid": int(proc.pid), "used_bytes": int(used) if isinstance(used, int) else None})
+            except Exception:
+                continue
+        return found
+
+    def temperature_c(self, index: int = 0) -> Optional[int]:
+        if not self.nvml:
+            return None
+        try:
+            handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
+            return int(self.nvml.nvmlDeviceGetTemperature(handle, self.nvml.NVML_TEMPERATURE_GPU))
+        except Exception:
+            return None
+
+    def report(self, host_total: int) -> GpuReport:
+        if not self.nvml:
+            return GpuReport(available=False, reason=self.error)
+        nvml = self.nvml
+        report = GpuReport(available=True, driver_version=_text(nvml.nvmlSystemGetDriverVersion()))
+        try:
+            version = nvml.nvmlSystemGetCudaDriverVersion_v2()
+            report.cuda_driver_version = f"{version // 1000}.{version % 1000 // 10}"
+        except Exception:
+            pass
+        for index in range(self.device_count()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            name = _text(nvml.nvmlDeviceGetName(handle))
+            try:
+                memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+                total, used = int(memory.total), int(memory.used)
+            except Exception:
+                total = used = None
+            unified, signal = classify_unified(name, total, host_total)
+            report.devices.append(GpuInfo(index, name, total, used, unified, signal, self._processes(index)))
+        return report
+
+
+def visible_devices() -> Optional[str]:
+    return os.environ.get("CUDA_VISIBLE_DEVICES")

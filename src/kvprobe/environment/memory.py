@@ -1,0 +1,164 @@
+"""Host and cgroup memory, read from /proc/meminfo and both cgroup layouts (v1, v2, hybrid)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+UNLIMITED = 1 << 62  # cgroup v1 reports "no limit" as a number near PAGE_COUNTER_MAX
+
+
+def read_meminfo(path: str | Path = "/proc/meminfo") -> dict[str, int]:
+    """All /proc/meminfo fields in bytes."""
+    values: dict[str, int] = {}
+    for line in Path(path).read_text().splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            values[key.strip()] = int(parts[0]) * (1024 if len(parts) > 1 and parts[1] == "kB" else 1)
+    return values
+
+
+HOST_FIELDS = ("MemTotal", "MemFree", "MemAvailable", "Cached", "Buffers", "Shmem", "SwapTotal", "SwapFree")
+
+
+def host_memory(path: str | Path = "/proc/meminfo") -> dict[str, int]:
+    info = read_meminfo(path)
+    return {key: info.get(key, 0) for key in HOST_FIELDS}
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _read_int(path: Path) -> Optional[int]:
+    text = _read(path)
+    if text is None or text == "max":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return None if value >= UNLIMITED else value
+
+
+def _read_stat(path: Path) -> dict[str, int]:
+    text = _read(path) or ""
+    stat = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            stat[key] = int(value)
+    return stat
+
+
+@dataclass
+class CgroupMemory:
+    """The memory cgroup this process runs in, as its own files describe it."""
+
+    version: str  # "v1", "v2", "hybrid" or "none"
+    path: Optional[str] = None  # the cgroup's directory as read
+    limit_bytes: Optional[int] = None
+    usage_bytes: Optional[int] = None
+    peak_bytes: Optional[int] = None
+    stat: dict[str, int] = field(default_factory=dict)  # anon, file, shmem, kernel (bytes)
+
+    def headroom_bytes(self) -> Optional[int]:
+        if self.limit_bytes is None or self.usage_bytes is None:
+            return None
+        return self.limit_bytes - self.usage_bytes
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _own_cgroup_paths(proc_cgroup: str) -> dict[str, str]:
+    """Controller -> path from /proc/self/cgroup; the v2 entry is keyed ''."""
+    paths = {}
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for controller in parts[1].split(","):
+                paths[controller] = parts[2]
+    return paths
+
+
+def detect_cgroup_version(root: Path) -> str:
+    if (root / "cgroup.controllers").exists():
+        return "v2"
+    if (root / "memory").is_dir():
+        return "hybrid" if (root / "unified" / "cgroup.controllers").exists() else "v1"
+    return "none"
+
+
+def _cgroup_dir(mount: Path, own_path: Optional[str]) -> Path:
+    """Our cgroup's directory; inside a private cgroup namespace it is the mount's root itself."""
+    if own_path and own_path != "/":
+        candidate = mount / own_path.lstrip("/")
+        if candidate.is_dir():
+            return candidate
+    return mount
+
+
+def read_cgroup_memory(root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | Path = "/proc/self/cgroup") -> CgroupMemory:
+    root = Path(root)
+    version = detect_cgroup_version(root)
+    own = _own_cgroup_paths(_read(Path(proc_cgroup)) or "")
+    if version == "v2":
+        directory = _cgroup_dir(root, own.get(""))
+        stat = _read_stat(directory / "memory.stat")
+        return CgroupMemory(
+            version=version,
+            path=str(directory),
+            limit_bytes=_read_int(directory / "memory.max"),
+            usage_bytes=_read_int(directory / "memory.current"),
+            peak_bytes=_read_int(directory / "memory.peak"),
+            stat=_summarise_stat(stat, v2=True),
+        )
+    if version in ("v1", "hybrid"):
+        directory = _cgroup_dir(root / "memory", own.get("memory"))
+        stat = _read_stat(directory / "memory.stat")
+        return CgroupMemory(
+            version=version,
+            path=str(directory),
+            limit_bytes=_read_int(directory / "memory.limit_in_bytes"),
+            usage_bytes=_read_int(directory / "memory.usage_in_bytes"),
+            peak_bytes=_read_int(directory / "memory.max_usage_in_bytes"),
+            stat=_summarise_stat(stat, v2=False),
+        )
+    return CgroupMemory(version="none")
+
+
+def _summarise_stat(stat: dict[str, int], v2: bool) -> dict[str, int]:
+    """anon / file / shmem / kernel in bytes, named the same for both layouts."""
+    if v2:
+        keys = {"anon": "anon", "file": "file", "shmem": "shmem", "kernel": "kernel"}
+        summary = {ours: stat[theirs] for ours, theirs in keys.items() if theirs in stat}
+        if "kernel" not in summary and "kernel_stack" in stat:
+            summary["kernel"] = stat.get("kernel_stack", 0) + stat.get("slab", 0) + stat.get("sock", 0)
+        return summary
+    keys = {"anon": "rss", "file": "cache", "shmem": "shmem", "mapped_file": "mapped_file"}
+    summary = {ours: stat[theirs] for ours, theirs in keys.items() if theirs in stat}
+    return summary
+
+
+def shm_size_bytes(path: str = "/dev/shm") -> Optional[int]:
+    import os
+
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_blocks * st.f_frsize
+
+
+def memlock_limit() -> Optional[int]:
+    """RLIMIT_MEMLOCK soft limit in bytes; None means unlimited."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    return None if soft == resource.RLIM_INFINITY else soft

@@ -1,0 +1,81 @@
+"""Find and end every process of a trial's session, including those that outlived their parent."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Orphans of our trials are re-parented to us (not to init), so we can reap and see them."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except OSError:
+        return False
+
+
+def reap_zombies() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _stat_fields(pid: str) -> tuple[str, int, int] | None:
+    """(state, pgrp, session) from /proc/PID/stat; the command name may hold spaces."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = text[text.rfind(")") + 2 :].split()
+    return rest[0], int(rest[2]), int(rest[3])
+
+
+def members(leader: int) -> list[int]:
+    """Live (non-zombie) processes whose process group or session is the trial's leader pid."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(entry)
+        if fields and fields[0] != "Z" and leader in (fields[1], fields[2]):
+            found.append(int(entry))
+    return found
+
+
+def terminate(leader: int, grace_s: float = 5.0, poll_s: float = 0.1) -> float:
+    """SIGTERM the whole group, then SIGKILL what remains; return seconds until none is left."""
+    started = time.monotonic()
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30.0)):
+        pids = members(leader)
+        if not pids:
+            break
+        try:
+            os.killpg(leader, sig)
+        except ProcessLookupError:
+            pass
+        for pid in pids:  # a member that changed its group is still in the session
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            reap_zombies()
+            if not members(leader):
+                break
+            time.sleep(poll_s)
+    reap_zombies()
+    left = members(leader)
+    if left:
+        raise RuntimeError(f"processes {left} of trial group {leader} survived SIGKILL")
+    return time.monotonic() - started

@@ -1,0 +1,226 @@
+"""One isolated engine start: its own process group, a timeout, the guard, and a full teardown."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from kvprobe.engines.vllm import VllmEngine
+from kvprobe.engines.vllm_worker import PHASE_MARK
+from kvprobe.environment.gpu import Nvml
+from kvprobe.results.schema import TrialRecord
+from kvprobe.trial.monitor import GIB, MIB, GuardPolicy, MemorySample, MemorySampler, summarise
+from kvprobe.trial.process_group import become_subreaper, reap_zombies, terminate
+
+LOG_TAIL_LINES = 40
+
+
+@dataclass
+class TrialRequest:
+    """What one trial starts: a utilization or an explicit KV budget, and the workload after it."""
+
+    number: int
+    search: str
+    engine_args: dict
+    utilization: Optional[float] = None
+    kv_cache_memory_bytes: Optional[int] = None
+    fill_target: Optional[float] = None
+    throughput: Optional[dict] = None
+    generate_tokens: int = 8
+
+
+@dataclass
+class TrialLimits:
+    timeout_s: float = 900.0
+    sample_interval_s: float = 0.1  # 10 Hz
+    settle_timeout_s: float = 60.0
+    gpu_baseline_tolerance: int = 512 * MIB
+    host_baseline_tolerance: int = 512 * MIB
+    guard: GuardPolicy = field(default_factory=GuardPolicy.disabled)
+
+
+class TrialRunner:
+    """Runs trials one after another in `workdir`, each a fresh engine process group."""
+
+    def __init__(self, engine: VllmEngine, workdir: Path, limits: TrialLimits,
+                 on_sample: Optional[Callable[[MemorySample], None]] = None):
+        self.engine = engine
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.limits = limits
+        self.on_sample = on_sample
+        self.nvml = Nvml()
+        self.sampler = MemorySampler(self.nvml)
+        become_subreaper()
+
+    def close(self) -> None:
+        self.nvml.__exit__()
+
+    def run(self, request: TrialRequest) -> TrialRecord:
+        stem = self.workdir / f"trial-{request.number:03d}-{request.search}"
+        spec_path, result_path, log_path = (Path(f"{stem}.{suffix}") for suffix in ("spec.json", "result.json", "log"))
+        result_path.unlink(missing_ok=True)
+        spec = {
+            "engine_args": request.engine_args,
+            "workload": {
+                "generate_tokens": request.generate_tokens,
+                "fill_target": request.fill_target,
+                "throughput": request.throughput,
+            },
+        }
+        spec_path.write_text(json.dumps(spec, indent=1))
+        baseline = self.sampler.sample()
+        started_at = time.time()
+        env = {**os.environ, **self.engine.worker_environment()}
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                self.engine.worker_command(str(spec_path), str(result_path)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+        try:
+            verdict, samples, phases = self._watch(process, log_path)
+        except BaseException:  # Ctrl-C or SIGTERM: never leave an engine behind
+            terminate(process.pid)
+            process.wait()
+            raise
+        wall_s = time.time() - started_at
+        teardown_started = time.monotonic()
+        terminate(process.pid)
+        process.wait()
+        restored = self._settle(baseline)
+        teardown_s = time.monotonic() - teardown_started
+
+        log_text = log_path.read_text(errors="replace")
+        worker = json.loads(result_path.read_text()) if result_path.exists() else {}
+        record = TrialRecord(
+            number=request.number,
+            search=request.search,
+            utilization=request.utilization,
+            kv_cache_memory_bytes=request.kv_cache_memory_bytes,
+            fill_target=request.fill_target,
+            outcome="ok",
+            reason="",
+            returncode=process.returncode,
+            started_at=started_at,
+            wall_s=wall_s,
+            teardown_s=teardown_s,
+            baseline_restored=restored,
+            memory_report=self.engine.memory_report(log_text),
+            worker=worker,
+            memory=summarise(samples, phases),
+            baseline=baseline.to_dict(),
+            log_tail=log_text.splitlines()[-LOG_TAIL_LINES:],
+            log_path=str(log_path),
+        )
+        self._judge(record, verdict, worker, log_text)
+        return record
+
+    def _watch(self, process: subprocess.Popen, log_path: Path) -> tuple[Optional[tuple[str, str]], list, dict]:
+        """Sample until the worker exits; return (outcome, reason) if we had to stop it."""
+        samples: list[MemorySample] = []
+        phases: dict[str, float] = {}
+        deadline = time.monotonic() + self.limits.timeout_s
+        offset = 0
+        pending = b""
+        while True:
+            sample = self.sampler.sample()
+            samples.append(sample)
+            if self.on_sample:
+                self.on_sample(sample)
+            with open(log_path, "rb") as log:
+                log.seek(offset)
+                chunk = log.read()
+            offset += len(chunk)
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for raw in lines:
+                self._mark_phase(raw.decode(errors="replace"), sample.t, phases)
+            if process.poll() is not None:
+                reap_zombies()
+                return None, samples, phases
+            breach = self.limits.guard.breach(sample)
+            if breach:
+                return ("guard", breach), samples, phases
+            if time.monotonic() > deadline:
+                return ("timeout", f"no result within {self.limits.timeout_s:.0f} s"), samples, phases
+            time.sleep(self.limits.sample_interval_s)
+
+    def _mark_phase(self, line: str, t: float, phases: dict[str, float]) -> None:
+        if line.startswith(PHASE_MARK):
+            name = line.split()[1]
+            phases.setdefault(name, t)
+            return
+        for name, pattern in self.engine.phase_patterns.items():
+            if name not in phases and pattern.search(line):
+                phases[name] = t
+
+    def _settle(self, baseline: MemorySample) -> bool:
+        """Wait until device and host memory are back near their pre-trial values."""
+        deadline = time.monotonic() + self.limits.settle_timeout_s
+        while True:
+            now = self.sampler.sample()
+            gpu_ok = (
+                baseline.gpu_used is None
+                or now.gpu_used is None
+                or now.gpu_used <= baseline.gpu_used + self.limits.gpu_baseline_tolerance
+            )
+            host_ok = now.host_available >= baseline.host_available - self.limits.host_baseline_tolerance
+            if gpu_ok and host_ok:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+
+    def _judge(self, record: TrialRecord, verdict: Optional[tuple[str, str]], worker: dict, log_text: str) -> None:
+        if verdict is not None:
+            record.outcome, record.reason = verdict
+        elif record.returncode == 0 and worker:
+            record.outcome = "ok"
+        elif record.returncode is not None and record.returncode < 0:
+            record.outcome, record.reason = "killed", f"worker ended by signal {-record.returncode}"
+            engine_said = self.engine.classify(log_text)
+            if engine_said.outcome != "error":
+                record.outcome, record.reason = engine_said.outcome, engine_said.reason
+        else:
+            said = self.engine.classify(log_text)
+            record.outcome, record.reason = said.outcome, said.reason
+
+        if record.outcome != "ok":
+            return
+        record.num_gpu_blocks = worker.get("num_gpu_blocks")
+        record.block_size = worker.get("block_size")
+        if record.num_gpu_blocks is None or not record.num_gpu_blocks:
+            record.num_gpu_blocks = None
+        if record.num_gpu_blocks and record.block_size:
+            record.kv_cache_tokens = record.num_gpu_blocks * record.block_size
+        record.kv_cache_bytes = _kv_bytes(record)
+        fill = worker.get("fill")
+        if record.fill_target and fill:
+            if fill["peak_kv_usage"] + 1e-9 < record.fill_target:
+                record.outcome = "ok"
+                record.reason = (
+                    f"fill reached {fill['peak_kv_usage']:.1%} of the KV blocks, below the {record.fill_target:.0%} target"
+                )
+                record.passed = False
+                return
+        record.passed = True
+        record.reason = record.reason or "started and generated"
+
+
+def _kv_bytes(record: TrialRecord) -> Optional[int]:
+    value = record.memory_report.get("kv_cache_bytes")
+    if record.kv_cache_memory_bytes:
+        return int(record.kv_cache_memory_bytes)
+    return int(value) if value is not None else None
+
+
+__all__ = ["TrialRequest", "TrialLimits", "TrialRunner", "GIB"]

@@ -1,0 +1,109 @@
+"""The boundary searches against deterministic capacity functions (no engine)."""
+
+import pytest
+
+from kvprobe.search import find_boundary, linear_fit
+
+
+def step_function(boundary):
+    return lambda u: u <= boundary + 1e-9
+
+
+def test_bisection_finds_u_max_to_tolerance():
+    result = find_boundary(step_function(0.734), 0.05, 0.99, 0.01)
+    assert result.converged and not result.censored
+    assert result.passing <= 0.734 < result.failing
+    assert result.failing - result.passing <= 0.01 + 1e-9
+    assert 6 <= result.engine_starts <= 8
+
+
+def test_bracketed_search_with_a_good_prediction_needs_at_most_four_starts():
+    result = find_boundary(step_function(0.734), 0.05, 0.99, 0.01, start=0.5, predict=lambda: 0.7385)
+    assert result.converged
+    assert result.passing <= 0.734 < result.failing
+    assert result.engine_starts <= 4
+
+
+@pytest.mark.parametrize("guess", [0.30, 0.95, 0.60, 0.99])
+def test_a_wrong_prediction_still_converges(guess):
+    result = find_boundary(step_function(0.734), 0.05, 0.99, 0.01, start=0.2, predict=lambda: guess)
+    assert result.converged
+    assert result.passing <= 0.734 < result.failing
+    assert result.engine_starts <= 10
+
+
+def test_a_failing_first_trial_searches_downward():
+    result = find_boundary(step_function(0.31), 0.05, 0.99, 0.01, start=0.9, predict=lambda: 0.95)
+    assert result.trials[0] == (0.9, False)
+    assert result.converged and result.passing <= 0.31 < result.failing
+
+
+def test_nothing_passes():
+    result = find_boundary(lambda u: False, 0.05, 0.99, 0.01)
+    assert result.passing is None and not result.converged
+    assert (0.05, False) in result.trials
+
+
+def test_everything_passes_is_censored_at_the_top_of_the_range():
+    result = find_boundary(lambda u: True, 0.05, 0.30, 0.01)
+    assert result.passing == 0.30 and result.censored and result.failing is None
+
+
+def test_non_monotone_noise_returns_a_verified_local_boundary():
+    # A dip that fails inside the passing region: bisection may land on either edge,
+    # but the answer must always be a tested pass one tolerance below a tested failure.
+    def capacity(u):
+        return u <= 0.80 and not 0.52 <= u <= 0.545
+
+    result = find_boundary(capacity, 0.05, 0.99, 0.01, start=0.3, predict=lambda: 0.79)
+    outcomes = dict(result.trials)
+    assert outcomes[result.passing] is True
+    assert outcomes[result.failing] is False
+    assert result.failing - result.passing <= 0.01 + 1e-9
+
+
+def test_non_monotone_outcomes_are_flagged():
+    results = iter([True, False, True])  # pass, fail higher up, then pass above that failure? no: below
+    seen = []
+
+    def flaky(u):
+        seen.append(u)
+        return next(results, u < 0.5)
+
+    result = find_boundary(flaky, 0.05, 0.99, 0.01, known=[(0.6, False), (0.7, True)])
+    assert result.non_monotone
+
+
+def test_smallest_passing_value_for_u_min():
+    result = find_boundary(lambda u: u >= 0.137, 0.01, 0.5, 0.01, passing_below=False, start=0.4)
+    assert result.converged
+    assert result.passing >= 0.137 > result.failing
+    assert result.passing - result.failing <= 0.01 + 1e-9
+
+
+def test_known_outcomes_seed_the_bracket_without_engine_starts():
+    calls = []
+
+    def probe(u):
+        calls.append(u)
+        return u >= 0.2
+
+    result = find_boundary(
+        probe, 0.05, 0.99, 0.01, passing_below=False, known=[(0.5, True), (0.21, True)], predict=lambda: 0.2
+    )
+    assert 0.5 not in calls and 0.21 not in calls
+    assert result.passing == 0.2 and result.failing == 0.19
+    assert len(calls) == 2
+
+
+def test_integer_axis_for_kv_blocks():
+    result = find_boundary(lambda b: b <= 12_345, 1_000, 40_000, 100, start=10_000, integer=True, predict=lambda: 12_000)
+    assert result.passing <= 12_345 < result.failing
+    assert result.failing - result.passing <= 100
+    assert all(float(v).is_integer() for v, _ in result.trials)
+
+
+def test_linear_fit():
+    assert linear_fit([(0.1, 1.0)]) is None
+    slope, intercept = linear_fit([(0.1, 3.0), (0.3, 7.0)])
+    assert slope == pytest.approx(20.0) and intercept == pytest.approx(1.0)
