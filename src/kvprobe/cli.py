@@ -75,6 +75,7 @@ def _measure_options(func):
         click.option("--no-guard", is_flag=True, help="Disable the host-memory guard (not advised on unified memory)."),
         click.option("--drop-caches", is_flag=True, help="Drop the page cache before each trial (root only)."),
         click.option("--resume", is_flag=True, help="Continue the last unfinished run in --out, skipping finished work."),
+        click.option("--annotate", default=None, hidden=True, help="JSON recorded in each result's options."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -92,7 +93,7 @@ def measure(models_file: str, **kwargs) -> None:
 def run_measure(models_file: str, out_dir: str, label: str, only: tuple, repeats: int, cooldown_s: float,
                 max_gpu_temp: Optional[int], tolerance: float, utilization_range: Optional[str], searches: str,
                 fill_target: float, throughput: bool, trial_timeout: float, guard_floor: Optional[str],
-                no_guard: bool, drop_caches: bool, resume: bool, extra: Optional[dict] = None) -> int:
+                no_guard: bool, drop_caches: bool, resume: bool, annotate: Optional[str] = None) -> int:
     console = Console(stderr=False)
     try:
         models = load_models(models_file, list(only) or None)
@@ -123,7 +124,7 @@ def run_measure(models_file: str, out_dir: str, label: str, only: tuple, repeats
     options = MeasureOptions(
         label=label, repeats=repeats, tolerance=tolerance, utilization_range=span, searches=chosen,
         fill_target=fill_target, throughput=throughput, cooldown_s=cooldown_s, max_gpu_temp_c=max_gpu_temp,
-        drop_caches=drop_caches, extra=extra or {},
+        drop_caches=drop_caches, extra=json.loads(annotate) if annotate else {},
     )
     cgroup = read_cgroup_memory()
     guard = GuardPolicy.disabled() if no_guard else GuardPolicy.default(host_memory()["MemTotal"], cgroup.limit_bytes, floor)
@@ -167,7 +168,7 @@ def run_measure(models_file: str, out_dir: str, label: str, only: tuple, repeats
         return 130
     finally:
         runner.close()
-    store.close_run(run_id)
+    store.close_run(run_id, identity)
     console.print(summary_table(documents))
     return EXIT_OK if all(d["status"] == "complete" for d in documents) else EXIT_FAILED
 
@@ -195,3 +196,140 @@ def env(as_json: bool, label: Optional[str]) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _measure_arguments(values: dict) -> list[str]:
+    """Measure options as command-line arguments, to hand the same options to the container."""
+    arguments: list[str] = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        flag = {"--out-dir": "--out", "--cooldown-s": "--cooldown", "--utilization-range": "--range"}.get(flag, flag)
+        if value is None or value is False or value == ():
+            continue
+        if value is True:
+            arguments.append(flag)
+        elif isinstance(value, tuple):
+            for item in value:
+                arguments += [flag, str(item)]
+        else:
+            arguments += [flag, str(value)]
+    return arguments
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.argument("models_file", type=click.Path(dir_okay=False))
+@click.option("--runtime", type=click.Choice(["docker", "podman"]), required=True)
+@click.option("--image", default=None, help="Image with vLLM and kvprobe installed (see docker/Dockerfile).")
+@click.option("--rootfs", default=None, help="podman only: run on this root filesystem (e.g. '/:O', the host's own).")
+@click.option("--memory", default=None, help="Container memory limit, e.g. 4g.")
+@click.option("--shm-size", default="16g", show_default=True, help="Size of /dev/shm (ignored with --ipc-host).")
+@click.option("--ipc-host", is_flag=True, help="Share the host's IPC namespace instead of a private /dev/shm.")
+@click.option("--gpus", default="auto", show_default=True, help="--gpus value; auto = all when NVML sees a GPU, none = omit.")
+@click.option("--memlock", default="-1", show_default=True, help="--ulimit memlock value; 'none' keeps the runtime default.")
+@click.option("--network", default="none", show_default=True)
+@click.option("--oci-runtime", default=None, help="podman --runtime (default: runc where crun is missing).")
+@click.option("--python", "python_inside", default=None, help="Python inside the container (default: this one for --rootfs).")
+@click.option("--runtime-flag", multiple=True, help="Extra flag for `RUNTIME run`, repeatable (e.g. --runtime-flag=--cpus=2).")
+@click.option("--both", is_flag=True, help="Measure natively first, then in the container: one comparable pair.")
+@_measure_options
+def container(models_file: str, runtime: str, image: Optional[str], rootfs: Optional[str], memory: Optional[str],
+              shm_size: str, ipc_host: bool, gpus: str, memlock: str, network: str, oci_runtime: Optional[str],
+              python_inside: Optional[str], runtime_flag: tuple, both: bool, **measure_values) -> None:
+    """Run `kvprobe measure` in a container with the same models and settings (--both: native too)."""
+    from kvprobe.container import (ContainerError, ContainerSpec, build_command, default_oci_runtime, inner_command,
+                                   mounts, preflight, probe_environment, run_in_container, version_mismatch)
+    from kvprobe.environment.gpu import Nvml
+    from kvprobe.report.pairing import check_pairs
+
+    console = Console()
+    if measure_values.get("label") not in (None, "auto"):
+        raise BadInput("--label is set by `kvprobe container` itself (native for --both, container inside)")
+    try:
+        models = load_models(models_file, list(measure_values["only"]) or None)
+    except (ConfigError, EngineNotInstalled) as exc:
+        raise BadInput(str(exc)) from None
+    if gpus == "auto":
+        with Nvml() as nvml:
+            gpus = "all" if nvml.device_count() else None
+    try:
+        spec = ContainerSpec(
+            runtime=runtime, image=image, rootfs=rootfs, memory=memory, shm_size=shm_size, ipc_host=ipc_host,
+            gpus=None if gpus in (None, "none") else gpus, memlock=None if memlock == "none" else memlock,
+            network=network, oci_runtime=oci_runtime or default_oci_runtime(runtime), python=python_inside,
+            runtime_flags=list(runtime_flag),
+        )
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    out_dir = Path(measure_values["out_dir"]).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    volume_flags = mounts(models, Path(models_file), out_dir, [])
+    try:
+        preflight(spec)
+        inside = probe_environment(spec, volume_flags)
+    except ContainerError as exc:
+        raise BadInput(str(exc)) from None
+    differences = version_mismatch(environment.collect("native"), inside)
+    if differences:
+        console.print(f"[red]refusing an unmatched pair:[/] {'; '.join(differences)}")
+        sys.exit(EXIT_FAILED)
+    limits = {"memory_limit_bytes": inside["cgroup"].get("limit_bytes"), "shm_bytes": inside.get("shm_bytes"),
+              "memlock_limit_bytes": inside.get("memlock_limit_bytes"), "cgroup_version": inside["cgroup"]["version"]}
+    console.print(f"container sees: memory limit {limits['memory_limit_bytes']}, /dev/shm {limits['shm_bytes']}")
+
+    status = EXIT_OK
+    if both:
+        console.rule("native")
+        status = run_measure(models_file, **{**measure_values, "label": "native", "out_dir": str(out_dir)})
+    console.rule("container")
+    values = {**measure_values, "label": "container", "out_dir": str(out_dir), "annotate": None}
+    arguments = ["measure", str(Path(models_file).resolve())] + _measure_arguments(values)
+    command = build_command(spec, inner_command(spec, arguments), volume_flags)
+    annotation = json.dumps({"container": {"command": command, "runtime": runtime, "limits": limits}})
+    command = command + ["--annotate", annotation]
+    console.print("[dim]" + " ".join(command[:-2]) + "[/]", highlight=False, soft_wrap=True)
+    done = run_in_container(command)
+    if done.returncode not in (EXIT_OK, EXIT_FAILED):
+        console.print(f"[red]the container run failed (exit {done.returncode}):[/] {done.stderr.splitlines()[-1] if done.stderr else ''}")
+        sys.exit(EXIT_FAILED)
+    status = max(status, done.returncode)
+    if both:
+        problems = check_pairs(ResultStore(out_dir), [m.name for m in models])
+        for problem in problems:
+            console.print(f"[red]unmatched:[/] {problem}")
+        if problems:
+            status = EXIT_FAILED
+    sys.exit(status)
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Where to write the report (default: RESULTS_DIR/report).")
+@click.option("--format", "formats", default="all", show_default=True,
+              help="Comma-separated: markdown, html, csv, json, charts, or all.")
+@click.option("--title", default=None, help="Title of the Markdown and HTML report.")
+@click.option("--front-matter", is_flag=True, help="Start the Markdown with Hugo front matter.")
+def report(results_dir: str, out_dir: Optional[str], formats: str, title: Optional[str], front_matter: bool) -> None:
+    """Compare native and container results: statistics, tables, charts."""
+    from kvprobe.report import WRITERS, write_all
+    from kvprobe.report.analysis import build_report
+
+    chosen = list(WRITERS) if formats == "all" else [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in chosen if f not in WRITERS]
+    if unknown:
+        raise BadInput(f"--format: unknown format {unknown[0]!r} (known: {', '.join(WRITERS)}, all)")
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise BadInput(f"{results_dir}: no such results directory")
+    documents = [doc for _, doc in ResultStore(root).results() if doc.get("schema_version")]
+    if not documents:
+        raise BadInput(f"{results_dir}: no kvprobe result files found (expected MODEL/LABEL-RUN-rN.json)")
+    summary = build_report(documents)
+    target = Path(out_dir) if out_dir else root / "report"
+    written = write_all(summary, target, chosen, {"title": title, "front_matter": front_matter})
+    console = Console()
+    for problem in summary["unmatched"]:
+        console.print(f"[yellow]not compared:[/] {problem}")
+    console.print(f"{len(summary['models'])} model(s) compared; wrote {len(written)} file(s) to {target}")
+    for path in written:
+        console.print(f"  {path}")

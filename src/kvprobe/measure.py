@@ -65,7 +65,8 @@ class ModelMeasurement:
 
     # --- trials ------------------------------------------------------------------------------
     def trial(self, search: str, utilization: Optional[float] = None, kv_bytes: Optional[int] = None,
-              fill: Optional[float] = None, throughput: Optional[dict] = None) -> TrialRecord:
+              fill: Optional[float] = None, throughput: Optional[dict] = None,
+              overrides: Optional[dict] = None) -> TrialRecord:
         record = None
         for attempt in range(1 + self.options.retries):
             key = trial_key(self.settings.name, self.repeat, search, utilization, kv_bytes, fill, bool(throughput)) + f"#{attempt}"
@@ -77,7 +78,7 @@ class ModelMeasurement:
                 self.progress.trial_started(self.settings.name, search, value)
                 request = TrialRequest(
                     number=self.next_number(), search=search,
-                    engine_args=self.engine.engine_args(self.settings, utilization, kv_bytes),
+                    engine_args={**self.engine.engine_args(self.settings, utilization, kv_bytes), **(overrides or {})},
                     utilization=utilization, kv_cache_memory_bytes=kv_bytes, fill_target=fill, throughput=throughput,
                 )
                 record = self.runner.run(request)
@@ -151,7 +152,12 @@ class ModelMeasurement:
         predicted = (free_for_engine - overhead) / bytes_per_block if free_for_engine and overhead is not None else None
 
         def probe(blocks: float) -> bool:
-            return self.trial("kv_blocks", kv_bytes=int(blocks) * bytes_per_block, fill=self.options.fill_target).passed
+            # The fill needs every request in flight at once; more sequences than the model's
+            # setting only add non-KV memory, so the capacity found is, if anything, conservative.
+            requests = math.ceil(self.options.fill_target * blocks / need) + 1
+            overrides = {"max_num_seqs": max(self.settings.max_num_seqs or 0, requests)}
+            return self.trial("kv_blocks", kv_bytes=int(blocks) * bytes_per_block, fill=self.options.fill_target,
+                              overrides=overrides).passed
 
         return find_boundary(
             probe, need, hi, tolerance, start=blocks_at_u_max, integer=True,

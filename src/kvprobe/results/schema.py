@@ -25,8 +25,9 @@ class TrialRecord:
     returncode: Optional[int]
     started_at: float
     wall_s: float
-    teardown_s: float
+    teardown_s: float  # from the end of the trial until the group is gone and memory is back
     baseline_restored: bool
+    kill_s: float = 0.0  # the part of teardown until no process of the group was left
     passed: bool = False  # ok, and the fill test (if any) reached its target
     num_gpu_blocks: Optional[int] = None
     block_size: Optional[int] = None

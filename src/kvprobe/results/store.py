@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 
 from kvprobe.results.schema import TrialRecord
 
-MANIFEST = ".kvprobe-run.json"
+MANIFEST = ".kvprobe-run-{label}.json"  # one per label: native and container runs share a directory
 JOURNAL_DIR = ".journal"
 
 
@@ -52,9 +52,13 @@ class ResultStore:
                 continue
 
     # --- run manifest -------------------------------------------------------------------------
+    def _manifest(self, identity: dict) -> Path:
+        return self.root / MANIFEST.format(label=identity["label"])
+
     def open_run(self, resume: bool, identity: dict) -> tuple[str, bool]:
         """Return (run_id, resumed). Resuming needs an unfinished run with the same identity."""
-        manifest_path = self.root / MANIFEST
+        manifest_path = self._manifest(identity)
+        identity = json.loads(json.dumps(identity))  # tuples become lists, as they are stored
         if resume and manifest_path.exists():
             manifest = json.loads(manifest_path.read_text())
             if manifest.get("status") == "running" and manifest.get("identity") == identity:
@@ -63,8 +67,8 @@ class ResultStore:
         write_json_atomic(manifest_path, {"run_id": run_id, "status": "running", "identity": identity, "started_at": time.time()})
         return run_id, False
 
-    def close_run(self, run_id: str) -> None:
-        manifest_path = self.root / MANIFEST
+    def close_run(self, run_id: str, identity: dict) -> None:
+        manifest_path = self._manifest(identity)
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("run_id") == run_id:
             manifest["status"] = "finished"

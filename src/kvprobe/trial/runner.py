@@ -94,7 +94,7 @@ class TrialRunner:
             raise
         wall_s = time.time() - started_at
         teardown_started = time.monotonic()
-        terminate(process.pid)
+        kill_s = terminate(process.pid)
         process.wait()
         restored = self._settle(baseline)
         teardown_s = time.monotonic() - teardown_started
@@ -113,6 +113,7 @@ class TrialRunner:
             started_at=started_at,
             wall_s=wall_s,
             teardown_s=teardown_s,
+            kill_s=kill_s,
             baseline_restored=restored,
             memory_report=self.engine.memory_report(log_text),
             worker=worker,

@@ -1,0 +1,154 @@
+"""Run `kvprobe measure` inside a container (docker or podman), with the same models and settings.
+
+The argument list is always built as a list and run without a shell; model directories are
+mounted read-only at the same paths, the results directory read-write, so native and container
+results land side by side and compare by path-independent settings hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from kvprobe.config import ModelSettings
+
+
+class ContainerError(Exception):
+    """The runtime is missing, its daemon is down, the image is absent, or the container failed."""
+
+
+@dataclass
+class ContainerSpec:
+    runtime: str  # docker or podman
+    image: Optional[str] = None
+    rootfs: Optional[str] = None
+    memory: Optional[str] = None
+    shm_size: Optional[str] = "16g"
+    ipc_host: bool = False
+    gpus: Optional[str] = None  # "all", a device list, or None for no GPU flag
+    memlock: Optional[str] = "-1"  # --ulimit memlock=VALUE; None leaves the runtime's default
+    network: str = "none"
+    oci_runtime: Optional[str] = None  # podman --runtime (runc where crun is missing)
+    python: Optional[str] = None  # interpreter inside; default: this one for --rootfs, `kvprobe` for images
+    runtime_flags: list[str] = field(default_factory=list)
+    name: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if (self.image is None) == (self.rootfs is None):
+            raise ValueError("give exactly one of --image and --rootfs")
+        if self.rootfs and self.runtime != "podman":
+            raise ValueError("--rootfs needs podman; docker runs images (--image)")
+
+
+def default_oci_runtime(runtime: str) -> Optional[str]:
+    if runtime == "podman" and shutil.which("crun") is None and shutil.which("runc") is not None:
+        return "runc"
+    return None
+
+
+def mounts(models: list[ModelSettings], models_file: Path, out_dir: Path, extra_ro: list[Path]) -> list[str]:
+    """-v flags: each model directory and the models file read-only, the results directory writable."""
+    read_only = {Path(m.model).resolve() for m in models} | {models_file.resolve().parent} | {p.resolve() for p in extra_ro}
+    flags: list[str] = []
+    for path in sorted(read_only):
+        flags += ["-v", f"{path}:{path}:ro"]
+    flags += ["-v", f"{out_dir.resolve()}:{out_dir.resolve()}"]
+    return flags
+
+
+def build_command(spec: ContainerSpec, inner: list[str], volume_flags: list[str]) -> list[str]:
+    """The full runtime argument list: runtime, global flags, run flags, image or rootfs, command."""
+    command = [spec.runtime]
+    if spec.oci_runtime:
+        command += ["--runtime", spec.oci_runtime]
+    command += ["run", "--rm", "--network", spec.network, "--pull", "never"]
+    if spec.name:
+        command += ["--name", spec.name]
+    if spec.memory:
+        command += ["--memory", spec.memory]
+    if spec.ipc_host:
+        command += ["--ipc", "host"]
+    elif spec.shm_size:
+        command += ["--shm-size", spec.shm_size]
+    if spec.memlock:
+        command += ["--ulimit", f"memlock={spec.memlock}:{spec.memlock}"]
+    if spec.gpus:
+        command += ["--gpus", spec.gpus]
+    command += ["-w", os.getcwd(), "-e", "PYTHONUNBUFFERED=1"]
+    command += volume_flags + list(spec.runtime_flags)
+    if spec.rootfs:
+        command += ["--rootfs", spec.rootfs]
+    else:
+        command += [spec.image]
+    return command + inner
+
+
+def inner_command(spec: ContainerSpec, arguments: list[str]) -> list[str]:
+    if spec.python:
+        return [spec.python, "-m", "kvprobe.cli", *arguments]
+    if spec.rootfs:
+        return [sys.executable, "-m", "kvprobe.cli", *arguments]
+    return ["kvprobe", *arguments]
+
+
+def preflight(spec: ContainerSpec) -> None:
+    """Clear errors before any measurement: runtime missing, daemon down, image absent."""
+    if shutil.which(spec.runtime) is None:
+        raise ContainerError(f"container runtime {spec.runtime!r} is not installed (not on PATH)")
+    base = [spec.runtime] + (["--runtime", spec.oci_runtime] if spec.oci_runtime else [])
+    info = subprocess.run(base + ["info"], capture_output=True, text=True, timeout=60)
+    if info.returncode != 0:
+        said = (info.stderr or info.stdout).strip().splitlines()
+        detail = said[-1] if said else f"exit {info.returncode}"
+        hint = " (is the daemon running?)" if spec.runtime == "docker" else ""
+        raise ContainerError(f"{spec.runtime} info failed{hint}: {detail}")
+    if spec.image:
+        found = subprocess.run([spec.runtime, "image", "inspect", spec.image], capture_output=True, text=True, timeout=60)
+        if found.returncode != 0:
+            detail = (found.stderr or found.stdout).strip().splitlines()
+            raise ContainerError(
+                f"image {spec.image!r} is not present locally (build or pull it first): {detail[-1] if detail else ''}"
+            )
+
+
+def run_in_container(command: list[str], timeout_s: Optional[float] = None) -> subprocess.CompletedProcess:
+    """Run the container; stream its output through; keep the tail of stderr for error messages."""
+    process = subprocess.Popen(command, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
+    tail: list[str] = []
+    assert process.stderr is not None
+    for line in process.stderr:
+        sys.stderr.write(line)
+        tail = (tail + [line.rstrip()])[-20:]
+    process.wait(timeout=timeout_s)
+    return subprocess.CompletedProcess(command, process.returncode, stdout="", stderr="\n".join(tail))
+
+
+def probe_environment(spec: ContainerSpec, volume_flags: list[str]) -> dict:
+    """`kvprobe env --json` inside the container: its versions and the limits it sees."""
+    command = build_command(spec, inner_command(spec, ["env", "--json", "--label", "container"]), volume_flags)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        raise ContainerError(
+            f"the container exited early (exit {done.returncode}): {said[-1] if said else 'no output'}"
+        )
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise ContainerError(f"could not read kvprobe env from the container: {done.stdout[-300:]}") from None
+
+
+def version_mismatch(native: dict, inside: dict) -> list[str]:
+    """What differs between the two sides' software, in words (empty when matched)."""
+    differences = []
+    for key in ("kvprobe", "vllm", "torch"):
+        a, b = native["software"].get(key), inside["software"].get(key)
+        if a != b:
+            differences.append(f"{key} {a} natively but {b} in the container")
+    return differences

@@ -1,0 +1,9 @@
+"""`kvprobe report`: result files in, Markdown/HTML/CSV/JSON/charts out. It never runs an engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kvprobe.report.writers import WRITERS, write_all
+
+__all__ = ["WRITERS", "write_all", "Path"]
