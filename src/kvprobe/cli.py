@@ -66,6 +66,8 @@ def _measure_options(func):
                      help="Utilization range to search, overriding each model's utilization_range."),
         click.option("--searches", default=",".join(SEARCHES), show_default=True,
                      help="Which measurements to run, comma separated."),
+        click.option("--strategy", type=click.Choice(["bracketed", "bisection"]), default="bracketed", show_default=True,
+                     help="bracketed: predict each boundary from the engine's memory report; bisection: plain halving."),
         click.option("--fill-target", type=click.FloatRange(0.1, 1.0), default=0.95, show_default=True,
                      help="Share of KV blocks the fill test must occupy at once."),
         click.option("--throughput", is_flag=True, help="Also time a fixed decode workload at u_max."),
@@ -92,7 +94,7 @@ def measure(models_file: str, **kwargs) -> None:
 
 def run_measure(models_file: str, out_dir: str, label: str, only: tuple, repeats: int, cooldown_s: float,
                 max_gpu_temp: Optional[int], tolerance: float, utilization_range: Optional[str], searches: str,
-                fill_target: float, throughput: bool, trial_timeout: float, guard_floor: Optional[str],
+                strategy: str, fill_target: float, throughput: bool, trial_timeout: float, guard_floor: Optional[str],
                 no_guard: bool, drop_caches: bool, resume: bool, annotate: Optional[str] = None) -> int:
     console = Console(stderr=False)
     try:
@@ -122,7 +124,7 @@ def run_measure(models_file: str, out_dir: str, label: str, only: tuple, repeats
         console.print(f"[yellow]warning:[/] {warning}")
 
     options = MeasureOptions(
-        label=label, repeats=repeats, tolerance=tolerance, utilization_range=span, searches=chosen,
+        label=label, repeats=repeats, tolerance=tolerance, utilization_range=span, searches=chosen, strategy=strategy,
         fill_target=fill_target, throughput=throughput, cooldown_s=cooldown_s, max_gpu_temp_c=max_gpu_temp,
         drop_caches=drop_caches, extra=json.loads(annotate) if annotate else {},
     )
@@ -132,7 +134,7 @@ def run_measure(models_file: str, out_dir: str, label: str, only: tuple, repeats
     identity = {
         "models_file_sha256": hashlib.sha256(Path(models_file).read_bytes()).hexdigest(),
         "only": sorted(only), "repeats": repeats, "label": label, "tolerance": tolerance,
-        "range": span, "searches": chosen, "fill_target": fill_target, "throughput": throughput,
+        "range": span, "searches": chosen, "strategy": strategy, "fill_target": fill_target, "throughput": throughput,
     }
     run_id, resumed = store.open_run(resume, identity)
     journal = store.journal(run_id)

@@ -38,6 +38,7 @@ class MeasureOptions:
     cooldown_s: float = 0.0
     max_gpu_temp_c: Optional[int] = None
     drop_caches: bool = False
+    strategy: str = "bracketed"  # or "bisection": ignore the engine's memory report when searching
     retries: int = 1  # a timed-out trial is tried again this often before it counts as a failure
     extra: dict = field(default_factory=dict)  # recorded as-is (e.g. the container command line)
 
@@ -124,7 +125,7 @@ class ModelMeasurement:
         return find_boundary(
             self.utilization_probe("u_max"), lo, hi, self.options.tolerance,
             start=start if lo <= start <= hi else (lo + hi) / 2,
-            predict=lambda: predict_u_max(self.ok_trials()),
+            predict=self._predictor(lambda: predict_u_max(self.ok_trials())),
             known=self.known_utilizations(),
         )
 
@@ -133,7 +134,7 @@ class ModelMeasurement:
         return find_boundary(
             self.utilization_probe("u_min"), lo, hi, self.options.tolerance, passing_below=False,
             start=min((t.utilization for t in ok), default=None),
-            predict=lambda: predict_u_min(self.ok_trials(), self.settings.max_model_len),
+            predict=self._predictor(lambda: predict_u_min(self.ok_trials(), self.settings.max_model_len)),
             known=self.known_utilizations(),
         )
 
@@ -161,8 +162,11 @@ class ModelMeasurement:
 
         return find_boundary(
             probe, need, hi, tolerance, start=blocks_at_u_max, integer=True,
-            predict=(lambda: predicted) if predicted else None,
+            predict=self._predictor(lambda: predicted) if predicted else None,
         )
+
+    def _predictor(self, predict: Callable[[], Optional[float]]) -> Optional[Callable[[], Optional[float]]]:
+        return predict if self.options.strategy == "bracketed" else None
 
 
 # --- predictions from the engine's memory report (pure functions of trial records) ---------------
@@ -366,6 +370,7 @@ def measure_model(measurement: ModelMeasurement, run_id: str, env_block: dict) -
             "cooldown_s": options.cooldown_s,
             "guard": measurement.runner.limits.guard.to_dict(),
             "searches": list(options.searches),
+            "strategy": options.strategy,
             **options.extra,
         },
         "reference": kv_summary(reference, settings.max_model_len) if reference else None,

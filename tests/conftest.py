@@ -1,0 +1,63 @@
+"""Shared fixtures. Real-engine measurements run once per session and are shared by many tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models.yaml"
+CONTAINER_MEMORY = "4g"  # vLLM sizes the CPU KV budget from this limit
+
+
+def have_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def have_podman() -> bool:
+    return shutil.which("podman") is not None and shutil.which("runc") is not None
+
+
+needs_engine = pytest.mark.skipif(not have_vllm() and not os.environ.get("CI"), reason="vLLM is not installed")
+needs_podman = pytest.mark.skipif(not have_podman() and not os.environ.get("CI"), reason="podman/runc not installed")
+
+
+def kvprobe(*args: str, timeout: float = 3600, check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "kvprobe.cli", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+def podman_base(memory: str = CONTAINER_MEMORY) -> list[str]:
+    """A podman run on the machine's own root (same venv inside), as kvprobe container builds it."""
+    return ["podman", "--runtime", "runc", "run", "--rm", "--network", "none", "--memory", memory,
+            "--shm-size", "1g", "-v", f"{ROOT}:{ROOT}:ro", "-w", str(ROOT)]
+
+
+def load_results(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*/*.json"))]
+
+
+@pytest.fixture(scope="session")
+def pair_run(tmp_path_factory) -> dict:
+    """`kvprobe container --both` on the tiny model: one native and one 4 GiB podman result."""
+    out = tmp_path_factory.mktemp("pair")
+    done = kvprobe(
+        "container", str(MODELS), "--runtime", "podman", "--rootfs", "/:O", "--memory", CONTAINER_MEMORY,
+        "--shm-size", "1g", "--memlock", "none", "--both", "--only", "tiny-llama", "--out", str(out),
+        timeout=2400,
+    )
+    results = load_results(out)
+    by_label = {doc["label"]: doc for doc in results}
+    return {"out": out, "stdout": done.stdout, "native": by_label.get("native"), "container": by_label.get("container"),
+            "results": results}

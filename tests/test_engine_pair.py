@@ -1,0 +1,124 @@
+"""Real vLLM (CPU backend), natively and in a 4 GiB podman container, through `kvprobe container --both`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import CONTAINER_MEMORY, ROOT, needs_engine, needs_podman, podman_base
+
+pytestmark = [needs_engine, needs_podman, pytest.mark.engine, pytest.mark.container]
+GIB = 1 << 30
+
+
+def logged_tokens(trial: dict) -> int:
+    text = Path(trial["log_path"]).read_text()
+    return int(re.findall(r"KV cache size: ([\d,]+) tokens", text)[-1].replace(",", ""))
+
+
+def test_both_results_present_matched_and_labelled(pair_run):
+    native, container = pair_run["native"], pair_run["container"]
+    assert native and container, pair_run["stdout"][-2000:]
+    assert native["status"] == container["status"] == "complete"
+    assert native["settings_hash"] == container["settings_hash"]
+    assert native["versions"]["vllm"] == container["versions"]["vllm"]
+    assert native["versions"]["kvprobe"] == container["versions"]["kvprobe"]
+    assert native["environment"]["container"]["detected"] is False
+    inside = container["environment"]
+    assert inside["container"]["detected"] and inside["container"]["runtime"] == "podman"
+    assert inside["cgroup"]["limit_bytes"] == 4 * GIB
+    recorded = container["options"]["container"]
+    assert recorded["runtime"] == "podman" and "--memory" in recorded["command"]
+    assert recorded["limits"]["memory_limit_bytes"] == 4 * GIB
+
+
+def test_reported_kv_tokens_equal_the_engines_logged_kv_size(pair_run):
+    checked = 0
+    for doc in (pair_run["native"], pair_run["container"]):
+        for trial in doc["trials"]:
+            if trial["outcome"] == "ok":
+                assert trial["kv_cache_tokens"] == logged_tokens(trial), trial["log_path"]
+                checked += 1
+        assert doc["kv_at_u_max"]["tokens"] == doc["kv_at_u_max"]["tokens_logged"]
+    assert checked >= 4
+
+
+def test_container_loses_what_its_limit_implies_at_the_same_utilization(pair_run):
+    native, container = pair_run["native"], pair_run["container"]
+    u = native["settings"]["gpu_memory_utilization"]
+    assert container["reference"]["utilization"] == native["reference"]["utilization"] == u
+    native_trial = next(t for t in native["trials"] if t["search"] == "reference")
+    inside_trial = next(t for t in container["trials"] if t["search"] == "reference")
+    # Inside, vLLM multiplies u by the cgroup limit instead of the host's memory.
+    assert inside_trial["memory_report"]["budget_total_bytes"] == pytest.approx(4 * GIB, rel=0.01)
+    implied = u * (native_trial["memory_report"]["budget_total_bytes"] - 4 * GIB)
+    lost = native["reference"]["bytes"] - container["reference"]["bytes"]
+    # Both sides pay the same non-KV memory, so the loss is the budget difference (+- 0.1 GiB).
+    assert lost == pytest.approx(implied, abs=0.1 * GIB)
+    assert container["reference"]["tokens"] == logged_tokens(inside_trial)
+
+
+def test_u_max_agrees_with_direct_engine_starts_in_the_same_container(pair_run):
+    container = pair_run["container"]
+    u_max = container["u_max"]
+    search = container["searches"]["u_max"]
+    assert search["converged"] and not search["censored"]
+    tolerance = search["tolerance"]
+    settings = container["settings"]
+    outcomes = {}
+    for u in (u_max, round(u_max + tolerance, 4)):
+        done = subprocess.run(
+            podman_base(CONTAINER_MEMORY) + ["--rootfs", "/:O", str(ROOT / ".venv/bin/python"), "tests/direct_start.py",
+                                             container["model_path"], str(u), str(settings["max_model_len"]),
+                                             settings["dtype"], str(settings["max_num_seqs"])],
+            capture_output=True, text=True, timeout=600,
+        )
+        outcomes[u] = done.returncode == 0 and "DIRECT_START_OK" in done.stdout
+    assert outcomes[u_max] is True, "a direct start at kvprobe's u_max failed"
+    assert outcomes[round(u_max + tolerance, 4)] is False, "a direct start one tolerance above u_max succeeded"
+
+
+def test_u_min_holds_one_full_request(pair_run):
+    for doc in (pair_run["native"], pair_run["container"]):
+        search = doc["searches"]["u_min"]
+        assert search["converged"], search
+        failing = next(t for t in doc["trials"] if t["utilization"] == search["failing"])
+        assert failing["outcome"] == "kv-too-small"
+
+
+def test_kv_block_search_finds_fill_tested_capacity_in_the_container(pair_run):
+    container = pair_run["container"]
+    physical = container["physical_capacity"]
+    assert physical is not None, container["searches"].get("kv_blocks")
+    fill = physical["fill"]
+    assert fill["peak_kv_usage"] >= 0.95
+    kv_trials = [t for t in container["trials"] if t["search"] == "kv_blocks"]
+    assert all(t["kv_cache_memory_bytes"] for t in kv_trials)
+    assert container["searches"]["kv_blocks"]["engine_starts"] == len(kv_trials)
+
+
+def test_phase_samples_show_memory_rising_after_kv_allocation(pair_run):
+    trial = next(t for t in pair_run["native"]["trials"] if t["search"] == "reference")
+    phases = trial["memory"]["phases"]
+    assert {"weights_loaded", "kv_allocated", "ready"} <= set(phases)
+    dropped = phases["weights_loaded"]["host_available"] - phases["ready"]["host_available"]
+    assert dropped >= 0.8 * trial["kv_cache_bytes"], (dropped, trial["kv_cache_bytes"])
+    assert trial["memory"]["rate_hz"] >= 5
+
+
+def test_attribution_parts_add_up_within_one_percent(pair_run):
+    for doc in (pair_run["native"], pair_run["container"]):
+        attribution = doc["attribution"]
+        assert attribution["parts"]["kv_cache"] == doc["kv_at_u_max"]["bytes"]
+        assert abs(attribution["unexplained_bytes"]) <= 0.01 * attribution["total_bytes"], attribution
+    assert pair_run["container"]["attribution"]["parts"]["cgroup_cut"] > 0
+    assert pair_run["native"]["attribution"]["parts"]["cgroup_cut"] == 0
+
+
+def test_every_trial_ended_with_its_group_gone_and_memory_back(pair_run):
+    for doc in (pair_run["native"], pair_run["container"]):
+        for trial in doc["trials"]:
+            assert trial["baseline_restored"], (trial["number"], trial["search"])
