@@ -196,9 +196,6 @@ def env(as_json: bool, label: Optional[str]) -> None:
     print_environment(Console(), block)
 
 
-if __name__ == "__main__":
-    main()
-
 
 def _measure_arguments(values: dict) -> list[str]:
     """Measure options as command-line arguments, to hand the same options to the container."""
@@ -335,3 +332,7 @@ def report(results_dir: str, out_dir: Optional[str], formats: str, title: Option
     console.print(f"{len(summary['models'])} model(s) compared; wrote {len(written)} file(s) to {target}")
     for path in written:
         console.print(f"  {path}")
+
+
+if __name__ == "__main__":
+    main()

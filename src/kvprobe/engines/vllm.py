@@ -58,14 +58,14 @@ MEMORY_PATTERNS: dict[str, re.Pattern] = {
     "non_kv_gib": re.compile(r"Total non KV cache memory: " + _NUM + r" ?GiB"),
     "activation_peak_gib": re.compile(r"torch peak memory increase: " + _NUM + r" ?GiB"),
     "non_torch_gib": re.compile(r"non-torch (?:forward increase )?memory(?: increase)?:? " + _NUM + r" ?GiB"),
-    "free_at_start_gib": re.compile(r"Initial free memory: " + _NUM + r" ?GiB"),
+    "free_at_start_gib": re.compile(r"(?:Initial free memory:? |Free memory on device \S+ \()" + _NUM),
     "requested_gib": re.compile(r"Requested memory: [\d.]+ \(util\), " + _NUM + r" ?GiB"),
     "cpu_kv_cache_gib": re.compile(r"(?:Auto|Explicitly) set \(" + _NUM + r"/"),
     "budget_total_gib": re.compile(r"(?:Auto|Explicitly) set \([\d.]+/" + _NUM + r"\) GiB"),
     "cpu_requested_gib": re.compile(r"with " + _NUM + r" GiB requested memory for the worker"),
     "cpu_non_kv_gib": re.compile(r"" + _NUM + r" GiB memory was consumed by non-kv usages"),
     "available_gib": re.compile(r"Available memory on node \d+ \(" + _NUM + r"/"),
-    "startup_total_gib": re.compile(r"Available memory on node \d+ \([\d.]+/" + _NUM + r" GiB\)"),
+    "startup_total_gib": re.compile(r"(?:Available memory on node \d+|Free memory on device \S+) \([\d.]+/" + _NUM + r" GiB\)"),
 }
 KV_TOKENS_PATTERN = re.compile(r"KV cache size: ([\d,]+) tokens")
 MAX_CONCURRENCY_PATTERN = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")

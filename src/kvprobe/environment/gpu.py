@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -91,12 +90,11 @@ class Nvml:
                 used.append(None)
         return used
 
-    def process_pids(self) -> set[int]:
-        pids: set[int] = set()
-        for index in range(self.device_count()):
-            for proc in self._processes(index):
-                pids.add(proc["pid"])
-        return pids
+    def processes(self) -> list[dict]:
+        """Every process NVML lists on any device: index, pid, used_bytes."""
+        if not self.nvml:
+            return []
+        return [{"index": index, **proc} for index in range(self.device_count()) for proc in self._processes(index)]
 
     def _processes(self, index: int) -> list[dict]:
         handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
@@ -141,6 +139,3 @@ class Nvml:
             report.devices.append(GpuInfo(index, name, total, used, unified, signal, self._processes(index)))
         return report
 
-
-def visible_devices() -> Optional[str]:
-    return os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -54,7 +54,7 @@ def markdown_to_html(markdown: str, out_dir: Path) -> str:
             table = ["<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in header) + "</tr></thead><tbody>"]
             for row in rows:
                 cells = "".join(
-                    f"<td{' class=\"num\"' if k < len(numeric) and numeric[k] else ''}>{_inline(c)}</td>"
+                    ('<td class="num">' if k < len(numeric) and numeric[k] else "<td>") + f"{_inline(c)}</td>"
                     for k, c in enumerate(row)
                 )
                 table.append(f"<tr>{cells}</tr>")

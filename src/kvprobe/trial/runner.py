@@ -87,7 +87,7 @@ class TrialRunner:
                 env=env,
             )
         try:
-            verdict, samples, phases = self._watch(process, log_path)
+            verdict, samples, phases, gpu_processes = self._watch(process, log_path)
         except BaseException:  # Ctrl-C or SIGTERM: never leave an engine behind
             terminate(process.pid)
             process.wait()
@@ -117,7 +117,8 @@ class TrialRunner:
             baseline_restored=restored,
             memory_report=self.engine.memory_report(log_text),
             worker=worker,
-            memory=summarise(samples, phases),
+            memory={**summarise(samples, phases), "gpu_processes_at_ready": gpu_processes,
+                    "probe_gpu_bytes": sum(p["used_bytes"] or 0 for p in gpu_processes or [] if p["pid"] == os.getpid())},
             baseline=baseline.to_dict(),
             log_tail=log_text.splitlines()[-LOG_TAIL_LINES:],
             log_path=str(log_path),
@@ -125,13 +126,15 @@ class TrialRunner:
         self._judge(record, verdict, worker, log_text)
         return record
 
-    def _watch(self, process: subprocess.Popen, log_path: Path) -> tuple[Optional[tuple[str, str]], list, dict]:
-        """Sample until the worker exits; return (outcome, reason) if we had to stop it."""
+    def _watch(self, process: subprocess.Popen, log_path: Path) -> tuple[Optional[tuple[str, str]], list, dict, Optional[list]]:
+        """Sample until the worker exits; return (outcome, reason) if we had to stop it, the samples,
+        the phase marks and NVML's process list once the engine was ready."""
         samples: list[MemorySample] = []
         phases: dict[str, float] = {}
         deadline = time.monotonic() + self.limits.timeout_s
         offset = 0
         pending = b""
+        gpu_processes: Optional[list] = None
         while True:
             sample = self.sampler.sample()
             samples.append(sample)
@@ -145,14 +148,19 @@ class TrialRunner:
             pending = lines.pop()
             for raw in lines:
                 self._mark_phase(raw.decode(errors="replace"), sample.t, phases)
+            if "ready" in phases and gpu_processes is None:
+                gpu_processes = self.nvml.processes()
+            verdict = None
             if process.poll() is not None:
                 reap_zombies()
-                return None, samples, phases
+                return None, samples, phases, gpu_processes
             breach = self.limits.guard.breach(sample)
             if breach:
-                return ("guard", breach), samples, phases
-            if time.monotonic() > deadline:
-                return ("timeout", f"no result within {self.limits.timeout_s:.0f} s"), samples, phases
+                verdict = ("guard", breach)
+            elif time.monotonic() > deadline:
+                verdict = ("timeout", f"no result within {self.limits.timeout_s:.0f} s")
+            if verdict:
+                return verdict, samples, phases, gpu_processes
             time.sleep(self.limits.sample_interval_s)
 
     def _mark_phase(self, line: str, t: float, phases: dict[str, float]) -> None:

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Run kvprobe on the GPU test host (no registry there; vLLM comes as the offline bundle built by
+# shared/gpu-host/build-vllm-bundle.sh, sent one part per transfer into /root/b).
+#
+#   scripts/gpu_host.sh receive PART        # copy one bundle part into /root/b
+#   scripts/gpu_host.sh unpack ZSTD         # unpack /root/b/part-* into /root/site
+#   scripts/gpu_host.sh native  SECONDS [measure options...]   # resumable, stops itself in time
+#   scripts/gpu_host.sh cgroup  SECONDS SIZE [measure options...]   # same, inside a memory-limited cgroup v2
+#   scripts/gpu_host.sh env                 # kvprobe env, text and JSON
+#   scripts/gpu_host.sh pack DEST           # results and trial logs as one tarball
+#
+# The cgroup run is the discrete-GPU control for the container study: a cgroup v2 with
+# memory.max, entered with its own cgroup and mount namespaces (cgroup2 remounted), so the
+# probe and vLLM see the limit at /sys/fs/cgroup/memory.max exactly as inside a container.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="/root/site:$PWD/src" VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONUNBUFFERED=1
+RESULTS=${KVPROBE_RESULTS:-/root/results}
+MODEL=${KVPROBE_MODEL:-deepseek-r1-distill-qwen-7b}
+
+measure() {  # LABEL SECONDS [options...]: a measure that ends itself (SIGTERM) before the call's limit
+  local label=$1 seconds=$2
+  shift 2
+  timeout -s TERM "$seconds" python3 -m kvprobe.cli measure models.yaml --only "$MODEL" --label "$label" \
+    --out "$RESULTS" --resume "$@" || echo "measure exited $?"
+}
+
+case "${1:?usage: gpu_host.sh receive|unpack|native|cgroup|env|pack}" in
+  receive) mkdir -p /root/b && cp "$2" /root/b/ && ls -la /root/b ;;
+  unpack)
+    mkdir -p /root/site
+    cat /root/b/part-* | "$2" -d | tar -x -C /root/site
+    python3 -c "import vllm, sys; print('vllm', vllm.__version__, file=sys.stderr)" ;;
+  native) shift; seconds=$1; shift; measure native "$seconds" "$@" ;;
+  cgroup)
+    shift; seconds=$1 size=$2; shift 2
+    group=/sys/fs/cgroup/kvprobe-control
+    grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || echo +memory > /sys/fs/cgroup/cgroup.subtree_control
+    mkdir -p "$group"
+    echo "$size" > "$group/memory.max"
+    echo $$ > "$group/cgroup.procs"
+    args=$(printf ' %q' "$@")
+    unshare --cgroup --mount sh -c "mount -t cgroup2 none /sys/fs/cgroup && \
+      timeout -s TERM $seconds python3 -m kvprobe.cli measure models.yaml --only $MODEL --label container \
+      --out $RESULTS --resume $args || echo measure exited \$?"
+    ;;
+  env) python3 -m kvprobe.cli env; python3 -m kvprobe.cli env --json > "${2:-/dev/stdout}" ;;
+  pack) tar -C "$RESULTS" -czf "$2" . && ls -la "$2" ;;
+esac

@@ -1,0 +1,164 @@
+"""`kvprobe report` on committed result files from real vLLM CPU runs (native and podman, 3 repeats each).
+
+Every number is recomputed here independently (Python's statistics module), and every output format
+is parsed back: Markdown table columns, CSV rows, JSON keys, the HTML page in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+import subprocess
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from conftest import kvprobe
+
+DATA = Path(__file__).parent / "data" / "results"
+GIB = 1 << 30
+
+
+def documents() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(DATA.glob("*/*.json"))]
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    kvprobe("report", str(DATA), "--out", str(out), "--front-matter", "--title", "Test report")
+    return out
+
+
+def by_label(model: str) -> dict[str, list[dict]]:
+    runs = {"native": [], "container": []}
+    for doc in documents():
+        if doc["model"] == model:
+            runs[doc["label"]].append(doc)
+    return runs
+
+
+def test_the_committed_data_is_real_and_repeated():
+    docs = documents()
+    assert len([d for d in docs if d["label"] == "native"]) >= 3
+    assert len([d for d in docs if d["label"] == "container"]) >= 3
+    for doc in docs:
+        assert doc["versions"]["vllm"] and doc["trials"], doc["run_id"]
+        assert all(t["log_tail"] for t in doc["trials"])
+
+
+def test_summary_numbers_match_an_independent_computation(report_dir):
+    summary = json.loads((report_dir / "summary.json").read_text())
+    (model,) = summary["models"]
+    runs = by_label(model["model"])
+    for label in ("native", "container"):
+        kv = [d["reference"]["bytes"] for d in runs[label]]
+        stat = model["stats"][label]["kv_reference_bytes"]
+        assert stat["n"] == len(kv)
+        assert stat["mean"] == pytest.approx(statistics.mean(kv))
+        assert stat["sd"] == pytest.approx(statistics.stdev(kv))
+        u_max = [d["u_max"] for d in runs[label]]
+        assert model["stats"][label]["u_max"]["mean"] == pytest.approx(statistics.mean(u_max))
+    comparison = model["comparison"]["kv_reference_bytes"]
+    native = statistics.mean(d["reference"]["bytes"] for d in runs["native"])
+    container = statistics.mean(d["reference"]["bytes"] for d in runs["container"])
+    assert comparison["lost"] == pytest.approx(native - container)
+    assert comparison["lost_percent"] == pytest.approx(100 * (native - container) / native)
+    assert comparison["ratio_native_over_container"] == pytest.approx(native / container)
+    assert 0 <= comparison["welch"]["p_value"] <= 1
+    assert set(summary) >= {"models", "unmatched", "metrics", "documents"}
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    tables, current = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            current.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
+
+
+def test_markdown_tables_parse_and_carry_the_numbers(report_dir):
+    text = (report_dir / "report.md").read_text()
+    assert text.startswith("---\ntitle: \"Test report\"")
+    tables = markdown_tables(text)
+    headline = tables[0]
+    assert headline[0] == ["model", "KV native (GiB)", "KV container (GiB)", "lost", "lost %", "native/container", "p"]
+    assert all(len(row) == len(headline[0]) for row in headline)
+    model = headline[2][0]
+    runs = by_label(model)
+    native = statistics.mean(d["reference"]["bytes"] for d in runs["native"]) / GIB
+    assert headline[2][1] == f"{native:.2f}"
+    for chart in ("kv_cache", "utilization_window", "memory_breakdown"):
+        assert f"]({chart}.png)" in text
+    assert "n = 3 native and 3 container runs" in text
+
+
+def test_csv_has_one_row_per_run(report_dir):
+    with open(report_dir / "runs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(documents())
+    assert {r["label"] for r in rows} == {"native", "container"}
+    first = next(d for d in documents() if d["label"] == "native")
+    row = next(r for r in rows if r["run_id"] == first["run_id"] and int(r["repeat"]) == first["repeat"])
+    assert float(row["kv_reference_bytes"]) == first["reference"]["bytes"]
+
+
+def test_chart_files_are_valid_images(report_dir):
+    from PIL import Image
+
+    for chart in ("kv_cache", "utilization_window", "memory_breakdown"):
+        with Image.open(report_dir / f"{chart}.png") as image:
+            image.verify()
+        with Image.open(report_dir / f"{chart}.png") as image:
+            assert image.size[0] > 300 and image.size[1] > 150
+        root = ElementTree.parse(report_dir / f"{chart}.svg").getroot()
+        assert root.tag.endswith("svg")
+
+
+def test_html_is_self_contained_and_renders_in_headless_chromium(report_dir, tmp_path):
+    page = (report_dir / "report.html").read_text()
+    assert "<svg" in page and "http://" not in page.replace("http://www.w3.org", "")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed (scripts/setup-cpu.sh installs it)")
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
+         (report_dir / "report.html").as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        grey = image.convert("L")
+        histogram = grey.histogram()
+    dark = sum(histogram[:200]) / sum(histogram)
+    assert dark > 0.01, "the screenshot is blank"
+
+
+def test_unmatched_results_are_listed_not_mixed(tmp_path):
+    data = tmp_path / "results"
+    shutil.copytree(DATA, data)
+    doc = json.loads(next(data.glob("*/native-*.json")).read_text())
+    doc["settings_hash"] = "0000000000000000"
+    doc["run_id"] = "other"
+    (data / doc["model"] / "native-other-r1.json").write_text(json.dumps(doc))
+    out = tmp_path / "report"
+    done = kvprobe("report", str(data), "--out", str(out), "--format", "json")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"][0]["n"]["native"] == len(by_label(doc["model"])["native"])
+    assert any("no container counterpart" in p for p in summary["unmatched"])
+    assert "not compared" in done.stdout
+
+
+def test_report_never_runs_an_engine(tmp_path, monkeypatch):
+    done = kvprobe("report", str(tmp_path), check=False)
+    assert done.returncode == 2 and "no kvprobe result files" in done.stderr
