@@ -14,6 +14,7 @@ from typing import Callable, Optional, Protocol
 from kvprobe import environment
 from kvprobe.config import ModelSettings
 from kvprobe.engines.vllm import VllmEngine
+from kvprobe.engines.vllm_worker import fill_request_count
 from kvprobe.results.attribution import attribute
 from kvprobe.results.schema import SCHEMA_VERSION, TrialRecord
 from kvprobe.results.store import Journal, trial_key
@@ -155,7 +156,7 @@ class ModelMeasurement:
         def probe(blocks: float) -> bool:
             # The fill needs every request in flight at once; more sequences than the model's
             # setting only add non-KV memory, so the capacity found is, if anything, conservative.
-            requests = math.ceil(self.options.fill_target * blocks / need) + 1
+            requests = fill_request_count(int(blocks), at_u_max.block_size, self.settings.max_model_len)
             overrides = {"max_num_seqs": max(self.settings.max_num_seqs or 0, requests)}
             return self.trial("kv_blocks", kv_bytes=int(blocks) * bytes_per_block, fill=self.options.fill_target,
                               overrides=overrides).passed

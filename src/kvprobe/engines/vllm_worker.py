@@ -65,27 +65,30 @@ def _prompt(rng: random.Random, length: int, vocab: int) -> list[int]:
     return [rng.randrange(16, vocab) for _ in range(length)]
 
 
-def fill_plan(num_blocks: int, block_size: int, max_model_len: int, max_num_seqs: int,
-              max_batched_tokens: int, target: float) -> dict:
-    """Requests that together hold `target` of the KV blocks at the same time.
+FILL_OVERCOMMIT = 1.05  # ask for 5% more than fits, so the scheduler runs the cache full
 
-    Each request is as long as the model allows; its output is long enough that the first
-    request is still decoding when the last one has been prefilled.
+
+def fill_request_count(num_blocks: int, block_size: int, max_model_len: int) -> int:
+    """Full-length requests that together ask for a little more KV than the cache holds."""
+    return math.ceil(FILL_OVERCOMMIT * num_blocks / math.ceil(max_model_len / block_size))
+
+
+def fill_plan(num_blocks: int, block_size: int, max_model_len: int, max_num_seqs: int, max_batched_tokens: int) -> dict:
+    """Requests that occupy the KV blocks at once, verified afterwards by the scheduler's peak usage.
+
+    Slightly more is asked for than fits, so the cache runs full whatever the block size; each
+    request's output is long enough that the first is still decoding when the last is prefilled.
     """
-    capacity = num_blocks * block_size
-    per_request_blocks = math.ceil(max_model_len / block_size)
-    requests = math.ceil(target * num_blocks / per_request_blocks)
-    requests = max(1, min(requests, max_num_seqs))
+    requests = max(1, min(fill_request_count(num_blocks, block_size, max_model_len), max_num_seqs))
     prefill_steps = math.ceil(requests * max_model_len / max(1, max_batched_tokens))
-    output_len = min(max(4, prefill_steps + 8), max_model_len // 2)
-    prompt_len = max_model_len - output_len
-    reachable = min(1.0, requests * per_request_blocks / max(1, num_blocks))
+    output_len = min(max(4, 2 * prefill_steps + 8), max_model_len // 2)
+    per_request_blocks = math.ceil(max_model_len / block_size)
     return {
         "requests": requests,
-        "prompt_len": prompt_len,
+        "prompt_len": max_model_len - output_len,
         "output_len": output_len,
-        "capacity_tokens": capacity,
-        "reachable_fraction": reachable,
+        "capacity_tokens": num_blocks * block_size,
+        "reachable_fraction": min(1.0, requests * per_request_blocks / max(1, num_blocks)),
     }
 
 
@@ -128,7 +131,7 @@ def main(spec_path: str, result_path: str) -> int:
     if workload.get("fill_target"):
         plan = fill_plan(
             num_blocks, block_size, max_model_len, result["max_num_seqs"],
-            int(config.scheduler_config.max_num_batched_tokens), float(workload["fill_target"]),
+            int(config.scheduler_config.max_num_batched_tokens),
         )
         peak.update(kv_usage=0.0, running=0)
         requests = [(_prompt(rng, plan["prompt_len"], vocab), plan["output_len"]) for _ in range(plan["requests"])]

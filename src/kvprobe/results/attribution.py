@@ -8,12 +8,17 @@ from kvprobe.results.schema import TrialRecord
 
 
 def _physical_total(trial: TrialRecord, env_block: dict) -> tuple[float, str]:
-    """The memory pool the KV cache lives in: a discrete GPU's memory, else host memory."""
+    """The memory pool the KV cache lives in: one discrete GPU's memory, else host memory."""
     gpu = env_block.get("gpu", {})
     devices = [d for d in gpu.get("devices", []) if d.get("total_bytes")]
     if devices and not any(d.get("unified_memory") for d in devices):
         return float(devices[0]["total_bytes"]), "gpu"
     return float(env_block["host_memory"]["MemTotal"]), "host"
+
+
+def _first_device(sample: dict) -> Optional[float]:
+    devices = sample.get("gpu_used_devices")
+    return devices[0] if devices else sample.get("gpu_used")
 
 
 def attribute(trial: TrialRecord, env_block: dict, frontend_bytes: float = 0.0) -> Optional[dict]:
@@ -44,9 +49,10 @@ def attribute(trial: TrialRecord, env_block: dict, frontend_bytes: float = 0.0) 
     other_engine = max(0.0, float(requested) - kv - weights - activation - non_torch) if requested else 0.0
 
     cgroup_cut = page_cache = outside = 0.0
-    if pool == "gpu":
-        other_processes = float(baseline.get("gpu_used") or 0)
-        free_at_ready = total - float(ready.get("gpu_used") or 0) if ready.get("gpu_used") is not None else 0.0
+    if pool == "gpu":  # per GPU: with tensor parallelism every rank holds its share, device 0 stands for all
+        other_processes = float(_first_device(baseline) or 0)
+        used_at_ready = _first_device(ready)
+        free_at_ready = total - float(used_at_ready) if used_at_ready is not None else 0.0
     elif limit is not None and limit < total:
         cgroup_cut = total - limit
         page_cache = float(((env_block.get("cgroup") or {}).get("stat") or {}).get("file", 0))

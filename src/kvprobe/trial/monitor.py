@@ -22,6 +22,7 @@ class MemorySample:
     cgroup_usage: Optional[int]
     cgroup_limit: Optional[int]
     gpu_used: Optional[int]  # summed over visible devices; None where NVML cannot tell
+    gpu_used_devices: Optional[list[Optional[int]]] = None  # per device, for tensor-parallel starts
 
     @property
     def cgroup_headroom(self) -> Optional[int]:
@@ -55,7 +56,8 @@ class MemorySampler:
                 usage = int(self._usage_file.read_text())
             except (OSError, ValueError):
                 usage = None
-        used = [u for u in self.nvml.used_bytes() if u is not None]
+        per_device = self.nvml.used_bytes()
+        used = [u for u in per_device if u is not None]
         return MemorySample(
             t=time.time(),
             host_available=info.get("MemAvailable", 0),
@@ -63,6 +65,7 @@ class MemorySampler:
             cgroup_usage=usage,
             cgroup_limit=self._limit,
             gpu_used=sum(used) if used else None,
+            gpu_used_devices=per_device or None,
         )
 
 

@@ -173,14 +173,13 @@ class TrialRunner:
                 phases[name] = t
 
     def _settle(self, baseline: MemorySample) -> bool:
-        """Wait until device and host memory are back near their pre-trial values."""
+        """Wait until every device's and the host's memory are back near their pre-trial values."""
         deadline = time.monotonic() + self.limits.settle_timeout_s
         while True:
             now = self.sampler.sample()
-            gpu_ok = (
-                baseline.gpu_used is None
-                or now.gpu_used is None
-                or now.gpu_used <= baseline.gpu_used + self.limits.gpu_baseline_tolerance
+            gpu_ok = all(
+                before is None or after is None or after <= before + self.limits.gpu_baseline_tolerance
+                for before, after in zip(baseline.gpu_used_devices or [], now.gpu_used_devices or [])
             )
             host_ok = now.host_available >= baseline.host_available - self.limits.host_baseline_tolerance
             if gpu_ok and host_ok:
