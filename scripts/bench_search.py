@@ -62,11 +62,12 @@ def main() -> None:
     parser.add_argument("--range", default=None, help="LO:HI (default: the model's utilization_range)")
     parser.add_argument("--container", default=None, metavar="MEMORY", help="run in podman with this memory limit")
     parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument("--strategies", default="bracketed,bisection")
     args = parser.parse_args()
     if args.container and args.range is None:
         args.range = "0.05:0.99"
     rows = []
-    for strategy in ("bracketed", "bisection"):
+    for strategy in args.strategies.split(","):
         with tempfile.TemporaryDirectory(prefix=f"bench-{strategy}-") as tmp:
             rows.append(run(strategy, args, Path(tmp)))
     machine = f"{platform.node()}, {rows[0]['device']}, {'podman --memory ' + args.container if args.container else 'native'}"

@@ -10,8 +10,9 @@
 #   scripts/gpu_host.sh pack DEST           # results and trial logs as one tarball
 #
 # The cgroup run is the discrete-GPU control for the container study: a cgroup v2 with
-# memory.max, entered with its own cgroup and mount namespaces (cgroup2 remounted), so the
-# probe and vLLM see the limit at /sys/fs/cgroup/memory.max exactly as inside a container.
+# memory.max, entered with its own cgroup and mount namespaces, so the
+# probe and vLLM see the limit at /sys/fs/cgroup/memory.max exactly as inside a container
+# (the group is bind-mounted over /sys/fs/cgroup, as container runtimes do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="/root/site:$PWD/src" VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONUNBUFFERED=1
@@ -40,7 +41,7 @@ case "${1:?usage: gpu_host.sh receive|unpack|native|cgroup|env|pack}" in
     echo "$size" > "$group/memory.max"
     echo $$ > "$group/cgroup.procs"
     args=$(printf ' %q' "$@")
-    unshare --cgroup --mount sh -c "mount -t cgroup2 none /sys/fs/cgroup && \
+    unshare --cgroup --mount sh -c "mount --bind $group /sys/fs/cgroup && \
       timeout -s TERM $seconds python3 -m kvprobe.cli measure models.yaml --only $MODEL --label container \
       --out $RESULTS --resume $args || echo measure exited \$?"
     ;;

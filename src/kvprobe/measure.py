@@ -125,7 +125,7 @@ class ModelMeasurement:
         start = self.settings.gpu_memory_utilization
         return find_boundary(
             self.utilization_probe("u_max"), lo, hi, self.options.tolerance,
-            start=start if lo <= start <= hi else (lo + hi) / 2,
+            start=start if lo <= start <= hi and self.options.strategy == "bracketed" else None,
             predict=self._predictor(lambda: predict_u_max(self.ok_trials())),
             known=self.known_utilizations(),
         )
@@ -134,7 +134,7 @@ class ModelMeasurement:
         ok = self.ok_trials()
         return find_boundary(
             self.utilization_probe("u_min"), lo, hi, self.options.tolerance, passing_below=False,
-            start=min((t.utilization for t in ok), default=None),
+            start=min((t.utilization for t in ok), default=None) if self.options.strategy == "bracketed" else None,
             predict=self._predictor(lambda: predict_u_min(self.ok_trials(), self.settings.max_model_len)),
             known=self.known_utilizations(),
         )
