@@ -48,16 +48,26 @@ def load_results(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("*/*.json"))]
 
 
+def run_container(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return kvprobe(
+        "container", str(MODELS), "--runtime", "podman", "--rootfs", "/:O", "--memory", CONTAINER_MEMORY,
+        "--shm-size", "1g", "--memlock", "none", "--only", "tiny-llama", "--out", str(out), *extra, timeout=2400,
+    )
+
+
 @pytest.fixture(scope="session")
 def pair_run(tmp_path_factory) -> dict:
-    """`kvprobe container --both` on the tiny model: one native and one 4 GiB podman result."""
+    """`kvprobe container --both`: the reference start natively and in a 4 GiB podman container."""
     out = tmp_path_factory.mktemp("pair")
-    done = kvprobe(
-        "container", str(MODELS), "--runtime", "podman", "--rootfs", "/:O", "--memory", CONTAINER_MEMORY,
-        "--shm-size", "1g", "--memlock", "none", "--both", "--only", "tiny-llama", "--out", str(out),
-        timeout=2400,
-    )
-    results = load_results(out)
-    by_label = {doc["label"]: doc for doc in results}
-    return {"out": out, "stdout": done.stdout, "native": by_label.get("native"), "container": by_label.get("container"),
-            "results": results}
+    done = run_container(out, "--both", "--searches", "reference")
+    by_label = {doc["label"]: doc for doc in load_results(out)}
+    return {"out": out, "stdout": done.stdout, "native": by_label.get("native"), "container": by_label.get("container")}
+
+
+@pytest.fixture(scope="session")
+def container_search(tmp_path_factory) -> dict:
+    """Every search in a 4 GiB podman container, over the whole utilization range."""
+    out = tmp_path_factory.mktemp("container")
+    run_container(out, "--range", "0.05:0.99")
+    (doc,) = load_results(out)
+    return doc

@@ -76,6 +76,9 @@ def test_an_interrupted_run_resumes_without_repeating_finished_trials(tmp_path):
     assert result["u_max"] == 0.3 and result["searches"]["u_max"]["censored"]
     journal = [json.loads(line) for p in (out / ".journal").glob("*.jsonl") for line in p.read_text().splitlines()]
     assert len(journal) == 2  # each finished trial journaled once; the interrupted one ran again, once
+    attribution = result["attribution"]  # natively: the host pool, no cgroup cut
+    assert attribution["pool"] == "host" and attribution["parts"]["cgroup_cut"] == 0
+    assert abs(attribution["unexplained_bytes"]) <= 0.01 * attribution["total_bytes"], attribution
 
 
 ALLOCATOR = """

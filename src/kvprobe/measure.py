@@ -383,7 +383,7 @@ def measure_model(measurement: ModelMeasurement, run_id: str, env_block: dict) -
         "physical_capacity": physical,
         "memory_breakdown": at_u_max.memory_report if at_u_max else None,
         "memory_phases": at_u_max.memory if at_u_max else None,
-        "attribution": attribute(at_u_max, env_block, frontend_memory(at_u_max) or 0.0) if at_u_max else None,
+        "attribution": attribute(at_u_max, env_block) if at_u_max else None,
         "throughput": throughput,
         "cuda_view": cuda_view,
         "engine_starts": sum(1 for t in measurement.trials),

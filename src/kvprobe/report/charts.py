@@ -19,7 +19,7 @@ PART_LABELS = {
     "other_engine": "other engine (budget)",
     "other_processes": "other processes",
     "page_cache": "page cache (cgroup)",
-    "engine_outside_budget": "engine outside budget",
+    "engine_beyond_request": "engine beyond its request",
     "cgroup_cut": "cut by cgroup limit",
     "free_at_ready": "free at ready",
 }
@@ -97,7 +97,7 @@ def memory_breakdown_chart(report: dict, out_dir: Path) -> list[Path]:
     cmap = plt.get_cmap("tab20")
     bottoms = [0.0] * len(bars)
     for index, (part, text) in enumerate(PART_LABELS.items()):
-        values = [b["parts"].get(part, 0.0) / GIB for b in bars]
+        values = [max(0.0, b["parts"].get(part, 0.0)) / GIB for b in bars]  # a negative part has no bar
         if not any(values):
             continue
         axis.bar(range(len(bars)), values, bottom=bottoms, color=cmap(index), label=text)

@@ -21,14 +21,26 @@ def _first_device(sample: dict) -> Optional[float]:
     return devices[0] if devices else sample.get("gpu_used")
 
 
-def attribute(trial: TrialRecord, env_block: dict, frontend_bytes: float = 0.0) -> Optional[dict]:
-    """Split the memory pool at the u_max start into independently measured parts.
+def engine_measured(trial: TrialRecord, pool: str) -> Optional[float]:
+    """The engine's memory measured per process at ready: NVML per-process use on a GPU, PSS on the host."""
+    at_ready = (trial.memory or {}).get("engine_at_ready") or {}
+    if pool == "gpu":
+        pids = set(at_ready.get("pids") or [])
+        used = [p["used_bytes"] for p in at_ready.get("gpu_processes") or [] if p["pid"] in pids and p["used_bytes"]]
+        return float(sum(used)) if used else None
+    return float(at_ready["pss_bytes"]) if at_ready.get("pss_bytes") else None
 
-    Engine parts (its own log): kv_cache, weights, activation_peak, non_torch, other_engine (the
-    rest of what it requested). Measured parts: other_processes and page_cache (in use before
-    the start), engine_outside_budget (frontend processes), cgroup_cut (memory a cgroup limit
-    puts out of reach), free_at_ready (still free once the engine was ready). Nothing is
-    derived as a remainder except `unexplained`, so it shows where the accounts disagree.
+
+def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
+    """Split the memory pool at the u_max start into parts, each measured or reported on its own.
+
+    From the engine's log (its own accounting of what it requested): kv_cache, weights,
+    activation_peak, non_torch, other_engine. Measured by kvprobe: engine_beyond_request (the
+    engine's processes, by PSS or NVML, minus what it requested; negative when part of the request
+    is not resident), other_processes and page_cache (in use before the start), cgroup_cut (what a
+    cgroup limit puts out of reach) and free_at_ready. `unexplained` is what these independent
+    accounts leave over (kernel memory, page cache charged during the start, shared memory); a
+    large value means they disagree, and it is reported, not hidden.
     """
     report = trial.memory_report
     kv = trial.kv_cache_bytes
@@ -44,11 +56,14 @@ def attribute(trial: TrialRecord, env_block: dict, frontend_bytes: float = 0.0) 
     activation = float(report.get("activation_peak_bytes") or 0.0)
     non_torch = float(report.get("non_torch_bytes") or 0.0)
     requested = report.get("requested_bytes")
-    if requested is None and report.get("non_kv_bytes") is not None:
-        requested = report["non_kv_bytes"] + kv
-    other_engine = max(0.0, float(requested) - kv - weights - activation - non_torch) if requested else 0.0
+    if requested is None:
+        requested = kv + (report.get("non_kv_bytes") or 0.0)
+    requested = float(requested)
+    other_engine = max(0.0, requested - kv - weights - activation - non_torch)
+    measured = engine_measured(trial, pool)
+    beyond = measured - requested if measured is not None else 0.0
 
-    cgroup_cut = page_cache = outside = 0.0
+    cgroup_cut = page_cache = 0.0
     if pool == "gpu":  # per GPU: with tensor parallelism every rank holds its share, device 0 stands for all
         other_processes = float(_first_device(baseline) or 0)
         used_at_ready = _first_device(ready)
@@ -57,11 +72,9 @@ def attribute(trial: TrialRecord, env_block: dict, frontend_bytes: float = 0.0) 
         cgroup_cut = total - limit
         page_cache = float(((env_block.get("cgroup") or {}).get("stat") or {}).get("file", 0))
         other_processes = max(0.0, float(baseline.get("cgroup_usage") or 0) - page_cache)
-        outside = frontend_bytes
         free_at_ready = float(ready["cgroup_limit"] - ready["cgroup_usage"]) if ready.get("cgroup_usage") is not None else 0.0
     else:
         other_processes = max(0.0, total - float(baseline.get("host_available") or total))
-        outside = frontend_bytes
         free_at_ready = float(ready.get("host_available") or 0.0)
     parts = {
         "kv_cache": float(kv),
@@ -69,9 +82,9 @@ def attribute(trial: TrialRecord, env_block: dict, frontend_bytes: float = 0.0) 
         "activation_peak": activation,
         "non_torch": non_torch,
         "other_engine": other_engine,
+        "engine_beyond_request": beyond,
         "other_processes": other_processes,
         "page_cache": page_cache,
-        "engine_outside_budget": outside,
         "cgroup_cut": cgroup_cut,
         "free_at_ready": free_at_ready,
     }
@@ -80,6 +93,8 @@ def attribute(trial: TrialRecord, env_block: dict, frontend_bytes: float = 0.0) 
         "pool": pool,
         "total_bytes": total,
         "utilization": trial.utilization,
+        "engine_measured_bytes": measured,
+        "engine_requested_bytes": requested,
         "parts": parts,
         "unexplained_bytes": total - explained,
         "unexplained_fraction": (total - explained) / total if total else None,

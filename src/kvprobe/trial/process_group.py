@@ -52,6 +52,20 @@ def members(leader: int) -> list[int]:
     return found
 
 
+def resident_memory(leader: int) -> dict:
+    """Proportional set size (shared pages split fairly) summed over the group: its real host memory."""
+    import psutil
+
+    total, counted = 0, 0
+    for pid in members(leader):
+        try:
+            total += psutil.Process(pid).memory_full_info().pss
+            counted += 1
+        except (psutil.Error, AttributeError):
+            continue
+    return {"pss_bytes": total, "processes": counted, "pids": members(leader)}
+
+
 def terminate(leader: int, grace_s: float = 5.0, poll_s: float = 0.1) -> float:
     """SIGTERM the whole group, then SIGKILL what remains; return seconds until none is left."""
     started = time.monotonic()

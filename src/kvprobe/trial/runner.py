@@ -15,7 +15,7 @@ from kvprobe.engines.vllm_worker import PHASE_MARK
 from kvprobe.environment.gpu import Nvml
 from kvprobe.results.schema import TrialRecord
 from kvprobe.trial.monitor import GIB, MIB, GuardPolicy, MemorySample, MemorySampler, summarise
-from kvprobe.trial.process_group import become_subreaper, reap_zombies, terminate
+from kvprobe.trial.process_group import become_subreaper, reap_zombies, resident_memory, terminate
 
 LOG_TAIL_LINES = 40
 
@@ -87,7 +87,7 @@ class TrialRunner:
                 env=env,
             )
         try:
-            verdict, samples, phases, gpu_processes = self._watch(process, log_path)
+            verdict, samples, phases, engine_memory = self._watch(process, log_path)
         except BaseException:  # Ctrl-C or SIGTERM: never leave an engine behind
             terminate(process.pid)
             process.wait()
@@ -117,8 +117,9 @@ class TrialRunner:
             baseline_restored=restored,
             memory_report=self.engine.memory_report(log_text),
             worker=worker,
-            memory={**summarise(samples, phases), "gpu_processes_at_ready": gpu_processes,
-                    "probe_gpu_bytes": sum(p["used_bytes"] or 0 for p in gpu_processes or [] if p["pid"] == os.getpid())},
+            memory={**summarise(samples, phases), "engine_at_ready": engine_memory,
+                    "probe_gpu_bytes": sum(p["used_bytes"] or 0 for p in (engine_memory or {}).get("gpu_processes", [])
+                                           if p["pid"] == os.getpid())},
             baseline=baseline.to_dict(),
             log_tail=log_text.splitlines()[-LOG_TAIL_LINES:],
             log_path=str(log_path),
@@ -128,13 +129,13 @@ class TrialRunner:
 
     def _watch(self, process: subprocess.Popen, log_path: Path) -> tuple[Optional[tuple[str, str]], list, dict, Optional[list]]:
         """Sample until the worker exits; return (outcome, reason) if we had to stop it, the samples,
-        the phase marks and NVML's process list once the engine was ready."""
+        the phase marks and the engine's own memory once it was ready (PSS, NVML processes)."""
         samples: list[MemorySample] = []
         phases: dict[str, float] = {}
         deadline = time.monotonic() + self.limits.timeout_s
         offset = 0
         pending = b""
-        gpu_processes: Optional[list] = None
+        engine_memory: Optional[dict] = None
         while True:
             sample = self.sampler.sample()
             samples.append(sample)
@@ -148,19 +149,19 @@ class TrialRunner:
             pending = lines.pop()
             for raw in lines:
                 self._mark_phase(raw.decode(errors="replace"), sample.t, phases)
-            if "ready" in phases and gpu_processes is None:
-                gpu_processes = self.nvml.processes()
+            if "ready" in phases and engine_memory is None:
+                engine_memory = {**resident_memory(process.pid), "gpu_processes": self.nvml.processes()}
             verdict = None
             if process.poll() is not None:
                 reap_zombies()
-                return None, samples, phases, gpu_processes
+                return None, samples, phases, engine_memory
             breach = self.limits.guard.breach(sample)
             if breach:
                 verdict = ("guard", breach)
             elif time.monotonic() > deadline:
                 verdict = ("timeout", f"no result within {self.limits.timeout_s:.0f} s")
             if verdict:
-                return verdict, samples, phases, gpu_processes
+                return verdict, samples, phases, engine_memory
             time.sleep(self.limits.sample_interval_s)
 
     def _mark_phase(self, line: str, t: float, phases: dict[str, float]) -> None:
