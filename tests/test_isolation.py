@@ -46,7 +46,9 @@ def test_a_trial_killed_mid_start_leaves_no_process_behind(tmp_path):
 
 @needs_engine
 @pytest.mark.engine
-def test_an_interrupted_run_resumes_without_repeating_finished_trials(tmp_path):
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_an_interrupted_run_resumes_without_repeating_finished_trials(tmp_path, how):
+    """Ctrl-C ends the running trial at once; a killed probe leaves it behind for the next run to end."""
     out = tmp_path / "out"
     command = [sys.executable, "-m", "kvprobe.cli", "measure", str(MODELS), "--only", "tiny-llama", "--out", str(out),
                "--searches", "u_max", "--range", "0.1:0.3", "--tolerance", "0.1"]
@@ -59,15 +61,21 @@ def test_an_interrupted_run_resumes_without_repeating_finished_trials(tmp_path):
             break
         time.sleep(0.5)
     time.sleep(8)  # the second trial is mid-start now
-    first.send_signal(signal.SIGINT)
+    first.send_signal(getattr(signal, how))
     output, _ = first.communicate(timeout=120)
-    assert first.returncode == 130, output
-    assert engine_processes() == []
     assert load_results(out) == []
+    if how == "SIGINT":
+        assert first.returncode == 130, output
+        assert engine_processes() == []
+    else:
+        assert engine_processes(), "SIGKILL gave the probe no chance to clean up; the engine should still run"
 
     second = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "resumed, 1 trials journaled" in second.stdout
+    if how == "SIGKILL":
+        assert "left running by a killed earlier run" in second.stdout
+    assert engine_processes() == []
     (result,) = load_results(out)
     numbers = [t["number"] for t in result["trials"]]
     assert result["replayed_trials"] == 1

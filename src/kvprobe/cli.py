@@ -145,6 +145,8 @@ def run_measure(models_file: str, out_dir: str, label: str, only: tuple, repeats
 
     engine = get_engine()
     runner = TrialRunner(engine, Path(out_dir) / ".trials" / run_id, TrialLimits(timeout_s=trial_timeout, guard=guard))
+    for leader in runner.stale_groups_ended:
+        console.print(f"[yellow]warning:[/] ended trial group {leader} left running by a killed earlier run")
     # New trial numbers continue after the journaled ones, so a resumed run never reuses one.
     first = max((e["number"] for e in journal.entries.values()), default=0) + 1
     numbers = iter(range(first, 1_000_000))

@@ -69,6 +69,12 @@ class ModelSettings(BaseModel):
         None, gt=0, description="Most concurrent sequences; None keeps the engine's default."
     )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is split across.")
+    engine_defaults: Literal["serve", "offline"] = Field(
+        "serve",
+        description="Which vLLM defaults fill scheduler settings left unset (max_num_batched_tokens, "
+        "max_num_seqs): 'serve' as `vllm serve` (the OpenAI server), 'offline' as the LLM class. They "
+        "size the profiling run, so they change KV capacity.",
+    )
     enforce_eager: bool = Field(False, description="Skip CUDA graph capture (saves memory and start time).")
     gpu_memory_utilization: float = Field(
         0.9,

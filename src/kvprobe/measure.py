@@ -81,6 +81,7 @@ class ModelMeasurement:
                 request = TrialRequest(
                     number=self.next_number(), search=search,
                     engine_args={**self.engine.engine_args(self.settings, utilization, kv_bytes), **(overrides or {})},
+                    usage_context=self.engine.usage_context(self.settings),
                     utilization=utilization, kv_cache_memory_bytes=kv_bytes, fill_target=fill, throughput=throughput,
                 )
                 record = self.runner.run(request)

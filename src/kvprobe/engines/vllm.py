@@ -91,6 +91,10 @@ class VllmEngine:
         # FlashInfer's sampler JIT-compiles for minutes on first use (seen on the H100 host).
         return {"VLLM_LOGGING_LEVEL": "DEBUG", "VLLM_USE_FLASHINFER_SAMPLER": "0", "PYTHONUNBUFFERED": "1"}
 
+    def usage_context(self, settings: "ModelSettings") -> str:
+        """vLLM's UsageContext name whose defaults the engine takes (see ModelSettings.engine_defaults)."""
+        return {"serve": "OPENAI_API_SERVER", "offline": "LLM_CLASS"}[settings.engine_defaults]
+
     def engine_args(
         self,
         settings: "ModelSettings",

@@ -98,6 +98,7 @@ def main(spec_path: str, result_path: str) -> int:
     t_import = time.perf_counter()
     import vllm
     from vllm import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.llm_engine import LLMEngine
 
     import_s = time.perf_counter() - t_import
@@ -105,7 +106,11 @@ def main(spec_path: str, result_path: str) -> int:
     engine_args = EngineArgs(**spec["engine_args"], disable_log_stats=False)
     mark("engine_start")
     t_start = time.perf_counter()
-    engine = LLMEngine.from_engine_args(engine_args, stat_loggers=[_peak_stats_logger(peak)])
+    engine = LLMEngine.from_engine_args(
+        engine_args,
+        usage_context=UsageContext[spec.get("usage_context", "OPENAI_API_SERVER")],
+        stat_loggers=[_peak_stats_logger(peak)],
+    )
     start_s = time.perf_counter() - t_start
     mark("ready")
 
@@ -119,6 +124,7 @@ def main(spec_path: str, result_path: str) -> int:
         "num_gpu_blocks": num_blocks,
         "block_size": block_size,
         "max_num_seqs": int(config.scheduler_config.max_num_seqs),
+        "max_num_batched_tokens": int(config.scheduler_config.max_num_batched_tokens),
         "timings": {"import_s": import_s, "engine_start_s": start_s},
         "versions": {"vllm": vllm.__version__},
     }

@@ -15,9 +15,34 @@ from kvprobe.engines.vllm_worker import PHASE_MARK
 from kvprobe.environment.gpu import Nvml
 from kvprobe.results.schema import TrialRecord
 from kvprobe.trial.monitor import GIB, MIB, GuardPolicy, MemorySample, MemorySampler, summarise
-from kvprobe.trial.process_group import become_subreaper, reap_zombies, resident_memory, terminate
+from kvprobe.trial.process_group import become_subreaper, members, reap_zombies, resident_memory, terminate
 
 LOG_TAIL_LINES = 40
+RUNNING_MARKER = "running-trial.json"  # present while a trial runs; left behind only if the probe was killed
+
+
+def _is_engine(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"vllm" in command.lower() or b"kvprobe" in command
+
+
+def end_stale_groups(trials_root: Path) -> list[int]:
+    """End trial groups that a killed probe (SIGKILL, power loss of the terminal) left running."""
+    ended = []
+    for marker in trials_root.glob(f"*/{RUNNING_MARKER}"):
+        try:
+            leader = int(json.loads(marker.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            marker.unlink(missing_ok=True)
+            continue
+        if any(_is_engine(pid) for pid in members(leader)):  # not a stranger that reused the pid
+            terminate(leader)
+            ended.append(leader)
+        marker.unlink(missing_ok=True)
+    return ended
 
 
 @dataclass
@@ -27,6 +52,7 @@ class TrialRequest:
     number: int
     search: str
     engine_args: dict
+    usage_context: str = "OPENAI_API_SERVER"
     utilization: Optional[float] = None
     kv_cache_memory_bytes: Optional[int] = None
     fill_target: Optional[float] = None
@@ -57,6 +83,7 @@ class TrialRunner:
         self.nvml = Nvml()
         self.sampler = MemorySampler(self.nvml)
         become_subreaper()
+        self.stale_groups_ended = end_stale_groups(self.workdir.parent)
 
     def close(self) -> None:
         self.nvml.__exit__()
@@ -67,6 +94,7 @@ class TrialRunner:
         result_path.unlink(missing_ok=True)
         spec = {
             "engine_args": request.engine_args,
+            "usage_context": request.usage_context,
             "workload": {
                 "generate_tokens": request.generate_tokens,
                 "fill_target": request.fill_target,
@@ -76,6 +104,7 @@ class TrialRunner:
         spec_path.write_text(json.dumps(spec, indent=1))
         baseline = self.sampler.sample()
         started_at = time.time()
+        marker = self.workdir / RUNNING_MARKER
         env = {**os.environ, **self.engine.worker_environment()}
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
@@ -86,16 +115,19 @@ class TrialRunner:
                 start_new_session=True,
                 env=env,
             )
+        marker.write_text(json.dumps({"pid": process.pid, "started_at": started_at}))
         try:
             verdict, samples, phases, engine_memory = self._watch(process, log_path)
         except BaseException:  # Ctrl-C or SIGTERM: never leave an engine behind
             terminate(process.pid)
             process.wait()
+            marker.unlink(missing_ok=True)
             raise
         wall_s = time.time() - started_at
         teardown_started = time.monotonic()
         kill_s = terminate(process.pid)
         process.wait()
+        marker.unlink(missing_ok=True)
         restored = self._settle(baseline)
         teardown_s = time.monotonic() - teardown_started
 
