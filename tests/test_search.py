@@ -107,3 +107,18 @@ def test_linear_fit():
     assert linear_fit([(0.1, 1.0)]) is None
     slope, intercept = linear_fit([(0.1, 3.0), (0.3, 7.0)])
     assert slope == pytest.approx(20.0) and intercept == pytest.approx(1.0)
+
+
+def test_a_second_prediction_uses_what_the_first_failure_revealed():
+    seen = []
+
+    def probe(u):
+        seen.append(u)
+        return u <= 0.71 + 1e-9
+
+    def predict():  # like vLLM's refusal message, which names the memory actually available
+        return 0.714 if any(u > 0.71 for u in seen) else 0.85
+
+    result = find_boundary(probe, 0.05, 0.99, 0.01, start=0.2, predict=predict)
+    assert result.passing == 0.71 and result.failing == 0.72
+    assert result.trials == [(0.2, True), (0.85, False), (0.84, False), (0.71, True), (0.72, False)]

@@ -127,7 +127,7 @@ class ModelMeasurement:
         return find_boundary(
             self.utilization_probe("u_max"), lo, hi, self.options.tolerance,
             start=start if lo <= start <= hi and self.options.strategy == "bracketed" else None,
-            predict=self._predictor(lambda: predict_u_max(self.ok_trials())),
+            predict=self._predictor(lambda: predict_u_max(self.trials)),
             known=self.known_utilizations(),
         )
 
@@ -151,8 +151,8 @@ class ModelMeasurement:
         hi = max(blocks_at_u_max + 1, int(free_for_engine * hi_fraction / bytes_per_block)) if free_for_engine else blocks_at_u_max * 2
         total = budget_total(at_u_max) or free_for_engine or bytes_per_block * hi
         tolerance = max(1, round(self.options.tolerance * total / bytes_per_block))
-        overhead = engine_overhead(at_u_max)
-        predicted = (free_for_engine - overhead) / bytes_per_block if free_for_engine and overhead is not None else None
+        non_kv = at_u_max.memory_report.get("non_kv_bytes")
+        predicted = (free_for_engine - non_kv) / bytes_per_block if free_for_engine and non_kv is not None else None
 
         def probe(blocks: float) -> bool:
             # The fill needs every request in flight at once; more sequences than the model's
@@ -185,41 +185,8 @@ def budget_total(trial: TrialRecord) -> Optional[float]:
 
 
 def engine_free_memory(trial: TrialRecord) -> Optional[float]:
-    """Memory the engine could have used at the start of this trial, as its own check sees it."""
-    report = trial.memory_report
-    if report.get("free_at_start_bytes"):
-        return report["free_at_start_bytes"]
-    baseline = trial.baseline or {}
-    candidates = [baseline.get("host_available")]
-    if baseline.get("cgroup_limit") is not None and baseline.get("cgroup_usage") is not None:
-        candidates.append(baseline["cgroup_limit"] - baseline["cgroup_usage"])
-    candidates = [c for c in candidates if c is not None]
-    if not candidates:
-        return None
-    return min(candidates) - (frontend_memory(trial) or 0)
-
-
-def frontend_memory(trial: TrialRecord) -> Optional[float]:
-    """Host memory taken by the engine's processes beyond its own budget (frontend, core)."""
-    baseline = trial.baseline or {}
-    phases = (trial.memory or {}).get("phases", {})
-    after = phases.get("ready") or phases.get("kv_allocated")
-    report = trial.memory_report
-    if not after or report.get("requested_bytes") is None or report.get("free_at_start_bytes"):
-        return None
-    if after.get("cgroup_usage") is not None and baseline.get("cgroup_usage") is not None:
-        grown = after["cgroup_usage"] - baseline["cgroup_usage"]
-    else:
-        grown = baseline["host_available"] - after["host_available"]
-    return max(0.0, grown - report["requested_bytes"])
-
-
-def engine_overhead(trial: TrialRecord) -> Optional[float]:
-    """Non-KV memory of a started engine: its budget minus its KV cache, plus what lay outside it."""
-    report = trial.memory_report
-    if report.get("non_kv_bytes") is None:
-        return None
-    return report["non_kv_bytes"] + (frontend_memory(trial) or 0)
+    """Memory the engine's budget could have used at its start-up check in this trial."""
+    return trial.memory_report.get("free_at_start_bytes") or free_at_check(trial)
 
 
 def block_geometry(trial: TrialRecord) -> Optional[tuple[int, int]]:
@@ -228,13 +195,39 @@ def block_geometry(trial: TrialRecord) -> Optional[tuple[int, int]]:
     return int(trial.kv_cache_bytes // trial.num_gpu_blocks), trial.num_gpu_blocks
 
 
-def predict_u_max(ok: list[TrialRecord]) -> Optional[float]:
-    """The utilization whose request just fits the memory free at start."""
-    for trial in ok:
-        total, free = budget_total(trial), engine_free_memory(trial)
+def predict_u_max(trials: list[TrialRecord]) -> Optional[float]:
+    """The utilization whose request just fits the memory free when the engine checks it.
+
+    A refused start names that memory exactly (vLLM's start-up check message), so the latest
+    refusal wins. Otherwise a passing start estimates it: CUDA's free memory at start from the
+    engine's log, or on host memory what was left when weights had loaded (the check runs then).
+    """
+    for trial in reversed(trials):
+        if trial.outcome == "startup-check" and trial.utilization is not None:
+            report = trial.memory_report
+            free = report.get("available_bytes") or report.get("free_at_start_bytes")
+            total = report.get("budget_total_bytes")
+            if free and total:
+                return free / total
+    for trial in trials:
+        if not trial.passed or trial.utilization is None or trial.kv_cache_memory_bytes is not None:
+            continue
+        total = budget_total(trial)
+        free = trial.memory_report.get("free_at_start_bytes") or free_at_check(trial)
         if total and free:
             return free / total
     return None
+
+
+def free_at_check(trial: TrialRecord) -> Optional[float]:
+    """Host memory free when the engine checked it: sampled once weights had loaded, plus the weights."""
+    loaded = (trial.memory or {}).get("phases", {}).get("weights_loaded")
+    if not loaded:
+        return None
+    weights = trial.memory_report.get("weights_bytes") or 0.0
+    if loaded.get("cgroup_usage") is not None and loaded.get("cgroup_limit") is not None:
+        return loaded["cgroup_limit"] - loaded["cgroup_usage"] + weights
+    return loaded["host_available"] + weights
 
 
 def predict_u_min(ok: list[TrialRecord], max_model_len: int) -> Optional[float]:

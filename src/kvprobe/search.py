@@ -98,8 +98,9 @@ def find_boundary(
 
     passing_below=True finds the largest passing value (u_max, KV blocks); False finds the
     smallest (u_min). `known` seeds the bracket with earlier outcomes (no engine start).
-    With `predict`, the first guess goes to the predicted boundary and then one tolerance step
-    across it; otherwise, and after that, it bisects.
+    With `predict`, a guess goes to the predicted boundary and then one tolerance step across it;
+    if that does not close the bracket, `predict` is asked once more (it may know more by then).
+    Without it, and after that, the search bisects.
     """
     if not lo < hi:
         raise ValueError(f"empty search range [{lo}, {hi}]")
@@ -142,18 +143,25 @@ def find_boundary(
         if bracket.inside(x):
             run(x)
 
-    if predict is not None and not done() and bracket.passing is not None:
+    # Up to two predictions: the second may use what the first guess's failure revealed.
+    previous_guess = None
+    for _ in range(2 if predict is not None else 0):
+        if done() or bracket.passing is None:
+            break
         guess = predict()
-        if guess is not None:
-            x = clamp(axis.snap(axis.to_axis(guess)))
-            if x <= bracket.passing:
-                x = clamp(axis.snap(bracket.passing) + tolerance)
-            elif bracket.failing is not None and x >= bracket.failing:
-                x = clamp(axis.snap(bracket.failing) - tolerance)
-            if not done() and bracket.inside(x):
-                x = clamp(x + tolerance if run(x) else x - tolerance)
-                if not done() and bracket.inside(x):
-                    run(x)  # one step across the guess; if it did not flip, bisection takes over
+        if guess is None or guess == previous_guess:  # nothing learned: bisect instead
+            break
+        previous_guess = guess
+        x = clamp(axis.snap(axis.to_axis(guess)))
+        if x <= bracket.passing:
+            x = clamp(axis.snap(bracket.passing) + tolerance)
+        elif bracket.failing is not None and x >= bracket.failing:
+            x = clamp(axis.snap(bracket.failing) - tolerance)
+        if not bracket.inside(x):
+            break
+        x = clamp(x + tolerance if run(x) else x - tolerance)
+        if not done() and bracket.inside(x):
+            run(x)  # one step across the guess; if it did not flip, predict again or bisect
 
     while not done():
         low, high = bracket.passing, bracket.failing
