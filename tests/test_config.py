@@ -116,3 +116,26 @@ def test_cli_rejects_a_range_outside_zero_one(tmp_path):
     assert result.returncode == 2
     assert "--range" in result.stderr and "outside (0, 1]" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_drop_caches_needs_root(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "kvprobe.cli",
+         "measure", str(ROOT / "models.yaml"), "--out", str(out), "--drop-caches"],
+        capture_output=True, text=True, timeout=120, cwd="/",
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == "Error: --drop-caches needs root and a writable /proc/sys/vm/drop_caches"
+    assert not out.exists()
+
+
+def test_an_unreadable_models_file_is_bad_input(tmp_path):
+    path = write(tmp_path, GOOD)
+    path.chmod(0o000)
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "kvprobe.cli",
+         "measure", str(path), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, cwd="/",
+    )
+    assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr
