@@ -59,7 +59,7 @@ def kv_cache_chart(report: dict, out_dir: Path) -> list[Path]:
         axis.set_title(f"KV cache {title} (mean ± sd)")
         axis.legend()
     if models:
-        fig.text(0.01, -0.04, caption(models[0]), fontsize=8, color="#555")
+        fig.text(0.01, -0.14, caption(models[0]), fontsize=8, color="#555")
     return _save(fig, out_dir, "kv_cache")
 
 
@@ -82,7 +82,7 @@ def utilization_window_chart(report: dict, out_dir: Path) -> list[Path]:
     axis.set_xlabel("gpu_memory_utilization that starts the engine (u_min to u_max)")
     axis.set_title("Utilization window")
     if models:
-        fig.text(0.01, -0.06, caption(models[0]), fontsize=8, color="#555")
+        fig.text(0.01, -0.10, caption(models[0]), fontsize=8, color="#555")
     return _save(fig, out_dir, "utilization_window")
 
 
@@ -107,7 +107,7 @@ def memory_breakdown_chart(report: dict, out_dir: Path) -> list[Path]:
     axis.set_title("Where the memory went at u_max")
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if models:
-        fig.text(0.01, -0.06, caption(models[0]), fontsize=8, color="#555")
+        fig.text(0.01, -0.10, caption(models[0]), fontsize=8, color="#555")
     return _save(fig, out_dir, "memory_breakdown")
 
 

@@ -26,7 +26,8 @@ def engine_measured(trial: TrialRecord, pool: str) -> Optional[float]:
     at_ready = (trial.memory or {}).get("engine_at_ready") or {}
     if pool == "gpu":
         pids = set(at_ready.get("pids") or [])
-        used = [p["used_bytes"] for p in at_ready.get("gpu_processes") or [] if p["pid"] in pids and p["used_bytes"]]
+        used = [p["used_bytes"] for p in at_ready.get("gpu_processes") or []
+                if p["pid"] in pids and p["used_bytes"] and p.get("index", 0) == 0]  # per GPU, like the pool
         return float(sum(used)) if used else None
     return float(at_ready["pss_bytes"]) if at_ready.get("pss_bytes") else None
 
