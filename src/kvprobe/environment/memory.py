@@ -104,33 +104,39 @@ def _cgroup_dir(mount: Path, own_path: Optional[str]) -> Path:
     return mount
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where one cgroup version keeps the memory controller and its files."""
+
+    mount: str  # below /sys/fs/cgroup
+    controller: str  # the key of our line in /proc/self/cgroup
+    limit: str
+    usage: str
+    peak: str
+
+
+LAYOUTS = {
+    "v2": _Layout("", "", "memory.max", "memory.current", "memory.peak"),
+    "v1": _Layout("memory", "memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "memory.max_usage_in_bytes"),
+}
+
+
 def read_cgroup_memory(root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | Path = "/proc/self/cgroup") -> CgroupMemory:
     root = Path(root)
     version = detect_cgroup_version(root)
+    if version == "none":
+        return CgroupMemory(version="none")
+    layout = LAYOUTS["v2" if version == "v2" else "v1"]  # hybrid keeps memory on the v1 side
     own = _own_cgroup_paths(_read(Path(proc_cgroup)) or "")
-    if version == "v2":
-        directory = _cgroup_dir(root, own.get(""))
-        stat = _read_stat(directory / "memory.stat")
-        return CgroupMemory(
-            version=version,
-            path=str(directory),
-            limit_bytes=_read_int(directory / "memory.max"),
-            usage_bytes=_read_int(directory / "memory.current"),
-            peak_bytes=_read_int(directory / "memory.peak"),
-            stat=_summarise_stat(stat, v2=True),
-        )
-    if version in ("v1", "hybrid"):
-        directory = _cgroup_dir(root / "memory", own.get("memory"))
-        stat = _read_stat(directory / "memory.stat")
-        return CgroupMemory(
-            version=version,
-            path=str(directory),
-            limit_bytes=_read_int(directory / "memory.limit_in_bytes"),
-            usage_bytes=_read_int(directory / "memory.usage_in_bytes"),
-            peak_bytes=_read_int(directory / "memory.max_usage_in_bytes"),
-            stat=_summarise_stat(stat, v2=False),
-        )
-    return CgroupMemory(version="none")
+    directory = _cgroup_dir(root / layout.mount if layout.mount else root, own.get(layout.controller))
+    return CgroupMemory(
+        version=version,
+        path=str(directory),
+        limit_bytes=_read_int(directory / layout.limit),
+        usage_bytes=_read_int(directory / layout.usage),
+        peak_bytes=_read_int(directory / layout.peak),
+        stat=_summarise_stat(_read_stat(directory / "memory.stat"), v2=version == "v2"),
+    )
 
 
 def _summarise_stat(stat: dict[str, int], v2: bool) -> dict[str, int]:

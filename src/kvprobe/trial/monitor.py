@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from kvprobe.environment.gpu import Nvml
-from kvprobe.environment.memory import read_cgroup_memory, read_meminfo
+from kvprobe.environment.memory import LAYOUTS, read_cgroup_memory, read_meminfo
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -45,8 +45,7 @@ class MemorySampler:
         self._usage_file = None
         self._limit = cgroup.limit_bytes
         if self._cgroup_dir is not None:
-            name = "memory.current" if cgroup.version == "v2" else "memory.usage_in_bytes"
-            self._usage_file = self._cgroup_dir / name
+            self._usage_file = self._cgroup_dir / LAYOUTS["v2" if cgroup.version == "v2" else "v1"].usage
 
     def sample(self) -> MemorySample:
         info = read_meminfo()
