@@ -144,13 +144,14 @@ def run_measure(models_file: str, out_dir: str, label: str, only: tuple, repeats
         console.print("[yellow]warning:[/] nothing to resume (no unfinished run with these settings); starting anew")
 
     engine = get_engine()
-    runner = TrialRunner(engine, Path(out_dir) / ".trials" / run_id, TrialLimits(timeout_s=trial_timeout, guard=guard))
+    progress = TrialProgress(console)
+    runner = TrialRunner(engine, Path(out_dir) / ".trials" / run_id, TrialLimits(timeout_s=trial_timeout, guard=guard),
+                         on_sample=progress.on_sample)
     for leader in runner.stale_groups_ended:
         console.print(f"[yellow]warning:[/] ended trial group {leader} left running by a killed earlier run")
     # New trial numbers continue after the journaled ones, so a resumed run never reuses one.
     first = max((e["number"] for e in journal.entries.values()), default=0) + 1
     numbers = iter(range(first, 1_000_000))
-    progress = TrialProgress(console)
     documents = []
     _sigterm_as_interrupt()
     try:

@@ -6,9 +6,11 @@ import time
 from typing import Optional
 
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 
 from kvprobe.results.schema import TrialRecord
+from kvprobe.trial.monitor import MemorySample
 
 GIB = 1 << 30
 OUTCOME_STYLE = {"ok": "green", "guard": "magenta", "timeout": "yellow", "error": "red"}
@@ -19,17 +21,37 @@ def gib(value: Optional[float]) -> str:
 
 
 class TrialProgress:
-    """Prints one line per trial (start, end, outcome); replayed trials are marked as such."""
+    """One line per trial (start, end, outcome), and while a trial runs a live status line with
+    its elapsed time and the memory the guard watches. Replayed trials are marked as such."""
 
     def __init__(self, console: Console):
         self.console = console
         self._started = 0.0
+        self._label = ""
+        self._status: Optional[Status] = None
 
     def trial_started(self, model: str, search: str, value: str) -> None:
         self._started = time.monotonic()
+        self._label = f"{model} {search} {value}"
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {model} [bold]{search}[/] {value} ...", highlight=False)
+        if self.console.is_terminal:
+            self._status = self.console.status(self._label)
+            self._status.start()
+
+    def on_sample(self, sample: MemorySample) -> None:
+        if self._status is None:
+            return
+        parts = [f"{time.monotonic() - self._started:.0f} s", f"MemAvailable {gib(sample.host_available)} GiB"]
+        if sample.cgroup_headroom is not None:
+            parts.append(f"cgroup headroom {gib(sample.cgroup_headroom)} GiB")
+        if sample.gpu_used is not None:
+            parts.append(f"GPU used {gib(sample.gpu_used)} GiB")
+        self._status.update(f"{self._label}: {', '.join(parts)}")
 
     def trial_finished(self, model: str, record: TrialRecord, replayed: bool) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
         style = OUTCOME_STYLE.get(record.outcome, "red")
         verdict = "pass" if record.passed else "fail"
         kv = f" KV {gib(record.kv_cache_bytes)} GiB, {record.kv_cache_tokens:,} tokens" if record.kv_cache_tokens else ""
