@@ -139,3 +139,13 @@ def test_an_unreadable_models_file_is_bad_input(tmp_path):
         capture_output=True, text=True, timeout=120, cwd="/",
     )
     assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_engine_defaults_change_the_hash_and_the_usage_context(tmp_path):
+    from kvprobe.engines import get_engine
+
+    (serve,) = load_models(write(tmp_path, GOOD))
+    (offline,) = load_models(write(tmp_path / "b", GOOD + "    engine_defaults: offline\n"))
+    assert serve.engine_defaults == "serve" and serve.settings_hash() != offline.settings_hash()
+    assert get_engine().usage_context(serve) == "OPENAI_API_SERVER"
+    assert get_engine().usage_context(offline) == "LLM_CLASS"

@@ -22,6 +22,8 @@ from kvprobe.search import SearchResult, find_boundary
 from kvprobe.trial.runner import TrialRequest, TrialRunner
 
 SEARCHES = ("reference", "u_max", "u_min", "kv_blocks")
+U_MAX_FAILURES = ("startup-check", "oom", "killed", "guard", "error")
+U_MIN_FAILURES = ("kv-too-small",)
 THROUGHPUT_WORKLOAD = {"requests": 16, "prompt_len": 64, "output_len": 64}
 
 
@@ -112,9 +114,14 @@ class ModelMeasurement:
     def ok_trials(self) -> list[TrialRecord]:
         return [t for t in self.trials if t.passed and t.utilization is not None and t.kv_cache_memory_bytes is None]
 
-    def known_utilizations(self) -> list[tuple[float, bool]]:
+    def known_utilizations(self, failures: tuple[str, ...]) -> list[tuple[float, bool]]:
+        """Earlier starts as search evidence: passes, and the failures that bound this search.
+
+        A start refused for too little KV says nothing about u_max, and one refused for too much
+        memory says nothing about u_min.
+        """
         return [(t.utilization, t.passed) for t in self.trials
-                if t.utilization is not None and t.kv_cache_memory_bytes is None and t.outcome != "timeout"]
+                if t.utilization is not None and t.kv_cache_memory_bytes is None and (t.passed or t.outcome in failures)]
 
     def utilization_probe(self, search: str) -> Callable[[float], bool]:
         return lambda u: self.trial(search, utilization=round(u, 6)).passed
@@ -128,7 +135,7 @@ class ModelMeasurement:
             self.utilization_probe("u_max"), lo, hi, self.options.tolerance,
             start=start if lo <= start <= hi and self.options.strategy == "bracketed" else None,
             predict=self._predictor(lambda: predict_u_max(self.trials)),
-            known=self.known_utilizations(),
+            known=self.known_utilizations(U_MAX_FAILURES),
         )
 
     def search_u_min(self, lo: float, hi: float) -> SearchResult:
@@ -137,7 +144,7 @@ class ModelMeasurement:
             self.utilization_probe("u_min"), lo, hi, self.options.tolerance, passing_below=False,
             start=min((t.utilization for t in ok), default=None) if self.options.strategy == "bracketed" else None,
             predict=self._predictor(lambda: predict_u_min(self.ok_trials(), self.settings.max_model_len)),
-            known=self.known_utilizations(),
+            known=self.known_utilizations(U_MIN_FAILURES),
         )
 
     def search_kv_blocks(self, at_u_max: TrialRecord, hi_fraction: float) -> Optional[SearchResult]:
@@ -381,6 +388,7 @@ def measure_model(measurement: ModelMeasurement, run_id: str, env_block: dict) -
         "throughput": throughput,
         "cuda_view": cuda_view,
         "engine_starts": sum(1 for t in measurement.trials),
+        "probe_rss_bytes": environment.probe_rss(),
         "replayed_trials": measurement.replayed,
         "trials": [t.to_dict() for t in measurement.trials],
         "status": "failed" if errors else "complete",

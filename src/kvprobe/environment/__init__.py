@@ -49,6 +49,13 @@ def software() -> dict:
     }
 
 
+def probe_rss() -> int:
+    """kvprobe's own resident memory: inside a container it counts against the same limit."""
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
 def collect(label: Optional[str] = None) -> dict:
     """The environment block stored in every result and printed by `kvprobe env`."""
     memory = host_memory()
@@ -64,6 +71,7 @@ def collect(label: Optional[str] = None) -> dict:
         "memlock_limit_bytes": memlock_limit(),
         "gpu": gpus.to_dict(),
         "software": software(),
+        "probe_rss_bytes": probe_rss(),
         "warnings": [],
     }
     if label:
