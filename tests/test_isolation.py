@@ -22,26 +22,62 @@ from kvprobe.trial.runner import TrialLimits, TrialRequest, TrialRunner
 GIB = 1 << 30
 
 
-def engine_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "VLLM::" in line or "kvprobe.engines.vllm_worker" in line]
+def trial_sessions(root: Path) -> set[int]:
+    """Session ids of trials started under `root` (each trial leads its own session)."""
+    sessions = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "kvprobe.engines.vllm_worker" in command and str(root) in command:
+                sessions.add(int(entry.name))
+    return sessions
+
+
+def alive(sessions: set[int]) -> list[int]:
+    """Live processes of those sessions, the engine's EngineCore and Worker included."""
+    return sorted(pid for leader in sessions for pid in members(leader))
+
+
+def start_tiny_trial(tmp_path, limits, on_sample):
+    (settings,) = load_models(MODELS, only=["tiny-llama"])
+    engine = get_engine()
+    runner = TrialRunner(engine, tmp_path, limits, on_sample=on_sample)
+    try:
+        return runner.run(TrialRequest(1, "manual", engine.engine_args(settings, 0.1), utilization=0.1))
+    finally:
+        runner.close()
 
 
 @needs_engine
 @pytest.mark.engine
-def test_a_trial_killed_mid_start_leaves_no_process_behind(tmp_path):
-    (settings,) = load_models(MODELS, only=["tiny-llama"])
-    engine = get_engine()
-    runner = TrialRunner(engine, tmp_path, TrialLimits(timeout_s=15))
-    seen_children = []
-    runner.on_sample = lambda sample: seen_children.append(len(engine_processes()))
-    record = runner.run(TrialRequest(1, "manual", engine.engine_args(settings, 0.1), utilization=0.1))
-    runner.close()
-    assert record.outcome == "timeout"
-    assert max(seen_children) >= 2, "the engine never spawned its core process; the kill proved nothing"
-    assert engine_processes() == []
+def test_a_trial_interrupted_mid_start_leaves_no_process_behind(tmp_path):
+    """Ctrl-C once vLLM's EngineCore and Worker exist: the whole group goes, none outlives the trial."""
+    sessions, seen = set(), []
+
+    def interrupt_when_the_engine_is_up(sample):
+        sessions.update(trial_sessions(tmp_path))
+        seen.append(len(alive(sessions)))
+        if seen[-1] >= 3:  # the trial's own process, EngineCore and its Worker
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        start_tiny_trial(tmp_path, TrialLimits(timeout_s=300), interrupt_when_the_engine_is_up)
+    assert max(seen) >= 3 and sessions
+    assert alive(sessions) == []
+    assert not (tmp_path / "running-trial.json").exists()
+
+
+@needs_engine
+@pytest.mark.engine
+def test_a_trial_past_its_timeout_is_ended_and_classified(tmp_path):
+    sessions = set()
+    record = start_tiny_trial(tmp_path, TrialLimits(timeout_s=6), lambda sample: sessions.update(trial_sessions(tmp_path)))
+    assert record.outcome == "timeout" and "no result within 6 s" in record.reason
+    assert sessions and alive(sessions) == []
     assert record.baseline_restored
-    assert record.teardown_s < 60
 
 
 @needs_engine
@@ -61,21 +97,23 @@ def test_an_interrupted_run_resumes_without_repeating_finished_trials(tmp_path, 
             break
         time.sleep(0.5)
     time.sleep(8)  # the second trial is mid-start now
+    sessions = trial_sessions(out)
+    assert sessions, "no trial was running"
     first.send_signal(getattr(signal, how))
     output, _ = first.communicate(timeout=120)
     assert load_results(out) == []
     if how == "SIGINT":
         assert first.returncode == 130, output
-        assert engine_processes() == []
+        assert alive(sessions) == []
     else:
-        assert engine_processes(), "SIGKILL gave the probe no chance to clean up; the engine should still run"
+        assert alive(sessions), "SIGKILL gave the probe no chance to clean up; the engine should still run"
 
     second = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "resumed, 1 trials journaled" in second.stdout
     if how == "SIGKILL":
         assert "left running by a killed earlier run" in second.stdout
-    assert engine_processes() == []
+    assert alive(sessions) == []
     (result,) = load_results(out)
     numbers = [t["number"] for t in result["trials"]]
     assert result["replayed_trials"] == 1

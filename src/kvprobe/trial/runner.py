@@ -84,6 +84,8 @@ class TrialRunner:
         self.sampler = MemorySampler(self.nvml)
         become_subreaper()
         self.stale_groups_ended = end_stale_groups(self.workdir.parent)
+        if self.stale_groups_ended:
+            self._wait_until_memory_is_steady()
 
     def close(self) -> None:
         self.nvml.__exit__()
@@ -204,6 +206,17 @@ class TrialRunner:
         for name, pattern in self.engine.phase_patterns.items():
             if name not in phases and pattern.search(line):
                 phases[name] = t
+
+    def _wait_until_memory_is_steady(self, window_s: float = 2.0, tolerance: int = 64 * MIB) -> None:
+        """After ending a stale group, let the kernel hand its memory back before any baseline is taken."""
+        deadline = time.monotonic() + self.limits.settle_timeout_s
+        last = self.sampler.sample().host_available
+        while time.monotonic() < deadline:
+            time.sleep(window_s)
+            now = self.sampler.sample().host_available
+            if abs(now - last) <= tolerance:
+                return
+            last = now
 
     def _settle(self, baseline: MemorySample) -> bool:
         """Wait until every device's and the host's memory are back near their pre-trial values."""
