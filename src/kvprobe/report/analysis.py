@@ -148,6 +148,8 @@ def analyse_group(group: Group) -> dict:
         "settings": group.runs["native"][0]["settings"],
         "versions": {"kvprobe": group.kvprobe, "vllm": group.vllm},
         "n": {label: len(group.runs[label]) for label in LABELS},
+        "u_max_censored": {label: any(((d.get("searches") or {}).get("u_max") or {}).get("censored") for d in group.runs[label])
+                           for label in LABELS},
         "stats": stats,
         "comparison": comparisons,
         "attribution": attribution,

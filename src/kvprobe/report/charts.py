@@ -82,7 +82,7 @@ def utilization_window_chart(report: dict, out_dir: Path) -> list[Path]:
     axis.set_xlabel("gpu_memory_utilization that starts the engine (u_min to u_max)")
     axis.set_title("Utilization window")
     if models:
-        fig.text(0.01, -0.10, caption(models[0]), fontsize=8, color="#555")
+        fig.text(0.01, -0.20, caption(models[0]), fontsize=8, color="#555")
     return _save(fig, out_dir, "utilization_window")
 
 

@@ -54,7 +54,7 @@ def comparison_line(comparison: dict, unit: str) -> str:
     pct = "-" if comparison["lost_percent"] is None else f"{comparison['lost_percent']:.1f}%"
     ratio = "-" if comparison["ratio_native_over_container"] is None else f"{comparison['ratio_native_over_container']:.2f}x"
     p = comparison["welch"]["p_value"]
-    p_text = "-" if p is None else (f"{p:.2g}")
+    p_text = "-" if p is None else ("<0.001" if p < 0.001 else f"{p:.2g}")
     return f"{lost} | {pct} | {ratio} | {p_text}"
 
 
@@ -68,14 +68,19 @@ def model_section(model: dict, metrics: dict) -> list[str]:
         native, container = model["stats"]["native"][name], model["stats"]["container"][name]
         if not native["n"] and not container["n"]:
             continue
-        lines.append(f"| {title} | {fmt_stat(native, metrics[name])} | {fmt_stat(container, metrics[name])} |")
+        cells = [fmt_stat(stat, metrics[name]) for stat in (native, container)]
+        if name == "u_max":  # a search that passed at the top of its range only bounds u_max from below
+            cells = [(">= " + c if model["u_max_censored"][label] else c) for c, label in zip(cells, ("native", "container"))]
+        lines.append(f"| {title} | {cells[0]} | {cells[1]} |")
     lines += ["", "**Lost in the container** (native minus container, Welch's t-test):", "",
               "| capacity | lost | lost % | native/container | p |", "| --- | ---: | ---: | ---: | ---: |"]
     for name, title in (("kv_reference_bytes", "KV at gpu_memory_utilization (GiB)"), ("kv_u_max_bytes", "KV at u_max (GiB)"),
                         ("physical_kv_bytes", "physical KV (GiB)"), ("u_max", "u_max"),
                         ("throughput_tokens_per_s", "throughput (tokens/s)")):
         comparison = model["comparison"][name]
-        if comparison.get("available"):
+        if name == "u_max" and any(model["u_max_censored"].values()):
+            lines.append("| u_max | not compared: a search ended at the top of its range (see above) | | | |")
+        elif comparison.get("available"):
             lines.append(f"| {title} | {comparison_line(comparison, metrics[name])} |")
     if model["attribution_difference"]:
         native, container = model["attribution"]["native"], model["attribution"]["container"]
@@ -91,7 +96,7 @@ def model_section(model: dict, metrics: dict) -> list[str]:
     if model["advice"]:
         lines += ["", "**Advice** (from these measurements):", ""] + [f"- {a}" for a in model["advice"]]
     if model.get("container"):
-        lines += ["", f"Container command: `{' '.join(model['container']['command'][:-1])}`"]
+        lines += ["", f"Container command: `{' '.join(model['container']['command'])}`"]
     lines += ["", f"*{caption(model)}*", ""]
     return lines
 
