@@ -2,7 +2,7 @@
 
 import pytest
 
-from kvprobe.search import find_boundary, linear_fit
+from kvprobe.search import find_boundary
 
 
 def step_function(boundary):
@@ -101,12 +101,6 @@ def test_integer_axis_for_kv_blocks():
     assert result.passing <= 12_345 < result.failing
     assert result.failing - result.passing <= 100
     assert all(float(v).is_integer() for v, _ in result.trials)
-
-
-def test_linear_fit():
-    assert linear_fit([(0.1, 1.0)]) is None
-    slope, intercept = linear_fit([(0.1, 3.0), (0.3, 7.0)])
-    assert slope == pytest.approx(20.0) and intercept == pytest.approx(1.0)
 
 
 def test_a_second_prediction_uses_what_the_first_failure_revealed():

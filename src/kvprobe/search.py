@@ -6,7 +6,6 @@ A search knows nothing of engines or output. It calls `probe(value) -> bool`, op
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
@@ -25,10 +24,6 @@ class SearchResult:
     converged: bool = False
     censored: bool = False
     non_monotone: bool = False
-
-    @property
-    def boundary(self) -> Optional[float]:
-        return self.passing
 
     @property
     def engine_starts(self) -> int:
@@ -190,21 +185,3 @@ def find_boundary(
         censored=bracket.failing is None and bracket.passing is not None,
         non_monotone=bracket.non_monotone,
     )
-
-
-def linear_fit(points: list[tuple[float, float]]) -> Optional[tuple[float, float]]:
-    """Least-squares slope and intercept of y over x; None with fewer than two distinct x."""
-    xs = {x for x, _ in points}
-    if len(xs) < 2:
-        return None
-    n = len(points)
-    mean_x = sum(x for x, _ in points) / n
-    mean_y = sum(y for _, y in points) / n
-    sxx = sum((x - mean_x) ** 2 for x, _ in points)
-    sxy = sum((x - mean_x) * (y - mean_y) for x, y in points)
-    slope = sxy / sxx
-    return slope, mean_y - slope * mean_x
-
-
-def ceil_to(value: float, step: float) -> float:
-    return math.ceil(value / step - 1e-9) * step

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from kvprobe.report.writers import WRITERS, write_all
 
-__all__ = ["WRITERS", "write_all", "Path"]
+__all__ = ["WRITERS", "write_all"]

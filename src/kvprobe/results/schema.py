@@ -7,8 +7,6 @@ from typing import Any, Optional
 
 SCHEMA_VERSION = 1
 
-CAPACITY_FAILURES = ("startup-check", "kv-too-small", "oom", "killed", "guard")
-OUTCOMES = ("ok",) + CAPACITY_FAILURES + ("timeout", "error")
 
 
 @dataclass
@@ -20,7 +18,7 @@ class TrialRecord:
     utilization: Optional[float]
     kv_cache_memory_bytes: Optional[int]
     fill_target: Optional[float]
-    outcome: str
+    outcome: str  # ok, startup-check, kv-too-small, oom, killed, guard, timeout, error
     reason: str
     returncode: Optional[int]
     started_at: float

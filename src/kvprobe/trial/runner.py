@@ -277,4 +277,3 @@ def _kv_bytes(record: TrialRecord) -> Optional[int]:
     return int(value) if value is not None else None
 
 
-__all__ = ["TrialRequest", "TrialLimits", "TrialRunner", "GIB"]
