@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MODELS, ROOT, kvprobe, needs_podman
+from conftest import MODELS, kvprobe, needs_podman
 from kvprobe.container import ContainerSpec, build_command, mounts, version_mismatch
 from kvprobe.config import load_models
 from kvprobe.report.pairing import check_pairs

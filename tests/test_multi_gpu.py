@@ -5,7 +5,6 @@ code does with several devices: every device must be back at its baseline, and t
 is per GPU.
 """
 
-from types import SimpleNamespace
 
 from kvprobe.engines import get_engine
 from kvprobe.config import load_models

@@ -14,7 +14,7 @@ from kvprobe.engines.vllm import VllmEngine
 from kvprobe.engines.vllm_worker import PHASE_MARK
 from kvprobe.environment.gpu import Nvml
 from kvprobe.results.schema import TrialRecord
-from kvprobe.trial.monitor import GIB, MIB, GuardPolicy, MemorySample, MemorySampler, summarise
+from kvprobe.trial.monitor import MIB, GuardPolicy, MemorySample, MemorySampler, summarise
 from kvprobe.trial.process_group import become_subreaper, members, reap_zombies, resident_memory, terminate
 
 LOG_TAIL_LINES = 40
