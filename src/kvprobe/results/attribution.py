@@ -22,14 +22,15 @@ def _first_device(sample: dict) -> Optional[float]:
 
 
 def engine_measured(trial: TrialRecord, pool: str) -> Optional[float]:
-    """The engine's memory measured per process at ready: NVML per-process use on a GPU, PSS on the host."""
+    """The engine's memory measured per process at ready: NVML per-process use on a GPU; on the host
+    its private (anonymous and shared-memory) pages by PSS, since its libraries' file pages are page cache."""
     at_ready = (trial.memory or {}).get("engine_at_ready") or {}
     if pool == "gpu":
         pids = set(at_ready.get("pids") or [])
         used = [p["used_bytes"] for p in at_ready.get("gpu_processes") or []
                 if p["pid"] in pids and p["used_bytes"] and p.get("index", 0) == 0]  # per GPU, like the pool
         return float(sum(used)) if used else None
-    return float(at_ready["pss_bytes"]) if at_ready.get("pss_bytes") else None
+    return float(at_ready["private_bytes"]) if at_ready.get("private_bytes") else None
 
 
 def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
@@ -37,12 +38,12 @@ def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
 
     From the engine's log (its own accounting of what it requested): kv_cache, weights,
     activation_peak, non_torch, other_engine. Measured by kvprobe: engine_beyond_request (the
-    engine's processes, by PSS or NVML, minus what it requested; negative when part of the request
-    is not resident), other_processes and page_cache (in use before the start), cgroup_cut (what a
-    cgroup limit puts out of reach) and free_at_ready. `unexplained` is what these independent
-    accounts leave over (kernel memory, page cache charged during the start, shared memory); a
-    large value means they disagree, and it is reported, not hidden.
-    """
+    engine's processes, by private PSS or NVML, minus what it requested; negative when part of the
+    request is not resident), other_processes (in use before the start), page_cache (file pages
+    charged to a cgroup at ready), cgroup_cut (what a cgroup limit puts out of reach) and
+    free_at_ready. `unexplained` is what these independent accounts leave over (kernel memory,
+    page tables); a large value means they disagree, and it is reported, not hidden.
+    """ """
     report = trial.memory_report
     kv = trial.kv_cache_bytes
     if kv is None:
@@ -71,8 +72,9 @@ def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
         free_at_ready = total - float(used_at_ready) if used_at_ready is not None else 0.0
     elif limit is not None and limit < total:
         cgroup_cut = total - limit
-        page_cache = float(((env_block.get("cgroup") or {}).get("stat") or {}).get("file", 0))
-        other_processes = max(0.0, float(baseline.get("cgroup_usage") or 0) - page_cache)
+        at_ready = (trial.memory or {}).get("engine_at_ready") or {}
+        page_cache = float(at_ready.get("cgroup_file_bytes") or 0)  # charged to the cgroup once the engine ran
+        other_processes = max(0.0, float(baseline.get("cgroup_usage") or 0) - float(baseline.get("cgroup_file_bytes") or 0))
         free_at_ready = float(ready["cgroup_limit"] - ready["cgroup_usage"]) if ready.get("cgroup_usage") is not None else 0.0
     else:
         other_processes = max(0.0, total - float(baseline.get("host_available") or total))

@@ -52,18 +52,33 @@ def members(leader: int) -> list[int]:
     return found
 
 
-def resident_memory(leader: int) -> dict:
-    """Proportional set size (shared pages split fairly) summed over the group: its real host memory."""
-    import psutil
+def _smaps_rollup(pid: int) -> dict[str, int]:
+    values = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                values[key] = int(parts[0]) * 1024
+    except (OSError, ValueError):
+        pass
+    return values
 
-    total, counted = 0, 0
-    for pid in members(leader):
-        try:
-            total += psutil.Process(pid).memory_full_info().pss
-            counted += 1
-        except (psutil.Error, AttributeError):
-            continue
-    return {"pss_bytes": total, "processes": counted, "pids": members(leader)}
+
+def resident_memory(leader: int) -> dict:
+    """The group's memory by proportional set size (shared pages split fairly), summed over its members.
+
+    `private_bytes` counts anonymous and shared-memory pages, what the engine itself holds;
+    file-backed pages (its libraries) are page cache, which host and cgroup account apart.
+    """
+    pids = members(leader)
+    totals = {"pss_bytes": 0, "private_bytes": 0, "file_bytes": 0}
+    for pid in pids:
+        rollup = _smaps_rollup(pid)
+        totals["pss_bytes"] += rollup.get("Pss", 0)
+        totals["private_bytes"] += rollup.get("Pss_Anon", 0) + rollup.get("Pss_Shmem", 0)
+        totals["file_bytes"] += rollup.get("Pss_File", 0)
+    return {**totals, "processes": len(pids), "pids": pids}
 
 
 def terminate(leader: int, grace_s: float = 5.0, poll_s: float = 0.1) -> float:

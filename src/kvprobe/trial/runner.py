@@ -13,12 +13,19 @@ from typing import Callable, Optional
 from kvprobe.engines.vllm import VllmEngine
 from kvprobe.engines.vllm_worker import PHASE_MARK
 from kvprobe.environment.gpu import Nvml
+from kvprobe.environment.memory import read_cgroup_memory
 from kvprobe.results.schema import TrialRecord
 from kvprobe.trial.monitor import MIB, GuardPolicy, MemorySample, MemorySampler, summarise
 from kvprobe.trial.process_group import become_subreaper, members, reap_zombies, resident_memory, terminate
 
 LOG_TAIL_LINES = 40
 RUNNING_MARKER = "running-trial.json"  # present while a trial runs; left behind only if the probe was killed
+
+
+def cgroup_file_bytes() -> Optional[int]:
+    """Page cache charged to our cgroup (memory.stat `file`), None outside a memory cgroup."""
+    memory = read_cgroup_memory()
+    return memory.stat.get("file") if memory.limit_bytes is not None else None
 
 
 def _is_engine(pid: int) -> bool:
@@ -105,6 +112,7 @@ class TrialRunner:
         }
         spec_path.write_text(json.dumps(spec, indent=1))
         baseline = self.sampler.sample()
+        baseline_file = cgroup_file_bytes()
         started_at = time.time()
         marker = self.workdir / RUNNING_MARKER
         env = {**os.environ, **self.engine.worker_environment()}
@@ -154,7 +162,7 @@ class TrialRunner:
             memory={**summarise(samples, phases), "engine_at_ready": engine_memory,
                     "probe_gpu_bytes": sum(p["used_bytes"] or 0 for p in (engine_memory or {}).get("gpu_processes", [])
                                            if p["pid"] == os.getpid())},
-            baseline=baseline.to_dict(),
+            baseline={**baseline.to_dict(), "cgroup_file_bytes": baseline_file},
             log_tail=log_text.splitlines()[-LOG_TAIL_LINES:],
             log_path=str(log_path),
         )
@@ -184,7 +192,8 @@ class TrialRunner:
             for raw in lines:
                 self._mark_phase(raw.decode(errors="replace"), sample.t, phases)
             if "ready" in phases and engine_memory is None:
-                engine_memory = {**resident_memory(process.pid), "gpu_processes": self.nvml.processes()}
+                engine_memory = {**resident_memory(process.pid), "gpu_processes": self.nvml.processes(),
+                                 "cgroup_file_bytes": cgroup_file_bytes()}
             verdict = None
             if process.poll() is not None:
                 reap_zombies()
