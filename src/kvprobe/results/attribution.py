@@ -43,7 +43,7 @@ def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
     charged to a cgroup at ready), cgroup_cut (what a cgroup limit puts out of reach) and
     free_at_ready. `unexplained` is what these independent accounts leave over (kernel memory,
     page tables); a large value means they disagree, and it is reported, not hidden.
-    """ """
+    """
     report = trial.memory_report
     kv = trial.kv_cache_bytes
     if kv is None:
