@@ -123,10 +123,9 @@ def test_an_interrupted_run_resumes_without_repeating_finished_trials(tmp_path, 
     assert len(journal) == 2  # each finished trial journaled once; the interrupted one ran again, once
     attribution = result["attribution"]  # natively: the host pool, no cgroup cut
     assert attribution["pool"] == "host" and attribution["parts"]["cgroup_cut"] == 0
-    # Natively on this VM MemAvailable drops about 0.6 GiB (2.7% of 23.5 GiB) less than the engine's
-    # private pages; the remainder is reported as unexplained (issue 3 stays open for it), and
-    # bounded here so that a real double count (1 GiB of library pages, seen before) still fails.
-    assert abs(attribution["unexplained_bytes"]) <= 0.05 * attribution["total_bytes"], attribution
+    # Without the kernel's unlisted pages this was -0.5 to -0.7 GiB here: the VM held pages the
+    # previous trial freed at the baseline, and the engine took them back.
+    assert abs(attribution["unexplained_bytes"]) <= 0.01 * attribution["total_bytes"], attribution
 
 
 ALLOCATOR = """

@@ -24,9 +24,9 @@ def _get(doc: dict, *path) -> Optional[float]:
 
 def _peak_memory(doc: dict) -> Optional[float]:
     phases = doc.get("memory_phases") or {}
+    lowest = phases.get("lowest_host_released") or phases.get("lowest_host_available")  # older results lack the first
     return phases.get("peak_gpu_used") or phases.get("peak_cgroup_usage") or (
-        None if phases.get("lowest_host_available") is None
-        else doc["environment"]["host_memory"]["MemTotal"] - phases["lowest_host_available"]
+        None if lowest is None else doc["environment"]["host_memory"]["MemTotal"] - lowest
     )
 
 

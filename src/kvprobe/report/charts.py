@@ -21,6 +21,7 @@ PART_LABELS = {
     "page_cache": "page cache (cgroup)",
     "engine_beyond_request": "engine beyond its request",
     "cgroup_cut": "cut by cgroup limit",
+    "kernel_unaccounted": "kernel, in no meminfo account",
     "free_at_ready": "free at ready",
 }
 CHARTS = ("kv_cache", "utilization_window", "memory_breakdown")

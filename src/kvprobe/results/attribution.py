@@ -40,9 +40,10 @@ def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
     activation_peak, non_torch, other_engine. Measured by kvprobe: engine_beyond_request (the
     engine's processes, by private PSS or NVML, minus what it requested; negative when part of the
     request is not resident), other_processes (in use before the start), page_cache (file pages
-    charged to a cgroup at ready), cgroup_cut (what a cgroup limit puts out of reach) and
-    free_at_ready. `unexplained` is what these independent accounts leave over (kernel memory,
-    page tables); a large value means they disagree, and it is reported, not hidden.
+    charged to a cgroup at ready), cgroup_cut (what a cgroup limit puts out of reach),
+    kernel_unaccounted (host pool: pages in no meminfo account at ready, see
+    environment.memory.kernel_unaccounted) and free_at_ready. `unexplained` is what these
+    independent accounts leave over; a large value means they disagree, and it is reported, not hidden.
     """
     report = trial.memory_report
     kv = trial.kv_cache_bytes
@@ -65,7 +66,7 @@ def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
     measured = engine_measured(trial, pool)
     beyond = measured - requested if measured is not None else 0.0
 
-    cgroup_cut = page_cache = 0.0
+    cgroup_cut = page_cache = kernel_unaccounted = 0.0
     if pool == "gpu":  # per GPU: with tensor parallelism every rank holds its share, device 0 stands for all
         other_processes = float(_first_device(baseline) or 0)
         used_at_ready = _first_device(ready)
@@ -76,8 +77,10 @@ def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
         page_cache = float(at_ready.get("cgroup_file_bytes") or 0)  # charged to the cgroup once the engine ran
         other_processes = max(0.0, float(baseline.get("cgroup_usage") or 0) - float(baseline.get("cgroup_file_bytes") or 0))
         free_at_ready = float(ready["cgroup_limit"] - ready["cgroup_usage"]) if ready.get("cgroup_usage") is not None else 0.0
-    else:
-        other_processes = max(0.0, total - float(baseline.get("host_available") or total))
+    else:  # MemAvailable omits the kernel's unlisted pages; they are counted apart, as they change during a trial
+        unaccounted_before = float(baseline.get("host_unaccounted") or 0)
+        kernel_unaccounted = float(ready.get("host_unaccounted") or 0)
+        other_processes = max(0.0, total - float(baseline.get("host_available") or total) - unaccounted_before)
         free_at_ready = float(ready.get("host_available") or 0.0)
     parts = {
         "kv_cache": float(kv),
@@ -89,6 +92,7 @@ def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
         "other_processes": other_processes,
         "page_cache": page_cache,
         "cgroup_cut": cgroup_cut,
+        "kernel_unaccounted": kernel_unaccounted,
         "free_at_ready": free_at_ready,
     }
     explained = sum(parts.values())

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from kvprobe.environment.gpu import Nvml
-from kvprobe.environment.memory import LAYOUTS, read_cgroup_memory, read_meminfo
+from kvprobe.environment.memory import LAYOUTS, kernel_unaccounted, read_cgroup_memory, read_meminfo
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -23,6 +23,13 @@ class MemorySample:
     cgroup_limit: Optional[int]
     gpu_used: Optional[int]  # summed over visible devices; None where NVML cannot tell
     gpu_used_devices: Optional[list[Optional[int]]] = None  # per device, for tensor-parallel starts
+    host_unaccounted: Optional[int] = None  # see environment.memory.kernel_unaccounted
+
+    @property
+    def host_released(self) -> int:
+        """MemAvailable plus the kernel's unlisted pages: what no process holds. Freed pages can sit
+        unlisted for tens of seconds on free-page-reporting VMs before MemAvailable sees them."""
+        return self.host_available + (self.host_unaccounted or 0)
 
     @property
     def cgroup_headroom(self) -> Optional[int]:
@@ -65,6 +72,7 @@ class MemorySampler:
             cgroup_limit=self._limit,
             gpu_used=sum(used) if used else None,
             gpu_used_devices=per_device or None,
+            host_unaccounted=kernel_unaccounted(info),
         )
 
 
@@ -121,6 +129,7 @@ def summarise(samples: list[MemorySample], phases: dict[str, float]) -> dict:
 
     summary = {"start": samples[0].to_dict(), "phases": {name: at(t) for name, t in phases.items()}}
     summary["lowest_host_available"] = min(s.host_available for s in samples)
+    summary["lowest_host_released"] = min(s.host_released for s in samples)
     usages = [s.cgroup_usage for s in samples if s.cgroup_usage is not None]
     summary["peak_cgroup_usage"] = max(usages) if usages else None
     gpu = [s.gpu_used for s in samples if s.gpu_used is not None]

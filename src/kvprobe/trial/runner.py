@@ -219,10 +219,10 @@ class TrialRunner:
     def _wait_until_memory_is_steady(self, window_s: float = 2.0, tolerance: int = 64 * MIB) -> None:
         """After ending a stale group, let the kernel hand its memory back before any baseline is taken."""
         deadline = time.monotonic() + self.limits.settle_timeout_s
-        last = self.sampler.sample().host_available
+        last = self.sampler.sample().host_released
         while time.monotonic() < deadline:
             time.sleep(window_s)
-            now = self.sampler.sample().host_available
+            now = self.sampler.sample().host_released
             if abs(now - last) <= tolerance:
                 return
             last = now
@@ -236,7 +236,7 @@ class TrialRunner:
                 before is None or after is None or after <= before + self.limits.gpu_baseline_tolerance
                 for before, after in zip(baseline.gpu_used_devices or [], now.gpu_used_devices or [])
             )
-            host_ok = now.host_available >= baseline.host_available - self.limits.host_baseline_tolerance
+            host_ok = now.host_released >= baseline.host_released - self.limits.host_baseline_tolerance
             if gpu_ok and host_ok:
                 return True
             if time.monotonic() > deadline:

@@ -1,0 +1,44 @@
+"""Host-pool attribution with numbers shaped like a native start on a free-page-reporting VM.
+
+The real-engine checks (within 1% natively and in a container) are in test_isolation.py and
+test_engine_pair.py; this pins down the arithmetic of the unlisted kernel pages.
+"""
+
+from kvprobe.results.attribution import attribute
+from kvprobe.results.schema import TrialRecord
+from kvprobe.trial.monitor import GIB, MIB
+
+
+def native_trial(unlisted_before, unlisted_at_ready, available_before, available_at_ready):
+    return TrialRecord(
+        number=2, search="u_max", utilization=0.3, kv_cache_memory_bytes=None, fill_target=None, outcome="ok",
+        reason="", returncode=0, started_at=0.0, wall_s=1.0, teardown_s=0.0, baseline_restored=True, passed=True,
+        kv_cache_bytes=int(4.5 * GIB),
+        memory_report={"weights_bytes": 0.1 * GIB, "requested_bytes": 5.0 * GIB},
+        baseline={"host_available": available_before, "host_unaccounted": unlisted_before},
+        memory={"phases": {"ready": {"host_available": available_at_ready, "host_unaccounted": unlisted_at_ready}},
+                "engine_at_ready": {"private_bytes": 5.5 * GIB, "pids": [10]}},
+    )
+
+
+ENV = {"gpu": {"devices": []}, "host_memory": {"MemTotal": 24 * GIB}}
+
+
+def test_pages_the_vm_held_before_the_start_are_not_counted_as_other_processes():
+    # 0.5 GiB freed by the previous trial sat unlisted at the baseline; the engine took them back,
+    # so MemAvailable fell by 5.0 GiB while the engine holds 5.5 GiB.
+    trial = native_trial(unlisted_before=0.7 * GIB, unlisted_at_ready=0.2 * GIB,
+                         available_before=22.0 * GIB, available_at_ready=17.0 * GIB)
+    result = attribute(trial, ENV)
+    assert result["pool"] == "host"
+    assert result["parts"]["other_processes"] == 24 * GIB - 22.0 * GIB - 0.7 * GIB
+    assert result["parts"]["kernel_unaccounted"] == 0.2 * GIB
+    assert result["parts"]["engine_beyond_request"] == 0.5 * GIB
+    assert abs(result["unexplained_bytes"]) < 1 * MIB
+
+
+def test_results_without_the_unlisted_account_attribute_as_before():
+    trial = native_trial(None, None, available_before=22.0 * GIB, available_at_ready=17.0 * GIB)
+    result = attribute(trial, ENV)
+    assert result["parts"]["kernel_unaccounted"] == 0
+    assert result["unexplained_bytes"] == -0.5 * GIB  # the VM's 0.5 GiB, unexplained without the account
