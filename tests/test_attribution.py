@@ -4,6 +4,8 @@ The real-engine checks (within 1% natively and in a container) are in test_isola
 test_engine_pair.py; this pins down the arithmetic of the unlisted kernel pages.
 """
 
+import pytest
+
 from kvprobe.results.attribution import attribute
 from kvprobe.results.schema import TrialRecord
 from kvprobe.trial.monitor import GIB, MIB
@@ -42,3 +44,15 @@ def test_results_without_the_unlisted_account_attribute_as_before():
     result = attribute(trial, ENV)
     assert result["parts"]["kernel_unaccounted"] == 0
     assert result["unexplained_bytes"] == -0.5 * GIB  # the VM's 0.5 GiB, unexplained without the account
+
+
+def test_on_unified_memory_the_engines_cuda_pages_count_once():
+    # GB10-like: CUDA allocations (NVML per process) come from host memory and sit in no meminfo list.
+    trial = native_trial(unlisted_before=0.2 * GIB, unlisted_at_ready=3.2 * GIB,
+                         available_before=22.0 * GIB, available_at_ready=13.5 * GIB)
+    trial.memory["engine_at_ready"]["gpu_processes"] = [{"index": 0, "pid": 10, "used_bytes": 3 * GIB}]
+    env = {"gpu": {"devices": [{"total_bytes": 24 * GIB, "unified_memory": True}]}, "host_memory": {"MemTotal": 24 * GIB}}
+    result = attribute(trial, env)
+    assert result["pool"] == "host" and result["engine_measured_bytes"] == 8.5 * GIB
+    assert result["parts"]["kernel_unaccounted"] == pytest.approx(0.2 * GIB)
+    assert abs(result["unexplained_bytes"]) < 1 * MIB

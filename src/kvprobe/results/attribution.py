@@ -21,16 +21,25 @@ def _first_device(sample: dict) -> Optional[float]:
     return devices[0] if devices else sample.get("gpu_used")
 
 
+def _engine_gpu_bytes(trial: TrialRecord) -> Optional[float]:
+    """NVML's per-process use of GPU 0 by the engine's processes at ready (per GPU, like the pool)."""
+    at_ready = (trial.memory or {}).get("engine_at_ready") or {}
+    pids = set(at_ready.get("pids") or [])
+    used = [p["used_bytes"] for p in at_ready.get("gpu_processes") or []
+            if p["pid"] in pids and p["used_bytes"] and p.get("index", 0) == 0]
+    return float(sum(used)) if used else None
+
+
 def engine_measured(trial: TrialRecord, pool: str) -> Optional[float]:
     """The engine's memory measured per process at ready: NVML per-process use on a GPU; on the host
-    its private (anonymous and shared-memory) pages by PSS, since its libraries' file pages are page cache."""
+    its private (anonymous and shared-memory) pages by PSS, since its libraries' file pages are page
+    cache, plus NVML's per-process use where GPU memory is host memory (unified machines)."""
     at_ready = (trial.memory or {}).get("engine_at_ready") or {}
     if pool == "gpu":
-        pids = set(at_ready.get("pids") or [])
-        used = [p["used_bytes"] for p in at_ready.get("gpu_processes") or []
-                if p["pid"] in pids and p["used_bytes"] and p.get("index", 0) == 0]  # per GPU, like the pool
-        return float(sum(used)) if used else None
-    return float(at_ready["private_bytes"]) if at_ready.get("private_bytes") else None
+        return _engine_gpu_bytes(trial)
+    if not at_ready.get("private_bytes"):
+        return None
+    return float(at_ready["private_bytes"]) + (_engine_gpu_bytes(trial) or 0.0)
 
 
 def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
@@ -79,7 +88,9 @@ def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
         free_at_ready = float(ready["cgroup_limit"] - ready["cgroup_usage"]) if ready.get("cgroup_usage") is not None else 0.0
     else:  # MemAvailable omits the kernel's unlisted pages; they are counted apart, as they change during a trial
         unaccounted_before = float(baseline.get("host_unaccounted") or 0)
-        kernel_unaccounted = float(ready.get("host_unaccounted") or 0)
+        # On unified memory the driver's pages behind CUDA allocations are unlisted too, and NVML
+        # already counts them in the engine (not verified on GB10/GH200 hardware yet).
+        kernel_unaccounted = float(ready.get("host_unaccounted") or 0) - (_engine_gpu_bytes(trial) or 0.0)
         other_processes = max(0.0, total - float(baseline.get("host_available") or total) - unaccounted_before)
         free_at_ready = float(ready.get("host_available") or 0.0)
     parts = {
