@@ -14,7 +14,9 @@ from conftest import ROOT, needs_podman, podman_base
 from kvprobe.environment import collect
 from kvprobe.environment.container import detect_container, label_disagreement
 from kvprobe.environment.gpu import classify_unified
-from kvprobe.environment.memory import detect_cgroup_version, kernel_unaccounted, read_cgroup_memory, read_meminfo
+from kvprobe.environment.memory import (
+    detect_cgroup_version, free_page_reporting, kernel_unaccounted, read_cgroup_memory, read_meminfo,
+)
 from kvprobe.trial.monitor import GIB, MIB, GuardPolicy, MemorySample
 
 # memory.stat as a cgroup v2 kernel (6.x) writes it, abridged to the keys kvprobe reads and a few around them.
@@ -108,6 +110,20 @@ def test_unlisted_kernel_pages_exclude_a_process_and_take_back_what_it_freed():
     # Freed pages are back at once in MemAvailable or, on a free-page-reporting VM, unlisted until
     # the hypervisor returns them; either way no process holds them.
     assert after >= before - 128 * MIB, (before, after)
+
+
+def test_free_page_reporting_is_read_from_the_balloons_negotiated_features(tmp_path):
+    # Device and feature files as this CI machine's Firecracker VM exposes them.
+    balloon, disk = tmp_path / "virtio0", tmp_path / "virtio1"
+    balloon.mkdir(), disk.mkdir()
+    (balloon / "device").write_text("0x0005\n")
+    (balloon / "features").write_text("0110010100000000000000000000000010000000\n")
+    (disk / "device").write_text("0x0002\n")
+    (disk / "features").write_text("0010011001100100000000000000000100100000\n")
+    assert free_page_reporting(tmp_path)
+    (balloon / "features").write_text("0110000100000000000000000000000010000000\n")
+    assert not free_page_reporting(tmp_path)
+    assert not free_page_reporting(tmp_path / "absent")
 
 
 def test_container_evidence_is_weighed_not_a_single_file(tmp_path):

@@ -10,7 +10,7 @@ from typing import Optional
 from kvprobe import __version__
 from kvprobe.environment.container import detect_container, label_disagreement
 from kvprobe.environment.gpu import Nvml
-from kvprobe.environment.memory import host_memory, memlock_limit, read_cgroup_memory, shm_size_bytes
+from kvprobe.environment.memory import free_page_reporting, host_memory, memlock_limit, read_cgroup_memory, shm_size_bytes
 
 
 def package_version(name: str) -> Optional[str]:
@@ -67,6 +67,7 @@ def collect(label: Optional[str] = None) -> dict:
         "container": container.to_dict(),
         "cgroup": read_cgroup_memory().to_dict(),
         "host_memory": memory,
+        "free_page_reporting": free_page_reporting(),
         "shm_bytes": shm_size_bytes(),
         "memlock_limit_bytes": memlock_limit(),
         "gpu": gpus.to_dict(),

@@ -37,6 +37,25 @@ def kernel_unaccounted(info: dict[str, int]) -> int:
     return info["MemTotal"] - huge - sum(info.get(key, 0) for key in _ACCOUNTED)
 
 
+VIRTIO_BALLOON_DEVICE_ID = 0x0005
+VIRTIO_BALLOON_F_REPORTING = 5  # feature bit: the guest reports free pages to the hypervisor
+
+
+def free_page_reporting(virtio_root: str | Path = "/sys/bus/virtio/devices") -> bool:
+    """Whether a virtio-balloon device negotiated free-page reporting: freed pages then sit in no
+    meminfo account until the hypervisor hands them back (see kernel_unaccounted)."""
+    for device in Path(virtio_root).glob("*"):
+        try:
+            if int((device / "device").read_text(), 16) != VIRTIO_BALLOON_DEVICE_ID:
+                continue
+            features = (device / "features").read_text().strip()  # one character per bit, bit 0 first
+        except (OSError, ValueError):
+            continue
+        if len(features) > VIRTIO_BALLOON_F_REPORTING and features[VIRTIO_BALLOON_F_REPORTING] == "1":
+            return True
+    return False
+
+
 HOST_FIELDS = ("MemTotal", "MemFree", "MemAvailable", "Cached", "Buffers", "Shmem", "SwapTotal", "SwapFree")
 
 

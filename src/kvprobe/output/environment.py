@@ -28,6 +28,8 @@ def print_environment(console: Console, block: dict) -> None:
         table.add_row("cgroup memory.stat", ", ".join(f"{k} {_gib(v)}" for k, v in cgroup["stat"].items()))
     memory = block["host_memory"]
     table.add_row("host memory", ", ".join(f"{k} {_gib(v)}" for k, v in memory.items()))
+    if block.get("free_page_reporting"):
+        table.add_row("free-page reporting", "yes (virtio-balloon): freed pages reach MemAvailable late, kvprobe counts them apart")
     table.add_row("/dev/shm", _gib(block.get("shm_bytes")))
     table.add_row("memlock limit", "unlimited" if block.get("memlock_limit_bytes") is None else _gib(block["memlock_limit_bytes"]))
     gpu = block["gpu"]
