@@ -99,6 +99,19 @@ def test_markdown_tables_parse_and_carry_the_numbers(report_dir):
     assert "n = 3 native and 3 container runs" in text
 
 
+def test_where_the_memory_went_adds_up_to_the_pool(report_dir):
+    for doc in documents():  # real runs: the independent accounts agree within 1% of the pool
+        attribution = doc["attribution"]
+        assert abs(attribution["unexplained_bytes"]) <= 0.01 * attribution["total_bytes"], doc["run_id"]
+    text = (report_dir / "report.md").read_text()
+    (table,) = [t for t in markdown_tables(text) if t[0] == ["part", "native", "container", "difference"]]
+    total = float(text.split("host memory, ")[1].split(" GiB")[0])
+    rows = table[2:]
+    assert rows[-1][0] == "unexplained"
+    for column in (1, 2):
+        assert sum(float(row[column]) for row in rows) == pytest.approx(total, abs=0.005 * len(rows))
+
+
 def test_csv_has_one_row_per_run(report_dir):
     with open(report_dir / "runs.csv") as handle:
         rows = list(csv.DictReader(handle))
