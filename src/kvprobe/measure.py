@@ -22,9 +22,15 @@ from kvprobe.search import SearchResult, find_boundary
 from kvprobe.trial.runner import TrialRequest, TrialRunner
 
 SEARCHES = ("reference", "u_max", "u_min", "kv_blocks")
-U_MAX_FAILURES = ("startup-check", "oom", "killed", "guard", "error")
-U_MIN_FAILURES = ("kv-too-small",)
+ABOVE_WINDOW = ("startup-check", "oom", "killed", "guard")  # refused for asking too much memory
+BELOW_WINDOW = ("kv-too-small",)  # refused for too little KV cache
+U_MAX_FAILURES = ABOVE_WINDOW + ("error",)
+U_MIN_FAILURES = BELOW_WINDOW
 THROUGHPUT_WORKLOAD = {"requests": 16, "prompt_len": 64, "output_len": 64}
+
+
+class OutsideWindow(Exception):
+    """A start was refused on the far side of the utilization window from the boundary searched."""
 
 
 @dataclass
@@ -114,38 +120,66 @@ class ModelMeasurement:
     def ok_trials(self) -> list[TrialRecord]:
         return [t for t in self.trials if t.passed and t.utilization is not None and t.kv_cache_memory_bytes is None]
 
+    def utilization_trials(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.utilization is not None and t.kv_cache_memory_bytes is None]
+
     def known_utilizations(self, failures: tuple[str, ...]) -> list[tuple[float, bool]]:
         """Earlier starts as search evidence: passes, and the failures that bound this search.
 
         A start refused for too little KV says nothing about u_max, and one refused for too much
         memory says nothing about u_min.
         """
-        return [(t.utilization, t.passed) for t in self.trials
-                if t.utilization is not None and t.kv_cache_memory_bytes is None and (t.passed or t.outcome in failures)]
-
-    def utilization_probe(self, search: str) -> Callable[[float], bool]:
-        return lambda u: self.trial(search, utilization=round(u, 6)).passed
+        return [(t.utilization, t.passed) for t in self.utilization_trials() if t.passed or t.outcome in failures]
 
     def run_reference(self) -> TrialRecord:
         return self.trial("reference", utilization=self.settings.gpu_memory_utilization)
 
     def search_u_max(self, lo: float, hi: float) -> SearchResult:
-        start = self.settings.gpu_memory_utilization
-        return find_boundary(
-            self.utilization_probe("u_max"), lo, hi, self.options.tolerance,
-            start=start if lo <= start <= hi and self.options.strategy == "bracketed" else None,
-            predict=self._predictor(lambda: predict_u_max(self.trials)),
-            known=self.known_utilizations(U_MAX_FAILURES),
-        )
+        start = self.settings.gpu_memory_utilization if self.options.strategy == "bracketed" else None
+        return self._utilization_search("u_max", lo, hi, lambda: start, self._predictor(lambda: predict_u_max(self.trials)))
 
     def search_u_min(self, lo: float, hi: float) -> SearchResult:
-        ok = self.ok_trials()
-        return find_boundary(
-            self.utilization_probe("u_min"), lo, hi, self.options.tolerance, passing_below=False,
-            start=min((t.utilization for t in ok), default=None) if self.options.strategy == "bracketed" else None,
-            predict=self._predictor(lambda: predict_u_min(self.ok_trials(), self.settings.max_model_len)),
-            known=self.known_utilizations(U_MIN_FAILURES),
-        )
+        def start() -> Optional[float]:
+            bracketed = self.options.strategy == "bracketed"
+            return min((t.utilization for t in self.ok_trials()), default=None) if bracketed else None
+
+        predict = self._predictor(lambda: predict_u_min(self.ok_trials(), self.settings.max_model_len))
+        return self._utilization_search("u_min", lo, hi, start, predict, passing_below=False)
+
+    def _utilization_search(self, search: str, lo: float, hi: float, start: Callable[[], Optional[float]],
+                            predict: Optional[Callable[[], Optional[float]]], passing_below: bool = True) -> SearchResult:
+        """find_boundary over [lo, hi] narrowed past every start refused on the far side of the window.
+
+        A start refused for too little KV lies below u_max, not above it (and one refused for too
+        much memory lies above u_min): it moves the search range, it is not the boundary. When the
+        search meets such a refusal it starts again on the narrower range, reusing every start so far.
+        """
+        far_side, failures = (BELOW_WINDOW, U_MAX_FAILURES) if passing_below else (ABOVE_WINDOW, U_MIN_FAILURES)
+        tolerance = self.options.tolerance
+
+        def probe(u: float) -> bool:
+            trial = self.trial(search, utilization=round(u, 6))
+            if trial.outcome in far_side:
+                raise OutsideWindow(trial.utilization)
+            return trial.passed
+
+        while True:
+            refused = [t.utilization for t in self.utilization_trials() if t.outcome in far_side]
+            if passing_below:
+                lo = round(max([lo] + [u + tolerance for u in refused]), 10)
+            else:
+                hi = round(min([hi] + [u - tolerance for u in refused]), 10)
+            if not lo < hi:
+                return SearchResult(passing=None, failing=None, tolerance=tolerance)
+            first = start()
+            try:
+                return find_boundary(
+                    probe, lo, hi, tolerance, passing_below=passing_below,
+                    start=first if first is not None and lo <= first <= hi else None,
+                    predict=predict, known=self.known_utilizations(failures),
+                )
+            except OutsideWindow:
+                continue
 
     def search_kv_blocks(self, at_u_max: TrialRecord, hi_fraction: float) -> Optional[SearchResult]:
         """Largest explicit KV budget (in blocks) that starts and survives the fill test."""

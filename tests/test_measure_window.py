@@ -1,0 +1,79 @@
+"""The utilization searches around a window with two edges, driven by a deterministic stand-in
+for the engine: below 0.30 a start is refused for too little KV, above 0.70 for too much memory.
+
+The real-engine counterpart is test_isolation.py::test_a_reference_refused_for_too_little_kv_sends_u_max_up.
+"""
+
+import io
+
+import pytest
+from rich.console import Console
+
+from conftest import MODELS
+from kvprobe.config import load_models
+from kvprobe.engines import get_engine
+from kvprobe.measure import MeasureOptions, ModelMeasurement
+from kvprobe.output.progress import TrialProgress
+from kvprobe.results.schema import TrialRecord
+from kvprobe.results.store import Journal
+
+LOW_EDGE, HIGH_EDGE = 0.30, 0.70
+
+
+class WindowEngine:
+    """Answers a start like vLLM would, from the utilization alone."""
+
+    def __init__(self):
+        self.started: list[float] = []
+
+    def run(self, request) -> TrialRecord:
+        u = request.utilization
+        self.started.append(u)
+        outcome = "kv-too-small" if u < LOW_EDGE - 1e-9 else "startup-check" if u > HIGH_EDGE + 1e-9 else "ok"
+        return TrialRecord(
+            number=request.number, search=request.search, utilization=u, kv_cache_memory_bytes=None,
+            fill_target=None, outcome=outcome, reason=outcome, returncode=0 if outcome == "ok" else 1,
+            started_at=0.0, wall_s=1.0, teardown_s=0.0, baseline_restored=True, passed=outcome == "ok",
+        )
+
+
+def measurement(tmp_path, reference: float, strategy: str = "bracketed"):
+    (settings,) = load_models(MODELS, only=["tiny-llama"])
+    settings = settings.model_copy(update={"gpu_memory_utilization": reference})
+    engine = WindowEngine()
+    numbers = iter(range(1, 100))
+    options = MeasureOptions(tolerance=0.02, strategy=strategy)
+    progress = TrialProgress(Console(file=io.StringIO()))
+    return ModelMeasurement(settings, 1, engine, get_engine(), Journal(tmp_path / "journal.jsonl"), options, progress,
+                            lambda: next(numbers)), engine
+
+
+@pytest.mark.parametrize("strategy", ["bracketed", "bisection"])
+def test_a_reference_refused_for_too_little_kv_moves_the_u_max_search_above_it(tmp_path, strategy):
+    probe, engine = measurement(tmp_path, reference=0.10, strategy=strategy)
+    assert probe.run_reference().outcome == "kv-too-small"
+    result = probe.search_u_max(0.05, 0.99)
+    assert result.passing == pytest.approx(HIGH_EDGE) and result.converged
+    assert all(u > 0.10 for u in engine.started[1:])  # nothing below the refused reference
+
+
+def test_a_refusal_for_too_little_kv_met_during_the_search_narrows_it_again(tmp_path):
+    probe, engine = measurement(tmp_path, reference=0.50, strategy="bisection")
+    result = probe.search_u_max(0.05, 0.45)  # the first midpoint, 0.24, is refused for too little KV
+    assert engine.started[0] < LOW_EDGE
+    assert result.passing == pytest.approx(0.45) and result.censored  # the window reaches past the range
+    assert len(engine.started) == len(set(engine.started))  # no start repeated after a restart
+
+
+def test_a_start_refused_for_too_much_memory_moves_the_u_min_search_below_it(tmp_path):
+    probe, engine = measurement(tmp_path, reference=0.90)
+    assert probe.run_reference().outcome == "startup-check"
+    result = probe.search_u_min(0.05, 0.99)
+    assert result.passing == pytest.approx(LOW_EDGE) and result.converged
+    assert all(u < 0.90 for u in engine.started[1:])
+
+
+def test_a_window_below_the_range_ends_without_a_boundary(tmp_path):
+    probe, _ = measurement(tmp_path, reference=0.90)
+    probe.run_reference()
+    assert probe.search_u_max(0.75, 0.99).passing is None
