@@ -1,7 +1,7 @@
 """The utilization searches around a window with two edges, driven by a deterministic stand-in
 for the engine: below 0.30 a start is refused for too little KV, above 0.70 for too much memory.
 
-The real-engine counterpart is test_isolation.py::test_a_reference_refused_for_too_little_kv_sends_u_max_up.
+The real-engine counterpart is test_engine_window.py.
 """
 
 import io

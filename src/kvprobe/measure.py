@@ -117,11 +117,11 @@ class ModelMeasurement:
             drop_page_cache()
 
     # --- searches ----------------------------------------------------------------------------
-    def ok_trials(self) -> list[TrialRecord]:
-        return [t for t in self.trials if t.passed and t.utilization is not None and t.kv_cache_memory_bytes is None]
-
     def utilization_trials(self) -> list[TrialRecord]:
         return [t for t in self.trials if t.utilization is not None and t.kv_cache_memory_bytes is None]
+
+    def ok_trials(self) -> list[TrialRecord]:
+        return [t for t in self.utilization_trials() if t.passed]
 
     def known_utilizations(self, failures: tuple[str, ...]) -> list[tuple[float, bool]]:
         """Earlier starts as search evidence: passes, and the failures that bound this search.
@@ -254,7 +254,7 @@ def predict_u_max(trials: list[TrialRecord]) -> Optional[float]:
         if not trial.passed or trial.utilization is None or trial.kv_cache_memory_bytes is not None:
             continue
         total = budget_total(trial)
-        free = trial.memory_report.get("free_at_start_bytes") or free_at_check(trial)
+        free = engine_free_memory(trial)
         if total and free:
             return free / total
     return None

@@ -9,15 +9,21 @@ from typing import Optional
 UNLIMITED = 1 << 62  # cgroup v1 reports "no limit" as a number near PAGE_COUNTER_MAX
 
 
-def read_meminfo(path: str | Path = "/proc/meminfo") -> dict[str, int]:
-    """All /proc/meminfo fields in bytes."""
+def read_kernel_fields(path: str | Path) -> dict[str, int]:
+    """`Key: N [kB]` lines, as /proc/meminfo and /proc/PID/smaps_rollup write them, in bytes
+    (counts without a unit as they are); other lines are skipped."""
     values: dict[str, int] = {}
     for line in Path(path).read_text().splitlines():
         key, _, rest = line.partition(":")
         parts = rest.split()
-        if parts:
-            values[key.strip()] = int(parts[0]) * (1024 if len(parts) > 1 and parts[1] == "kB" else 1)
+        if 1 <= len(parts) <= 2 and parts[0].isdigit():
+            values[key.strip()] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
     return values
+
+
+def read_meminfo(path: str | Path = "/proc/meminfo") -> dict[str, int]:
+    """All /proc/meminfo fields in bytes."""
+    return read_kernel_fields(path)
 
 
 _ACCOUNTED = ("MemFree", "Active", "Inactive", "Unevictable", "Slab", "KernelStack", "PageTables", "SecPageTables",

@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+from kvprobe.environment.memory import read_kernel_fields
+
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -53,16 +55,10 @@ def members(leader: int) -> list[int]:
 
 
 def _smaps_rollup(pid: int) -> dict[str, int]:
-    values = {}
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            parts = rest.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                values[key] = int(parts[0]) * 1024
-    except (OSError, ValueError):
-        pass
-    return values
+        return read_kernel_fields(f"/proc/{pid}/smaps_rollup")
+    except OSError:  # the process ended meanwhile
+        return {}
 
 
 def resident_memory(leader: int) -> dict:
