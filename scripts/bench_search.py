@@ -23,13 +23,40 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(strategy: str, args: argparse.Namespace, out: Path) -> dict:
-    measure = ["measure", str(ROOT / "models.yaml"), "--only", args.model, "--searches", "u_max",
-               "--strategy", strategy, "--tolerance", str(args.tolerance), "--out", str(out)]
+    measure = [
+        "measure",
+        str(ROOT / "models.yaml"),
+        "--only",
+        args.model,
+        "--searches",
+        "u_max",
+        "--strategy",
+        strategy,
+        "--tolerance",
+        str(args.tolerance),
+        "--out",
+        str(out),
+    ]
     if args.range:
         measure += ["--range", args.range]
     if args.container:
-        command = [sys.executable, "-m", "kvprobe.cli", "container", *measure[1:], "--runtime", "podman",
-                   "--rootfs", "/:O", "--memory", args.container, "--shm-size", "1g", "--memlock", "none"]
+        command = [
+            sys.executable,
+            "-m",
+            "kvprobe.cli",
+            "container",
+            *measure[1:],
+            "--runtime",
+            "podman",
+            "--rootfs",
+            "/:O",
+            "--memory",
+            args.container,
+            "--shm-size",
+            "1g",
+            "--memlock",
+            "none",
+        ]
     else:
         command = [sys.executable, "-m", "kvprobe.cli", *measure]
     started = time.monotonic()
@@ -70,13 +97,17 @@ def main() -> None:
     for strategy in args.strategies.split(","):
         with tempfile.TemporaryDirectory(prefix=f"bench-{strategy}-") as tmp:
             rows.append(run(strategy, args, Path(tmp)))
-    machine = f"{platform.node()}, {rows[0]['device']}, {'podman --memory ' + args.container if args.container else 'native'}"
+    machine = (
+        f"{platform.node()}, {rows[0]['device']}, {'podman --memory ' + args.container if args.container else 'native'}"
+    )
     print(f"Model {args.model}, tolerance {args.tolerance}, range {args.range or 'model default'}; {machine}\n")
     print("| strategy | u_max | failing | converged | engine starts | trial time (s) | wall (s) | utilizations tried |")
     print("| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |")
     for row in rows:
-        print(f"| {row['strategy']} | {row['u_max']} | {row['failing']} | {row['converged']} | {row['engine_starts']} | "
-              f"{row['trial_wall_s']:.0f} | {row['wall_s']:.0f} | {', '.join(str(u) for u in row['utilizations'])} |")
+        print(
+            f"| {row['strategy']} | {row['u_max']} | {row['failing']} | {row['converged']} | {row['engine_starts']} | "
+            f"{row['trial_wall_s']:.0f} | {row['wall_s']:.0f} | {', '.join(str(u) for u in row['utilizations'])} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

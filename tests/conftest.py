@@ -35,14 +35,31 @@ def kvprobe(*args: str, timeout: float = 3600, check: bool = True, cwd: Path = R
     command = [sys.executable, "-m", "kvprobe.cli", *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(command)} exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        )
     return done
 
 
 def podman_base(memory: str = CONTAINER_MEMORY) -> list[str]:
     """A podman run on the machine's own root (same venv inside), as kvprobe container builds it."""
-    return ["podman", "--runtime", "runc", "run", "--rm", "--network", "none", "--memory", memory,
-            "--shm-size", "1g", "-v", f"{ROOT}:{ROOT}:ro", "-w", str(ROOT)]
+    return [
+        "podman",
+        "--runtime",
+        "runc",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--memory",
+        memory,
+        "--shm-size",
+        "1g",
+        "-v",
+        f"{ROOT}:{ROOT}:ro",
+        "-w",
+        str(ROOT),
+    ]
 
 
 def load_results(out: Path) -> list[dict]:
@@ -66,8 +83,24 @@ def run_container(out: Path, *extra: str) -> subprocess.CompletedProcess:
     models_dir.mkdir(exist_ok=True)
     models = tiny_models_file(models_dir, gpu_memory_utilization=0.3)
     return kvprobe(
-        "container", str(models), "--runtime", "podman", "--rootfs", "/:O", "--memory", CONTAINER_MEMORY,
-        "--shm-size", "1g", "--memlock", "none", "--only", "tiny-llama", "--out", str(out), *extra, timeout=2400,
+        "container",
+        str(models),
+        "--runtime",
+        "podman",
+        "--rootfs",
+        "/:O",
+        "--memory",
+        CONTAINER_MEMORY,
+        "--shm-size",
+        "1g",
+        "--memlock",
+        "none",
+        "--only",
+        "tiny-llama",
+        "--out",
+        str(out),
+        *extra,
+        timeout=2400,
     )
 
 
@@ -88,3 +121,18 @@ def container_search(tmp_path_factory) -> dict:
     run_container(out, "--range", "0.05:0.99", "--tolerance", "0.02")
     (doc,) = load_results(out)
     return doc
+
+
+def environment(mem_total: int, devices: list[tuple[int, bool]] = ()):
+    """This machine's environment block with its memory and GPUs replaced (total bytes, unified)."""
+    from kvprobe.environment.facts import collect
+    from kvprobe.environment.gpu import GpuInfo, GpuReport
+
+    gpus = GpuReport(
+        available=bool(devices),
+        devices=[
+            GpuInfo(index, f"GPU {index}", total, 0, unified, "test") for index, (total, unified) in enumerate(devices)
+        ],
+    )
+    block = collect()
+    return block.model_copy(update={"host_memory": {**block.host_memory, "MemTotal": mem_total}, "gpu": gpus})

@@ -6,32 +6,50 @@ test_engine_pair.py; this pins down the arithmetic of the unlisted kernel pages.
 
 import pytest
 
+from conftest import environment
 from kvprobe.results.attribution import attribute
-from kvprobe.results.schema import TrialRecord
-from kvprobe.trial.monitor import GIB, MIB
+from kvprobe.results.schema import GpuProcess, TrialRecord
+from kvprobe.units import GIB, MIB
 
 
 def native_trial(unlisted_before, unlisted_at_ready, available_before, available_at_ready):
     return TrialRecord(
-        number=2, search="u_max", utilization=0.3, kv_cache_memory_bytes=None, fill_target=None, outcome="ok",
-        reason="", returncode=0, started_at=0.0, wall_s=1.0, teardown_s=0.0, baseline_restored=True, passed=True,
+        number=2,
+        search="u_max",
+        utilization=0.3,
+        kv_cache_memory_bytes=None,
+        fill_target=None,
+        outcome="ok",
+        reason="",
+        returncode=0,
+        started_at=0.0,
+        wall_s=1.0,
+        teardown_s=0.0,
+        baseline_restored=True,
+        passed=True,
         kv_cache_bytes=int(4.5 * GIB),
         memory_report={"weights_bytes": 0.1 * GIB, "requested_bytes": 5.0 * GIB},
         baseline={"host_available": available_before, "host_unaccounted": unlisted_before},
-        memory={"phases": {"ready": {"host_available": available_at_ready, "host_unaccounted": unlisted_at_ready}},
-                "engine_at_ready": {"private_bytes": 5.5 * GIB, "pids": [10]}},
+        memory={
+            "phases": {"ready": {"host_available": available_at_ready, "host_unaccounted": unlisted_at_ready}},
+            "engine_at_ready": {"private_bytes": 5.5 * GIB, "pids": [10]},
+        },
     )
 
 
-ENV = {"gpu": {"devices": []}, "host_memory": {"MemTotal": 24 * GIB}}
+ENV = environment(mem_total=24 * GIB)
 
 
 def test_pages_the_vm_held_before_the_start_are_not_counted_as_other_processes():
     # 0.5 GiB freed by the previous trial sat unlisted at the baseline; the engine took them back,
     # so MemAvailable fell by 5.0 GiB while the engine holds 5.5 GiB.
-    trial = native_trial(unlisted_before=0.7 * GIB, unlisted_at_ready=0.2 * GIB,
-                         available_before=22.0 * GIB, available_at_ready=17.0 * GIB)
-    result = attribute(trial, ENV)
+    trial = native_trial(
+        unlisted_before=0.7 * GIB,
+        unlisted_at_ready=0.2 * GIB,
+        available_before=22.0 * GIB,
+        available_at_ready=17.0 * GIB,
+    )
+    result = attribute(trial, ENV).model_dump()
     assert result["pool"] == "host"
     assert result["parts"]["other_processes"] == 24 * GIB - 22.0 * GIB - 0.7 * GIB
     assert result["parts"]["kernel_unaccounted"] == 0.2 * GIB
@@ -41,18 +59,22 @@ def test_pages_the_vm_held_before_the_start_are_not_counted_as_other_processes()
 
 def test_results_without_the_unlisted_account_attribute_as_before():
     trial = native_trial(None, None, available_before=22.0 * GIB, available_at_ready=17.0 * GIB)
-    result = attribute(trial, ENV)
+    result = attribute(trial, ENV).model_dump()
     assert result["parts"]["kernel_unaccounted"] == 0
     assert result["unexplained_bytes"] == -0.5 * GIB  # the VM's 0.5 GiB, unexplained without the account
 
 
 def test_on_unified_memory_the_engines_cuda_pages_count_once():
     # GB10-like: CUDA allocations (NVML per process) come from host memory and sit in no meminfo list.
-    trial = native_trial(unlisted_before=0.2 * GIB, unlisted_at_ready=3.2 * GIB,
-                         available_before=22.0 * GIB, available_at_ready=13.5 * GIB)
-    trial.memory["engine_at_ready"]["gpu_processes"] = [{"index": 0, "pid": 10, "used_bytes": 3 * GIB}]
-    env = {"gpu": {"devices": [{"total_bytes": 24 * GIB, "unified_memory": True}]}, "host_memory": {"MemTotal": 24 * GIB}}
-    result = attribute(trial, env)
+    trial = native_trial(
+        unlisted_before=0.2 * GIB,
+        unlisted_at_ready=3.2 * GIB,
+        available_before=22.0 * GIB,
+        available_at_ready=13.5 * GIB,
+    )
+    trial.memory.engine_at_ready.gpu_processes = [GpuProcess(index=0, pid=10, used_bytes=3 * GIB)]
+    env = environment(mem_total=24 * GIB, devices=[(24 * GIB, True)])
+    result = attribute(trial, env).model_dump()
     assert result["pool"] == "host" and result["engine_measured_bytes"] == 8.5 * GIB
     assert result["parts"]["kernel_unaccounted"] == pytest.approx(0.2 * GIB)
     assert abs(result["unexplained_bytes"]) < 1 * MIB

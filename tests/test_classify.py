@@ -70,50 +70,76 @@ GPU_LOG = """
 
 def test_cpu_memory_report():
     report = engine.memory_report(CPU_LOG)
-    assert report["kv_cache_bytes"] == pytest.approx(0.32 * GIB)
-    assert report["budget_total_bytes"] == pytest.approx(17.21 * GIB)
-    assert report["requested_bytes"] == pytest.approx(1.03 * GIB)
-    assert report["non_kv_bytes"] == pytest.approx(0.72 * GIB)
-    assert report["kv_cache_tokens_logged"] == 20736
-    assert report["max_concurrency_logged"] == 81.0
+    assert report.kv_cache_bytes == pytest.approx(0.32 * GIB)
+    assert report.budget_total_bytes == pytest.approx(17.21 * GIB)
+    assert report.requested_bytes == pytest.approx(1.03 * GIB)
+    assert report.non_kv_bytes == pytest.approx(0.72 * GIB)
+    assert report.kv_cache_tokens_logged == 20736
+    assert report.max_concurrency_logged == 81.0
 
 
 def test_gpu_memory_report():
     report = engine.memory_report(GPU_LOG)
-    assert report["weights_bytes"] == pytest.approx(14.32 * GIB)
-    assert report["free_at_start_bytes"] == pytest.approx(78.66 * GIB)
-    assert report["requested_bytes"] == pytest.approx(71.26 * GIB)
-    assert report["non_kv_bytes"] == pytest.approx(16.74 * GIB)
-    assert report["activation_peak_bytes"] == pytest.approx(2.20 * GIB)
-    assert report["kv_cache_bytes"] == pytest.approx(54.51 * GIB)
-    assert report["kv_cache_tokens_logged"] == 1020720
+    assert report.weights_bytes == pytest.approx(14.32 * GIB)
+    assert report.free_at_start_bytes == pytest.approx(78.66 * GIB)
+    assert report.requested_bytes == pytest.approx(71.26 * GIB)
+    assert report.non_kv_bytes == pytest.approx(16.74 * GIB)
+    assert report.activation_peak_bytes == pytest.approx(2.20 * GIB)
+    assert report.kv_cache_bytes == pytest.approx(54.51 * GIB)
+    assert report.kv_cache_tokens_logged == 1020720
 
 
 def record(outcome, utilization, log, **extra):
     from kvprobe.results.schema import TrialRecord
 
-    return TrialRecord(number=1, search="u_max", utilization=utilization, kv_cache_memory_bytes=None, fill_target=None,
-                       outcome=outcome, reason="", returncode=0, started_at=0.0, wall_s=1.0, teardown_s=0.0,
-                       baseline_restored=True, passed=outcome == "ok", memory_report=engine.memory_report(log), **extra)
+    return TrialRecord(
+        number=1,
+        search="u_max",
+        utilization=utilization,
+        kv_cache_memory_bytes=None,
+        fill_target=None,
+        outcome=outcome,
+        reason="",
+        returncode=0,
+        started_at=0.0,
+        wall_s=1.0,
+        teardown_s=0.0,
+        baseline_restored=True,
+        passed=outcome == "ok",
+        memory_report=engine.memory_report(log),
+        **extra,
+    )
 
 
 def test_u_max_prediction_trusts_the_engines_own_refusal():
-    from kvprobe.measure import predict_u_max
+    from kvprobe.measure.estimates import predict_u_max
 
-    refused = record("startup-check", 0.85, REAL_FAILURES["startup-check"][0].replace("(15.5/17.21 GiB)", "(2.8/4.0 GiB)")
-                     + "\nAuto set (0.14/4.0) GiB for KV cache on node 0, with 0.8 GiB requested memory")
-    assert refused.memory_report["available_bytes"] == pytest.approx(2.8 * GIB)
+    refused = record(
+        "startup-check",
+        0.85,
+        REAL_FAILURES["startup-check"][0].replace("(15.5/17.21 GiB)", "(2.8/4.0 GiB)")
+        + "\nAuto set (0.14/4.0) GiB for KV cache on node 0, with 0.8 GiB requested memory",
+    )
+    assert refused.memory_report.available_bytes == pytest.approx(2.8 * GIB)
     assert predict_u_max([refused]) == pytest.approx(0.70)
     gpu = record("startup-check", 1.0, REAL_FAILURES["startup-check"][1])
     assert predict_u_max([gpu]) == pytest.approx(6.08 / 79.18)
 
 
 def test_u_max_prediction_from_a_passing_start():
-    from kvprobe.measure import predict_u_max
+    from kvprobe.measure.estimates import predict_u_max
 
     passed_gpu = record("ok", 0.9, GPU_LOG)  # budget total = requested / utilization = 71.26 / 0.9
     assert predict_u_max([passed_gpu]) == pytest.approx(78.66 / 79.18, abs=1e-3)
-    passed_cpu = record("ok", 0.2, CPU_LOG, memory={"phases": {"weights_loaded": {
-        "cgroup_limit": 4 * GIB, "cgroup_usage": 1.2 * GIB, "host_available": 20 * GIB}}})
+    passed_cpu = record(
+        "ok",
+        0.2,
+        CPU_LOG,
+        memory={
+            "phases": {
+                "weights_loaded": {"cgroup_limit": 4 * GIB, "cgroup_usage": 1.2 * GIB, "host_available": 20 * GIB}
+            }
+        },
+    )
     # vLLM's CPU log names the budget total (17.21 GiB here); free at check = limit - usage after weights
     assert predict_u_max([passed_cpu]) == pytest.approx(2.8 / 17.21)

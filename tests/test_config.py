@@ -60,16 +60,43 @@ def test_settings_hash_matches_for_the_same_architecture_elsewhere(tmp_path):
 BAD_CASES = {
     "yaml-syntax": ("models: [\n  - name: x\n", ["YAML syntax error", "line"]),
     "unknown-key": (GOOD + "    colour: blue\n", ["model 'tiny'", "field 'colour'", "unknown key"]),
-    "wrong-type": (GOOD.replace("max_model_len: 256", "max_model_len: lots"), ["model 'tiny'", "field 'max_model_len'", "integer"]),
+    "wrong-type": (
+        GOOD.replace("max_model_len: 256", "max_model_len: lots"),
+        ["model 'tiny'", "field 'max_model_len'", "integer"],
+    ),
     "missing-dir": (GOOD.replace("model: tiny", "model: nowhere"), ["model 'tiny'", "field 'model'", "does not exist"]),
-    "utilization-high": (GOOD + "    gpu_memory_utilization: 1.5\n", ["model 'tiny'", "field 'gpu_memory_utilization'", "1"]),
-    "utilization-zero": (GOOD + "    gpu_memory_utilization: 0\n", ["model 'tiny'", "field 'gpu_memory_utilization'", "greater than 0"]),
-    "range-outside": (GOOD + "    utilization_range: [0.5, 1.2]\n", ["model 'tiny'", "field 'utilization_range'", "outside (0, 1]"]),
-    "engine-arg": (GOOD + "    extra_engine_args: {swap_spaceship: 4}\n", ["model 'tiny'", "field 'extra_engine_args'", "unknown vLLM engine argument 'swap_spaceship'"]),
-    "controlled-arg": (GOOD + "    extra_engine_args: {kv_cache_memory_bytes: 4}\n", ["field 'extra_engine_args'", "set by the probe"]),
-    "unknown-default": (GOOD.replace("load_format: dummy", "load_format: dummy\n  colour: red"), ["defaults", "colour"]),
-    "no-weights": (GOOD.replace("load_format: dummy", "load_format: auto"), ["model 'tiny'", "field 'load_format'", "no weight files"]),
-    "duplicate": (GOOD + "  - name: tiny\n    model: tiny\n    max_model_len: 128\n", ["model 'tiny'", "field 'name'", "more than once"]),
+    "utilization-high": (
+        GOOD + "    gpu_memory_utilization: 1.5\n",
+        ["model 'tiny'", "field 'gpu_memory_utilization'", "1"],
+    ),
+    "utilization-zero": (
+        GOOD + "    gpu_memory_utilization: 0\n",
+        ["model 'tiny'", "field 'gpu_memory_utilization'", "greater than 0"],
+    ),
+    "range-outside": (
+        GOOD + "    utilization_range: [0.5, 1.2]\n",
+        ["model 'tiny'", "field 'utilization_range'", "outside (0, 1]"],
+    ),
+    "engine-arg": (
+        GOOD + "    extra_engine_args: {swap_spaceship: 4}\n",
+        ["model 'tiny'", "field 'extra_engine_args'", "unknown vLLM engine argument 'swap_spaceship'"],
+    ),
+    "controlled-arg": (
+        GOOD + "    extra_engine_args: {kv_cache_memory_bytes: 4}\n",
+        ["field 'extra_engine_args'", "set by the probe"],
+    ),
+    "unknown-default": (
+        GOOD.replace("load_format: dummy", "load_format: dummy\n  colour: red"),
+        ["defaults", "colour"],
+    ),
+    "no-weights": (
+        GOOD.replace("load_format: dummy", "load_format: auto"),
+        ["model 'tiny'", "field 'load_format'", "no weight files"],
+    ),
+    "duplicate": (
+        GOOD + "  - name: tiny\n    model: tiny\n    max_model_len: 128\n",
+        ["model 'tiny'", "field 'name'", "more than once"],
+    ),
     "top-level-key": (GOOD + "extras: 1\n", ["field 'extras'"]),
 }
 
@@ -98,7 +125,9 @@ def test_cli_exits_2_with_one_message_and_writes_nothing(tmp_path, case):
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-m", "kvprobe.cli", "measure", str(path), "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.strip()]
@@ -110,8 +139,20 @@ def test_cli_exits_2_with_one_message_and_writes_nothing(tmp_path, case):
 def test_cli_rejects_a_range_outside_zero_one(tmp_path):
     path = write(tmp_path, GOOD)
     result = subprocess.run(
-        [sys.executable, "-m", "kvprobe.cli", "measure", str(path), "--out", str(tmp_path / "out"), "--range", "0.2:1.3"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "kvprobe.cli",
+            "measure",
+            str(path),
+            "--out",
+            str(tmp_path / "out"),
+            "--range",
+            "0.2:1.3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "--range" in result.stderr and "outside (0, 1]" in result.stderr
@@ -121,9 +162,24 @@ def test_cli_rejects_a_range_outside_zero_one(tmp_path):
 def test_drop_caches_needs_root(tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "kvprobe.cli",
-         "measure", str(ROOT / "models.yaml"), "--out", str(out), "--drop-caches"],
-        capture_output=True, text=True, timeout=120, cwd="/",
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "kvprobe.cli",
+            "measure",
+            str(ROOT / "models.yaml"),
+            "--out",
+            str(out),
+            "--drop-caches",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == "Error: --drop-caches needs root and a writable /proc/sys/vm/drop_caches"
@@ -134,9 +190,23 @@ def test_an_unreadable_models_file_is_bad_input(tmp_path):
     path = write(tmp_path, GOOD)
     path.chmod(0o000)
     done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "kvprobe.cli",
-         "measure", str(path), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120, cwd="/",
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "kvprobe.cli",
+            "measure",
+            str(path),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
     )
     assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr
 

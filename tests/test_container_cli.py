@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import MODELS, kvprobe, needs_podman
-from kvprobe.container import ContainerSpec, build_command, mounts, version_mismatch
 from kvprobe.config import load_models
+from kvprobe.container_launcher import ContainerSpec, build_command, mounts, version_mismatch
 from kvprobe.report.pairing import check_pairs
 from kvprobe.results.store import ResultStore
 
@@ -23,7 +23,7 @@ def test_the_argument_list_is_a_list_with_read_only_models_and_a_writable_result
     flags = mounts(models, MODELS, tmp_path, [])
     command = build_command(spec, ["kvprobe", "measure", str(MODELS)], flags)
     assert command[:2] == ["docker", "run"]
-    assert ["--gpus", "all"] == command[command.index("--gpus"):command.index("--gpus") + 2]
+    assert command[command.index("--gpus") : command.index("--gpus") + 2] == ["--gpus", "all"]
     assert "memlock=-1:-1" in command and "--network" in command and command[command.index("--network") + 1] == "none"
     assert f"{Path(models[0].model)}:{Path(models[0].model)}:ro" in command
     assert f"{tmp_path}:{tmp_path}" in command
@@ -34,23 +34,34 @@ def test_the_argument_list_is_a_list_with_read_only_models_and_a_writable_result
 
 def test_a_missing_runtime_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    done = kvprobe("container", str(MODELS), "--runtime", "podman", "--rootfs", "/:O", "--out", str(tmp_path / "o"),
-                   check=False)
+    done = kvprobe(
+        "container", str(MODELS), "--runtime", "podman", "--rootfs", "/:O", "--out", str(tmp_path / "o"), check=False
+    )
     assert done.returncode == 2 and "'podman' is not installed" in done.stderr
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
 def test_docker_without_a_daemon_says_so(tmp_path):
-    done = kvprobe("container", str(MODELS), "--runtime", "docker", "--image", "kvprobe-vllm", "--out", str(tmp_path),
-                   check=False)
+    done = kvprobe(
+        "container", str(MODELS), "--runtime", "docker", "--image", "kvprobe-vllm", "--out", str(tmp_path), check=False
+    )
     assert done.returncode == 2
     assert "docker info failed (is the daemon running?)" in done.stderr
 
 
 @needs_podman
 def test_an_absent_image_keeps_the_runtimes_message(tmp_path):
-    done = kvprobe("container", str(MODELS), "--runtime", "podman", "--image", "kvprobe-no-such-image",
-                   "--out", str(tmp_path), check=False)
+    done = kvprobe(
+        "container",
+        str(MODELS),
+        "--runtime",
+        "podman",
+        "--image",
+        "kvprobe-no-such-image",
+        "--out",
+        str(tmp_path),
+        check=False,
+    )
     assert done.returncode == 2
     assert "image 'kvprobe-no-such-image' is not present locally" in done.stderr
     assert "image not known" in done.stderr  # podman's own words, kept
@@ -58,8 +69,21 @@ def test_an_absent_image_keeps_the_runtimes_message(tmp_path):
 
 @needs_podman
 def test_a_container_that_exits_early_is_reported_with_its_own_words(tmp_path):
-    done = kvprobe("container", str(MODELS), "--runtime", "podman", "--rootfs", "/:O", "--memlock", "none",
-                   "--python", "/no/such/python", "--out", str(tmp_path), check=False)
+    done = kvprobe(
+        "container",
+        str(MODELS),
+        "--runtime",
+        "podman",
+        "--rootfs",
+        "/:O",
+        "--memlock",
+        "none",
+        "--python",
+        "/no/such/python",
+        "--out",
+        str(tmp_path),
+        check=False,
+    )
     assert done.returncode == 2
     assert "the container exited early" in done.stderr and "/no/such/python" in done.stderr
     assert not list(tmp_path.glob("*/*.json"))
@@ -68,8 +92,10 @@ def test_a_container_that_exits_early_is_reported_with_its_own_words(tmp_path):
 def test_unmatched_versions_are_refused_by_name():
     native = {"software": {"kvprobe": "0.1.0", "vllm": "0.26.0", "torch": "2.11.0"}}
     inside = {"software": {"kvprobe": "0.1.0", "vllm": "0.25.1", "torch": "2.11.0"}}
-    assert version_mismatch(native, inside) == ["vllm 0.26.0 natively but 0.25.1 in the container"]
-    assert version_mismatch(native, native) == []
+    assert version_mismatch(native["software"], inside["software"]) == [
+        "vllm 0.26.0 natively but 0.25.1 in the container"
+    ]
+    assert version_mismatch(native["software"], native["software"]) == []
 
 
 def test_a_pair_with_different_settings_is_named(tmp_path):

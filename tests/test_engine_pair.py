@@ -75,10 +75,21 @@ def test_u_max_agrees_with_direct_engine_starts_in_the_same_container(container_
     outcomes = {}
     for u in (u_max, round(u_max + 2 * tolerance, 4)):
         done = subprocess.run(
-            podman_base(CONTAINER_MEMORY) + ["--rootfs", "/:O", str(ROOT / ".venv/bin/python"), "tests/direct_start.py",
-                                             container_search["model_path"], str(u), str(settings["max_model_len"]),
-                                             settings["dtype"], str(settings["max_num_seqs"])],
-            capture_output=True, text=True, timeout=600,
+            [
+                *podman_base(CONTAINER_MEMORY),
+                "--rootfs",
+                "/:O",
+                str(ROOT / ".venv/bin/python"),
+                "tests/direct_start.py",
+                container_search["model_path"],
+                str(u),
+                str(settings["max_model_len"]),
+                settings["dtype"],
+                str(settings["max_num_seqs"]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         outcomes[u] = done.returncode == 0 and "DIRECT_START_OK" in done.stdout
     assert outcomes[u_max] is True, "a direct start at kvprobe's u_max failed"
@@ -116,6 +127,7 @@ def test_phase_samples_show_memory_rising_after_kv_allocation(pair_run):
     trial = next(t for t in pair_run["native"]["trials"] if t["search"] == "reference")
     phases = trial["memory"]["phases"]
     assert {"weights_loaded", "kv_allocated", "ready"} <= set(phases)
+
     def released(sample: dict) -> int:  # pages freed earlier may sit unlisted on this VM; the engine reuses them
         return sample["host_available"] + sample["host_unaccounted"]
 

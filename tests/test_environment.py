@@ -11,13 +11,19 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, needs_podman, podman_base
-from kvprobe.environment import collect
-from kvprobe.environment.container import detect_container, label_disagreement
+from kvprobe.environment.container_detection import detect_container, label_disagreement
+from kvprobe.environment.facts import collect
 from kvprobe.environment.gpu import classify_unified
 from kvprobe.environment.memory import (
-    detect_cgroup_version, free_page_reporting, kernel_unaccounted, read_cgroup_memory, read_meminfo,
+    detect_cgroup_version,
+    free_page_reporting,
+    kernel_unaccounted,
+    read_cgroup_memory,
+    read_meminfo,
 )
-from kvprobe.trial.monitor import GIB, MIB, GuardPolicy, MemorySample
+from kvprobe.results.schema import MemorySample
+from kvprobe.trial.monitor import GuardPolicy
+from kvprobe.units import GIB, MIB
 
 # memory.stat as a cgroup v2 kernel (6.x) writes it, abridged to the keys kvprobe reads and a few around them.
 V2_MEMORY_STAT = """anon 1610612736
@@ -143,7 +149,7 @@ def test_container_evidence_is_weighed_not_a_single_file(tmp_path):
 
 
 def test_this_machine_is_native_and_the_label_disagreement_warns():
-    block = collect("container")
+    block = collect("container").model_dump(mode="json")
     assert block["container"]["detected"] is False
     assert block["warnings"] == [label_disagreement("container", detect_container())]
     assert block["software"]["kvprobe"]
@@ -152,9 +158,23 @@ def test_this_machine_is_native_and_the_label_disagreement_warns():
 @needs_podman
 @pytest.mark.container
 def test_inside_a_real_podman_container_the_limit_and_runtime_are_seen():
-    done = subprocess.run(podman_base("3g") + ["--rootfs", "/:O", str(ROOT / ".venv/bin/python"), "-m", "kvprobe.cli",
-                                               "env", "--json", "--label", "container"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            *podman_base("3g"),
+            "--rootfs",
+            "/:O",
+            str(ROOT / ".venv/bin/python"),
+            "-m",
+            "kvprobe.cli",
+            "env",
+            "--json",
+            "--label",
+            "container",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     block = json.loads(done.stdout)
     assert block["container"]["detected"] and block["container"]["runtime"] == "podman"
@@ -164,19 +184,24 @@ def test_inside_a_real_podman_container_the_limit_and_runtime_are_seen():
     assert block["warnings"] == []
 
 
-@pytest.mark.parametrize("name,total,host,unified", [
-    ("NVIDIA H100 80GB HBM3", 85520809984, 135 * GIB, False),
-    ("NVIDIA GB10", None, 128 * GIB, True),
-    ("NVIDIA GH200 480GB", 102 * GIB, 480 * GIB, True),
-    ("Some Future SoC", 119 * GIB, 120 * GIB, True),
-])
+@pytest.mark.parametrize(
+    "name,total,host,unified",
+    [
+        ("NVIDIA H100 80GB HBM3", 85520809984, 135 * GIB, False),
+        ("NVIDIA GB10", None, 128 * GIB, True),
+        ("NVIDIA GH200 480GB", 102 * GIB, 480 * GIB, True),
+        ("Some Future SoC", 119 * GIB, 120 * GIB, True),
+    ],
+)
 def test_unified_memory_is_told_from_a_discrete_card(name, total, host, unified):
     decided, signal = classify_unified(name, total, host)
     assert decided is unified and signal
 
 
 def sample(available, usage=None, limit=None):
-    return MemorySample(t=0.0, host_available=available, page_cache=0, cgroup_usage=usage, cgroup_limit=limit, gpu_used=None)
+    return MemorySample(
+        t=0.0, host_available=available, page_cache=0, cgroup_usage=usage, cgroup_limit=limit, gpu_used=None
+    )
 
 
 def test_guard_floors():

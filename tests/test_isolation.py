@@ -14,9 +14,10 @@ import pytest
 from conftest import MODELS, ROOT, load_results, needs_engine, needs_podman, podman_base
 from kvprobe.config import load_models
 from kvprobe.engines import get_engine
+from kvprobe.trial.executor import TrialRequest
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.process_group import members
-from kvprobe.trial.runner import TrialLimits, TrialRequest, TrialRunner
+from kvprobe.trial.runner import TrialLimits, TrialRunner
 
 GIB = 1 << 30
 
@@ -73,7 +74,9 @@ def test_a_trial_interrupted_mid_start_leaves_no_process_behind(tmp_path):
 @pytest.mark.engine
 def test_a_trial_past_its_timeout_is_ended_and_classified(tmp_path):
     sessions = set()
-    record = start_tiny_trial(tmp_path, TrialLimits(timeout_s=6), lambda sample: sessions.update(trial_sessions(tmp_path)))
+    record = start_tiny_trial(
+        tmp_path, TrialLimits(timeout_s=6), lambda sample: sessions.update(trial_sessions(tmp_path))
+    )
     assert record.outcome == "timeout" and "no result within 6 s" in record.reason
     assert sessions and alive(sessions) == []
     assert record.baseline_restored
@@ -85,8 +88,23 @@ def test_a_trial_past_its_timeout_is_ended_and_classified(tmp_path):
 def test_an_interrupted_run_resumes_without_repeating_finished_trials(tmp_path, how):
     """Ctrl-C ends the running trial at once; a killed probe leaves it behind for the next run to end."""
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "kvprobe.cli", "measure", str(MODELS), "--only", "tiny-llama", "--out", str(out),
-               "--searches", "u_max", "--range", "0.1:0.3", "--tolerance", "0.1"]
+    command = [
+        sys.executable,
+        "-m",
+        "kvprobe.cli",
+        "measure",
+        str(MODELS),
+        "--only",
+        "tiny-llama",
+        "--out",
+        str(out),
+        "--searches",
+        "u_max",
+        "--range",
+        "0.1:0.3",
+        "--tolerance",
+        "0.1",
+    ]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     journal_dir = out / ".journal"
     deadline = time.monotonic() + 600
@@ -107,7 +125,7 @@ def test_an_interrupted_run_resumes_without_repeating_finished_trials(tmp_path, 
     else:
         assert alive(sessions), "SIGKILL gave the probe no chance to clean up; the engine should still run"
 
-    second = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    second = subprocess.run([*command, "--resume"], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "resumed, 1 trials journaled" in second.stdout
     if how == "SIGKILL":
@@ -152,21 +170,34 @@ def guard_scenario(workdir: str) -> dict:
     guard = GuardPolicy.default(host_memory()["MemTotal"], cgroup.limit_bytes)
     runner = TrialRunner(AllocatingEngine(), Path(workdir), TrialLimits(timeout_s=120, guard=guard))
     record = runner.run(TrialRequest(1, "manual", {}))
-    return {"record": record.to_dict(), "limit": cgroup.limit_bytes, "floor": guard.cgroup_floor_bytes}
+    return {"record": record.model_dump(mode="json"), "limit": cgroup.limit_bytes, "floor": guard.cgroup_floor_bytes}
 
 
 @needs_podman
 @pytest.mark.container
 def test_the_guard_stops_an_allocating_trial_before_the_cgroup_limit(tmp_path):
-    script = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); "
-              f"from test_isolation import guard_scenario; print('RESULT', json.dumps(guard_scenario({str(tmp_path)!r})))")
-    done = subprocess.run(
-        podman_base("1g") + ["-v", f"{tmp_path}:{tmp_path}", "--rootfs", "/:O", str(ROOT / ".venv/bin/python"), "-c", script],
-        capture_output=True, text=True, timeout=300,
+    script = (
+        f"import json, sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); "
+        f"from test_isolation import guard_scenario; print('RESULT', json.dumps(guard_scenario({str(tmp_path)!r})))"
     )
-    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+    done = subprocess.run(
+        [
+            *podman_base("1g"),
+            "-v",
+            f"{tmp_path}:{tmp_path}",
+            "--rootfs",
+            "/:O",
+            str(ROOT / ".venv/bin/python"),
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = next((text for text in done.stdout.splitlines() if text.startswith("RESULT ")), None)
     assert line, done.stdout[-2000:] + done.stderr[-2000:]
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     record = result["record"]
     assert result["limit"] == GIB
     assert record["outcome"] == "guard", record["reason"]

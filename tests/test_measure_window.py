@@ -12,7 +12,9 @@ from rich.console import Console
 from conftest import MODELS
 from kvprobe.config import load_models
 from kvprobe.engines import get_engine
-from kvprobe.measure import MeasureOptions, ModelMeasurement
+from kvprobe.measure.executors import JournaledExecutor
+from kvprobe.measure.model import ModelSearches
+from kvprobe.measure.options import MeasureOptions
 from kvprobe.output.progress import TrialProgress
 from kvprobe.results.schema import TrialRecord
 from kvprobe.results.store import Journal
@@ -31,9 +33,19 @@ class WindowEngine:
         self.started.append(u)
         outcome = "kv-too-small" if u < LOW_EDGE - 1e-9 else "startup-check" if u > HIGH_EDGE + 1e-9 else "ok"
         return TrialRecord(
-            number=request.number, search=request.search, utilization=u, kv_cache_memory_bytes=None,
-            fill_target=None, outcome=outcome, reason=outcome, returncode=0 if outcome == "ok" else 1,
-            started_at=0.0, wall_s=1.0, teardown_s=0.0, baseline_restored=True, passed=outcome == "ok",
+            number=request.number,
+            search=request.search,
+            utilization=u,
+            kv_cache_memory_bytes=None,
+            fill_target=None,
+            outcome=outcome,
+            reason=outcome,
+            returncode=0 if outcome == "ok" else 1,
+            started_at=0.0,
+            wall_s=1.0,
+            teardown_s=0.0,
+            baseline_restored=True,
+            passed=outcome == "ok",
         )
 
 
@@ -41,11 +53,11 @@ def measurement(tmp_path, reference: float, strategy: str = "bracketed"):
     (settings,) = load_models(MODELS, only=["tiny-llama"])
     settings = settings.model_copy(update={"gpu_memory_utilization": reference})
     engine = WindowEngine()
-    numbers = iter(range(1, 100))
     options = MeasureOptions(tolerance=0.02, strategy=strategy)
-    progress = TrialProgress(Console(file=io.StringIO()))
-    return ModelMeasurement(settings, 1, engine, get_engine(), Journal(tmp_path / "journal.jsonl"), options, progress,
-                            lambda: next(numbers)), engine
+    executor = JournaledExecutor(
+        Journal(tmp_path / "journal.jsonl"), engine, TrialProgress(Console(file=io.StringIO()))
+    )
+    return ModelSearches(settings, 1, executor, get_engine(), options), engine
 
 
 @pytest.mark.parametrize("strategy", ["bracketed", "bisection"])

@@ -5,20 +5,25 @@ code does with several devices: every device must be back at its baseline, and t
 is per GPU.
 """
 
-
-from kvprobe.engines import get_engine
+from conftest import MODELS, environment
 from kvprobe.config import load_models
+from kvprobe.engines import get_engine
 from kvprobe.results.attribution import attribute
-from kvprobe.results.schema import TrialRecord
-from kvprobe.trial.monitor import GIB, MemorySample
+from kvprobe.results.schema import MemorySample, TrialRecord
 from kvprobe.trial.runner import TrialLimits, TrialRunner
-
-from conftest import MODELS
+from kvprobe.units import GIB
 
 
 def sample(devices):
-    return MemorySample(t=0.0, host_available=100 * GIB, page_cache=0, cgroup_usage=None, cgroup_limit=None,
-                        gpu_used=sum(devices), gpu_used_devices=devices)
+    return MemorySample(
+        t=0.0,
+        host_available=100 * GIB,
+        page_cache=0,
+        cgroup_usage=None,
+        cgroup_limit=None,
+        gpu_used=sum(devices),
+        gpu_used_devices=devices,
+    )
 
 
 class Replay:
@@ -37,7 +42,9 @@ def runner_with(samples, tmp_path, settle_timeout_s=5.0):
 
 def test_teardown_waits_for_every_gpu(tmp_path):
     baseline = sample([1 * GIB, 1 * GIB])
-    runner = runner_with([sample([1 * GIB, 40 * GIB]), sample([1 * GIB, 2 * GIB]), sample([1 * GIB, 1 * GIB])], tmp_path)
+    runner = runner_with(
+        [sample([1 * GIB, 40 * GIB]), sample([1 * GIB, 2 * GIB]), sample([1 * GIB, 1 * GIB])], tmp_path
+    )
     assert runner._settle(baseline) is True
     assert runner.sampler.samples == [sample([1 * GIB, 1 * GIB])]  # it read until the second GPU was back
 
@@ -55,19 +62,40 @@ def test_tensor_parallel_size_reaches_the_engine():
 
 def test_attribution_is_per_gpu():
     trial = TrialRecord(
-        number=1, search="u_max", utilization=0.9, kv_cache_memory_bytes=None, fill_target=None, outcome="ok",
-        reason="", returncode=0, started_at=0.0, wall_s=1.0, teardown_s=0.0, baseline_restored=True, passed=True,
+        number=1,
+        search="u_max",
+        utilization=0.9,
+        kv_cache_memory_bytes=None,
+        fill_target=None,
+        outcome="ok",
+        reason="",
+        returncode=0,
+        started_at=0.0,
+        wall_s=1.0,
+        teardown_s=0.0,
+        baseline_restored=True,
+        passed=True,
         kv_cache_bytes=int(60 * GIB),
-        memory_report={"weights_bytes": 7 * GIB, "requested_bytes": 72 * GIB, "activation_peak_bytes": 1 * GIB,
-                       "non_torch_bytes": 0.5 * GIB},
+        memory_report={
+            "weights_bytes": 7 * GIB,
+            "requested_bytes": 72 * GIB,
+            "activation_peak_bytes": 1 * GIB,
+            "non_torch_bytes": 0.5 * GIB,
+        },
         baseline={"gpu_used": 1 * GIB, "gpu_used_devices": [0.5 * GIB, 0.5 * GIB]},
-        memory={"phases": {"ready": {"gpu_used": 158 * GIB, "gpu_used_devices": [79 * GIB, 79 * GIB]}},
-                "engine_at_ready": {"pids": [10, 11], "gpu_processes": [
-                    {"index": 0, "pid": 10, "used_bytes": 78 * GIB}, {"index": 1, "pid": 11, "used_bytes": 78 * GIB}]}},
+        memory={
+            "phases": {"ready": {"gpu_used": 158 * GIB, "gpu_used_devices": [79 * GIB, 79 * GIB]}},
+            "engine_at_ready": {
+                "pids": [10, 11],
+                "gpu_processes": [
+                    {"index": 0, "pid": 10, "used_bytes": 78 * GIB},
+                    {"index": 1, "pid": 11, "used_bytes": 78 * GIB},
+                ],
+            },
+        },
     )
-    env = {"gpu": {"devices": [{"total_bytes": 80 * GIB, "unified_memory": False}] * 2},
-           "host_memory": {"MemTotal": 512 * GIB}}
-    result = attribute(trial, env)
+    env = environment(mem_total=512 * GIB, devices=[(80 * GIB, False)] * 2)
+    result = attribute(trial, env).model_dump()
     assert result["pool"] == "gpu" and result["total_bytes"] == 80 * GIB
     assert result["parts"]["other_processes"] == 0.5 * GIB
     assert result["parts"]["free_at_ready"] == 1 * GIB

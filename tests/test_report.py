@@ -11,8 +11,8 @@ import json
 import shutil
 import statistics
 import subprocess
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -85,7 +85,7 @@ def markdown_tables(text: str) -> list[list[list[str]]]:
 
 def test_markdown_tables_parse_and_carry_the_numbers(report_dir):
     text = (report_dir / "report.md").read_text()
-    assert text.startswith("---\ntitle: \"Test report\"")
+    assert text.startswith('---\ntitle: "Test report"')
     tables = markdown_tables(text)
     headline = tables[0]
     assert headline[0] == ["model", "KV native (GiB)", "KV container (GiB)", "lost", "lost %", "native/container", "p"]
@@ -144,11 +144,24 @@ def test_html_is_self_contained_and_renders_in_headless_chromium(report_dir, tmp
         pytest.fail("chromium is not installed (scripts/setup-cpu.sh installs it)")
     shot = tmp_path / "page.png"
     subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
-         (report_dir / "report.html").as_uri()],
-        capture_output=True, timeout=120, check=True,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            (report_dir / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     from PIL import Image
 

@@ -97,7 +97,9 @@ def test_known_outcomes_seed_the_bracket_without_engine_starts():
 
 
 def test_integer_axis_for_kv_blocks():
-    result = find_boundary(lambda b: b <= 12_345, 1_000, 40_000, 100, start=10_000, integer=True, predict=lambda: 12_000)
+    result = find_boundary(
+        lambda b: b <= 12_345, 1_000, 40_000, 100, start=10_000, integer=True, predict=lambda: 12_000
+    )
     assert result.passing <= 12_345 < result.failing
     assert result.failing - result.passing <= 100
     assert all(float(v).is_integer() for v, _ in result.trials)

@@ -4,43 +4,35 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
-from kvprobe import environment
 from kvprobe.config import ConfigError, load_models, parse_utilization_range
 from kvprobe.engines import get_engine
 from kvprobe.engines.vllm_args import EngineNotInstalled
+from kvprobe.environment.facts import collect
 from kvprobe.environment.memory import host_memory, read_cgroup_memory
-from kvprobe.measure import SEARCHES, MeasureOptions, ModelMeasurement, can_drop_caches, measure_model
+from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_drop_caches
+from kvprobe.measure.options import MeasureOptions
+from kvprobe.measure.scheduler import Scheduler
 from kvprobe.output.progress import TrialProgress, summary_table
+from kvprobe.results.schema import ContainerLimits, ContainerRun
 from kvprobe.results.store import ResultStore
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.runner import TrialLimits, TrialRunner
+from kvprobe.units import parse_size
+from kvprobe.vocabulary import SEARCHES, STRATEGIES
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class BadInput(click.ClickException):
     exit_code = EXIT_BAD_INPUT
-
-
-def parse_size(text: str) -> int:
-    """'2g', '512MiB', '1073741824' -> bytes."""
-    cleaned = text.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = cleaned[-1] if cleaned and cleaned[-1] in SIZE_UNITS else ""
-    number = cleaned[: -1] if unit else cleaned
-    try:
-        return int(float(number) * SIZE_UNITS[unit])
-    except ValueError:
-        raise BadInput(f"cannot read size {text!r} (examples: 2g, 512m, 1073741824)") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,32 +43,81 @@ def main() -> None:
 
 def _measure_options(func):
     options = [
-        click.option("--out", "out_dir", default="results", show_default=True, type=click.Path(file_okay=False),
-                     help="Results directory (one JSON per model and repeat)."),
-        click.option("--label", type=click.Choice(["native", "container", "auto"]), default="auto", show_default=True,
-                     help="Where this run happens; auto decides from the container evidence."),
+        click.option(
+            "--out",
+            "out_dir",
+            default="results",
+            show_default=True,
+            type=click.Path(file_okay=False),
+            help="Results directory (one JSON per model and repeat).",
+        ),
+        click.option(
+            "--label",
+            type=click.Choice(["native", "container", "auto"]),
+            default="auto",
+            show_default=True,
+            help="Where this run happens; auto decides from the container evidence.",
+        ),
         click.option("--only", multiple=True, help="Measure only this model (repeatable)."),
         click.option("--repeats", type=click.IntRange(1), default=1, show_default=True),
-        click.option("--cooldown", "cooldown_s", type=click.FloatRange(0), default=0.0, show_default=True,
-                     help="Seconds to wait between engine starts."),
-        click.option("--max-gpu-temp", type=int, default=None, help="Wait before each start until the GPU is this cool (C)."),
-        click.option("--tolerance", type=click.FloatRange(0.001, 0.5), default=0.01, show_default=True,
-                     help="Utilization tolerance of the searches."),
-        click.option("--range", "utilization_range", default=None, metavar="LO:HI",
-                     help="Utilization range to search, overriding each model's utilization_range."),
-        click.option("--searches", default=",".join(SEARCHES), show_default=True,
-                     help="Which measurements to run, comma separated."),
-        click.option("--strategy", type=click.Choice(["bracketed", "bisection"]), default="bracketed", show_default=True,
-                     help="bracketed: predict each boundary from the engine's memory report; bisection: plain halving."),
-        click.option("--fill-target", type=click.FloatRange(0.1, 1.0), default=0.95, show_default=True,
-                     help="Share of KV blocks the fill test must occupy at once."),
+        click.option(
+            "--cooldown",
+            "cooldown_s",
+            type=click.FloatRange(0),
+            default=0.0,
+            show_default=True,
+            help="Seconds to wait between engine starts.",
+        ),
+        click.option(
+            "--max-gpu-temp", type=int, default=None, help="Wait before each start until the GPU is this cool (C)."
+        ),
+        click.option(
+            "--tolerance",
+            type=click.FloatRange(0.001, 0.5),
+            default=0.01,
+            show_default=True,
+            help="Utilization tolerance of the searches.",
+        ),
+        click.option(
+            "--range",
+            "utilization_range",
+            default=None,
+            metavar="LO:HI",
+            help="Utilization range to search, overriding each model's utilization_range.",
+        ),
+        click.option(
+            "--searches",
+            default=",".join(SEARCHES),
+            show_default=True,
+            help="Which measurements to run, comma separated.",
+        ),
+        click.option(
+            "--strategy",
+            type=click.Choice(STRATEGIES),
+            default="bracketed",
+            show_default=True,
+            help="bracketed: predict each boundary from the engine's memory report; bisection: plain halving.",
+        ),
+        click.option(
+            "--fill-target",
+            type=click.FloatRange(0.1, 1.0),
+            default=0.95,
+            show_default=True,
+            help="Share of KV blocks the fill test must occupy at once.",
+        ),
         click.option("--throughput", is_flag=True, help="Also time a fixed decode workload at u_max."),
         click.option("--trial-timeout", type=click.FloatRange(10), default=900.0, show_default=True),
-        click.option("--guard-floor", default=None, metavar="SIZE",
-                     help="Kill a trial when free memory falls below SIZE (default: max(2 GiB, 3%) host, 3% cgroup)."),
+        click.option(
+            "--guard-floor",
+            default=None,
+            metavar="SIZE",
+            help="Kill a trial when free memory falls below SIZE (default: max(2 GiB, 3%) host, 3% cgroup).",
+        ),
         click.option("--no-guard", is_flag=True, help="Disable the host-memory guard (not advised on unified memory)."),
         click.option("--drop-caches", is_flag=True, help="Drop the page cache before each trial (root only)."),
-        click.option("--resume", is_flag=True, help="Continue the last unfinished run in --out, skipping finished work."),
+        click.option(
+            "--resume", is_flag=True, help="Continue the last unfinished run in --out, skipping finished work."
+        ),
         click.option("--annotate", default=None, hidden=True, help="JSON recorded in each result's options."),
     ]
     for option in reversed(options):
@@ -92,11 +133,15 @@ def measure(models_file: str, **kwargs) -> None:
     sys.exit(run_measure(models_file, **kwargs))
 
 
-def run_measure(models_file: str, out_dir: str, label: str, only: tuple, repeats: int, cooldown_s: float,
-                max_gpu_temp: Optional[int], tolerance: float, utilization_range: Optional[str], searches: str,
-                strategy: str, fill_target: float, throughput: bool, trial_timeout: float, guard_floor: Optional[str],
-                no_guard: bool, drop_caches: bool, resume: bool, annotate: Optional[str] = None) -> int:
-    console = Console(stderr=False)
+def _measure_input(
+    models_file: str,
+    only: tuple,
+    utilization_range: str | None,
+    searches: str,
+    drop_caches: bool,
+    guard_floor: str | None,
+) -> tuple[list, tuple | None, tuple, int | None]:
+    """The models, --range, --searches and --guard-floor, checked; BadInput names what is wrong."""
     try:
         models = load_models(models_file, list(only) or None)
         span = parse_utilization_range(utilization_range) if utilization_range else None
@@ -114,68 +159,116 @@ def run_measure(models_file: str, out_dir: str, label: str, only: tuple, repeats
         raise BadInput("--drop-caches needs root and a writable /proc/sys/vm/drop_caches")
     if importlib.util.find_spec("vllm") is None:
         raise BadInput("vLLM is not installed in this Python environment (see README: setup)")
-    floor = parse_size(guard_floor) if guard_floor else None
+    try:
+        floor = parse_size(guard_floor) if guard_floor else None
+    except ValueError as exc:
+        raise BadInput(f"--guard-floor: {exc}") from None
+    return models, span, chosen, floor
 
-    env_block = environment.collect(None if label == "auto" else label)
+
+def run_measure(
+    models_file: str,
+    out_dir: str,
+    label: str,
+    only: tuple,
+    repeats: int,
+    cooldown_s: float,
+    max_gpu_temp: int | None,
+    tolerance: float,
+    utilization_range: str | None,
+    searches: str,
+    strategy: str,
+    fill_target: float,
+    throughput: bool,
+    trial_timeout: float,
+    guard_floor: str | None,
+    no_guard: bool,
+    drop_caches: bool,
+    resume: bool,
+    annotate: str | None = None,
+) -> int:
+    console = Console(stderr=False)
+    models, span, chosen, floor = _measure_input(
+        models_file, only, utilization_range, searches, drop_caches, guard_floor
+    )
+
+    environment = collect(None if label == "auto" else label)
     if label == "auto":
-        label = "container" if env_block["container"]["detected"] else "native"
-        env_block["label"] = label
-    for warning in env_block["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
+        label = "container" if environment.container.detected else "native"
+        environment.label = label
+    for warning in environment.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
 
     options = MeasureOptions(
-        label=label, repeats=repeats, tolerance=tolerance, utilization_range=span, searches=chosen, strategy=strategy,
-        fill_target=fill_target, throughput=throughput, cooldown_s=cooldown_s, max_gpu_temp_c=max_gpu_temp,
-        drop_caches=drop_caches, extra=json.loads(annotate) if annotate else {},
+        label=label,
+        repeats=repeats,
+        tolerance=tolerance,
+        utilization_range=span,
+        searches=chosen,
+        strategy=strategy,
+        fill_target=fill_target,
+        throughput=throughput,
+        cooldown_s=cooldown_s,
+        max_gpu_temp_c=max_gpu_temp,
+        drop_caches=drop_caches,
+        container=ContainerRun.model_validate_json(annotate) if annotate else None,
     )
-    cgroup = read_cgroup_memory()
-    guard = GuardPolicy.disabled() if no_guard else GuardPolicy.default(host_memory()["MemTotal"], cgroup.limit_bytes, floor)
-    store = ResultStore(Path(out_dir))
+    guard = (
+        GuardPolicy.disabled()
+        if no_guard
+        else GuardPolicy.default(host_memory()["MemTotal"], read_cgroup_memory().limit_bytes, floor)
+    )
     identity = {
         "models_file_sha256": hashlib.sha256(Path(models_file).read_bytes()).hexdigest(),
-        "only": sorted(only), "repeats": repeats, "label": label, "tolerance": tolerance,
-        "range": span, "searches": chosen, "strategy": strategy, "fill_target": fill_target, "throughput": throughput,
+        "only": sorted(only),
+        "repeats": repeats,
+        "label": label,
+        "tolerance": tolerance,
+        "range": span,
+        "searches": chosen,
+        "strategy": strategy,
+        "fill_target": fill_target,
+        "throughput": throughput,
     }
-    run_id, resumed = store.open_run(resume, identity)
-    journal = store.journal(run_id)
-    console.print(f"run {run_id} ({'resumed, ' + str(len(journal)) + ' trials journaled' if resumed else 'new'}), "
-                  f"label {label}, results in {out_dir}")
+    scheduler = Scheduler(ResultStore(Path(out_dir)), models, options, identity)
+    run_id, resumed = scheduler.start(resume)
+    journal = scheduler.journal()
+    console.print(
+        f"run {run_id} ({'resumed, ' + str(len(journal)) + ' trials journaled' if resumed else 'new'}), "
+        f"label {label}, results in {escape(out_dir)}",
+        highlight=False,
+    )
     if resume and not resumed:
         console.print("[yellow]warning:[/] nothing to resume (no unfinished run with these settings); starting anew")
 
     engine = get_engine()
     progress = TrialProgress(console)
-    runner = TrialRunner(engine, Path(out_dir) / ".trials" / run_id, TrialLimits(timeout_s=trial_timeout, guard=guard),
-                         on_sample=progress.on_sample)
+    runner = TrialRunner(
+        engine,
+        Path(out_dir) / ".trials" / run_id,
+        TrialLimits(timeout_s=trial_timeout, guard=guard),
+        on_sample=progress.on_sample,
+    )
     for leader in runner.stale_groups_ended:
         console.print(f"[yellow]warning:[/] ended trial group {leader} left running by a killed earlier run")
-    # New trial numbers continue after the journaled ones, so a resumed run never reuses one.
-    first = max((e["number"] for e in journal.entries.values()), default=0) + 1
-    numbers = iter(range(first, 1_000_000))
-    documents = []
+    prepared = PreparedExecutor(
+        runner, cooldown_s=cooldown_s, max_gpu_temp_c=max_gpu_temp, drop_caches=drop_caches, nvml=runner.nvml
+    )
+    executor = JournaledExecutor(journal, prepared, progress)
     _sigterm_as_interrupt()
     try:
-        for repeat in range(1, repeats + 1):
-            for settings in models:
-                path = store.result_path(settings.name, label, run_id, repeat)
-                if path.exists():
-                    console.print(f"{settings.name} repeat {repeat}: already measured ({path})")
-                    documents.append(json.loads(path.read_text()))
-                    continue
-                measurement = ModelMeasurement(settings, repeat, runner, engine, journal, options, progress,
-                                               lambda: next(numbers))
-                document = measure_model(measurement, run_id, env_block)
-                store.write_result(path, document)
-                documents.append(document)
-                console.print(f"wrote {path}")
+        documents = scheduler.measure(executor, engine, environment, guard.settings(), progress)
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]: finished trials are journaled; continue with --resume --out {out_dir}")
-        return 130
+        console.print(
+            f"[yellow]interrupted[/]: finished trials are journaled; continue with --resume --out {escape(out_dir)}",
+            highlight=False,
+        )
+        return EXIT_INTERRUPTED
     finally:
         runner.close()
-    store.close_run(run_id, identity)
+    scheduler.finish()
     console.print(summary_table(documents))
-    return EXIT_OK if all(d["status"] == "complete" for d in documents) else EXIT_FAILED
+    return EXIT_OK if all(d.status == "complete" for d in documents) else EXIT_FAILED
 
 
 def _sigterm_as_interrupt() -> None:
@@ -188,16 +281,15 @@ def _sigterm_as_interrupt() -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the environment block as JSON.")
 @click.option("--label", type=click.Choice(["native", "container"]), default=None)
-def env(as_json: bool, label: Optional[str]) -> None:
+def env(as_json: bool, label: str | None) -> None:
     """Print where a measurement would be taken: container, cgroup, memory, GPUs, software."""
-    block = environment.collect(label)
+    block = collect(label)
     if as_json:
-        click.echo(json.dumps(block, indent=1, default=str))
+        click.echo(block.model_dump_json(indent=1))
         return
     from kvprobe.output.environment import print_environment
 
     print_environment(Console(), block)
-
 
 
 def _measure_arguments(values: dict) -> list[str]:
@@ -226,20 +318,53 @@ def _measure_arguments(values: dict) -> list[str]:
 @click.option("--memory", default=None, help="Container memory limit, e.g. 4g.")
 @click.option("--shm-size", default="16g", show_default=True, help="Size of /dev/shm (ignored with --ipc-host).")
 @click.option("--ipc-host", is_flag=True, help="Share the host's IPC namespace instead of a private /dev/shm.")
-@click.option("--gpus", default="auto", show_default=True, help="--gpus value; auto = all when NVML sees a GPU, none = omit.")
-@click.option("--memlock", default="-1", show_default=True, help="--ulimit memlock value; 'none' keeps the runtime default.")
+@click.option(
+    "--gpus", default="auto", show_default=True, help="--gpus value; auto = all when NVML sees a GPU, none = omit."
+)
+@click.option(
+    "--memlock", default="-1", show_default=True, help="--ulimit memlock value; 'none' keeps the runtime default."
+)
 @click.option("--network", default="none", show_default=True)
 @click.option("--oci-runtime", default=None, help="podman --runtime (default: runc where crun is missing).")
-@click.option("--python", "python_inside", default=None, help="Python inside the container (default: this one for --rootfs).")
-@click.option("--runtime-flag", multiple=True, help="Extra flag for `RUNTIME run`, repeatable (e.g. --runtime-flag=--cpus=2).")
+@click.option(
+    "--python", "python_inside", default=None, help="Python inside the container (default: this one for --rootfs)."
+)
+@click.option(
+    "--runtime-flag", multiple=True, help="Extra flag for `RUNTIME run`, repeatable (e.g. --runtime-flag=--cpus=2)."
+)
 @click.option("--both", is_flag=True, help="Measure natively first, then in the container: one comparable pair.")
 @_measure_options
-def container(models_file: str, runtime: str, image: Optional[str], rootfs: Optional[str], memory: Optional[str],
-              shm_size: str, ipc_host: bool, gpus: str, memlock: str, network: str, oci_runtime: Optional[str],
-              python_inside: Optional[str], runtime_flag: tuple, both: bool, **measure_values) -> None:
+def container(
+    models_file: str,
+    runtime: str,
+    image: str | None,
+    rootfs: str | None,
+    memory: str | None,
+    shm_size: str,
+    ipc_host: bool,
+    gpus: str,
+    memlock: str,
+    network: str,
+    oci_runtime: str | None,
+    python_inside: str | None,
+    runtime_flag: tuple,
+    both: bool,
+    **measure_values,
+) -> None:
     """Run `kvprobe measure` in a container with the same models and settings (--both: native too)."""
-    from kvprobe.container import (ContainerError, ContainerSpec, build_command, default_oci_runtime, inner_command,
-                                   mounts, preflight, probe_environment, run_in_container, version_mismatch)
+    from kvprobe.container_launcher import (
+        ContainerError,
+        ContainerSpec,
+        build_command,
+        default_oci_runtime,
+        inner_command,
+        last_line,
+        mounts,
+        preflight,
+        probe_environment,
+        run_in_container,
+        version_mismatch,
+    )
     from kvprobe.environment.gpu import Nvml
     from kvprobe.report.pairing import check_pairs
 
@@ -255,9 +380,17 @@ def container(models_file: str, runtime: str, image: Optional[str], rootfs: Opti
             gpus = "all" if nvml.device_count() else None
     try:
         spec = ContainerSpec(
-            runtime=runtime, image=image, rootfs=rootfs, memory=memory, shm_size=shm_size, ipc_host=ipc_host,
-            gpus=None if gpus in (None, "none") else gpus, memlock=None if memlock == "none" else memlock,
-            network=network, oci_runtime=oci_runtime or default_oci_runtime(runtime), python=python_inside,
+            runtime=runtime,
+            image=image,
+            rootfs=rootfs,
+            memory=memory,
+            shm_size=shm_size,
+            ipc_host=ipc_host,
+            gpus=None if gpus in (None, "none") else gpus,
+            memlock=None if memlock == "none" else memlock,
+            network=network,
+            oci_runtime=oci_runtime or default_oci_runtime(runtime),
+            python=python_inside,
             runtime_flags=list(runtime_flag),
         )
     except ValueError as exc:
@@ -270,13 +403,17 @@ def container(models_file: str, runtime: str, image: Optional[str], rootfs: Opti
         inside = probe_environment(spec, volume_flags)
     except ContainerError as exc:
         raise BadInput(str(exc)) from None
-    differences = version_mismatch(environment.collect("native"), inside)
+    differences = version_mismatch(collect("native").software, inside.software)
     if differences:
-        console.print(f"[red]refusing an unmatched pair:[/] {'; '.join(differences)}")
+        console.print(f"[red]refusing an unmatched pair:[/] {escape('; '.join(differences))}")
         sys.exit(EXIT_FAILED)
-    limits = {"memory_limit_bytes": inside["cgroup"].get("limit_bytes"), "shm_bytes": inside.get("shm_bytes"),
-              "memlock_limit_bytes": inside.get("memlock_limit_bytes"), "cgroup_version": inside["cgroup"]["version"]}
-    console.print(f"container sees: memory limit {limits['memory_limit_bytes']}, /dev/shm {limits['shm_bytes']}")
+    limits = ContainerLimits(
+        memory_limit_bytes=inside.cgroup.limit_bytes,
+        shm_bytes=inside.shm_bytes,
+        memlock_limit_bytes=inside.memlock_limit_bytes,
+        cgroup_version=inside.cgroup.version,
+    )
+    console.print(f"container sees: memory limit {limits.memory_limit_bytes}, /dev/shm {limits.shm_bytes}")
 
     status = EXIT_OK
     if both:
@@ -284,20 +421,20 @@ def container(models_file: str, runtime: str, image: Optional[str], rootfs: Opti
         status = run_measure(models_file, **{**measure_values, "label": "native", "out_dir": str(out_dir)})
     console.rule("container")
     values = {**measure_values, "label": "container", "out_dir": str(out_dir), "annotate": None}
-    arguments = ["measure", str(Path(models_file).resolve())] + _measure_arguments(values)
+    arguments = ["measure", str(Path(models_file).resolve()), *_measure_arguments(values)]
     command = build_command(spec, inner_command(spec, arguments), volume_flags)
-    annotation = json.dumps({"container": {"command": command, "runtime": runtime, "limits": limits}})
-    command = command + ["--annotate", annotation]
-    console.print("[dim]" + " ".join(command[:-2]) + "[/]", highlight=False, soft_wrap=True)
+    annotation = ContainerRun(command=command, runtime=runtime, limits=limits).model_dump_json()
+    command = [*command, "--annotate", annotation]
+    console.print("[dim]" + escape(" ".join(command[:-2])) + "[/]", highlight=False, soft_wrap=True)
     done = run_in_container(command)
     if done.returncode not in (EXIT_OK, EXIT_FAILED):
-        console.print(f"[red]the container run failed (exit {done.returncode}):[/] {done.stderr.splitlines()[-1] if done.stderr else ''}")
+        console.print(f"[red]the container run failed (exit {done.returncode}):[/] {escape(last_line(done, ''))}")
         sys.exit(EXIT_FAILED)
     status = max(status, done.returncode)
     if both:
         problems = check_pairs(ResultStore(out_dir), [m.name for m in models])
         for problem in problems:
-            console.print(f"[red]unmatched:[/] {problem}")
+            console.print(f"[red]unmatched:[/] {escape(problem)}")
         if problems:
             status = EXIT_FAILED
     sys.exit(status)
@@ -305,36 +442,52 @@ def container(models_file: str, runtime: str, image: Optional[str], rootfs: Opti
 
 @main.command()
 @click.argument("results_dir", type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Where to write the report (default: RESULTS_DIR/report).")
-@click.option("--format", "formats", default="all", show_default=True,
-              help="Comma-separated: markdown, html, csv, json, charts, or all.")
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where to write the report (default: RESULTS_DIR/report).",
+)
+@click.option(
+    "--format",
+    "formats",
+    default="all",
+    show_default=True,
+    help="Comma-separated: markdown, html, csv, json, charts, or all.",
+)
 @click.option("--title", default=None, help="Title of the Markdown and HTML report.")
 @click.option("--front-matter", is_flag=True, help="Start the Markdown with Hugo front matter.")
-def report(results_dir: str, out_dir: Optional[str], formats: str, title: Optional[str], front_matter: bool) -> None:
+def report(results_dir: str, out_dir: str | None, formats: str, title: str | None, front_matter: bool) -> None:
     """Compare native and container results: statistics, tables, charts."""
-    from kvprobe.report import WRITERS, write_all
     from kvprobe.report.analysis import build_report
+    from kvprobe.report.writers import FORMATS, write_report
 
-    chosen = list(WRITERS) if formats == "all" else [f.strip() for f in formats.split(",") if f.strip()]
-    unknown = [f for f in chosen if f not in WRITERS]
+    chosen = list(FORMATS) if formats == "all" else [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in chosen if f not in FORMATS]
     if unknown:
-        raise BadInput(f"--format: unknown format {unknown[0]!r} (known: {', '.join(WRITERS)}, all)")
+        raise BadInput(f"--format: unknown format {unknown[0]!r} (known: {', '.join(FORMATS)}, all)")
     root = Path(results_dir)
     if not root.is_dir():
         raise BadInput(f"{results_dir}: no such results directory")
-    documents = [doc for _, doc in ResultStore(root).results() if doc.get("schema_version")]
-    if not documents:
-        raise BadInput(f"{results_dir}: no kvprobe result files found (expected MODEL/LABEL-RUN-rN.json)")
-    summary = build_report(documents)
+    loaded, problems = ResultStore(root).load_all()
+    if not loaded:
+        detail = "".join(f"\n  {p}" for p in problems)
+        raise BadInput(f"{results_dir}: no kvprobe result files found (expected MODEL/LABEL-RUN-rN.json){detail}")
+    summary = build_report([doc for _, doc in loaded], problems)
     target = Path(out_dir) if out_dir else root / "report"
-    written = write_all(summary, target, chosen, {"title": title, "front_matter": front_matter})
+    written = write_report(summary, target, chosen, title, front_matter)
     console = Console()
-    for problem in summary["unmatched"]:
-        console.print(f"[yellow]not compared:[/] {problem}")
-    console.print(f"{len(summary['models'])} model(s) compared; wrote {len(written)} file(s) to {target}")
+    if problems:
+        console.print(f"[yellow]skipped {len(problems)} unreadable result file(s)[/]")
+    for problem in summary.unmatched:
+        console.print(f"[yellow]not compared:[/] {escape(problem)}", highlight=False)
+    console.print(
+        f"{len(summary.models)} model(s) compared; wrote {len(written)} file(s) to {escape(str(target))}",
+        highlight=False,
+    )
     for path in written:
-        console.print(f"  {path}")
+        console.print(f"  {escape(str(path))}", highlight=False)
 
 
 if __name__ == "__main__":

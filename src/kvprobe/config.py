@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -52,9 +52,7 @@ class ModelSettings(BaseModel):
         description="A weight directory, or a directory holding only a public config.json "
         "(then load_format must be dummy). Relative paths start at the models file."
     )
-    load_format: str = Field(
-        "auto", description="vLLM load format; 'dummy' starts without weights (random values)."
-    )
+    load_format: str = Field("auto", description="vLLM load format; 'dummy' starts without weights (random values).")
     dtype: Literal["auto", "bfloat16", "float16", "float32", "half"] = Field(
         "auto", description="Weight and activation dtype."
     )
@@ -64,8 +62,8 @@ class ModelSettings(BaseModel):
     max_model_len: int = Field(
         gt=0, description="Longest request (prompt + output) in tokens; u_min holds one such request."
     )
-    block_size: Optional[int] = Field(None, gt=0, description="Tokens per KV block; None keeps the engine's default.")
-    max_num_seqs: Optional[int] = Field(
+    block_size: int | None = Field(None, gt=0, description="Tokens per KV block; None keeps the engine's default.")
+    max_num_seqs: int | None = Field(
         None, gt=0, description="Most concurrent sequences; None keeps the engine's default."
     )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is split across.")
@@ -169,11 +167,9 @@ def _field_path(error: dict) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(model)"
 
 
-def load_models(path: str | Path, only: Optional[list[str]] = None) -> list[ModelSettings]:
-    """Read and check a models file; raise ConfigError naming file, model and field."""
-    path = Path(path)
+def _read_yaml(path: Path) -> Any:
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
@@ -182,6 +178,10 @@ def load_models(path: str | Path, only: Optional[list[str]] = None) -> list[Mode
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}:{where} YAML syntax error: {getattr(exc, 'problem', exc)}") from None
+
+
+def _read_models_file(path: Path) -> ModelsFile:
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with 'defaults' and 'models'")
     try:
@@ -189,29 +189,36 @@ def load_models(path: str | Path, only: Optional[list[str]] = None) -> list[Mode
     except ValidationError as exc:
         error = exc.errors()[0]
         raise ConfigError(f"{path}: field '{_field_path(error)}': {error['msg']}") from None
-
-    unknown_defaults = sorted(set(document.defaults) - set(ModelSettings.model_fields) | ({"name"} & set(document.defaults)))
+    unknown_defaults = sorted(
+        set(document.defaults) - set(ModelSettings.model_fields) | ({"name"} & set(document.defaults))
+    )
     if unknown_defaults:
         raise ConfigError(f"{path}: defaults: unknown key '{unknown_defaults[0]}'")
+    return document
 
-    models: list[ModelSettings] = []
-    for index, entry in enumerate(document.models):
-        label = entry.get("name", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{path}: model {label}: expected a mapping of fields")
-        merged = {**document.defaults, **entry}
-        if isinstance(merged.get("model"), str):
-            merged["model"] = str((path.parent / merged["model"]).resolve())
-        try:
-            models.append(ModelSettings.model_validate(merged))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            field = _field_path(error)
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown key"
-            raise ConfigError(f"{path}: model '{label}': field '{field}': {message}") from None
 
+def _model_settings(path: Path, index: int, entry: Any, defaults: dict[str, Any]) -> ModelSettings:
+    label = entry.get("name", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path}: model {label}: expected a mapping of fields")
+    merged = {**defaults, **entry}
+    if isinstance(merged.get("model"), str):
+        merged["model"] = str((path.parent / merged["model"]).resolve())
+    try:
+        return ModelSettings.model_validate(merged)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        raise ConfigError(f"{path}: model '{label}': field '{_field_path(error)}': {message}") from None
+
+
+def load_models(path: str | Path, only: list[str] | None = None) -> list[ModelSettings]:
+    """Read and check a models file; raise ConfigError naming file, model and field."""
+    path = Path(path)
+    document = _read_models_file(path)
+    models = [_model_settings(path, index, entry, document.defaults) for index, entry in enumerate(document.models)]
     names = [m.name for m in models]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:

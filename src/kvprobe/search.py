@@ -6,19 +6,19 @@ A search knows nothing of engines or output. It calls `probe(value) -> bool`, op
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
 
 Probe = Callable[[float], bool]
-Predictor = Callable[[], Optional[float]]
+Predictor = Callable[[], float | None]
 
 
 @dataclass
 class SearchResult:
     """Where the boundary lies: `passing` passed and `failing` (one tolerance step beyond) failed."""
 
-    passing: Optional[float]
-    failing: Optional[float]
+    passing: float | None
+    failing: float | None
     tolerance: float
     trials: list[tuple[float, bool]] = field(default_factory=list)
     converged: bool = False
@@ -34,8 +34,8 @@ class SearchResult:
 class _Bracket:
     """The open interval still unknown, in an axis where small values pass and large ones fail."""
 
-    passing: Optional[float] = None
-    failing: Optional[float] = None
+    passing: float | None = None
+    failing: float | None = None
     results: dict[float, bool] = field(default_factory=dict)
     non_monotone: bool = False
 
@@ -47,7 +47,11 @@ class _Bracket:
         self.non_monotone |= contradicted
         if passed and (self.passing is None or value > self.passing) and (self.failing is None or value < self.failing):
             self.passing = value
-        if not passed and (self.failing is None or value < self.failing) and (self.passing is None or value > self.passing):
+        if (
+            not passed
+            and (self.failing is None or value < self.failing)
+            and (self.passing is None or value > self.passing)
+        ):
             self.failing = value
 
     def inside(self, value: float) -> bool:
@@ -76,6 +80,110 @@ class _Axis:
         return float(round(value)) if self.integer else round(value, 10)
 
 
+class _BoundarySearch:
+    """One search's state: the axis, the bracket so far and the trials it started."""
+
+    def __init__(
+        self, probe: Probe, lo: float, hi: float, tolerance: float, passing_below: bool, integer: bool, max_trials: int
+    ):
+        self.probe = probe
+        self.tolerance = tolerance
+        self.max_trials = max_trials
+        self.axis = _Axis(tolerance, passing_below, integer)
+        self.lo, self.hi = lo, hi
+        self.a_lo, self.a_hi = sorted((self.axis.to_axis(lo), self.axis.to_axis(hi)))
+        self.bracket = _Bracket()
+        self.trials: list[tuple[float, bool]] = []
+
+    def seed(self, known: Iterable[tuple[float, bool]]) -> None:
+        for value, passed in known:
+            if self.lo <= value <= self.hi:
+                self.bracket.record(self.axis.to_axis(value), passed)
+
+    def clamp(self, x: float) -> float:
+        return min(max(x, self.a_lo), self.a_hi)
+
+    def run(self, x: float) -> bool:
+        """Probe the grid value at axis position x; the value probed is the value recorded."""
+        x = self.clamp(x)
+        value = self.axis.from_axis(x)
+        passed = bool(self.probe(value))
+        self.trials.append((value, passed))
+        self.bracket.record(x, passed)
+        return passed
+
+    def gap_closed(self) -> bool:
+        low, high = self.bracket.passing, self.bracket.failing
+        return low is not None and high is not None and high - low <= self.tolerance * (1 + 1e-9)
+
+    def done(self) -> bool:
+        low, high = self.bracket.passing, self.bracket.failing
+        even_lowest_failed = low is None and high is not None and high <= self.a_lo + 1e-12
+        even_highest_passed = high is None and low is not None and low >= self.a_hi - 1e-12
+        return self.gap_closed() or len(self.trials) >= self.max_trials or even_lowest_failed or even_highest_passed
+
+    def try_start(self, start: float) -> None:
+        x = self.clamp(self.axis.to_axis(start))
+        if not self.done() and self.bracket.inside(x):
+            self.run(x)
+
+    def follow_predictions(self, predict: Predictor) -> None:
+        """Up to two predictions: the second may use what the first guess's failure revealed."""
+        previous_guess = None
+        for _ in range(2):
+            if self.done() or self.bracket.passing is None:
+                return
+            guess = predict()
+            if guess is None or guess == previous_guess:  # nothing learned: bisect instead
+                return
+            previous_guess = guess
+            x = self._inside_bracket(self.clamp(self.axis.snap(self.axis.to_axis(guess))))
+            if not self.bracket.inside(x):
+                return
+            x = self.clamp(x + self.tolerance if self.run(x) else x - self.tolerance)
+            if not self.done() and self.bracket.inside(x):
+                self.run(x)  # one step across the guess; if it did not flip, predict again or bisect
+
+    def _inside_bracket(self, x: float) -> float:
+        """A guess outside the open bracket moves one step inside it."""
+        if x <= self.bracket.passing:
+            return self.clamp(self.axis.snap(self.bracket.passing) + self.tolerance)
+        if self.bracket.failing is not None and x >= self.bracket.failing:
+            return self.clamp(self.axis.snap(self.bracket.failing) - self.tolerance)
+        return x
+
+    def bisect(self) -> None:
+        while not self.done():
+            x = self._next_bisection()
+            if x is None:
+                return
+            self.run(x)
+
+    def _next_bisection(self) -> float | None:
+        low, high, step = self.bracket.passing, self.bracket.failing, self.tolerance * (1 + 1e-9)
+        if low is None and high is not None and high - self.a_lo <= step:
+            return self.a_lo
+        if high is None and low is not None and self.a_hi - low <= step:
+            return self.a_hi
+        left = self.a_lo if low is None else low
+        right = self.a_hi if high is None else high
+        middle = self.axis.snap((left + right) / 2)
+        candidates = [middle, middle + self.tolerance, middle - self.tolerance, (left + right) / 2]
+        return next((c for c in candidates if self.bracket.inside(c) and self.a_lo <= c <= self.a_hi), None)
+
+    def result(self) -> SearchResult:
+        bracket = self.bracket
+        return SearchResult(
+            passing=None if bracket.passing is None else self.axis.from_axis(bracket.passing),
+            failing=None if bracket.failing is None else self.axis.from_axis(bracket.failing),
+            tolerance=self.tolerance,
+            trials=self.trials,
+            converged=self.gap_closed(),
+            censored=bracket.failing is None and bracket.passing is not None,
+            non_monotone=bracket.non_monotone,
+        )
+
+
 def find_boundary(
     probe: Probe,
     lo: float,
@@ -83,8 +191,8 @@ def find_boundary(
     tolerance: float,
     *,
     passing_below: bool = True,
-    start: Optional[float] = None,
-    predict: Optional[Predictor] = None,
+    start: float | None = None,
+    predict: Predictor | None = None,
     known: Iterable[tuple[float, bool]] = (),
     integer: bool = False,
     max_trials: int = 40,
@@ -95,93 +203,18 @@ def find_boundary(
     smallest (u_min). `known` seeds the bracket with earlier outcomes (no engine start).
     With `predict`, a guess goes to the predicted boundary and then one tolerance step across it;
     if that does not close the bracket, `predict` is asked once more (it may know more by then).
-    Without it, and after that, the search bisects.
+    Without it, and after that, the search bisects. Every value passed to `probe` lies on the
+    search's grid, and the boundary returned is one of them, exactly: callers never round.
     """
     if not lo < hi:
         raise ValueError(f"empty search range [{lo}, {hi}]")
     if tolerance <= 0:
         raise ValueError("tolerance must be positive")
-    axis = _Axis(tolerance, passing_below, integer)
-    a_lo, a_hi = sorted((axis.to_axis(lo), axis.to_axis(hi)))
-    bracket = _Bracket()
-    for value, passed in known:
-        if lo <= value <= hi:
-            bracket.record(axis.to_axis(value), passed)
-    trials: list[tuple[float, bool]] = []
-
-    def clamp(x: float) -> float:
-        return min(max(x, a_lo), a_hi)
-
-    def run(x: float) -> bool:
-        x = clamp(x)
-        passed = bool(probe(axis.from_axis(x)))
-        trials.append((axis.from_axis(x), passed))
-        bracket.record(x, passed)
-        return passed
-
-    def gap_closed() -> bool:
-        if bracket.passing is None or bracket.failing is None:
-            return False
-        return bracket.failing - bracket.passing <= tolerance * (1 + 1e-9)
-
-    def done() -> bool:
-        if gap_closed() or len(trials) >= max_trials:
-            return True
-        if bracket.passing is None and bracket.failing is not None and bracket.failing <= a_lo + 1e-12:
-            return True  # even the lowest value failed
-        if bracket.failing is None and bracket.passing is not None and bracket.passing >= a_hi - 1e-12:
-            return True  # even the highest value passed
-        return False
-
-    if start is not None and not done():
-        x = clamp(axis.to_axis(start))
-        if bracket.inside(x):
-            run(x)
-
-    # Up to two predictions: the second may use what the first guess's failure revealed.
-    previous_guess = None
-    for _ in range(2 if predict is not None else 0):
-        if done() or bracket.passing is None:
-            break
-        guess = predict()
-        if guess is None or guess == previous_guess:  # nothing learned: bisect instead
-            break
-        previous_guess = guess
-        x = clamp(axis.snap(axis.to_axis(guess)))
-        if x <= bracket.passing:
-            x = clamp(axis.snap(bracket.passing) + tolerance)
-        elif bracket.failing is not None and x >= bracket.failing:
-            x = clamp(axis.snap(bracket.failing) - tolerance)
-        if not bracket.inside(x):
-            break
-        x = clamp(x + tolerance if run(x) else x - tolerance)
-        if not done() and bracket.inside(x):
-            run(x)  # one step across the guess; if it did not flip, predict again or bisect
-
-    while not done():
-        low, high = bracket.passing, bracket.failing
-        if low is None and high is not None and high - a_lo <= tolerance * (1 + 1e-9):
-            x = a_lo
-        elif high is None and low is not None and a_hi - low <= tolerance * (1 + 1e-9):
-            x = a_hi
-        else:
-            left = a_lo if low is None else low
-            right = a_hi if high is None else high
-            middle = axis.snap((left + right) / 2)
-            candidates = [middle, middle + tolerance, middle - tolerance, (left + right) / 2]
-            x = next((c for c in candidates if bracket.inside(c) and a_lo <= c <= a_hi), None)
-            if x is None:
-                break
-        run(x)
-
-    passing = None if bracket.passing is None else axis.from_axis(bracket.passing)
-    failing = None if bracket.failing is None else axis.from_axis(bracket.failing)
-    return SearchResult(
-        passing=passing,
-        failing=failing,
-        tolerance=tolerance,
-        trials=trials,
-        converged=gap_closed(),
-        censored=bracket.failing is None and bracket.passing is not None,
-        non_monotone=bracket.non_monotone,
-    )
+    search = _BoundarySearch(probe, lo, hi, tolerance, passing_below, integer, max_trials)
+    search.seed(known)
+    if start is not None:
+        search.try_start(start)
+    if predict is not None:
+        search.follow_predictions(predict)
+    search.bisect()
+    return search.result()

@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
+
+from kvprobe.results.schema import EngineMemoryReport
+from kvprobe.units import GIB
+from kvprobe.vocabulary import Outcome
 
 if TYPE_CHECKING:
     from kvprobe.config import ModelSettings
 
-GIB = 1 << 30
-
 # Failure classes, most specific first. Each pattern is a text vLLM (CUDA or CPU build) prints.
-FAILURE_PATTERNS: list[tuple[str, re.Pattern]] = [
+FAILURE_PATTERNS: list[tuple[Outcome, re.Pattern]] = [
     (
         "kv-too-small",
         re.compile(
@@ -65,7 +67,9 @@ MEMORY_PATTERNS: dict[str, re.Pattern] = {
     "cpu_requested_gib": re.compile(r"with " + _NUM + r" GiB requested memory for the worker"),
     "cpu_non_kv_gib": re.compile(r"" + _NUM + r" GiB memory was consumed by non-kv usages"),
     "available_gib": re.compile(r"Available memory on node \d+ \(" + _NUM + r"/"),
-    "startup_total_gib": re.compile(r"(?:Available memory on node \d+|Free memory on device \S+) \([\d.]+/" + _NUM + r" GiB\)"),
+    "startup_total_gib": re.compile(
+        r"(?:Available memory on node \d+|Free memory on device \S+) \([\d.]+/" + _NUM + r" GiB\)"
+    ),
 }
 KV_TOKENS_PATTERN = re.compile(r"KV cache size: ([\d,]+) tokens")
 MAX_CONCURRENCY_PATTERN = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
@@ -73,7 +77,7 @@ MAX_CONCURRENCY_PATTERN = re.compile(r"Maximum concurrency for ([\d,]+) tokens p
 
 @dataclass(frozen=True)
 class Classification:
-    outcome: str  # ok, startup-check, kv-too-small, oom, killed, timeout, guard, error
+    outcome: Outcome
     reason: str
 
 
@@ -91,15 +95,15 @@ class VllmEngine:
         # FlashInfer's sampler JIT-compiles for minutes on first use (seen on the H100 host).
         return {"VLLM_LOGGING_LEVEL": "DEBUG", "VLLM_USE_FLASHINFER_SAMPLER": "0", "PYTHONUNBUFFERED": "1"}
 
-    def usage_context(self, settings: "ModelSettings") -> str:
+    def usage_context(self, settings: ModelSettings) -> str:
         """vLLM's UsageContext name whose defaults the engine takes (see ModelSettings.engine_defaults)."""
         return {"serve": "OPENAI_API_SERVER", "offline": "LLM_CLASS"}[settings.engine_defaults]
 
     def engine_args(
         self,
-        settings: "ModelSettings",
-        utilization: Optional[float] = None,
-        kv_cache_memory_bytes: Optional[int] = None,
+        settings: ModelSettings,
+        utilization: float | None = None,
+        kv_cache_memory_bytes: int | None = None,
     ) -> dict:
         args = {
             "model": settings.model,
@@ -136,9 +140,9 @@ class VllmEngine:
             last = next((line for line in reversed(log_text.splitlines()) if line.strip()), "no output")
         return Classification("error", _shorten(last))
 
-    def memory_report(self, log_text: str) -> dict:
+    def memory_report(self, log_text: str) -> EngineMemoryReport:
         """The engine's own memory figures from its log, in bytes (None where not printed)."""
-        report: dict[str, Optional[float]] = {}
+        report: dict[str, float | None] = {}
         for key, pattern in MEMORY_PATTERNS.items():
             matches = pattern.findall(log_text)
             report[key.removesuffix("_gib") + "_bytes"] = float(matches[-1]) * GIB if matches else None
@@ -146,7 +150,7 @@ class VllmEngine:
         report["kv_cache_tokens_logged"] = int(tokens[-1].replace(",", "")) if tokens else None
         concurrency = MAX_CONCURRENCY_PATTERN.findall(log_text)
         report["max_concurrency_logged"] = float(concurrency[-1][1]) if concurrency else None
-        return _normalise_backends(report)
+        return EngineMemoryReport(**_normalise_backends(report))
 
 
 def _normalise_backends(report: dict) -> dict:

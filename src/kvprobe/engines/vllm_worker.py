@@ -130,19 +130,27 @@ def main(spec_path: str, result_path: str) -> int:
     }
 
     workload = spec.get("workload", {})
-    generated, seconds = _run_requests(engine, [(_prompt(rng, 16, vocab), int(workload.get("generate_tokens", 8)))])
+    _, seconds = _run_requests(engine, [(_prompt(rng, 16, vocab), int(workload.get("generate_tokens", 8)))])
     result["timings"]["generate_s"] = seconds
     mark("generated")
 
     if workload.get("fill_target"):
         plan = fill_plan(
-            num_blocks, block_size, max_model_len, result["max_num_seqs"],
+            num_blocks,
+            block_size,
+            max_model_len,
+            result["max_num_seqs"],
             int(config.scheduler_config.max_num_batched_tokens),
         )
         peak.update(kv_usage=0.0, running=0)
         requests = [(_prompt(rng, plan["prompt_len"], vocab), plan["output_len"]) for _ in range(plan["requests"])]
         _, seconds = _run_requests(engine, requests)
-        result["fill"] = {**plan, "seconds": seconds, "peak_kv_usage": peak["kv_usage"], "peak_running": peak["running"]}
+        result["fill"] = {
+            **plan,
+            "seconds": seconds,
+            "peak_kv_usage": peak["kv_usage"],
+            "peak_running": peak["running"],
+        }
         result["timings"]["fill_s"] = seconds
         mark("filled")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Optional
+import contextlib
+from dataclasses import dataclass, field
 
 # GB10 (DGX Spark) and GH200 share one memory pool with the Grace CPU.
 UNIFIED_MEMORY_NAMES = ("GB10", "GH200", "GH100", "Grace")
@@ -13,33 +13,27 @@ UNIFIED_MEMORY_NAMES = ("GB10", "GH200", "GH100", "Grace")
 class GpuInfo:
     index: int
     name: str
-    total_bytes: Optional[int]
-    used_bytes: Optional[int]
+    total_bytes: int | None
+    used_bytes: int | None
     unified_memory: bool
     unified_memory_signal: str
     processes: list[dict] = field(default_factory=list)  # pid, used_bytes
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
 class GpuReport:
     available: bool
-    reason: Optional[str] = None
-    driver_version: Optional[str] = None
-    cuda_driver_version: Optional[str] = None
+    reason: str | None = None
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
     devices: list[GpuInfo] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "devices": [d.to_dict() for d in self.devices]}
 
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def classify_unified(name: str, total: Optional[int], host_total: int) -> tuple[bool, str]:
+def classify_unified(name: str, total: int | None, host_total: int) -> tuple[bool, str]:
     """Tell unified memory from a discrete card, and say which signal decided."""
     if total is None:
         return True, "NVML reports device memory as not supported (unified memory)"
@@ -54,7 +48,7 @@ class Nvml:
     """A short-lived NVML session; every call degrades to 'unavailable' instead of raising."""
 
     def __init__(self) -> None:
-        self.error: Optional[str] = None
+        self.error: str | None = None
         try:
             import pynvml
 
@@ -64,20 +58,18 @@ class Nvml:
             self.nvml = None
             self.error = f"NVML unavailable: {exc}"
 
-    def __enter__(self) -> "Nvml":
+    def __enter__(self) -> Nvml:
         return self
 
     def __exit__(self, *exc) -> None:
         if self.nvml is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.nvml.nvmlShutdown()
-            except Exception:
-                pass
 
     def device_count(self) -> int:
         return self.nvml.nvmlDeviceGetCount() if self.nvml else 0
 
-    def used_bytes(self) -> list[Optional[int]]:
+    def used_bytes(self) -> list[int | None]:
         """Used memory per device; None where NVML cannot tell (unified memory)."""
         if not self.nvml:
             return []
@@ -108,7 +100,7 @@ class Nvml:
                 continue
         return found
 
-    def temperature_c(self, index: int = 0) -> Optional[int]:
+    def temperature_c(self, index: int = 0) -> int | None:
         if not self.nvml:
             return None
         try:
@@ -138,4 +130,3 @@ class Nvml:
             unified, signal = classify_unified(name, total, host_total)
             report.devices.append(GpuInfo(index, name, total, used, unified, signal, self._processes(index)))
         return report
-

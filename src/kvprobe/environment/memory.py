@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 UNLIMITED = 1 << 62  # cgroup v1 reports "no limit" as a number near PAGE_COUNTER_MAX
 
@@ -26,8 +25,18 @@ def read_meminfo(path: str | Path = "/proc/meminfo") -> dict[str, int]:
     return read_kernel_fields(path)
 
 
-_ACCOUNTED = ("MemFree", "Active", "Inactive", "Unevictable", "Slab", "KernelStack", "PageTables", "SecPageTables",
-              "Percpu", "VmallocUsed")
+_ACCOUNTED = (
+    "MemFree",
+    "Active",
+    "Inactive",
+    "Unevictable",
+    "Slab",
+    "KernelStack",
+    "PageTables",
+    "SecPageTables",
+    "Percpu",
+    "VmallocUsed",
+)
 
 
 def kernel_unaccounted(info: dict[str, int]) -> int:
@@ -71,14 +80,20 @@ def host_memory(path: str | Path = "/proc/meminfo") -> dict[str, int]:
     return {**{key: info.get(key, 0) for key in HOST_FIELDS}, "Unaccounted": kernel_unaccounted(info)}
 
 
-def _read(path: Path) -> Optional[str]:
+def read_text_or_none(path: Path) -> str | None:
+    """A small kernel or sysfs file's text; None where it is missing or unreadable."""
     try:
-        return path.read_text().strip()
+        return path.read_text()
     except OSError:
         return None
 
 
-def _read_int(path: Path) -> Optional[int]:
+def _read(path: Path) -> str | None:
+    text = read_text_or_none(path)
+    return None if text is None else text.strip()
+
+
+def _read_int(path: Path) -> int | None:
     text = _read(path)
     if text is None or text == "max":
         return None
@@ -99,24 +114,26 @@ def _read_stat(path: Path) -> dict[str, int]:
     return stat
 
 
+def headroom(limit: float | None, usage: float | None) -> float | None:
+    """What a cgroup can still take before its limit (None without a limit)."""
+    if limit is None or usage is None:
+        return None
+    return limit - usage
+
+
 @dataclass
 class CgroupMemory:
     """The memory cgroup this process runs in, as its own files describe it."""
 
     version: str  # "v1", "v2", "hybrid" or "none"
-    path: Optional[str] = None  # the cgroup's directory as read
-    limit_bytes: Optional[int] = None
-    usage_bytes: Optional[int] = None
-    peak_bytes: Optional[int] = None
+    path: str | None = None  # the cgroup's directory as read
+    limit_bytes: int | None = None
+    usage_bytes: int | None = None
+    peak_bytes: int | None = None
     stat: dict[str, int] = field(default_factory=dict)  # anon, file, shmem, kernel (bytes)
 
-    def headroom_bytes(self) -> Optional[int]:
-        if self.limit_bytes is None or self.usage_bytes is None:
-            return None
-        return self.limit_bytes - self.usage_bytes
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def headroom_bytes(self) -> float | None:
+        return headroom(self.limit_bytes, self.usage_bytes)
 
 
 def _own_cgroup_paths(proc_cgroup: str) -> dict[str, str]:
@@ -138,7 +155,7 @@ def detect_cgroup_version(root: Path) -> str:
     return "none"
 
 
-def _cgroup_dir(mount: Path, own_path: Optional[str]) -> Path:
+def _cgroup_dir(mount: Path, own_path: str | None) -> Path:
     """Our cgroup's directory; inside a private cgroup namespace it is the mount's root itself."""
     if own_path and own_path != "/":
         candidate = mount / own_path.lstrip("/")
@@ -164,7 +181,9 @@ LAYOUTS = {
 }
 
 
-def read_cgroup_memory(root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | Path = "/proc/self/cgroup") -> CgroupMemory:
+def read_cgroup_memory(
+    root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | Path = "/proc/self/cgroup"
+) -> CgroupMemory:
     root = Path(root)
     version = detect_cgroup_version(root)
     if version == "none":
@@ -195,7 +214,7 @@ def _summarise_stat(stat: dict[str, int], v2: bool) -> dict[str, int]:
     return summary
 
 
-def shm_size_bytes(path: str = "/dev/shm") -> Optional[int]:
+def shm_size_bytes(path: str = "/dev/shm") -> int | None:
     import os
 
     try:
@@ -205,7 +224,7 @@ def shm_size_bytes(path: str = "/dev/shm") -> Optional[int]:
     return st.f_blocks * st.f_frsize
 
 
-def memlock_limit() -> Optional[int]:
+def memlock_limit() -> int | None:
     """RLIMIT_MEMLOCK soft limit in bytes; None means unlimited."""
     import resource
 

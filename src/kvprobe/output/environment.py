@@ -3,46 +3,58 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-GIB = 1 << 30
+from kvprobe.results.schema import Environment
+from kvprobe.units import gib
 
 
-def _gib(value) -> str:
-    return "-" if value is None else f"{value / GIB:.2f} GiB"
-
-
-def print_environment(console: Console, block: dict) -> None:
+def print_environment(console: Console, block: Environment) -> None:
     table = Table(title="kvprobe env", show_header=False)
     table.add_column("fact")
     table.add_column("value")
-    container = block["container"]
-    table.add_row("container", f"{'yes' if container['detected'] else 'no'} ({container['runtime']}, score {container['score']})")
-    evidence = {k: v for k, v in container["evidence"].items() if v not in (False, None, [], "")}
-    table.add_row("evidence", ", ".join(f"{k}={v}" for k, v in evidence.items()))
-    cgroup = block["cgroup"]
-    table.add_row("cgroup", f"{cgroup['version']} {cgroup.get('path') or ''}")
-    table.add_row("cgroup memory", f"limit {_gib(cgroup.get('limit_bytes'))}, usage {_gib(cgroup.get('usage_bytes'))}, "
-                  f"peak {_gib(cgroup.get('peak_bytes'))}")
-    if cgroup.get("stat"):
-        table.add_row("cgroup memory.stat", ", ".join(f"{k} {_gib(v)}" for k, v in cgroup["stat"].items()))
-    memory = block["host_memory"]
-    table.add_row("host memory", ", ".join(f"{k} {_gib(v)}" for k, v in memory.items()))
-    if block.get("free_page_reporting"):
-        table.add_row("free-page reporting", "yes (virtio-balloon): freed pages reach MemAvailable late, kvprobe counts them apart")
-    table.add_row("/dev/shm", _gib(block.get("shm_bytes")))
-    table.add_row("memlock limit", "unlimited" if block.get("memlock_limit_bytes") is None else _gib(block["memlock_limit_bytes"]))
-    gpu = block["gpu"]
-    if not gpu["available"]:
-        table.add_row("GPU", gpu.get("reason") or "none")
+
+    def row(fact: str, value: str) -> None:
+        table.add_row(escape(fact), escape(value))
+
+    container = block.container
+    row("container", f"{'yes' if container.detected else 'no'} ({container.runtime}, score {container.score})")
+    evidence = {k: v for k, v in container.evidence.items() if v not in (False, None, [], "")}
+    row("evidence", ", ".join(f"{k}={v}" for k, v in evidence.items()))
+    cgroup = block.cgroup
+    row("cgroup", f"{cgroup.version} {cgroup.path or ''}")
+    row(
+        "cgroup memory",
+        f"limit {gib(cgroup.limit_bytes, unit=True)}, usage {gib(cgroup.usage_bytes, unit=True)}, "
+        f"peak {gib(cgroup.peak_bytes, unit=True)}",
+    )
+    if cgroup.stat:
+        row("cgroup memory.stat", ", ".join(f"{k} {gib(v, unit=True)}" for k, v in cgroup.stat.items()))
+    row("host memory", ", ".join(f"{k} {gib(v, unit=True)}" for k, v in block.host_memory.items()))
+    if block.free_page_reporting:
+        row(
+            "free-page reporting",
+            "yes (virtio-balloon): freed pages reach MemAvailable late, kvprobe counts them apart",
+        )
+    row("/dev/shm", gib(block.shm_bytes, unit=True))
+    row(
+        "memlock limit", "unlimited" if block.memlock_limit_bytes is None else gib(block.memlock_limit_bytes, unit=True)
+    )
+    gpu = block.gpu
+    if not gpu.available:
+        row("GPU", gpu.reason or "none")
     else:
-        table.add_row("GPU driver", f"{gpu['driver_version']} (CUDA {gpu['cuda_driver_version']})")
-        for device in gpu["devices"]:
-            table.add_row(f"GPU {device['index']}", f"{device['name']}: total {_gib(device['total_bytes'])}, used "
-                          f"{_gib(device['used_bytes'])}; unified memory: {device['unified_memory']} "
-                          f"({device['unified_memory_signal']})")
-    for key, value in block["software"].items():
-        table.add_row(key, str(value))
-    for warning in block.get("warnings", []):
-        table.add_row("[yellow]warning[/]", warning)
+        row("GPU driver", f"{gpu.driver_version} (CUDA {gpu.cuda_driver_version})")
+        for device in gpu.devices:
+            row(
+                f"GPU {device.index}",
+                f"{device.name}: total {gib(device.total_bytes, unit=True)}, used "
+                f"{gib(device.used_bytes, unit=True)}; unified memory: {device.unified_memory} "
+                f"({device.unified_memory_signal})",
+            )
+    for key, value in block.software.items():
+        row(key, str(value))
+    for warning in block.warnings:
+        table.add_row("[yellow]warning[/]", escape(warning))
     console.print(table)

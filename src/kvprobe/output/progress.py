@@ -3,37 +3,36 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
+from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
-from kvprobe.results.schema import TrialRecord
-from kvprobe.trial.monitor import MemorySample
+from kvprobe.results.schema import MemorySample, ResultDocument, TrialRecord
+from kvprobe.units import gib
 
-GIB = 1 << 30
 OUTCOME_STYLE = {"ok": "green", "guard": "magenta", "timeout": "yellow", "error": "red"}
-
-
-def gib(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value / GIB:.2f}"
 
 
 class TrialProgress:
     """One line per trial (start, end, outcome), and while a trial runs a live status line with
-    its elapsed time and the memory the guard watches. Replayed trials are marked as such."""
+    its elapsed time and the memory the guard watches. Replayed trials are marked as such.
+    Engine and user text is escaped: it is printed as it is, never read as markup."""
 
     def __init__(self, console: Console):
         self.console = console
         self._started = 0.0
         self._label = ""
-        self._status: Optional[Status] = None
+        self._status: Status | None = None
 
     def trial_started(self, model: str, search: str, value: str) -> None:
         self._started = time.monotonic()
-        self._label = f"{model} {search} {value}"
-        self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {model} [bold]{search}[/] {value} ...", highlight=False)
+        self._label = escape(f"{model} {search} {value}")
+        self.console.print(
+            f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(model)} [bold]{search}[/] {value} ...", highlight=False
+        )
         if self.console.is_terminal:
             self._status = self.console.status(self._label)
             self._status.start()
@@ -41,11 +40,11 @@ class TrialProgress:
     def on_sample(self, sample: MemorySample) -> None:
         if self._status is None:
             return
-        parts = [f"{time.monotonic() - self._started:.0f} s", f"MemAvailable {gib(sample.host_available)} GiB"]
+        parts = [f"{time.monotonic() - self._started:.0f} s", f"MemAvailable {gib(sample.host_available, unit=True)}"]
         if sample.cgroup_headroom is not None:
-            parts.append(f"cgroup headroom {gib(sample.cgroup_headroom)} GiB")
+            parts.append(f"cgroup headroom {gib(sample.cgroup_headroom, unit=True)}")
         if sample.gpu_used is not None:
-            parts.append(f"GPU used {gib(sample.gpu_used)} GiB")
+            parts.append(f"GPU used {gib(sample.gpu_used, unit=True)}")
         self._status.update(f"{self._label}: {', '.join(parts)}")
 
     def trial_finished(self, model: str, record: TrialRecord, replayed: bool) -> None:
@@ -54,39 +53,62 @@ class TrialProgress:
             self._status = None
         style = OUTCOME_STYLE.get(record.outcome, "red")
         verdict = "pass" if record.passed else "fail"
-        kv = f" KV {gib(record.kv_cache_bytes)} GiB, {record.kv_cache_tokens:,} tokens" if record.kv_cache_tokens else ""
-        fill = (record.worker or {}).get("fill")
-        fill_text = f", fill peak {fill['peak_kv_usage']:.0%}" if fill else ""
+        kv = (
+            f" KV {gib(record.kv_cache_bytes, unit=True)}, {record.kv_cache_tokens:,} tokens"
+            if record.kv_cache_tokens
+            else ""
+        )
+        fill = record.worker.fill
+        fill_text = f", fill peak {fill.peak_kv_usage:.0%}" if fill else ""
         tag = "replayed from journal" if replayed else f"{record.wall_s:.0f} s + teardown {record.teardown_s:.1f} s"
-        reason = "" if record.passed else f" - {record.reason[:160]}"
+        reason = "" if record.passed else f" - {escape(record.reason[:160])}"
         self.console.print(
             f"  #{record.number} [{style}]{record.outcome}[/] ({verdict}){kv}{fill_text} [dim]{tag}[/]{reason}",
             highlight=False,
         )
 
+    def already_measured(self, model: str, repeat: int, path: Path) -> None:
+        self.console.print(f"{escape(model)} repeat {repeat}: already measured ({escape(str(path))})", highlight=False)
 
-def summary_table(documents: list[dict]) -> Table:
+    def result_written(self, path: Path) -> None:
+        self.console.print(f"wrote {escape(str(path))}", highlight=False)
+
+
+def _u_max_text(doc: ResultDocument) -> str:
+    if doc.u_max is None:
+        return "-"
+    return f">={doc.u_max:.2f}" if doc.u_max_censored else f"{doc.u_max:.2f}"
+
+
+def summary_table(documents: list[ResultDocument]) -> Table:
     table = Table(title="kvprobe measure: summary")
-    for column in ("model", "label", "repeat", "u_ref KV GiB", "u_max", "u_min", "KV@u_max GiB", "tokens@u_max",
-                   "physical KV GiB", "starts", "status"):
+    for column in (
+        "model",
+        "label",
+        "repeat",
+        "u_ref KV GiB",
+        "u_max",
+        "u_min",
+        "KV@u_max GiB",
+        "tokens@u_max",
+        "physical KV GiB",
+        "starts",
+        "status",
+    ):
         table.add_column(column, justify="right" if column not in ("model", "label", "status") else "left")
     for doc in documents:
-        ref = doc.get("reference") or {}
-        at_max = doc.get("kv_at_u_max") or {}
-        physical = doc.get("physical_capacity") or {}
-        censored = ((doc.get("searches") or {}).get("u_max") or {}).get("censored")
-        u_max = doc.get("u_max")
+        at_max = doc.kv_at_u_max
         table.add_row(
-            doc["model"],
-            doc["label"],
-            str(doc["repeat"]),
-            gib(ref.get("bytes")),
-            "-" if u_max is None else (f">={u_max:.2f}" if censored else f"{u_max:.2f}"),
-            "-" if doc.get("u_min") is None else f"{doc['u_min']:.2f}",
-            gib(at_max.get("bytes")),
-            "-" if not at_max.get("tokens") else f"{at_max['tokens']:,}",
-            gib(physical.get("bytes")),
-            str(doc["engine_starts"]),
-            doc["status"] if not doc["errors"] else f"{doc['status']}: {doc['errors'][0][:60]}",
+            escape(doc.model),
+            doc.label,
+            str(doc.repeat),
+            gib(doc.reference.bytes if doc.reference else None),
+            _u_max_text(doc),
+            "-" if doc.u_min is None else f"{doc.u_min:.2f}",
+            gib(at_max.bytes if at_max else None),
+            "-" if not (at_max and at_max.tokens) else f"{at_max.tokens:,}",
+            gib(doc.physical_capacity.bytes if doc.physical_capacity else None),
+            str(doc.engine_starts),
+            doc.status if not doc.errors else escape(f"{doc.status}: {doc.errors[0][:60]}"),
         )
     return table

@@ -1,122 +1,189 @@
-"""Chart images (PNG and SVG): KV cache per model, utilization window, memory breakdown."""
+"""Chart images (PNG and SVG): KV cache per model, utilization window, memory breakdown.
+
+Each chart is first a plain spec (what is drawn: labels, values in GiB, caption), then drawn by
+matplotlib; the specs are what the golden tests compare, the drawing is checked as images.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+from dataclasses import dataclass
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-GIB = 1 << 30
+from kvprobe.report.analysis import ModelComparison, ReportSummary
+from kvprobe.report.document import Document
+from kvprobe.report.layout import PART_LABELS, caption_text
+from kvprobe.units import GIB
+from kvprobe.vocabulary import LABELS
+
 COLOURS = {"native": "#2b6cb0", "container": "#dd6b20"}
-PART_LABELS = {
-    "kv_cache": "KV cache",
-    "weights": "weights",
-    "activation_peak": "activation peak",
-    "non_torch": "non-torch",
-    "other_engine": "other engine (budget)",
-    "other_processes": "other processes",
-    "page_cache": "page cache (cgroup)",
-    "engine_beyond_request": "engine beyond its request",
-    "cgroup_cut": "cut by cgroup limit",
-    "kernel_unaccounted": "kernel, in no meminfo account",
-    "free_at_ready": "free at ready",
-}
-CHARTS = ("kv_cache", "utilization_window", "memory_breakdown")
 
 
-def caption(model: dict) -> str:
-    cap = model["caption"]["native"]
-    return (f"{cap['device']} | vLLM {cap['vllm']}, torch {cap['torch']}, kvprobe {cap['kvprobe']} | "
-            f"n = {model['n']['native']} native, {model['n']['container']} container")
+@dataclass(frozen=True)
+class BarPanel:
+    title: str
+    categories: tuple[str, ...]
+    means: dict[str, tuple[float, ...]]  # label -> GiB per category
+    errors: dict[str, tuple[float, ...]]  # label -> sd in GiB
 
 
-def _save(fig, out_dir: Path, stem: str) -> list[Path]:
-    paths = []
-    for suffix in ("png", "svg"):
-        path = out_dir / f"{stem}.{suffix}"
-        fig.savefig(path, dpi=130, bbox_inches="tight", metadata={"Date": None} if suffix == "svg" else None)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+@dataclass(frozen=True)
+class KvCacheChart:
+    stem: str
+    title: str
+    panels: tuple[BarPanel, ...]
+    caption: str
 
 
-def kv_cache_chart(report: dict, out_dir: Path) -> list[Path]:
-    models = report["models"]
-    metrics = (("kv_reference_bytes", "at gpu_memory_utilization"), ("kv_u_max_bytes", "at u_max"))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
-    for axis, (metric, title) in zip(axes[0], metrics):
-        width = 0.38
+@dataclass(frozen=True)
+class WindowRow:
+    name: str
+    label: str
+    low: float | None
+    high: float | None
+
+
+@dataclass(frozen=True)
+class WindowChart:
+    stem: str
+    title: str
+    rows: tuple[WindowRow, ...]
+    caption: str
+
+
+@dataclass(frozen=True)
+class StackedBars:
+    stem: str
+    title: str
+    bars: tuple[str, ...]
+    parts: dict[str, tuple[float, ...]]  # part label -> GiB per bar (negative parts drawn as 0)
+    caption: str
+
+
+ChartSpec = KvCacheChart | WindowChart | StackedBars
+
+
+def _caption(models: list[ModelComparison]) -> str:
+    return caption_text(models[0]) if models else ""
+
+
+def kv_cache_spec(summary: ReportSummary) -> KvCacheChart:
+    models = summary.models
+    panels = []
+    for metric, title in (("kv_reference_bytes", "at gpu_memory_utilization"), ("kv_u_max_bytes", "at u_max")):
+        panels.append(
+            BarPanel(
+                title=f"KV cache {title} (mean ± sd)",
+                categories=tuple(m.model for m in models),
+                means={label: tuple((m.stats[label][metric].mean or 0) / GIB for m in models) for label in LABELS},
+                errors={label: tuple((m.stats[label][metric].sd or 0) / GIB for m in models) for label in LABELS},
+            )
+        )
+    return KvCacheChart("kv_cache", "KV cache", tuple(panels), _caption(models))
+
+
+def window_spec(summary: ReportSummary) -> WindowChart:
+    rows = tuple(
+        WindowRow(m.model, label, m.stats[label]["u_min"].mean, m.stats[label]["u_max"].mean)
+        for m in summary.models
+        for label in LABELS
+    )
+    return WindowChart("utilization_window", "Utilization window", rows, _caption(summary.models))
+
+
+def breakdown_spec(summary: ReportSummary) -> StackedBars:
+    models = [m for m in summary.models if m.attribution["native"] and m.attribution["container"]]
+    blocks = [(f"{m.model}\n{label}", m.attribution[label]) for m in models for label in LABELS]
+    parts = {}
+    for part, text in PART_LABELS.items():
+        values = tuple(max(0.0, block.parts.get(part, 0.0)) / GIB for _, block in blocks)
+        if any(values):
+            parts[text] = values
+    return StackedBars(
+        "memory_breakdown", "Where the memory went at u_max", tuple(name for name, _ in blocks), parts, _caption(models)
+    )
+
+
+def chart_specs(summary: ReportSummary) -> list[ChartSpec]:
+    if not summary.models:
+        return []
+    return [kv_cache_spec(summary), window_spec(summary), breakdown_spec(summary)]
+
+
+def _draw_kv_cache(spec: KvCacheChart):
+    fig, axes = plt.subplots(1, len(spec.panels), figsize=(5.5 * len(spec.panels), 4.2), squeeze=False)
+    width = 0.38
+    for axis, panel in zip(axes[0], spec.panels, strict=True):
         for offset, label in ((-width / 2, "native"), (width / 2, "container")):
-            means = [(m["stats"][label][metric]["mean"] or 0) / GIB for m in models]
-            errors = [(m["stats"][label][metric]["sd"] or 0) / GIB for m in models]
-            xs = [i + offset for i in range(len(models))]
-            bars = axis.bar(xs, means, width, yerr=errors, capsize=4, color=COLOURS[label], label=label)
-            axis.bar_label(bars, labels=[f"{v:.2f}" for v in means], fontsize=8, padding=2)
-        axis.set_xticks(range(len(models)), [m["model"] for m in models], rotation=15, ha="right")
+            xs = [i + offset for i in range(len(panel.categories))]
+            bars = axis.bar(
+                xs, panel.means[label], width, yerr=panel.errors[label], capsize=4, color=COLOURS[label], label=label
+            )
+            axis.bar_label(bars, labels=[f"{v:.2f}" for v in panel.means[label]], fontsize=8, padding=2)
+        axis.set_xticks(range(len(panel.categories)), panel.categories, rotation=15, ha="right")
         axis.set_ylabel("KV cache (GiB)")
-        axis.set_title(f"KV cache {title} (mean ± sd)")
+        axis.set_title(panel.title)
         axis.legend()
-    if models:
-        fig.text(0.01, -0.14, caption(models[0]), fontsize=8, color="#555")
-    return _save(fig, out_dir, "kv_cache")
+    fig.text(0.01, -0.14, spec.caption, fontsize=8, color="#555")
+    return fig
 
 
-def utilization_window_chart(report: dict, out_dir: Path) -> list[Path]:
-    models = report["models"]
-    fig, axis = plt.subplots(figsize=(8, 1.2 + 0.9 * max(1, len(models))))
+def _draw_window(spec: WindowChart):
+    fig, axis = plt.subplots(figsize=(8, 1.2 + 0.9 * max(1, len(spec.rows) // 2)))
     ticks, names = [], []
-    for i, model in enumerate(models):
-        for j, label in enumerate(("native", "container")):
-            low = model["stats"][label]["u_min"]["mean"]
-            high = model["stats"][label]["u_max"]["mean"]
-            y = i * 2.5 + j
-            if low is not None and high is not None:
-                axis.barh(y, high - low, left=low, color=COLOURS[label], height=0.8)
-                axis.text(high + 0.005, y, f"{low:.2f}-{high:.2f}", va="center", fontsize=8)
-            ticks.append(y)
-            names.append(f"{model['model']} ({label})")
+    for index, row in enumerate(spec.rows):
+        y = (index // 2) * 2.5 + index % 2
+        if row.low is not None and row.high is not None:
+            axis.barh(y, row.high - row.low, left=row.low, color=COLOURS[row.label], height=0.8)
+            axis.text(row.high + 0.005, y, f"{row.low:.2f}-{row.high:.2f}", va="center", fontsize=8)
+        ticks.append(y)
+        names.append(f"{row.name} ({row.label})")
     axis.set_yticks(ticks, names, fontsize=8)
     axis.set_xlim(0, 1.08)
     axis.set_xlabel("gpu_memory_utilization that starts the engine (u_min to u_max)")
-    axis.set_title("Utilization window")
-    if models:
-        fig.text(0.01, -0.20, caption(models[0]), fontsize=8, color="#555")
-    return _save(fig, out_dir, "utilization_window")
+    axis.set_title(spec.title)
+    fig.text(0.01, -0.20, spec.caption, fontsize=8, color="#555")
+    return fig
 
 
-def memory_breakdown_chart(report: dict, out_dir: Path) -> list[Path]:
-    models = [m for m in report["models"] if m["attribution"]["native"] and m["attribution"]["container"]]
+def _draw_stacked(spec: StackedBars):
     fig, axis = plt.subplots(figsize=(8.5, 4.5))
-    bars, names = [], []
-    for model in models:
-        for label in ("native", "container"):
-            bars.append(model["attribution"][label])
-            names.append(f"{model['model']}\n{label}")
     cmap = plt.get_cmap("tab20")
-    bottoms = [0.0] * len(bars)
-    for index, (part, text) in enumerate(PART_LABELS.items()):
-        values = [max(0.0, b["parts"].get(part, 0.0)) / GIB for b in bars]  # a negative part has no bar
-        if not any(values):
+    bottoms = [0.0] * len(spec.bars)
+    for index, text in enumerate(PART_LABELS.values()):
+        values = spec.parts.get(text)
+        if values is None:
             continue
-        axis.bar(range(len(bars)), values, bottom=bottoms, color=cmap(index), label=text)
-        bottoms = [b + v for b, v in zip(bottoms, values)]
-    axis.set_xticks(range(len(bars)), names, fontsize=8)
+        axis.bar(range(len(spec.bars)), values, bottom=bottoms, color=cmap(index), label=text)
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    axis.set_xticks(range(len(spec.bars)), spec.bars, fontsize=8)
     axis.set_ylabel("GiB")
-    axis.set_title("Where the memory went at u_max")
+    axis.set_title(spec.title)
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    if models:
-        fig.text(0.01, -0.10, caption(models[0]), fontsize=8, color="#555")
-    return _save(fig, out_dir, "memory_breakdown")
+    fig.text(0.01, -0.10, spec.caption, fontsize=8, color="#555")
+    return fig
+
+
+def draw(spec: ChartSpec) -> dict[str, bytes]:
+    """{stem.png, stem.svg}: the chart drawn, as file contents."""
+    drawers = {KvCacheChart: _draw_kv_cache, WindowChart: _draw_window, StackedBars: _draw_stacked}
+    fig = drawers[type(spec)](spec)
+    files = {}
+    for suffix in ("png", "svg"):
+        buffer = io.BytesIO()
+        metadata = {"Date": None} if suffix == "svg" else None
+        fig.savefig(buffer, format=suffix, dpi=130, bbox_inches="tight", metadata=metadata)
+        files[f"{spec.stem}.{suffix}"] = buffer.getvalue()
+    plt.close(fig)
+    return files
 
 
 class ChartWriter:
     name = "charts"
 
-    def write(self, report: dict, out_dir: Path) -> list[Path]:
-        if not report["models"]:
-            return []
-        return (kv_cache_chart(report, out_dir) + utilization_window_chart(report, out_dir)
-                + memory_breakdown_chart(report, out_dir))
+    def render(self, summary: ReportSummary, document: Document, images: dict[str, bytes]) -> dict[str, bytes]:
+        return images

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
+import io
+
+from kvprobe.report.analysis import ReportSummary
+from kvprobe.report.document import Document
+from kvprobe.vocabulary import LABELS
+
+# Spreadsheets run a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 class CsvWriter:
     name = "csv"
 
-    def write(self, report: dict, out_dir: Path) -> list[Path]:
-        rows = [row for model in report["models"] for label in ("native", "container") for row in model["runs"][label]]
-        path = out_dir / "runs.csv"
+    def render(self, summary: ReportSummary, document: Document, images: dict[str, bytes]) -> dict[str, bytes]:
+        rows = [row for model in summary.models for label in LABELS for row in model.runs[label]]
         fields = list(rows[0]) if rows else ["model", "label", "run_id", "repeat"]
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        return [path]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+        return {"runs.csv": out.getvalue().encode()}

@@ -1,17 +1,13 @@
-"""The report's summary as JSON."""
+"""The report's numbers as JSON (`summary.json`): the ReportSummary model, as it is."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from kvprobe.results.store import write_json_atomic
+from kvprobe.report.analysis import ReportSummary
+from kvprobe.report.document import Document
 
 
 class JsonWriter:
     name = "json"
 
-    def write(self, report: dict, out_dir: Path) -> list[Path]:
-        path = out_dir / "summary.json"
-        write_json_atomic(path, json.loads(json.dumps(report, default=str)))
-        return [path]
+    def render(self, summary: ReportSummary, document: Document, images: dict[str, bytes]) -> dict[str, bytes]:
+        return {"summary.json": (summary.model_dump_json(indent=1) + "\n").encode()}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
 
+from kvprobe.results.schema import ResultDocument
 from kvprobe.results.store import ResultStore
-
-LABELS = ("native", "container")
+from kvprobe.vocabulary import LABELS, Label
 
 
 @dataclass
@@ -17,31 +17,26 @@ class Group:
 
     model: str
     settings_hash: str
-    kvprobe: Optional[str]
-    vllm: Optional[str]
-    runs: dict[str, list[dict]] = field(default_factory=lambda: {label: [] for label in LABELS})
+    kvprobe: str | None
+    vllm: str | None
+    runs: dict[Label, list[ResultDocument]] = field(default_factory=lambda: {label: [] for label in LABELS})
 
     @property
     def matched(self) -> bool:
         return all(self.runs[label] for label in LABELS)
 
 
-def group_results(documents: Iterable[dict]) -> tuple[list[Group], list[str]]:
+def group_results(documents: Iterable[ResultDocument]) -> tuple[list[Group], list[str]]:
     """(groups, problems): incomplete results and unmatched groups are described, never mixed in."""
     groups: dict[tuple, Group] = {}
     problems: list[str] = []
     for doc in documents:
-        where = f"{doc.get('model')} {doc.get('label')} run {doc.get('run_id')} repeat {doc.get('repeat')}"
-        if doc.get("status") != "complete":
-            problems.append(f"{where}: incomplete ({'; '.join(doc.get('errors') or ['status ' + str(doc.get('status'))])})")
+        if doc.status != "complete":
+            problems.append(f"{doc.where()}: incomplete ({'; '.join(doc.errors or ['status ' + doc.status])})")
             continue
-        if doc.get("label") not in LABELS:
-            problems.append(f"{where}: unknown label {doc.get('label')!r}")
-            continue
-        versions = doc.get("versions", {})
-        key = (doc["model"], doc["settings_hash"], versions.get("kvprobe"), versions.get("vllm"))
+        key = (doc.model, doc.settings_hash, doc.versions.kvprobe, doc.versions.vllm)
         group = groups.setdefault(key, Group(*key))
-        group.runs[doc["label"]].append(doc)
+        group.runs[doc.label].append(doc)
     by_model: dict[str, list[Group]] = defaultdict(list)
     for group in groups.values():
         by_model[group.model].append(group)
@@ -55,10 +50,15 @@ def group_results(documents: Iterable[dict]) -> tuple[list[Group], list[str]]:
             differs = ""
             if others:
                 other = others[0]
-                diffs = [f"{name} {a} vs {b}" for name, a, b in (
-                    ("settings hash", group.settings_hash, other.settings_hash),
-                    ("kvprobe", group.kvprobe, other.kvprobe),
-                    ("vLLM", group.vllm, other.vllm)) if a != b]
+                diffs = [
+                    f"{name} {a} vs {b}"
+                    for name, a, b in (
+                        ("settings hash", group.settings_hash, other.settings_hash),
+                        ("kvprobe", group.kvprobe, other.kvprobe),
+                        ("vLLM", group.vllm, other.vllm),
+                    )
+                    if a != b
+                ]
                 differs = f"; the {'/'.join(missing)} runs differ: {', '.join(diffs)}"
             problems.append(f"{model}: {'/'.join(have)} runs have no {'/'.join(missing)} counterpart{differs}")
     return sorted(groups.values(), key=lambda g: (g.model, g.settings_hash)), problems
@@ -66,9 +66,14 @@ def group_results(documents: Iterable[dict]) -> tuple[list[Group], list[str]]:
 
 def check_pairs(store: ResultStore, models: list[str]) -> list[str]:
     """Problems that keep the named models from forming matched native/container pairs."""
-    documents = [doc for _, doc in store.results() if doc.get("model") in models]
+    loaded, _ = store.load_all()
+    documents = [doc for _, doc in loaded if doc.model in models]
     groups, problems = group_results(documents)
     matched = {g.model for g in groups if g.matched}
-    return [p for p in problems if p.split(":")[0].split()[0] in models and p.split(":")[0].split()[0] not in matched] + [
-        f"{m}: no matched native/container pair" for m in models if m not in matched and not any(p.startswith(m) for p in problems)
+    return [
+        p for p in problems if p.split(":")[0].split()[0] in models and p.split(":")[0].split()[0] not in matched
+    ] + [
+        f"{m}: no matched native/container pair"
+        for m in models
+        if m not in matched and not any(p.startswith(m) for p in problems)
     ]

@@ -7,8 +7,8 @@ needs no SciPy.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 def _beta_continued_fraction(a: float, b: float, x: float) -> float:
@@ -72,16 +72,13 @@ def t_quantile(p: float, df: float) -> float:
 @dataclass
 class Summary:
     n: int
-    mean: Optional[float]
-    sd: Optional[float]
-    ci95_low: Optional[float]
-    ci95_high: Optional[float]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    mean: float | None
+    sd: float | None
+    ci95_low: float | None
+    ci95_high: float | None
 
 
-def summarise(values: Sequence[Optional[float]]) -> Summary:
+def summarise(values: Sequence[float | None]) -> Summary:
     data = [float(v) for v in values if v is not None]
     n = len(data)
     if n == 0:
@@ -96,12 +93,9 @@ def summarise(values: Sequence[Optional[float]]) -> Summary:
 
 @dataclass
 class WelchResult:
-    t: Optional[float]
-    df: Optional[float]
-    p_value: Optional[float]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    t: float | None
+    df: float | None
+    p_value: float | None
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchResult:

@@ -1,33 +1,75 @@
-"""One writer per output format behind a single interface: `write(report, out_dir) -> [paths]`."""
+"""One writer per output format, made per run with its options; files are written atomically.
+
+Every writer renders the same inputs (the numbers, the document, this run's chart images) to
+file contents; `write_report` writes them. Markdown links and HTML embeds only the charts
+drawn in the same run.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Protocol
 
-from kvprobe.report.charts import ChartWriter
+from kvprobe.report.analysis import ReportSummary
+from kvprobe.report.charts import ChartWriter, chart_specs, draw
 from kvprobe.report.csv_writer import CsvWriter
+from kvprobe.report.document import Document
 from kvprobe.report.html import HtmlWriter
 from kvprobe.report.json_writer import JsonWriter
+from kvprobe.report.layout import build_document
 from kvprobe.report.markdown import MarkdownWriter
+from kvprobe.results.store import write_bytes_atomic
+
+FORMATS = ("charts", "markdown", "html", "csv", "json")
 
 
 class Writer(Protocol):
     name: str
 
-    def write(self, report: dict, out_dir: Path) -> list[Path]: ...
+    def render(self, summary: ReportSummary, document: Document, images: dict[str, bytes]) -> dict[str, bytes]:
+        """File name -> contents."""
 
 
-# Charts come first: Markdown and HTML embed or link the chart files.
-WRITERS: dict[str, Writer] = {w.name: w for w in (ChartWriter(), MarkdownWriter(), HtmlWriter(), CsvWriter(), JsonWriter())}
+def make_writers(formats: list[str], front_matter: bool = False) -> list[Writer]:
+    """The chosen formats' writers, each made for this run with its options."""
+    made: dict[str, Writer] = {
+        "charts": ChartWriter(),
+        "markdown": MarkdownWriter(front_matter=front_matter),
+        "html": HtmlWriter(),
+        "csv": CsvWriter(),
+        "json": JsonWriter(),
+    }
+    return [made[name] for name in FORMATS if name in formats]
 
 
-def write_all(report: dict, out_dir: Path, formats: list[str], options: dict) -> list[Path]:
+def render_report(
+    summary: ReportSummary,
+    formats: list[str],
+    title: str | None = None,
+    front_matter: bool = False,
+    date: str | None = None,
+) -> dict[str, bytes]:
+    """Every chosen format's files, in memory."""
+    images: dict[str, bytes] = {}
+    stems: list[str] = []
+    if "charts" in formats:
+        for spec in chart_specs(summary):
+            images.update(draw(spec))
+            stems.append(spec.stem)
+    document = build_document(summary, title, date or time.strftime("%Y-%m-%d"), stems)
+    files: dict[str, bytes] = {}
+    for writer in make_writers(formats, front_matter):
+        files.update(writer.render(summary, document, images))
+    return files
+
+
+def write_report(
+    summary: ReportSummary, out_dir: Path, formats: list[str], title: str | None = None, front_matter: bool = False
+) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for name, writer in WRITERS.items():
-        if name in formats:
-            if hasattr(writer, "configure"):
-                writer.configure(**{k: v for k, v in options.items() if k in writer.options})
-            written += writer.write(report, out_dir)
+    written = []
+    for name, contents in render_report(summary, formats, title, front_matter).items():
+        write_bytes_atomic(out_dir / name, contents)
+        written.append(out_dir / name)
     return written

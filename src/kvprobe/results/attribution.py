@@ -2,47 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from kvprobe.results.schema import (
+    Attribution,
+    AttributionParts,
+    EngineAtReady,
+    Environment,
+    MemorySample,
+    TrialRecord,
+)
+from kvprobe.vocabulary import Pool
 
-from kvprobe.results.schema import TrialRecord
 
-
-def _physical_total(trial: TrialRecord, env_block: dict) -> tuple[float, str]:
+def _physical_total(environment: Environment) -> tuple[float, Pool]:
     """The memory pool the KV cache lives in: one discrete GPU's memory, else host memory."""
-    gpu = env_block.get("gpu", {})
-    devices = [d for d in gpu.get("devices", []) if d.get("total_bytes")]
-    if devices and not any(d.get("unified_memory") for d in devices):
-        return float(devices[0]["total_bytes"]), "gpu"
-    return float(env_block["host_memory"]["MemTotal"]), "host"
+    devices = [d for d in environment.gpu.devices if d.total_bytes]
+    if devices and not any(d.unified_memory for d in devices):
+        return float(devices[0].total_bytes), "gpu"
+    return float(environment.host_memory["MemTotal"]), "host"
 
 
-def _first_device(sample: dict) -> Optional[float]:
-    devices = sample.get("gpu_used_devices")
-    return devices[0] if devices else sample.get("gpu_used")
+def _first_device(sample: MemorySample) -> float | None:
+    return sample.gpu_used_devices[0] if sample.gpu_used_devices else sample.gpu_used
 
 
-def _engine_gpu_bytes(trial: TrialRecord) -> Optional[float]:
+def _engine_gpu_bytes(trial: TrialRecord) -> float | None:
     """NVML's per-process use of GPU 0 by the engine's processes at ready (per GPU, like the pool)."""
-    at_ready = (trial.memory or {}).get("engine_at_ready") or {}
-    pids = set(at_ready.get("pids") or [])
-    used = [p["used_bytes"] for p in at_ready.get("gpu_processes") or []
-            if p["pid"] in pids and p["used_bytes"] and p.get("index", 0) == 0]
+    at_ready = trial.memory.engine_at_ready or EngineAtReady()
+    used = [p.used_bytes for p in at_ready.gpu_processes if p.pid in at_ready.pids and p.used_bytes and p.index == 0]
     return float(sum(used)) if used else None
 
 
-def engine_measured(trial: TrialRecord, pool: str) -> Optional[float]:
+def engine_measured(trial: TrialRecord, pool: Pool) -> float | None:
     """The engine's memory measured per process at ready: NVML per-process use on a GPU; on the host
     its private (anonymous and shared-memory) pages by PSS, since its libraries' file pages are page
     cache, plus NVML's per-process use where GPU memory is host memory (unified machines)."""
-    at_ready = (trial.memory or {}).get("engine_at_ready") or {}
     if pool == "gpu":
         return _engine_gpu_bytes(trial)
-    if not at_ready.get("private_bytes"):
+    at_ready = trial.memory.engine_at_ready
+    if at_ready is None or not at_ready.private_bytes:
         return None
-    return float(at_ready["private_bytes"]) + (_engine_gpu_bytes(trial) or 0.0)
+    return float(at_ready.private_bytes) + (_engine_gpu_bytes(trial) or 0.0)
 
 
-def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
+def attribute(trial: TrialRecord, environment: Environment) -> Attribution | None:
     """Split the memory pool at the u_max start into parts, each measured or reported on its own.
 
     From the engine's log (its own accounting of what it requested): kv_cache, weights,
@@ -58,18 +60,18 @@ def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
     kv = trial.kv_cache_bytes
     if kv is None:
         return None
-    total, pool = _physical_total(trial, env_block)
-    baseline = trial.baseline or {}
-    phases = (trial.memory or {}).get("phases", {})
-    ready = phases.get("ready") or phases.get("kv_allocated") or {}
-    limit = baseline.get("cgroup_limit")
+    total, pool = _physical_total(environment)
+    baseline = trial.baseline
+    phases = trial.memory.phases
+    ready = phases.get("ready") or phases.get("kv_allocated") or MemorySample()
+    limit = baseline.cgroup_limit
 
-    weights = float(report.get("weights_bytes") or 0.0)
-    activation = float(report.get("activation_peak_bytes") or 0.0)
-    non_torch = float(report.get("non_torch_bytes") or 0.0)
-    requested = report.get("requested_bytes")
+    weights = float(report.weights_bytes or 0.0)
+    activation = float(report.activation_peak_bytes or 0.0)
+    non_torch = float(report.non_torch_bytes or 0.0)
+    requested = report.requested_bytes
     if requested is None:
-        requested = kv + (report.get("non_kv_bytes") or 0.0)
+        requested = kv + (report.non_kv_bytes or 0.0)
     requested = float(requested)
     other_engine = max(0.0, requested - kv - weights - activation - non_torch)
     measured = engine_measured(trial, pool)
@@ -82,38 +84,38 @@ def attribute(trial: TrialRecord, env_block: dict) -> Optional[dict]:
         free_at_ready = total - float(used_at_ready) if used_at_ready is not None else 0.0
     elif limit is not None and limit < total:
         cgroup_cut = total - limit
-        at_ready = (trial.memory or {}).get("engine_at_ready") or {}
-        page_cache = float(at_ready.get("cgroup_file_bytes") or 0)  # charged to the cgroup once the engine ran
-        other_processes = max(0.0, float(baseline.get("cgroup_usage") or 0) - float(baseline.get("cgroup_file_bytes") or 0))
-        free_at_ready = float(ready["cgroup_limit"] - ready["cgroup_usage"]) if ready.get("cgroup_usage") is not None else 0.0
+        at_ready = trial.memory.engine_at_ready or EngineAtReady()
+        page_cache = float(at_ready.cgroup_file_bytes or 0)  # charged to the cgroup once the engine ran
+        other_processes = max(0.0, float(baseline.cgroup_usage or 0) - float(baseline.cgroup_file_bytes or 0))
+        free_at_ready = float(ready.cgroup_headroom or 0.0)
     else:  # MemAvailable omits the kernel's unlisted pages; they are counted apart, as they change during a trial
-        unaccounted_before = float(baseline.get("host_unaccounted") or 0)
+        unaccounted_before = float(baseline.host_unaccounted or 0)
         # On unified memory the driver's pages behind CUDA allocations are unlisted too, and NVML
         # already counts them in the engine (not verified on GB10/GH200 hardware yet).
-        kernel_unaccounted = float(ready.get("host_unaccounted") or 0) - (_engine_gpu_bytes(trial) or 0.0)
-        other_processes = max(0.0, total - float(baseline.get("host_available") or total) - unaccounted_before)
-        free_at_ready = float(ready.get("host_available") or 0.0)
-    parts = {
-        "kv_cache": float(kv),
-        "weights": weights,
-        "activation_peak": activation,
-        "non_torch": non_torch,
-        "other_engine": other_engine,
-        "engine_beyond_request": beyond,
-        "other_processes": other_processes,
-        "page_cache": page_cache,
-        "cgroup_cut": cgroup_cut,
-        "kernel_unaccounted": kernel_unaccounted,
-        "free_at_ready": free_at_ready,
-    }
-    explained = sum(parts.values())
-    return {
-        "pool": pool,
-        "total_bytes": total,
-        "utilization": trial.utilization,
-        "engine_measured_bytes": measured,
-        "engine_requested_bytes": requested,
-        "parts": parts,
-        "unexplained_bytes": total - explained,
-        "unexplained_fraction": (total - explained) / total if total else None,
-    }
+        kernel_unaccounted = float(ready.host_unaccounted or 0) - (_engine_gpu_bytes(trial) or 0.0)
+        other_processes = max(0.0, total - float(baseline.host_available or total) - unaccounted_before)
+        free_at_ready = float(ready.host_available or 0.0)
+    parts = AttributionParts(
+        kv_cache=float(kv),
+        weights=weights,
+        activation_peak=activation,
+        non_torch=non_torch,
+        other_engine=other_engine,
+        engine_beyond_request=beyond,
+        other_processes=other_processes,
+        page_cache=page_cache,
+        cgroup_cut=cgroup_cut,
+        kernel_unaccounted=kernel_unaccounted,
+        free_at_ready=free_at_ready,
+    )
+    explained = sum(parts.model_dump().values())
+    return Attribution(
+        pool=pool,
+        total_bytes=total,
+        utilization=trial.utilization,
+        engine_measured_bytes=measured,
+        engine_requested_bytes=requested,
+        parts=parts,
+        unexplained_bytes=total - explained,
+        unexplained_fraction=(total - explained) / total if total else None,
+    )

@@ -1,46 +1,370 @@
-"""The result JSON: one record per trial, one document per model and run."""
+"""The result document, typed: one `ResultDocument` per model, repeat and run, and its trials.
+
+The same classes write a result and read it back. Files written by older kvprobe versions come
+in through `kvprobe.results.loader`, which upgrades them to this schema. Byte counts are
+integers where kvprobe counted them and floats where the engine logged GiB figures.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+from pydantic import BaseModel, ConfigDict, Field
+
+from kvprobe.environment.container_detection import ContainerFacts
+from kvprobe.environment.gpu import GpuReport
+from kvprobe.environment.memory import CgroupMemory, headroom
+from kvprobe.units import Bytes
+from kvprobe.vocabulary import Label, Outcome, Pool, SearchName, Status, Strategy
+
+SCHEMA_VERSION = 2
 
 
+class Record(BaseModel):
+    """Base of every part of a result: unknown keys are an error, not silently dropped."""
 
-@dataclass
-class TrialRecord:
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- one trial ------------------------------------------------------------------------------------
+
+
+class MemorySample(Record):
+    """Host, cgroup and GPU memory at one instant (10 Hz during a trial). Absent where not readable."""
+
+    t: float = 0.0
+    host_available: Bytes | None = None
+    page_cache: Bytes | None = None
+    cgroup_usage: Bytes | None = None
+    cgroup_limit: Bytes | None = None
+    gpu_used: Bytes | None = Field(None, description="Summed over visible devices; None where NVML cannot tell.")
+    gpu_used_devices: list[Bytes | None] | None = Field(None, description="Per device (tensor parallelism).")
+    host_unaccounted: Bytes | None = Field(None, description="See environment.memory.kernel_unaccounted.")
+
+    @property
+    def host_released(self) -> Bytes:
+        """MemAvailable plus the kernel's unlisted pages: what no process holds. Freed pages can sit
+        unlisted for tens of seconds on free-page-reporting VMs before MemAvailable sees them."""
+        return (self.host_available or 0) + (self.host_unaccounted or 0)
+
+    @property
+    def cgroup_headroom(self) -> Bytes | None:
+        return headroom(self.cgroup_limit, self.cgroup_usage)
+
+
+class TrialBaseline(MemorySample):
+    """The sample taken just before a trial started, and the page cache charged to our cgroup then."""
+
+    cgroup_file_bytes: Bytes | None = None
+
+
+class GpuProcess(Record):
+    index: int = 0
+    pid: int
+    used_bytes: Bytes | None = None
+
+
+class EngineAtReady(Record):
+    """The engine's processes measured by kvprobe once the engine was ready."""
+
+    pss_bytes: Bytes | None = None
+    private_bytes: Bytes | None = Field(None, description="Anonymous and shared-memory pages, by PSS.")
+    file_bytes: Bytes | None = None
+    processes: int | None = None
+    pids: list[int] = Field(default_factory=list)
+    gpu_processes: list[GpuProcess] = Field(default_factory=list)
+    cgroup_file_bytes: Bytes | None = None
+
+
+class TrialMemory(Record):
+    """Phase samples of one trial and their extremes."""
+
+    start: MemorySample | None = None
+    phases: dict[str, MemorySample] = Field(default_factory=dict)
+    lowest_host_available: Bytes | None = None
+    lowest_host_released: Bytes | None = None
+    peak_cgroup_usage: Bytes | None = None
+    peak_gpu_used: Bytes | None = None
+    peak_page_cache: Bytes | None = None
+    count: int | None = None
+    rate_hz: float | None = None
+    engine_at_ready: EngineAtReady | None = None
+    probe_gpu_bytes: Bytes = 0
+
+
+class EngineMemoryReport(Record):
+    """The engine's own memory figures, from its log (vLLM logs GiB with two decimals)."""
+
+    weights_bytes: Bytes | None = None
+    kv_cache_bytes: Bytes | None = None
+    non_kv_bytes: Bytes | None = None
+    activation_peak_bytes: Bytes | None = None
+    non_torch_bytes: Bytes | None = None
+    free_at_start_bytes: Bytes | None = None
+    requested_bytes: Bytes | None = None
+    budget_total_bytes: Bytes | None = Field(None, description="What gpu_memory_utilization multiplies.")
+    available_bytes: Bytes | None = Field(None, description="Free memory named by a refused start-up check.")
+    kv_cache_tokens_logged: int | None = None
+    max_concurrency_logged: float | None = None
+
+
+class FillResult(Record):
+    """The fill test: requests that occupy the KV cache at once, and the scheduler's peak usage."""
+
+    requests: int
+    prompt_len: int
+    output_len: int
+    capacity_tokens: int
+    reachable_fraction: float
+    seconds: float
+    peak_kv_usage: float
+    peak_running: int
+
+
+class ThroughputResult(Record):
+    """A fixed decode workload at u_max; `error` instead when that start failed."""
+
+    requests: int | None = None
+    prompt_len: int | None = None
+    output_len: int | None = None
+    output_tokens: int | None = None
+    seconds: float | None = None
+    tokens_per_s: float | None = None
+    error: str | None = None
+
+
+class CudaView(Record):
+    """CUDA's own view of device memory, taken inside the trial (the probe never creates a context)."""
+
+    free_bytes: int | None = None
+    total_bytes: int | None = None
+    device_name: str | None = None
+    error: str | None = None
+
+
+class WorkerTimings(Record):
+    import_s: float | None = None
+    engine_start_s: float | None = None
+    generate_s: float | None = None
+    fill_s: float | None = None
+
+
+class SoftwareVersions(Record):
+    kvprobe: str | None = None
+    vllm: str | None = None
+    torch: str | None = None
+    cuda_runtime: str | None = None
+
+
+class WorkerResult(Record):
+    """What the worker process wrote after a successful start (empty when it failed)."""
+
+    num_gpu_blocks: int | None = None
+    block_size: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    timings: WorkerTimings = Field(default_factory=WorkerTimings)
+    versions: SoftwareVersions = Field(default_factory=SoftwareVersions)
+    fill: FillResult | None = None
+    throughput: ThroughputResult | None = None
+    cuda: CudaView | None = None
+
+
+class TrialRecord(Record):
     """One engine start: what was asked, how it ended, and what memory did meanwhile."""
 
     number: int
-    search: str  # reference, u_max, u_min, kv_blocks, throughput, manual
-    utilization: Optional[float]
-    kv_cache_memory_bytes: Optional[int]
-    fill_target: Optional[float]
-    outcome: str  # ok, startup-check, kv-too-small, oom, killed, guard, timeout, error
+    search: SearchName
+    utilization: float | None
+    kv_cache_memory_bytes: int | None
+    fill_target: float | None
+    outcome: Outcome
     reason: str
-    returncode: Optional[int]
+    returncode: int | None
     started_at: float
     wall_s: float
-    teardown_s: float  # from the end of the trial until the group is gone and memory is back
+    teardown_s: float = Field(description="From the end of the trial until the group is gone and memory is back.")
     baseline_restored: bool
-    kill_s: float = 0.0  # the part of teardown until no process of the group was left
-    passed: bool = False  # ok, and the fill test (if any) reached its target
-    num_gpu_blocks: Optional[int] = None
-    block_size: Optional[int] = None
-    kv_cache_tokens: Optional[int] = None
-    kv_cache_bytes: Optional[int] = None
-    memory_report: dict[str, Any] = field(default_factory=dict)
-    worker: dict[str, Any] = field(default_factory=dict)  # the worker's own result (fill, timings, versions)
-    memory: dict[str, Any] = field(default_factory=dict)  # phase samples and extremes
-    baseline: dict[str, Any] = field(default_factory=dict)
-    log_tail: list[str] = field(default_factory=list)
-    log_path: Optional[str] = None
+    kill_s: float = Field(0.0, description="The part of teardown until no process of the group was left.")
+    passed: bool = Field(False, description="ok, and the fill test (if any) reached its target.")
+    num_gpu_blocks: int | None = None
+    block_size: int | None = None
+    kv_cache_tokens: int | None = None
+    kv_cache_bytes: int | None = None
+    memory_report: EngineMemoryReport = Field(default_factory=EngineMemoryReport)
+    worker: WorkerResult = Field(default_factory=WorkerResult)
+    memory: TrialMemory = Field(default_factory=TrialMemory)
+    baseline: TrialBaseline = Field(default_factory=TrialBaseline)
+    log_tail: list[str] = Field(default_factory=list)
+    log_path: str | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @property
+    def is_utilization_start(self) -> bool:
+        """Started at a gpu_memory_utilization (not an explicit KV budget)."""
+        return self.utilization is not None and self.kv_cache_memory_bytes is None
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrialRecord":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+# --- the environment ------------------------------------------------------------------------------
+
+
+class GuardSettings(Record):
+    """Floors under which a trial's process group is killed (None: that floor is off)."""
+
+    host_floor_bytes: int | None
+    cgroup_floor_bytes: int | None
+
+
+class Environment(Record):
+    """Where a measurement was taken (the block `kvprobe env --json` prints)."""
+
+    label: Label | None = None
+    container: ContainerFacts
+    cgroup: CgroupMemory
+    host_memory: dict[str, int]
+    free_page_reporting: bool | None = Field(None, description="None in results made before it was recorded.")
+    shm_bytes: int | None = None
+    memlock_limit_bytes: int | None = None
+    gpu: GpuReport
+    software: dict[str, str | None]
+    probe_rss_bytes: int | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+# --- the document ---------------------------------------------------------------------------------
+
+
+class KvFigure(Record):
+    """The KV cache one passing trial got, as the engine allocated it."""
+
+    trial: int
+    utilization: float | None
+    kv_cache_memory_bytes: int | None
+    num_blocks: int | None
+    block_size: int | None
+    tokens: int | None
+    bytes: int | None
+    tokens_logged: int | None
+    max_concurrency: float | None
+    fill: FillResult | None
+
+
+class SearchSummary(Record):
+    """Where one search put its boundary, and the trials it started."""
+
+    boundary: float | None = Field(description="The passing side of the boundary (None: nothing passed).")
+    failing: float | None
+    tolerance: float
+    converged: bool
+    censored: bool = Field(description="Passed at the top of the range: the boundary is only a lower bound.")
+    non_monotone: bool
+    engine_starts: int
+    trials: list[int]
+
+
+class ContainerLimits(Record):
+    memory_limit_bytes: int | None = None
+    shm_bytes: int | None = None
+    memlock_limit_bytes: int | None = None
+    cgroup_version: str | None = None
+
+
+class ContainerRun(Record):
+    """How `kvprobe container` started the container this result was measured in."""
+
+    command: list[str]
+    runtime: str
+    limits: ContainerLimits
+
+
+class RunOptions(Record):
+    """How the model was measured (nothing here changes its capacity)."""
+
+    tolerance: float
+    utilization_range: tuple[float, float]
+    fill_target: float
+    drop_caches: bool
+    cooldown_s: float
+    guard: GuardSettings
+    searches: list[SearchName]
+    strategy: Strategy
+    container: ContainerRun | None = None
+
+
+class StartOutcome(Record):
+    outcome: Outcome
+    reason: str
+
+
+class AttributionParts(Record):
+    """The memory pool split into parts, each from an account of its own (see results.attribution)."""
+
+    kv_cache: float = 0.0
+    weights: float = 0.0
+    activation_peak: float = 0.0
+    non_torch: float = 0.0
+    other_engine: float = 0.0
+    engine_beyond_request: float = 0.0
+    other_processes: float = 0.0
+    page_cache: float = 0.0
+    cgroup_cut: float = 0.0
+    kernel_unaccounted: float = 0.0
+    free_at_ready: float = 0.0
+
+
+class Attribution(Record):
+    """Where the memory went at u_max; `unexplained_bytes` is what the accounts leave over."""
+
+    pool: Pool
+    total_bytes: float
+    utilization: float | None
+    engine_measured_bytes: float | None
+    engine_requested_bytes: float
+    parts: AttributionParts
+    unexplained_bytes: float
+    unexplained_fraction: float | None
+
+
+class ResultDocument(Record):
+    """One model, one repeat, one run: the searches' results and every trial behind them."""
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    run_id: str
+    repeat: int
+    label: Label
+    model: str
+    model_path: str
+    settings: dict[str, Any] = Field(description="ModelSettings.capacity_settings(): what the hash covers.")
+    settings_hash: str
+    started_at: float
+    finished_at: float
+    versions: SoftwareVersions
+    device: str
+    environment: Environment
+    options: RunOptions
+    reference: KvFigure | None = None
+    reference_outcome: StartOutcome | None = None
+    searches: dict[SearchName, SearchSummary] = Field(default_factory=dict)
+    u_max: float | None = None
+    u_min: float | None = None
+    kv_at_u_max: KvFigure | None = None
+    physical_capacity: KvFigure | None = None
+    memory_breakdown: EngineMemoryReport | None = None
+    memory_phases: TrialMemory | None = None
+    attribution: Attribution | None = None
+    throughput: ThroughputResult | None = None
+    cuda_view: CudaView | None = None
+    engine_starts: int
+    probe_rss_bytes: int | None = None
+    replayed_trials: int = 0
+    trials: list[TrialRecord] = Field(default_factory=list)
+    status: Status
+    errors: list[str] = Field(default_factory=list)
+
+    @property
+    def u_max_censored(self) -> bool:
+        search = self.searches.get("u_max")
+        return bool(search and search.censored)
+
+    def where(self) -> str:
+        """How messages name this result."""
+        return f"{self.model} {self.label} run {self.run_id} repeat {self.repeat}"

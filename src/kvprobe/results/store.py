@@ -1,4 +1,4 @@
-"""Atomic result files, the run manifest and the trial journal that makes --resume exact."""
+"""Atomic files, the results directory, the run manifest and the trial journal that makes --resume exact."""
 
 from __future__ import annotations
 
@@ -6,30 +6,43 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any
 
-from kvprobe.results.schema import TrialRecord
+from pydantic import ValidationError
+
+from kvprobe.results.loader import ResultFileError, load_result
+from kvprobe.results.schema import ResultDocument, TrialRecord
 
 MANIFEST = ".kvprobe-run-{label}.json"  # one per label: native and container runs share a directory
 JOURNAL_DIR = ".journal"
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temporary file, fsync, rename: readers see the old file or the whole new one."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Temporary file, fsync, rename, fsync of the directory: readers see the old file or the whole
+    new one, and a failed write (a full disk) leaves neither a torn file nor its temporary."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=False, default=str)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
-def trial_key(model: str, repeat: int, search: str, utilization, kv_bytes, fill_target, throughput: bool) -> str:
-    return json.dumps([model, repeat, search, utilization, kv_bytes, fill_target, throughput])
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(data, indent=1, allow_nan=False) + "\n").encode())
 
 
 class ResultStore:
@@ -41,15 +54,26 @@ class ResultStore:
     def result_path(self, model: str, label: str, run_id: str, repeat: int) -> Path:
         return self.root / model / f"{label}-{run_id}-r{repeat}.json"
 
-    def write_result(self, path: Path, document: dict) -> None:
-        write_json_atomic(path, document)
+    def write_result(self, path: Path, document: ResultDocument) -> None:
+        write_bytes_atomic(path, (document.model_dump_json(indent=1) + "\n").encode())
 
-    def results(self) -> Iterator[tuple[Path, dict]]:
-        for path in sorted(self.root.glob("*/*.json")):
+    def result_files(self) -> list[Path]:
+        return sorted(self.root.glob("*/*.json"))
+
+    def results(self) -> Iterator[tuple[Path, ResultDocument]]:
+        """Every readable result; see `load_all` for the ones that are not."""
+        documents, _ = self.load_all()
+        yield from documents
+
+    def load_all(self) -> tuple[list[tuple[Path, ResultDocument]], list[str]]:
+        """(readable results, one message per file that could not be used)."""
+        documents, problems = [], []
+        for path in self.result_files():
             try:
-                yield path, json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
+                documents.append((path, load_result(path)))
+            except ResultFileError as exc:
+                problems.append(str(exc))
+        return documents, problems
 
     # --- run manifest -------------------------------------------------------------------------
     def _manifest(self, identity: dict) -> Path:
@@ -64,7 +88,9 @@ class ResultStore:
             if manifest.get("status") == "running" and manifest.get("identity") == identity:
                 return manifest["run_id"], True
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
-        write_json_atomic(manifest_path, {"run_id": run_id, "status": "running", "identity": identity, "started_at": time.time()})
+        write_json_atomic(
+            manifest_path, {"run_id": run_id, "status": "running", "identity": identity, "started_at": time.time()}
+        )
         return run_id, False
 
     def close_run(self, run_id: str, identity: dict) -> None:
@@ -75,7 +101,7 @@ class ResultStore:
             manifest["finished_at"] = time.time()
             write_json_atomic(manifest_path, manifest)
 
-    def journal(self, run_id: str) -> "Journal":
+    def journal(self, run_id: str) -> Journal:
         return Journal(self.root / JOURNAL_DIR / f"{run_id}.jsonl")
 
 
@@ -85,24 +111,23 @@ class Journal:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.entries: dict[str, dict] = {}
+        self.entries: dict[str, TrialRecord] = {}
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 try:
                     entry = json.loads(line)
-                except json.JSONDecodeError:
+                    self.entries[entry["key"]] = TrialRecord.model_validate(entry["trial"])
+                except (json.JSONDecodeError, TypeError, KeyError, ValidationError):
                     continue  # a line cut off by a crash: that trial simply runs again
-                self.entries[entry["key"]] = entry["trial"]
 
-    def get(self, key: str) -> Optional[TrialRecord]:
-        found = self.entries.get(key)
-        return TrialRecord.from_dict(found) if found else None
+    def get(self, key: str) -> TrialRecord | None:
+        return self.entries.get(key)
 
     def append(self, key: str, trial: TrialRecord) -> None:
-        data = trial.to_dict()
-        self.entries[key] = data
+        self.entries[key] = trial
+        line = json.dumps({"key": key, "trial": trial.model_dump(mode="json")}) + "\n"
         with open(self.path, "a") as handle:
-            handle.write(json.dumps({"key": key, "trial": data}, default=str) + "\n")
+            handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
 

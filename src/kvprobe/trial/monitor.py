@@ -3,42 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from kvprobe.environment.gpu import Nvml
 from kvprobe.environment.memory import LAYOUTS, kernel_unaccounted, read_cgroup_memory, read_meminfo
-
-GIB = 1 << 30
-MIB = 1 << 20
-
-
-@dataclass
-class MemorySample:
-    t: float
-    host_available: int
-    page_cache: int
-    cgroup_usage: Optional[int]
-    cgroup_limit: Optional[int]
-    gpu_used: Optional[int]  # summed over visible devices; None where NVML cannot tell
-    gpu_used_devices: Optional[list[Optional[int]]] = None  # per device, for tensor-parallel starts
-    host_unaccounted: Optional[int] = None  # see environment.memory.kernel_unaccounted
-
-    @property
-    def host_released(self) -> int:
-        """MemAvailable plus the kernel's unlisted pages: what no process holds. Freed pages can sit
-        unlisted for tens of seconds on free-page-reporting VMs before MemAvailable sees them."""
-        return self.host_available + (self.host_unaccounted or 0)
-
-    @property
-    def cgroup_headroom(self) -> Optional[int]:
-        if self.cgroup_limit is None or self.cgroup_usage is None:
-            return None
-        return self.cgroup_limit - self.cgroup_usage
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from kvprobe.results.schema import GuardSettings, MemorySample, TrialMemory
+from kvprobe.units import GIB, MIB, gib
 
 
 class MemorySampler:
@@ -80,11 +51,11 @@ class MemorySampler:
 class GuardPolicy:
     """Floors under which a trial's process group is killed. None disables a floor."""
 
-    host_floor_bytes: Optional[int]
-    cgroup_floor_bytes: Optional[int]
+    host_floor_bytes: int | None
+    cgroup_floor_bytes: int | None
 
     @classmethod
-    def default(cls, host_total: int, cgroup_limit: Optional[int], floor_override: Optional[int] = None) -> "GuardPolicy":
+    def default(cls, host_total: int, cgroup_limit: int | None, floor_override: int | None = None) -> GuardPolicy:
         """Host: the larger of 2 GiB and 3% of MemTotal. Cgroup: 3% of its limit, at least 128 MiB.
 
         A cgroup that hits its limit only meets its own OOM killer, not a frozen host, so its
@@ -97,44 +68,48 @@ class GuardPolicy:
         return cls(host, cgroup)
 
     @classmethod
-    def disabled(cls) -> "GuardPolicy":
+    def disabled(cls) -> GuardPolicy:
         return cls(None, None)
 
-    def breach(self, sample: MemorySample) -> Optional[str]:
+    def breach(self, sample: MemorySample) -> str | None:
         if self.host_floor_bytes is not None and sample.host_available < self.host_floor_bytes:
             return (
-                f"host MemAvailable {sample.host_available / GIB:.2f} GiB fell below the guard floor "
-                f"{self.host_floor_bytes / GIB:.2f} GiB"
+                f"host MemAvailable {gib(sample.host_available, unit=True)} fell below the guard floor "
+                f"{gib(self.host_floor_bytes, unit=True)}"
             )
         headroom = sample.cgroup_headroom
         if self.cgroup_floor_bytes is not None and headroom is not None and headroom < self.cgroup_floor_bytes:
             return (
-                f"cgroup headroom {headroom / GIB:.2f} GiB fell below the guard floor "
-                f"{self.cgroup_floor_bytes / GIB:.2f} GiB"
+                f"cgroup headroom {gib(headroom, unit=True)} fell below the guard floor "
+                f"{gib(self.cgroup_floor_bytes, unit=True)}"
             )
         return None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def settings(self) -> GuardSettings:
+        return GuardSettings(host_floor_bytes=self.host_floor_bytes, cgroup_floor_bytes=self.cgroup_floor_bytes)
 
 
-def summarise(samples: list[MemorySample], phases: dict[str, float]) -> dict:
+def _peak(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def summarise(samples: list[MemorySample], phases: dict[str, float]) -> TrialMemory:
     """Values at trial start and at each phase mark, plus the extremes."""
     if not samples:
-        return {}
+        return TrialMemory()
 
-    def at(t: float) -> dict:
-        after = next((s for s in samples if s.t >= t), samples[-1])
-        return after.to_dict()
+    def at(t: float) -> MemorySample:
+        return next((s for s in samples if s.t >= t), samples[-1])
 
-    summary = {"start": samples[0].to_dict(), "phases": {name: at(t) for name, t in phases.items()}}
-    summary["lowest_host_available"] = min(s.host_available for s in samples)
-    summary["lowest_host_released"] = min(s.host_released for s in samples)
-    usages = [s.cgroup_usage for s in samples if s.cgroup_usage is not None]
-    summary["peak_cgroup_usage"] = max(usages) if usages else None
-    gpu = [s.gpu_used for s in samples if s.gpu_used is not None]
-    summary["peak_gpu_used"] = max(gpu) if gpu else None
-    summary["peak_page_cache"] = max(s.page_cache for s in samples)
-    summary["count"] = len(samples)
-    summary["rate_hz"] = len(samples) / max(1e-6, samples[-1].t - samples[0].t) if len(samples) > 1 else None
-    return summary
+    return TrialMemory(
+        start=samples[0],
+        phases={name: at(t) for name, t in phases.items()},
+        lowest_host_available=min(s.host_available for s in samples),
+        lowest_host_released=min(s.host_released for s in samples),
+        peak_cgroup_usage=_peak([s.cgroup_usage for s in samples]),
+        peak_gpu_used=_peak([s.gpu_used for s in samples]),
+        peak_page_cache=max(s.page_cache for s in samples),
+        count=len(samples),
+        rate_hz=len(samples) / max(1e-6, samples[-1].t - samples[0].t) if len(samples) > 1 else None,
+    )

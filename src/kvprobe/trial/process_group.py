@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -84,15 +85,11 @@ def terminate(leader: int, grace_s: float = 5.0, poll_s: float = 0.1) -> float:
         pids = members(leader)
         if not pids:
             break
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(leader, sig)
-        except ProcessLookupError:
-            pass
         for pid in pids:  # a member that changed its group is still in the session
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             reap_zombies()

@@ -6,23 +6,26 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 from kvprobe.engines.vllm import VllmEngine
 from kvprobe.engines.vllm_worker import PHASE_MARK
 from kvprobe.environment.gpu import Nvml
 from kvprobe.environment.memory import read_cgroup_memory
-from kvprobe.results.schema import TrialRecord
-from kvprobe.trial.monitor import MIB, GuardPolicy, MemorySample, MemorySampler, summarise
+from kvprobe.results.schema import EngineAtReady, MemorySample, TrialBaseline, TrialRecord, WorkerResult
+from kvprobe.trial.executor import TrialRequest
+from kvprobe.trial.monitor import GuardPolicy, MemorySampler, summarise
 from kvprobe.trial.process_group import become_subreaper, members, reap_zombies, resident_memory, terminate
+from kvprobe.units import MIB
+from kvprobe.vocabulary import Outcome
 
 LOG_TAIL_LINES = 40
 RUNNING_MARKER = "running-trial.json"  # present while a trial runs; left behind only if the probe was killed
 
 
-def cgroup_file_bytes() -> Optional[int]:
+def cgroup_file_bytes() -> int | None:
     """Page cache charged to our cgroup (memory.stat `file`), None outside a memory cgroup."""
     memory = read_cgroup_memory()
     return memory.stat.get("file") if memory.limit_bytes is not None else None
@@ -53,21 +56,6 @@ def end_stale_groups(trials_root: Path) -> list[int]:
 
 
 @dataclass
-class TrialRequest:
-    """What one trial starts: a utilization or an explicit KV budget, and the workload after it."""
-
-    number: int
-    search: str
-    engine_args: dict
-    usage_context: str = "OPENAI_API_SERVER"
-    utilization: Optional[float] = None
-    kv_cache_memory_bytes: Optional[int] = None
-    fill_target: Optional[float] = None
-    throughput: Optional[dict] = None
-    generate_tokens: int = 8
-
-
-@dataclass
 class TrialLimits:
     timeout_s: float = 900.0
     sample_interval_s: float = 0.1  # 10 Hz
@@ -80,8 +68,13 @@ class TrialLimits:
 class TrialRunner:
     """Runs trials one after another in `workdir`, each a fresh engine process group."""
 
-    def __init__(self, engine: VllmEngine, workdir: Path, limits: TrialLimits,
-                 on_sample: Optional[Callable[[MemorySample], None]] = None):
+    def __init__(
+        self,
+        engine: VllmEngine,
+        workdir: Path,
+        limits: TrialLimits,
+        on_sample: Callable[[MemorySample], None] | None = None,
+    ):
         self.engine = engine
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +135,12 @@ class TrialRunner:
         teardown_s = time.monotonic() - teardown_started
 
         log_text = log_path.read_text(errors="replace")
-        worker = json.loads(result_path.read_text()) if result_path.exists() else {}
+        worker = WorkerResult.model_validate_json(result_path.read_text()) if result_path.exists() else WorkerResult()
+        memory = summarise(samples, phases)
+        memory.engine_at_ready = engine_memory
+        memory.probe_gpu_bytes = sum(
+            p.used_bytes or 0 for p in (engine_memory.gpu_processes if engine_memory else []) if p.pid == os.getpid()
+        )
         record = TrialRecord(
             number=request.number,
             search=request.search,
@@ -159,17 +157,17 @@ class TrialRunner:
             baseline_restored=restored,
             memory_report=self.engine.memory_report(log_text),
             worker=worker,
-            memory={**summarise(samples, phases), "engine_at_ready": engine_memory,
-                    "probe_gpu_bytes": sum(p["used_bytes"] or 0 for p in (engine_memory or {}).get("gpu_processes", [])
-                                           if p["pid"] == os.getpid())},
-            baseline={**baseline.to_dict(), "cgroup_file_bytes": baseline_file},
+            memory=memory,
+            baseline=TrialBaseline(**baseline.model_dump(), cgroup_file_bytes=baseline_file),
             log_tail=log_text.splitlines()[-LOG_TAIL_LINES:],
             log_path=str(log_path),
         )
         self._judge(record, verdict, worker, log_text)
         return record
 
-    def _watch(self, process: subprocess.Popen, log_path: Path) -> tuple[Optional[tuple[str, str]], list, dict, Optional[list]]:
+    def _watch(
+        self, process: subprocess.Popen, log_path: Path
+    ) -> tuple[tuple[Outcome, str] | None, list[MemorySample], dict[str, float], EngineAtReady | None]:
         """Sample until the worker exits; return (outcome, reason) if we had to stop it, the samples,
         the phase marks and the engine's own memory once it was ready (PSS, NVML processes)."""
         samples: list[MemorySample] = []
@@ -177,7 +175,7 @@ class TrialRunner:
         deadline = time.monotonic() + self.limits.timeout_s
         offset = 0
         pending = b""
-        engine_memory: Optional[dict] = None
+        engine_memory: EngineAtReady | None = None
         while True:
             sample = self.sampler.sample()
             samples.append(sample)
@@ -192,8 +190,11 @@ class TrialRunner:
             for raw in lines:
                 self._mark_phase(raw.decode(errors="replace"), sample.t, phases)
             if "ready" in phases and engine_memory is None:
-                engine_memory = {**resident_memory(process.pid), "gpu_processes": self.nvml.processes(),
-                                 "cgroup_file_bytes": cgroup_file_bytes()}
+                engine_memory = EngineAtReady(
+                    **resident_memory(process.pid),
+                    gpu_processes=self.nvml.processes(),
+                    cgroup_file_bytes=cgroup_file_bytes(),
+                )
             verdict = None
             if process.poll() is not None:
                 reap_zombies()
@@ -234,7 +235,7 @@ class TrialRunner:
             now = self.sampler.sample()
             gpu_ok = all(
                 before is None or after is None or after <= before + self.limits.gpu_baseline_tolerance
-                for before, after in zip(baseline.gpu_used_devices or [], now.gpu_used_devices or [])
+                for before, after in zip(baseline.gpu_used_devices or [], now.gpu_used_devices or [], strict=False)
             )
             host_ok = now.host_released >= baseline.host_released - self.limits.host_baseline_tolerance
             if gpu_ok and host_ok:
@@ -243,10 +244,12 @@ class TrialRunner:
                 return False
             time.sleep(0.2)
 
-    def _judge(self, record: TrialRecord, verdict: Optional[tuple[str, str]], worker: dict, log_text: str) -> None:
+    def _judge(
+        self, record: TrialRecord, verdict: tuple[Outcome, str] | None, worker: WorkerResult, log_text: str
+    ) -> None:
         if verdict is not None:
             record.outcome, record.reason = verdict
-        elif record.returncode == 0 and worker:
+        elif record.returncode == 0 and worker.num_gpu_blocks is not None:
             record.outcome = "ok"
         elif record.returncode is not None and record.returncode < 0:
             record.outcome, record.reason = "killed", f"worker ended by signal {-record.returncode}"
@@ -259,30 +262,24 @@ class TrialRunner:
 
         if record.outcome != "ok":
             return
-        record.num_gpu_blocks = worker.get("num_gpu_blocks")
-        record.block_size = worker.get("block_size")
-        if record.num_gpu_blocks is None or not record.num_gpu_blocks:
-            record.num_gpu_blocks = None
+        record.num_gpu_blocks = worker.num_gpu_blocks or None
+        record.block_size = worker.block_size
         if record.num_gpu_blocks and record.block_size:
             record.kv_cache_tokens = record.num_gpu_blocks * record.block_size
         record.kv_cache_bytes = _kv_bytes(record)
-        fill = worker.get("fill")
-        if record.fill_target and fill:
-            if fill["peak_kv_usage"] + 1e-9 < record.fill_target:
-                record.outcome = "ok"
-                record.reason = (
-                    f"fill reached {fill['peak_kv_usage']:.1%} of the KV blocks, below the {record.fill_target:.0%} target"
-                )
-                record.passed = False
-                return
+        fill = worker.fill
+        if record.fill_target and fill and fill.peak_kv_usage + 1e-9 < record.fill_target:
+            record.reason = (
+                f"fill reached {fill.peak_kv_usage:.1%} of the KV blocks, below the {record.fill_target:.0%} target"
+            )
+            record.passed = False
+            return
         record.passed = True
         record.reason = record.reason or "started and generated"
 
 
-def _kv_bytes(record: TrialRecord) -> Optional[int]:
-    value = record.memory_report.get("kv_cache_bytes")
+def _kv_bytes(record: TrialRecord) -> int | None:
+    value = record.memory_report.kv_cache_bytes
     if record.kv_cache_memory_bytes:
         return int(record.kv_cache_memory_bytes)
     return int(value) if value is not None else None
-
-

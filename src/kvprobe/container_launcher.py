@@ -7,16 +7,16 @@ results land side by side and compare by path-independent settings hashes.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from kvprobe.config import ModelSettings
+from kvprobe.results.schema import Environment
 
 
 class ContainerError(Exception):
@@ -26,18 +26,18 @@ class ContainerError(Exception):
 @dataclass
 class ContainerSpec:
     runtime: str  # docker or podman
-    image: Optional[str] = None
-    rootfs: Optional[str] = None
-    memory: Optional[str] = None
-    shm_size: Optional[str] = "16g"
+    image: str | None = None
+    rootfs: str | None = None
+    memory: str | None = None
+    shm_size: str | None = "16g"
     ipc_host: bool = False
-    gpus: Optional[str] = None  # "all", a device list, or None for no GPU flag
-    memlock: Optional[str] = "-1"  # --ulimit memlock=VALUE; None leaves the runtime's default
+    gpus: str | None = None  # "all", a device list, or None for no GPU flag
+    memlock: str | None = "-1"  # --ulimit memlock=VALUE; None leaves the runtime's default
     network: str = "none"
-    oci_runtime: Optional[str] = None  # podman --runtime (runc where crun is missing)
-    python: Optional[str] = None  # interpreter inside; default: this one for --rootfs, `kvprobe` for images
+    oci_runtime: str | None = None  # podman --runtime (runc where crun is missing)
+    python: str | None = None  # interpreter inside; default: this one for --rootfs, `kvprobe` for images
     runtime_flags: list[str] = field(default_factory=list)
-    name: Optional[str] = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
         if (self.image is None) == (self.rootfs is None):
@@ -46,7 +46,7 @@ class ContainerSpec:
             raise ValueError("--rootfs needs podman; docker runs images (--image)")
 
 
-def default_oci_runtime(runtime: str) -> Optional[str]:
+def default_oci_runtime(runtime: str) -> str | None:
     if runtime == "podman" and shutil.which("crun") is None and shutil.which("runc") is not None:
         return "runc"
     return None
@@ -54,7 +54,9 @@ def default_oci_runtime(runtime: str) -> Optional[str]:
 
 def mounts(models: list[ModelSettings], models_file: Path, out_dir: Path, extra_ro: list[Path]) -> list[str]:
     """-v flags: each model directory and the models file read-only, the results directory writable."""
-    read_only = {Path(m.model).resolve() for m in models} | {models_file.resolve().parent} | {p.resolve() for p in extra_ro}
+    read_only = (
+        {Path(m.model).resolve() for m in models} | {models_file.resolve().parent} | {p.resolve() for p in extra_ro}
+    )
     flags: list[str] = []
     for path in sorted(read_only):
         flags += ["-v", f"{path}:{path}:ro"]
@@ -97,58 +99,60 @@ def inner_command(spec: ContainerSpec, arguments: list[str]) -> list[str]:
     return ["kvprobe", *arguments]
 
 
+def last_line(done: subprocess.CompletedProcess, default: str) -> str:
+    """The last line a finished command wrote (stderr first): runtimes put their reason there."""
+    said = (done.stderr or done.stdout or "").strip().splitlines()
+    return said[-1] if said else default
+
+
 def preflight(spec: ContainerSpec) -> None:
     """Clear errors before any measurement: runtime missing, daemon down, image absent."""
     if shutil.which(spec.runtime) is None:
         raise ContainerError(f"container runtime {spec.runtime!r} is not installed (not on PATH)")
     base = [spec.runtime] + (["--runtime", spec.oci_runtime] if spec.oci_runtime else [])
-    info = subprocess.run(base + ["info"], capture_output=True, text=True, timeout=60)
+    info = subprocess.run([*base, "info"], capture_output=True, text=True, timeout=60)
     if info.returncode != 0:
-        said = (info.stderr or info.stdout).strip().splitlines()
-        detail = said[-1] if said else f"exit {info.returncode}"
         hint = " (is the daemon running?)" if spec.runtime == "docker" else ""
-        raise ContainerError(f"{spec.runtime} info failed{hint}: {detail}")
+        raise ContainerError(f"{spec.runtime} info failed{hint}: {last_line(info, f'exit {info.returncode}')}")
     if spec.image:
-        found = subprocess.run([spec.runtime, "image", "inspect", spec.image], capture_output=True, text=True, timeout=60)
+        found = subprocess.run(
+            [spec.runtime, "image", "inspect", spec.image], capture_output=True, text=True, timeout=60
+        )
         if found.returncode != 0:
-            detail = (found.stderr or found.stdout).strip().splitlines()
             raise ContainerError(
-                f"image {spec.image!r} is not present locally (build or pull it first): {detail[-1] if detail else ''}"
+                f"image {spec.image!r} is not present locally (build or pull it first): {last_line(found, '')}"
             )
 
 
-def run_in_container(command: list[str], timeout_s: Optional[float] = None) -> subprocess.CompletedProcess:
+def run_in_container(command: list[str], timeout_s: float | None = None) -> subprocess.CompletedProcess:
     """Run the container; stream its output through; keep the tail of stderr for error messages."""
     process = subprocess.Popen(command, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
     tail: list[str] = []
     assert process.stderr is not None
     for line in process.stderr:
         sys.stderr.write(line)
-        tail = (tail + [line.rstrip()])[-20:]
+        tail = ([*tail, line.rstrip()])[-20:]
     process.wait(timeout=timeout_s)
     return subprocess.CompletedProcess(command, process.returncode, stdout="", stderr="\n".join(tail))
 
 
-def probe_environment(spec: ContainerSpec, volume_flags: list[str]) -> dict:
+def probe_environment(spec: ContainerSpec, volume_flags: list[str]) -> Environment:
     """`kvprobe env --json` inside the container: its versions and the limits it sees."""
     command = build_command(spec, inner_command(spec, ["env", "--json", "--label", "container"]), volume_flags)
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        said = (done.stderr or done.stdout).strip().splitlines()
-        raise ContainerError(
-            f"the container exited early (exit {done.returncode}): {said[-1] if said else 'no output'}"
-        )
+        raise ContainerError(f"the container exited early (exit {done.returncode}): {last_line(done, 'no output')}")
     try:
-        return json.loads(done.stdout)
-    except json.JSONDecodeError:
+        return Environment.model_validate_json(done.stdout)
+    except ValueError:
         raise ContainerError(f"could not read kvprobe env from the container: {done.stdout[-300:]}") from None
 
 
-def version_mismatch(native: dict, inside: dict) -> list[str]:
-    """What differs between the two sides' software, in words (empty when matched)."""
+def version_mismatch(native: Mapping[str, str | None], inside: Mapping[str, str | None]) -> list[str]:
+    """What differs between the two sides' software (Environment.software), in words (empty when matched)."""
     differences = []
     for key in ("kvprobe", "vllm", "torch"):
-        a, b = native["software"].get(key), inside["software"].get(key)
+        a, b = native.get(key), inside.get(key)
         if a != b:
             differences.append(f"{key} {a} natively but {b} in the container")
     return differences

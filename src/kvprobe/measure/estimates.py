@@ -1,0 +1,89 @@
+"""Where a boundary should lie, estimated from earlier trials' memory reports (pure functions).
+
+The bracketed searches try these estimates first and one tolerance step across them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kvprobe.results.schema import TrialRecord
+
+
+def budget_total(trial: TrialRecord) -> float | None:
+    """The memory total the engine multiplies gpu_memory_utilization by."""
+    report = trial.memory_report
+    if report.budget_total_bytes:
+        return report.budget_total_bytes
+    if report.requested_bytes and trial.utilization:
+        return report.requested_bytes / trial.utilization
+    cuda = trial.worker.cuda
+    return cuda.total_bytes if cuda else None
+
+
+def free_at_check(trial: TrialRecord) -> float | None:
+    """Host memory free when the engine checked it: sampled once weights had loaded, plus the weights."""
+    loaded = trial.memory.phases.get("weights_loaded")
+    if loaded is None:
+        return None
+    weights = trial.memory_report.weights_bytes or 0.0
+    if loaded.cgroup_headroom is not None:
+        return loaded.cgroup_headroom + weights
+    return loaded.host_available + weights
+
+
+def engine_free_memory(trial: TrialRecord) -> float | None:
+    """Memory the engine's budget could have used at its start-up check in this trial."""
+    return trial.memory_report.free_at_start_bytes or free_at_check(trial)
+
+
+def block_geometry(trial: TrialRecord) -> tuple[int, int] | None:
+    """(bytes per block, blocks) of a passing trial."""
+    if not trial.num_gpu_blocks or not trial.kv_cache_bytes:
+        return None
+    return int(trial.kv_cache_bytes // trial.num_gpu_blocks), trial.num_gpu_blocks
+
+
+def predict_u_max(trials: list[TrialRecord]) -> float | None:
+    """The utilization whose request just fits the memory free when the engine checks it.
+
+    A refused start names that memory exactly (vLLM's start-up check message), so the latest
+    refusal wins. Otherwise a passing start estimates it: CUDA's free memory at start from the
+    engine's log, or on host memory what was left when weights had loaded (the check runs then).
+    """
+    for trial in reversed(trials):
+        if trial.outcome == "startup-check" and trial.utilization is not None:
+            report = trial.memory_report
+            free = report.available_bytes or report.free_at_start_bytes
+            total = report.budget_total_bytes
+            if free and total:
+                return free / total
+    for trial in trials:
+        if not trial.passed or not trial.is_utilization_start:
+            continue
+        total = budget_total(trial)
+        free = engine_free_memory(trial)
+        if total and free:
+            return free / total
+    return None
+
+
+def predict_u_min(ok: list[TrialRecord], max_model_len: int) -> float | None:
+    """KV grows with utilization at slope `total`; find where it just holds one full request."""
+    usable = [t for t in ok if block_geometry(t) and budget_total(t)]
+    if not usable:
+        return None
+    lowest = min(usable, key=lambda t: t.utilization)
+    bytes_per_block, _ = block_geometry(lowest)
+    need = math.ceil(max_model_len / lowest.block_size) * bytes_per_block
+    return lowest.utilization - (lowest.kv_cache_bytes - need) / budget_total(lowest)
+
+
+def predict_kv_blocks(at_u_max: TrialRecord) -> float | None:
+    """Blocks an explicit KV budget can hold: the memory free at the check less the non-KV memory."""
+    geometry = block_geometry(at_u_max)
+    free = engine_free_memory(at_u_max)
+    non_kv = at_u_max.memory_report.non_kv_bytes
+    if geometry is None or not free or non_kv is None:
+        return None
+    return (free - non_kv) / geometry[0]

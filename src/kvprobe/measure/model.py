@@ -1,0 +1,260 @@
+"""One model, one repeat: the searches, each engine start asked of a `TrialExecutor`.
+
+It returns what the searches found (`ModelFindings`); `results.build` turns that into the
+result document. Nothing here formats output or writes files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kvprobe.config import ModelSettings
+from kvprobe.engines.vllm import VllmEngine
+from kvprobe.engines.vllm_worker import fill_request_count
+from kvprobe.measure.estimates import (
+    block_geometry,
+    budget_total,
+    engine_free_memory,
+    predict_kv_blocks,
+    predict_u_max,
+    predict_u_min,
+)
+from kvprobe.measure.options import MeasureOptions
+from kvprobe.results.schema import TrialRecord
+from kvprobe.search import SearchResult, find_boundary
+from kvprobe.trial.executor import TrialExecutor, TrialRequest
+from kvprobe.vocabulary import ABOVE_WINDOW, BELOW_WINDOW, Outcome, SearchName
+
+U_MAX_FAILURES: tuple[Outcome, ...] = (*ABOVE_WINDOW, "error")
+U_MIN_FAILURES: tuple[Outcome, ...] = BELOW_WINDOW
+THROUGHPUT_WORKLOAD = {"requests": 16, "prompt_len": 64, "output_len": 64}
+
+
+class OutsideWindow(Exception):
+    """A start was refused on the far side of the utilization window from the boundary searched."""
+
+
+@dataclass
+class ModelFindings:
+    """What one model's searches found, and every trial they started (replayed ones included)."""
+
+    trials: list[TrialRecord] = field(default_factory=list)
+    reference: TrialRecord | None = None
+    searches: dict[SearchName, SearchResult] = field(default_factory=dict)
+    at_u_max: TrialRecord | None = None
+    physical: TrialRecord | None = None
+    throughput: TrialRecord | None = None
+    utilization_range: tuple[float, float] = (0.0, 1.0)
+    errors: list[str] = field(default_factory=list)
+
+
+def find_trial(trials: list[TrialRecord], **match) -> TrialRecord | None:
+    """The last passing trial whose fields equal `match`."""
+    for trial in reversed(trials):
+        if trial.passed and all(getattr(trial, k) == v for k, v in match.items()):
+            return trial
+    return None
+
+
+class ModelSearches:
+    """The searches of one model and repeat; every engine start goes through `executor`."""
+
+    def __init__(
+        self, settings: ModelSettings, repeat: int, executor: TrialExecutor, engine: VllmEngine, options: MeasureOptions
+    ):
+        self.settings = settings
+        self.repeat = repeat
+        self.executor = executor
+        self.engine = engine
+        self.options = options
+        self.trials: list[TrialRecord] = []
+
+    # --- trials ------------------------------------------------------------------------------
+    def trial(
+        self,
+        search: SearchName,
+        utilization: float | None = None,
+        kv_bytes: int | None = None,
+        fill: float | None = None,
+        throughput: dict | None = None,
+        overrides: dict | None = None,
+    ) -> TrialRecord:
+        """One engine start (a timed-out one is tried again `options.retries` times)."""
+        engine_args = {**self.engine.engine_args(self.settings, utilization, kv_bytes), **(overrides or {})}
+        record = None
+        for attempt in range(1 + self.options.retries):
+            request = TrialRequest(
+                number=0,
+                search=search,
+                engine_args=engine_args,
+                usage_context=self.engine.usage_context(self.settings),
+                model=self.settings.name,
+                repeat=self.repeat,
+                attempt=attempt,
+                utilization=utilization,
+                kv_cache_memory_bytes=kv_bytes,
+                fill_target=fill,
+                throughput=throughput,
+            )
+            record = self.executor.run(request)
+            self.trials.append(record)
+            if record.outcome != "timeout":
+                break
+        return record
+
+    def utilization_trials(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.is_utilization_start]
+
+    def ok_trials(self) -> list[TrialRecord]:
+        return [t for t in self.utilization_trials() if t.passed]
+
+    def known_utilizations(self, failures: tuple[Outcome, ...]) -> list[tuple[float, bool]]:
+        """Earlier starts as search evidence: passes, and the failures that bound this search.
+
+        A start refused for too little KV says nothing about u_max, and one refused for too much
+        memory says nothing about u_min.
+        """
+        return [(t.utilization, t.passed) for t in self.utilization_trials() if t.passed or t.outcome in failures]
+
+    # --- searches ----------------------------------------------------------------------------
+    def run_reference(self) -> TrialRecord:
+        return self.trial("reference", utilization=self.settings.gpu_memory_utilization)
+
+    def search_u_max(self, lo: float, hi: float) -> SearchResult:
+        start = self.settings.gpu_memory_utilization if self.options.strategy == "bracketed" else None
+        return self._utilization_search(
+            "u_max", lo, hi, lambda: start, self._predictor(lambda: predict_u_max(self.trials))
+        )
+
+    def search_u_min(self, lo: float, hi: float) -> SearchResult:
+        def start() -> float | None:
+            bracketed = self.options.strategy == "bracketed"
+            return min((t.utilization for t in self.ok_trials()), default=None) if bracketed else None
+
+        predict = self._predictor(lambda: predict_u_min(self.ok_trials(), self.settings.max_model_len))
+        return self._utilization_search("u_min", lo, hi, start, predict, passing_below=False)
+
+    def _utilization_search(
+        self,
+        search: SearchName,
+        lo: float,
+        hi: float,
+        start: Callable[[], float | None],
+        predict: Callable[[], float | None] | None,
+        passing_below: bool = True,
+    ) -> SearchResult:
+        """find_boundary over [lo, hi] narrowed past every start refused on the far side of the window.
+
+        A start refused for too little KV lies below u_max, not above it (and one refused for too
+        much memory lies above u_min): it moves the search range, it is not the boundary. When the
+        search meets such a refusal it starts again on the narrower range, reusing every start so far.
+        """
+        far_side, failures = (BELOW_WINDOW, U_MAX_FAILURES) if passing_below else (ABOVE_WINDOW, U_MIN_FAILURES)
+        tolerance = self.options.tolerance
+
+        def probe(u: float) -> bool:
+            trial = self.trial(search, utilization=u)
+            if trial.outcome in far_side:
+                raise OutsideWindow(trial.utilization)
+            return trial.passed
+
+        while True:
+            refused = [t.utilization for t in self.utilization_trials() if t.outcome in far_side]
+            if passing_below:
+                lo = round(max([lo] + [u + tolerance for u in refused]), 10)
+            else:
+                hi = round(min([hi] + [u - tolerance for u in refused]), 10)
+            if not lo < hi:
+                return SearchResult(passing=None, failing=None, tolerance=tolerance)
+            first = start()
+            try:
+                return find_boundary(
+                    probe,
+                    lo,
+                    hi,
+                    tolerance,
+                    passing_below=passing_below,
+                    start=first if first is not None and lo <= first <= hi else None,
+                    predict=predict,
+                    known=self.known_utilizations(failures),
+                )
+            except OutsideWindow:
+                continue
+
+    def search_kv_blocks(self, at_u_max: TrialRecord, hi_fraction: float) -> SearchResult | None:
+        """Largest explicit KV budget (in blocks) that starts and survives the fill test."""
+        geometry = block_geometry(at_u_max)
+        if geometry is None:
+            return None
+        bytes_per_block, blocks_at_u_max = geometry
+        free_for_engine = engine_free_memory(at_u_max)
+        need = math.ceil(self.settings.max_model_len / at_u_max.block_size)
+        if free_for_engine:
+            hi = max(blocks_at_u_max + 1, int(free_for_engine * hi_fraction / bytes_per_block))
+        else:
+            hi = blocks_at_u_max * 2
+        total = budget_total(at_u_max) or free_for_engine or bytes_per_block * hi
+        tolerance = max(1, round(self.options.tolerance * total / bytes_per_block))
+        predicted = predict_kv_blocks(at_u_max)
+
+        def probe(blocks: float) -> bool:
+            # The fill needs every request in flight at once; more sequences than the model's
+            # setting only add non-KV memory, so the capacity found is, if anything, conservative.
+            requests = fill_request_count(int(blocks), at_u_max.block_size, self.settings.max_model_len)
+            overrides = {"max_num_seqs": max(self.settings.max_num_seqs or 0, requests)}
+            return self.trial(
+                "kv_blocks", kv_bytes=int(blocks) * bytes_per_block, fill=self.options.fill_target, overrides=overrides
+            ).passed
+
+        return find_boundary(
+            probe,
+            need,
+            hi,
+            tolerance,
+            start=blocks_at_u_max,
+            integer=True,
+            predict=self._predictor(lambda: predicted) if predicted else None,
+        )
+
+    def _predictor(self, predict: Callable[[], float | None]) -> Callable[[], float | None] | None:
+        return predict if self.options.strategy == "bracketed" else None
+
+    # --- all of them -------------------------------------------------------------------------
+    def run(self) -> ModelFindings:
+        """The chosen searches in order: reference, u_max, u_min, kv_blocks, then throughput."""
+        options = self.options
+        lo, hi = options.utilization_range or self.settings.utilization_range
+        found = ModelFindings(trials=self.trials, utilization_range=(lo, hi))
+
+        if "reference" in options.searches:
+            found.reference = self.run_reference()
+            if found.reference.outcome == "error":
+                found.errors.append(f"reference start failed: {found.reference.reason}")
+
+        if "u_max" in options.searches and not found.errors:
+            u_max = found.searches["u_max"] = self.search_u_max(lo, hi)
+            if u_max.passing is None:
+                found.errors.append(f"no utilization in [{lo}, {hi}] started the engine")
+            else:
+                found.at_u_max = find_trial(self.trials, utilization=u_max.passing, kv_cache_memory_bytes=None)
+
+        if "u_min" in options.searches and not found.errors:
+            found.searches["u_min"] = self.search_u_min(lo, hi)
+
+        if "kv_blocks" in options.searches and found.at_u_max is not None:
+            kv_blocks = self.search_kv_blocks(found.at_u_max, hi)
+            if kv_blocks is not None:
+                found.searches["kv_blocks"] = kv_blocks
+                if kv_blocks.passing is not None:
+                    bytes_per_block, _ = block_geometry(found.at_u_max)
+                    found.physical = find_trial(
+                        self.trials, search="kv_blocks", kv_cache_memory_bytes=int(kv_blocks.passing) * bytes_per_block
+                    )
+
+        if options.throughput and found.at_u_max is not None:
+            found.throughput = self.trial(
+                "throughput", utilization=found.at_u_max.utilization, throughput=THROUGHPUT_WORKLOAD
+            )
+        return found

@@ -1,0 +1,248 @@
+"""The report's words and tables: a `Document` built from the `ReportSummary` numbers.
+
+Every figure is rounded here, for display only; the numbers themselves stay in the summary.
+"""
+
+from __future__ import annotations
+
+from kvprobe.report.analysis import (
+    Comparison,
+    Finding,
+    LimitCut,
+    ModelComparison,
+    PageCacheCharged,
+    RecoverableKv,
+    ReportSummary,
+    UMaxDrop,
+    Unit,
+)
+from kvprobe.report.document import (
+    Block,
+    BulletList,
+    Code,
+    Document,
+    Emphasis,
+    Figure,
+    FrontMatter,
+    Heading,
+    Paragraph,
+    Strong,
+    Table,
+)
+from kvprobe.report.stats import Summary
+from kvprobe.units import gib
+from kvprobe.vocabulary import LABELS
+
+DEFAULT_TITLE = "KV cache: native vs container"
+TAGS = ("vllm", "kv-cache", "containers")
+PART_LABELS = {
+    "kv_cache": "KV cache",
+    "weights": "weights",
+    "activation_peak": "activation peak",
+    "non_torch": "non-torch",
+    "other_engine": "other engine (budget)",
+    "other_processes": "other processes",
+    "page_cache": "page cache (cgroup)",
+    "engine_beyond_request": "engine beyond its request",
+    "cgroup_cut": "cut by cgroup limit",
+    "kernel_unaccounted": "kernel, in no meminfo account",
+    "free_at_ready": "free at ready",
+}
+ROWS = (
+    ("kv_reference_bytes", "KV cache at gpu_memory_utilization (GiB)"),
+    ("kv_reference_tokens", "KV tokens at gpu_memory_utilization"),
+    ("u_max", "u_max (largest utilization that starts)"),
+    ("u_min", "u_min (smallest that holds one max_model_len request)"),
+    ("kv_u_max_bytes", "KV cache at u_max (GiB)"),
+    ("kv_u_max_blocks", "KV blocks at u_max"),
+    ("kv_u_max_tokens", "KV tokens at u_max"),
+    ("max_concurrency", "max concurrency at max_model_len"),
+    ("physical_kv_bytes", "physical KV capacity, fill-tested (GiB)"),
+    ("peak_memory_bytes", "peak memory during the u_max start (GiB)"),
+    ("throughput_tokens_per_s", "decode throughput (tokens/s)"),
+)
+LOSS_ROWS = (
+    ("kv_reference_bytes", "KV at gpu_memory_utilization (GiB)"),
+    ("kv_u_max_bytes", "KV at u_max (GiB)"),
+    ("physical_kv_bytes", "physical KV (GiB)"),
+    ("u_max", "u_max"),
+    ("throughput_tokens_per_s", "throughput (tokens/s)"),
+)
+CHART_CAPTIONS = {
+    "kv_cache": "kv cache",
+    "utilization_window": "utilization window",
+    "memory_breakdown": "memory breakdown",
+}
+
+
+def fmt(value: float | None, unit: Unit) -> str:
+    if value is None:
+        return "-"
+    if unit == "GiB":
+        return gib(value)
+    if unit in ("tokens", "blocks"):
+        return f"{value:,.0f}"
+    if unit == "":
+        return f"{value:.3f}"
+    return f"{value:.1f}"
+
+
+def fmt_stat(stat: Summary, unit: Unit) -> str:
+    if not stat.n:
+        return "-"
+    text = fmt(stat.mean, unit)
+    if stat.sd is not None:
+        text += f" ± {fmt(stat.sd, unit)}"
+    if stat.ci95_low is not None:
+        text += f" [{fmt(stat.ci95_low, unit)}, {fmt(stat.ci95_high, unit)}]"
+    return text
+
+
+def comparison_cells(comparison: Comparison, unit: Unit) -> tuple[str, str, str, str]:
+    """lost, lost %, native/container, p."""
+    lost = fmt(comparison.lost, unit) if unit == "GiB" else f"{comparison.lost:.3f}"
+    pct = "-" if comparison.lost_percent is None else f"{comparison.lost_percent:.1f}%"
+    ratio = "-" if comparison.ratio_native_over_container is None else f"{comparison.ratio_native_over_container:.2f}x"
+    p = comparison.welch.p_value if comparison.welch else None
+    p_text = "-" if p is None else ("<0.001" if p < 0.001 else f"{p:.2g}")
+    return lost, pct, ratio, p_text
+
+
+def caption_text(model: ModelComparison) -> str:
+    cap = model.caption["native"]
+    return (
+        f"{cap.device} | vLLM {cap.vllm}, torch {cap.torch}, kvprobe {cap.kvprobe} | "
+        f"n = {model.n['native']} native, {model.n['container']} container"
+    )
+
+
+def finding_text(finding: Finding) -> str:
+    if isinstance(finding, RecoverableKv):
+        physical, allocated = finding.physical_bytes, finding.allocated_bytes
+        return (
+            f"In the container, a fill test passed with {gib(physical)} GiB of KV cache where vLLM allocated "
+            f"{gib(allocated)} GiB at u_max: start vLLM with --kv-cache-memory-bytes {int(physical)} to recover "
+            f"{gib(physical - allocated)} GiB ({100 * (physical / allocated - 1):.0f}% more KV)."
+        )
+    if isinstance(finding, LimitCut):
+        return (
+            f"The container's memory limit puts {gib(finding.cut_bytes)} GiB of host memory out of reach; "
+            f"vLLM multiplies gpu_memory_utilization by the limit, so the same setting gives "
+            f"{gib(finding.container_kv_bytes)} GiB of KV instead of {gib(finding.native_kv_bytes)} GiB."
+        )
+    if isinstance(finding, PageCacheCharged):
+        return (
+            f"{gib(finding.page_cache_bytes)} GiB of page cache was charged to the container's cgroup at start; "
+            f"it counts against the limit until reclaimed (kvprobe measure --drop-caches shows the difference)."
+        )
+    assert isinstance(finding, UMaxDrop)
+    return f"u_max drops from {finding.native:.2f} natively to {finding.container:.2f} in the container."
+
+
+def _metric_table(model: ModelComparison, metrics: dict[str, Unit]) -> Table:
+    rows = []
+    for name, title in ROWS:
+        native, container = model.stats["native"][name], model.stats["container"][name]
+        if not native.n and not container.n:
+            continue
+        cells = [fmt_stat(stat, metrics[name]) for stat in (native, container)]
+        if name == "u_max":  # a search that passed at the top of its range only bounds u_max from below
+            cells = [(">= " + c if model.u_max_censored[label] else c) for c, label in zip(cells, LABELS, strict=True)]
+        rows.append((title, *cells))
+    return Table(("metric", "native", "container"), tuple(rows), (False, True, True))
+
+
+def _loss_table(model: ModelComparison, metrics: dict[str, Unit]) -> Table:
+    rows = []
+    for name, title in LOSS_ROWS:
+        comparison = model.comparison[name]
+        if name == "u_max" and any(model.u_max_censored.values()):
+            rows.append(("u_max", "not compared: a search ended at the top of its range (see above)", "", "", ""))
+        elif comparison.available:
+            rows.append((title, *comparison_cells(comparison, metrics[name])))
+    return Table(("capacity", "lost", "lost %", "native/container", "p"), tuple(rows), (False, True, True, True, True))
+
+
+def _attribution_blocks(model: ModelComparison) -> list[Block]:
+    native, container = model.attribution["native"], model.attribution["container"]
+    if not model.attribution_difference or native is None or container is None:
+        return []
+    rows = []
+    for part, text in PART_LABELS.items():
+        a, b = native.parts.get(part, 0.0), container.parts.get(part, 0.0)
+        if a or b:
+            rows.append((text, gib(a), gib(b), gib(b - a, sign=True)))
+    difference = container.unexplained_bytes - native.unexplained_bytes
+    rows.append(
+        ("unexplained", gib(native.unexplained_bytes), gib(container.unexplained_bytes), gib(difference, sign=True))
+    )
+    heading = Paragraph.of(
+        Strong("Where the memory went"), f" at u_max (GiB; pool: {native.pool} memory, {gib(native.total_bytes)} GiB):"
+    )
+    table = Table(("part", "native", "container", "difference"), tuple(rows), (False, True, True, True))
+    return [heading, table]
+
+
+def model_section(model: ModelComparison, metrics: dict[str, Unit]) -> list[Block]:
+    blocks: list[Block] = [
+        Heading(2, model.model),
+        Paragraph.of(
+            "Settings hash ",
+            Code(model.settings_hash),
+            " (matched on both sides), "
+            f"n = {model.n['native']} native and {model.n['container']} container runs. "
+            "Cells: mean ± sd [95% CI].",
+        ),
+        _metric_table(model, metrics),
+        Paragraph.of(Strong("Lost in the container"), " (native minus container, Welch's t-test):"),
+        _loss_table(model, metrics),
+        *_attribution_blocks(model),
+    ]
+    if model.findings:
+        blocks += [
+            Paragraph.of(Strong("Advice"), " (from these measurements):"),
+            BulletList(tuple(Paragraph.of(finding_text(f)) for f in model.findings)),
+        ]
+    if model.container:
+        blocks.append(Paragraph.of("Container command: ", Code(" ".join(model.container.command))))
+    blocks.append(Paragraph.of(Emphasis(caption_text(model))))
+    return blocks
+
+
+def _headline(summary: ReportSummary) -> Table:
+    rows = []
+    for model in summary.models:
+        comparison = model.comparison["kv_reference_bytes"]
+        if comparison.available:
+            rows.append(
+                (
+                    model.model,
+                    gib(comparison.native_mean),
+                    gib(comparison.container_mean),
+                    *comparison_cells(comparison, "GiB"),
+                )
+            )
+    header = ("model", "KV native (GiB)", "KV container (GiB)", "lost", "lost %", "native/container", "p")
+    return Table(header, tuple(rows), (False, *[True] * 6))
+
+
+def build_document(summary: ReportSummary, title: str | None, date: str, charts: list[str]) -> Document:
+    """The whole report; `charts` are the stems of the chart files written beside it."""
+    title = title or DEFAULT_TITLE
+    blocks: list[Block] = [
+        Paragraph.of(
+            f"{len(summary.models)} model(s) with matched native and container runs, "
+            f"from {summary.documents} result file(s)."
+        ),
+        _headline(summary),
+        *[Figure(stem, CHART_CAPTIONS.get(stem, stem)) for stem in charts],
+    ]
+    for model in summary.models:
+        blocks += model_section(model, summary.metrics)
+    if summary.unmatched:
+        blocks += [
+            Heading(2, "Not compared"),
+            Paragraph.of("These results have no matched counterpart or are incomplete:"),
+            BulletList(tuple(Paragraph.of(problem) for problem in summary.unmatched)),
+        ]
+    return Document(title=title, blocks=blocks, front_matter=FrontMatter(title=title, date=date, tags=TAGS))

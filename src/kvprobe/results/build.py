@@ -1,0 +1,141 @@
+"""From what one model's searches found to its result document."""
+
+from __future__ import annotations
+
+import time
+
+from kvprobe.config import ModelSettings
+from kvprobe.environment.facts import probe_rss
+from kvprobe.measure.model import ModelFindings
+from kvprobe.measure.options import MeasureOptions
+from kvprobe.results.attribution import attribute
+from kvprobe.results.schema import (
+    CudaView,
+    Environment,
+    GuardSettings,
+    KvFigure,
+    ResultDocument,
+    RunOptions,
+    SearchSummary,
+    SoftwareVersions,
+    StartOutcome,
+    ThroughputResult,
+    TrialRecord,
+)
+from kvprobe.search import SearchResult
+
+
+def kv_figure(trial: TrialRecord | None, max_model_len: int) -> KvFigure | None:
+    if trial is None or not trial.passed:
+        return None
+    tokens = trial.kv_cache_tokens
+    return KvFigure(
+        trial=trial.number,
+        utilization=trial.utilization,
+        kv_cache_memory_bytes=trial.kv_cache_memory_bytes,
+        num_blocks=trial.num_gpu_blocks,
+        block_size=trial.block_size,
+        tokens=tokens,
+        bytes=trial.kv_cache_bytes,
+        tokens_logged=trial.memory_report.kv_cache_tokens_logged,
+        max_concurrency=tokens / max_model_len if tokens else None,
+        fill=trial.worker.fill,
+    )
+
+
+def search_summary(result: SearchResult, trials: list[TrialRecord], name: str) -> SearchSummary:
+    mine = [t.number for t in trials if t.search == name]
+    return SearchSummary(
+        boundary=result.passing,
+        failing=result.failing,
+        tolerance=result.tolerance,
+        converged=result.converged,
+        censored=result.censored,
+        non_monotone=result.non_monotone,
+        engine_starts=len(mine),
+        trials=mine,
+    )
+
+
+def device_name(environment: Environment, cuda_view: CudaView | None) -> str:
+    devices = environment.gpu.devices if environment.gpu.available else []
+    if devices:
+        return f"{len(devices)}x {devices[0].name}" if len(devices) > 1 else devices[0].name
+    if cuda_view and cuda_view.device_name:
+        return cuda_view.device_name
+    return f"CPU: {environment.software.get('cpu_model') or 'unknown'}"
+
+
+def _throughput(record: TrialRecord | None) -> ThroughputResult | None:
+    if record is None:
+        return None
+    return record.worker.throughput if record.passed else ThroughputResult(error=record.reason)
+
+
+def build_document(
+    found: ModelFindings,
+    settings: ModelSettings,
+    options: MeasureOptions,
+    guard: GuardSettings,
+    environment: Environment,
+    run_id: str,
+    repeat: int,
+    started_at: float,
+    replayed: int,
+) -> ResultDocument:
+    """The result document of one model and repeat."""
+    trials = found.trials
+    worker_versions = next((t.worker.versions for t in trials if t.worker.versions.vllm), SoftwareVersions())
+    cuda_view = next((t.worker.cuda for t in trials if t.worker.cuda), None)
+    at_u_max = found.at_u_max
+    u_max, u_min = found.searches.get("u_max"), found.searches.get("u_min")
+    return ResultDocument(
+        run_id=run_id,
+        repeat=repeat,
+        label=options.label,
+        model=settings.name,
+        model_path=settings.model,
+        settings=settings.capacity_settings(),
+        settings_hash=settings.settings_hash(),
+        started_at=started_at,
+        finished_at=time.time(),
+        versions=SoftwareVersions(
+            kvprobe=environment.software["kvprobe"],
+            vllm=worker_versions.vllm or environment.software["vllm"],
+            torch=worker_versions.torch or environment.software["torch"],
+            cuda_runtime=worker_versions.cuda_runtime,
+        ),
+        device=device_name(environment, cuda_view),
+        environment=environment,
+        options=RunOptions(
+            tolerance=options.tolerance,
+            utilization_range=found.utilization_range,
+            fill_target=options.fill_target,
+            drop_caches=options.drop_caches,
+            cooldown_s=options.cooldown_s,
+            guard=guard,
+            searches=list(options.searches),
+            strategy=options.strategy,
+            container=options.container,
+        ),
+        reference=kv_figure(found.reference, settings.max_model_len),
+        reference_outcome=None
+        if found.reference is None
+        else StartOutcome(outcome=found.reference.outcome, reason=found.reference.reason),
+        searches={name: search_summary(result, trials, name) for name, result in found.searches.items()},
+        u_max=u_max.passing if u_max else None,
+        u_min=u_min.passing if u_min else None,
+        kv_at_u_max=kv_figure(at_u_max, settings.max_model_len),
+        physical_capacity=kv_figure(found.physical, settings.max_model_len),
+        memory_breakdown=at_u_max.memory_report if at_u_max else None,
+        memory_phases=at_u_max.memory if at_u_max else None,
+        attribution=attribute(at_u_max, environment) if at_u_max else None,
+        throughput=_throughput(found.throughput),
+        cuda_view=cuda_view,
+        engine_starts=len(trials),
+        probe_rss_bytes=probe_rss(),
+        replayed_trials=replayed,
+        trials=trials,
+        status="failed" if found.errors else "complete",
+        errors=found.errors,
+    )

@@ -1,0 +1,101 @@
+"""Read result files of every schema version through one loader (as pyperf's `_bench.py` does).
+
+Each older version has an upgrade step to the next; a file is upgraded step by step to
+`SCHEMA_VERSION` and then validated by `ResultDocument`. Unknown versions and malformed
+files raise `ResultFileError`, whose message names the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kvprobe.results.schema import SCHEMA_VERSION, ResultDocument
+
+MAX_RESULT_BYTES = 64 << 20  # a result with all its trials is well under a MiB
+
+
+class ResultFileError(ValueError):
+    """A result file that cannot be used; the message names the file and the problem."""
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 (kvprobe 0.1) had the same fields; `options` also held free-form annotations,
+    of which only `container` was ever written."""
+    options = data.get("options")
+    if isinstance(options, dict):
+        known = {
+            "tolerance",
+            "utilization_range",
+            "fill_target",
+            "drop_caches",
+            "cooldown_s",
+            "guard",
+            "searches",
+            "strategy",
+            "container",
+        }
+        data["options"] = {k: v for k, v in options.items() if k in known}
+    return {**data, "schema_version": 2}
+
+
+# version -> the step that turns a document of that version into the next one
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1}
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "(document)"
+    return f"field '{where}': {error['msg']}"
+
+
+def parse_result(data: Any, source: str = "result") -> ResultDocument:
+    """A decoded JSON value -> the current ResultDocument, upgrading older versions."""
+    if not isinstance(data, dict):
+        raise ResultFileError(f"{source}: not a kvprobe result (expected a JSON object, got {type(data).__name__})")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ResultFileError(f"{source}: not a kvprobe result (no schema_version)")
+    readable = sorted({*UPGRADES, SCHEMA_VERSION})
+    if version not in readable:
+        newer = " (written by a newer kvprobe)" if version > SCHEMA_VERSION else ""
+        raise ResultFileError(
+            f"{source}: schema_version {version}{newer} is not one this kvprobe reads ({', '.join(map(str, readable))})"
+        )
+    while version < SCHEMA_VERSION:
+        data = UPGRADES[version](dict(data))
+        version = data["schema_version"]
+    try:
+        return ResultDocument.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors()[:5])
+        more = f" (and {len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
+        raise ResultFileError(f"{source}: not a valid kvprobe result: {problems}{more}") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number a result can hold")
+
+
+def load_result(path: Path) -> ResultDocument:
+    """Read one result file; only regular files of sane size are opened (a FIFO would hang)."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ResultFileError(f"{path}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ResultFileError(f"{path}: not a regular file")
+    if info.st_size > MAX_RESULT_BYTES:
+        raise ResultFileError(f"{path}: {info.st_size} bytes, larger than any kvprobe result ({MAX_RESULT_BYTES})")
+    try:
+        data = json.loads(path.read_bytes(), parse_constant=_refuse_constant)
+    except OSError as exc:
+        raise ResultFileError(f"{path}: cannot read: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise ResultFileError(f"{path}: not valid JSON ({exc})") from None
+    return parse_result(data, str(path))

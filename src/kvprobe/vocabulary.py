@@ -1,0 +1,38 @@
+"""The fixed value sets kvprobe writes into results: trial outcomes, searches, labels, strategies.
+
+One place for each set, as `Literal` aliases (vLLM's config classes do the same), so that a
+typo is a type error and the result schema validates what it reads.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Outcome = Literal["ok", "startup-check", "kv-too-small", "oom", "killed", "guard", "timeout", "error"]
+"""How an engine start ended. `ok` may still fail its fill test (see TrialRecord.passed)."""
+
+ABOVE_WINDOW: tuple[Outcome, ...] = ("startup-check", "oom", "killed", "guard")
+"""Refused for asking too much memory: such a start lies above u_max."""
+
+BELOW_WINDOW: tuple[Outcome, ...] = ("kv-too-small",)
+"""Refused for too little KV cache: such a start lies below u_min."""
+
+SearchName = Literal["reference", "u_max", "u_min", "kv_blocks", "throughput", "manual"]
+"""What a trial was started for. `manual` marks trials started outside a measurement (tests)."""
+
+Search = Literal["reference", "u_max", "u_min", "kv_blocks"]
+"""The searches a user can choose with --searches, in the order they run."""
+SEARCHES: tuple[Search, ...] = get_args(Search)
+
+Label = Literal["native", "container"]
+"""Where a run happened."""
+LABELS: tuple[Label, ...] = get_args(Label)
+
+Strategy = Literal["bracketed", "bisection"]
+"""bracketed: predict each boundary from the engine's memory report; bisection: plain halving."""
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+
+Status = Literal["complete", "failed"]
+
+Pool = Literal["gpu", "host"]
+"""The memory the KV cache lives in: one discrete GPU's, or host memory (CPU backend, unified)."""
