@@ -41,84 +41,39 @@ def main() -> None:
     """Measure the KV cache an LLM engine really gets, natively and in containers."""
 
 
+MEASURE_HELP = {
+    "out": "Results directory (one JSON per model and repeat).",
+    "label": "Where this run happens; auto (the default) decides from the container evidence.",
+    "tolerance": "Utilization tolerance of the searches.",
+    "range": "Utilization range to search, overriding each model's utilization_range.",
+    "strategy": "bracketed: predict each boundary from the engine's memory report; bisection: plain halving.",
+    "fill": "Share of KV blocks the fill test must occupy at once.",
+    "guard": "Kill a trial when free memory falls below SIZE (default: max(2 GiB, 3%) host, 3% cgroup).",
+    "resume": "Continue the last unfinished run in --out, skipping finished work.",
+}
+
+
 def _measure_options(func):
+    labels, fill_range = click.Choice(["native", "container", "auto"]), click.FloatRange(0.1, 1.0)
     options = [
-        click.option(
-            "--out",
-            "out_dir",
-            default="results",
-            show_default=True,
-            type=click.Path(file_okay=False),
-            help="Results directory (one JSON per model and repeat).",
-        ),
-        click.option(
-            "--label",
-            type=click.Choice(["native", "container", "auto"]),
-            default="auto",
-            show_default=True,
-            help="Where this run happens; auto decides from the container evidence.",
-        ),
+        click.option("--out", "out_dir", default="results", type=click.Path(file_okay=False), help=MEASURE_HELP["out"]),
+        click.option("--label", type=labels, default="auto", help=MEASURE_HELP["label"]),
         click.option("--only", multiple=True, help="Measure only this model (repeatable)."),
         click.option("--repeats", type=click.IntRange(1), default=1, show_default=True),
-        click.option(
-            "--cooldown",
-            "cooldown_s",
-            type=click.FloatRange(0),
-            default=0.0,
-            show_default=True,
-            help="Seconds to wait between engine starts.",
-        ),
-        click.option(
-            "--max-gpu-temp", type=int, default=None, help="Wait before each start until the GPU is this cool (C)."
-        ),
-        click.option(
-            "--tolerance",
-            type=click.FloatRange(0.001, 0.5),
-            default=0.01,
-            show_default=True,
-            help="Utilization tolerance of the searches.",
-        ),
-        click.option(
-            "--range",
-            "utilization_range",
-            default=None,
-            metavar="LO:HI",
-            help="Utilization range to search, overriding each model's utilization_range.",
-        ),
-        click.option(
-            "--searches",
-            default=",".join(SEARCHES),
-            show_default=True,
-            help="Which measurements to run, comma separated.",
-        ),
-        click.option(
-            "--strategy",
-            type=click.Choice(STRATEGIES),
-            default="bracketed",
-            show_default=True,
-            help="bracketed: predict each boundary from the engine's memory report; bisection: plain halving.",
-        ),
-        click.option(
-            "--fill-target",
-            type=click.FloatRange(0.1, 1.0),
-            default=0.95,
-            show_default=True,
-            help="Share of KV blocks the fill test must occupy at once.",
-        ),
+        click.option("--cooldown", "cooldown_s", type=click.FloatRange(0), default=0.0, help="Seconds between starts."),
+        click.option("--max-gpu-temp", type=int, help="Wait before each start until the GPU is this cool (C)."),
+        click.option("--tolerance", type=click.FloatRange(0.001, 0.5), default=0.01, help=MEASURE_HELP["tolerance"]),
+        click.option("--range", "utilization_range", metavar="LO:HI", help=MEASURE_HELP["range"]),
+        click.option("--searches", default=",".join(SEARCHES), show_default=True, help="Comma-separated searches."),
+        click.option("--strategy", type=click.Choice(STRATEGIES), default="bracketed", help=MEASURE_HELP["strategy"]),
+        click.option("--fill-target", type=fill_range, default=0.95, show_default=True, help=MEASURE_HELP["fill"]),
         click.option("--throughput", is_flag=True, help="Also time a fixed decode workload at u_max."),
         click.option("--trial-timeout", type=click.FloatRange(10), default=900.0, show_default=True),
-        click.option(
-            "--guard-floor",
-            default=None,
-            metavar="SIZE",
-            help="Kill a trial when free memory falls below SIZE (default: max(2 GiB, 3%) host, 3% cgroup).",
-        ),
+        click.option("--guard-floor", metavar="SIZE", help=MEASURE_HELP["guard"]),
         click.option("--no-guard", is_flag=True, help="Disable the host-memory guard (not advised on unified memory)."),
         click.option("--drop-caches", is_flag=True, help="Drop the page cache before each trial (root only)."),
-        click.option(
-            "--resume", is_flag=True, help="Continue the last unfinished run in --out, skipping finished work."
-        ),
-        click.option("--annotate", default=None, hidden=True, help="JSON recorded in each result's options."),
+        click.option("--resume", is_flag=True, help=MEASURE_HELP["resume"]),
+        click.option("--annotate", hidden=True, help="How `kvprobe container` started this run (JSON)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -199,19 +154,17 @@ def run_measure(
     for warning in environment.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
 
+    searching = {"tolerance": tolerance, "utilization_range": span, "searches": chosen, "strategy": strategy}
+    around_each_start = {"cooldown_s": cooldown_s, "max_gpu_temp_c": max_gpu_temp, "drop_caches": drop_caches}
+    container = ContainerRun.model_validate_json(annotate) if annotate else None
     options = MeasureOptions(
         label=label,
         repeats=repeats,
-        tolerance=tolerance,
-        utilization_range=span,
-        searches=chosen,
-        strategy=strategy,
         fill_target=fill_target,
         throughput=throughput,
-        cooldown_s=cooldown_s,
-        max_gpu_temp_c=max_gpu_temp,
-        drop_caches=drop_caches,
-        container=ContainerRun.model_validate_json(annotate) if annotate else None,
+        container=container,
+        **searching,
+        **around_each_start,
     )
     guard = (
         GuardPolicy.disabled()
@@ -379,19 +332,22 @@ def container(
         with Nvml() as nvml:
             gpus = "all" if nvml.device_count() else None
     try:
+        limits = {
+            "memory": memory,
+            "shm_size": shm_size,
+            "ipc_host": ipc_host,
+            "memlock": None if memlock == "none" else memlock,
+        }
         spec = ContainerSpec(
             runtime=runtime,
             image=image,
             rootfs=rootfs,
-            memory=memory,
-            shm_size=shm_size,
-            ipc_host=ipc_host,
             gpus=None if gpus in (None, "none") else gpus,
-            memlock=None if memlock == "none" else memlock,
             network=network,
             oci_runtime=oci_runtime or default_oci_runtime(runtime),
             python=python_inside,
             runtime_flags=list(runtime_flag),
+            **limits,
         )
     except ValueError as exc:
         raise BadInput(str(exc)) from None

@@ -16,20 +16,13 @@ from kvprobe.environment.gpu import Nvml
 from kvprobe.results.schema import TrialRecord
 from kvprobe.results.store import Journal
 from kvprobe.trial.executor import TrialExecutor, TrialRequest
-from kvprobe.units import gib
 
 GPU_COOLING_TIMEOUT_S = 600
 
 
 class Progress(Protocol):
-    def trial_started(self, model: str, search: str, value: str) -> None: ...
+    def trial_started(self, request: TrialRequest) -> None: ...
     def trial_finished(self, model: str, record: TrialRecord, replayed: bool) -> None: ...
-
-
-def describe_setting(request: TrialRequest) -> str:
-    if request.utilization is not None:
-        return f"u={request.utilization}"
-    return f"kv={gib(request.kv_cache_memory_bytes)} GiB"
 
 
 class JournaledExecutor:
@@ -52,7 +45,7 @@ class JournaledExecutor:
             return record
         request = dataclasses.replace(request, number=self._next_number)
         self._next_number += 1
-        self.progress.trial_started(request.model, request.search, describe_setting(request))
+        self.progress.trial_started(request)
         record = self.inner.run(request)
         self.journal.append(key, record)
         self.progress.trial_finished(request.model, record, replayed=False)

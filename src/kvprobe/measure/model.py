@@ -6,6 +6,8 @@ result document. Nothing here formats output or writes files.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +72,9 @@ class ModelSearches:
         self.engine = engine
         self.options = options
         self.trials: list[TrialRecord] = []
+        self._request = functools.partial(
+            TrialRequest, number=0, usage_context=engine.usage_context(settings), model=settings.name, repeat=repeat
+        )
 
     # --- trials ------------------------------------------------------------------------------
     def trial(
@@ -83,22 +88,13 @@ class ModelSearches:
     ) -> TrialRecord:
         """One engine start (a timed-out one is tried again `options.retries` times)."""
         engine_args = {**self.engine.engine_args(self.settings, utilization, kv_bytes), **(overrides or {})}
+        workload = {"fill_target": fill, "throughput": throughput}
+        request = self._request(
+            search=search, engine_args=engine_args, utilization=utilization, kv_cache_memory_bytes=kv_bytes, **workload
+        )
         record = None
         for attempt in range(1 + self.options.retries):
-            request = TrialRequest(
-                number=0,
-                search=search,
-                engine_args=engine_args,
-                usage_context=self.engine.usage_context(self.settings),
-                model=self.settings.name,
-                repeat=self.repeat,
-                attempt=attempt,
-                utilization=utilization,
-                kv_cache_memory_bytes=kv_bytes,
-                fill_target=fill,
-                throughput=throughput,
-            )
-            record = self.executor.run(request)
+            record = self.executor.run(dataclasses.replace(request, attempt=attempt))
             self.trials.append(record)
             if record.outcome != "timeout":
                 break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvprobe.results.schema import ContainerRun
+from kvprobe.results.schema import ContainerRun, GuardSettings, RunOptions
 from kvprobe.vocabulary import SEARCHES, Label, Search, Strategy
 
 
@@ -23,3 +23,10 @@ class MeasureOptions:
     strategy: Strategy = "bracketed"
     retries: int = 1  # a timed-out trial is tried again this often before it counts as a failure
     container: ContainerRun | None = None  # how `kvprobe container` started this run, recorded as-is
+
+    def record(self, utilization_range: tuple[float, float], guard: GuardSettings) -> RunOptions:
+        """What a result keeps of these options, with the range searched and the guard applied."""
+        kept = {name: getattr(self, name) for name in RunOptions.model_fields if hasattr(self, name)}
+        return RunOptions(
+            **{**kept, "utilization_range": utilization_range, "guard": guard, "searches": list(self.searches)}
+        )

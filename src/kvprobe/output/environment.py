@@ -27,7 +27,7 @@ def print_environment(console: Console, block: Environment) -> None:
     row(
         "cgroup memory",
         f"limit {gib(cgroup.limit_bytes, unit=True)}, usage {gib(cgroup.usage_bytes, unit=True)}, "
-        f"peak {gib(cgroup.peak_bytes, unit=True)}",
+        f"headroom {gib(cgroup.headroom_bytes(), unit=True)}, peak {gib(cgroup.peak_bytes, unit=True)}",
     )
     if cgroup.stat:
         row("cgroup memory.stat", ", ".join(f"{k} {gib(v, unit=True)}" for k, v in cgroup.stat.items()))

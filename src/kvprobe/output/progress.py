@@ -11,6 +11,7 @@ from rich.status import Status
 from rich.table import Table
 
 from kvprobe.results.schema import MemorySample, ResultDocument, TrialRecord
+from kvprobe.trial.executor import TrialRequest
 from kvprobe.units import gib
 
 OUTCOME_STYLE = {"ok": "green", "guard": "magenta", "timeout": "yellow", "error": "red"}
@@ -27,8 +28,13 @@ class TrialProgress:
         self._label = ""
         self._status: Status | None = None
 
-    def trial_started(self, model: str, search: str, value: str) -> None:
+    def trial_started(self, request: TrialRequest) -> None:
         self._started = time.monotonic()
+        model, search = request.model, request.search
+        if request.utilization is not None:
+            value = f"u={request.utilization}"
+        else:
+            value = f"kv={gib(request.kv_cache_memory_bytes)} GiB"
         self._label = escape(f"{model} {search} {value}")
         self.console.print(
             f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(model)} [bold]{search}[/] {value} ...", highlight=False

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from kvprobe.report.pairing import Group, group_results
 from kvprobe.report.stats import Summary, WelchResult, summarise, welch_t_test
@@ -67,13 +67,13 @@ class Model(BaseModel):
 class Comparison(Model):
     """Native minus container for one metric, from the means of the runs."""
 
-    available: bool
+    available: bool = Field(description="Both sides have values; the other fields are None otherwise.")
     native_mean: float | None = None
     container_mean: float | None = None
-    lost: float | None = None
+    lost: float | None = Field(None, description="native_mean - container_mean, in the metric's unit.")
     lost_percent: float | None = None
     ratio_native_over_container: float | None = None
-    welch: WelchResult | None = None
+    welch: WelchResult | None = Field(None, description="Welch's t-test of the two sides' values.")
 
 
 class MeanAttribution(Model):

@@ -31,12 +31,16 @@ class BarPanel:
     errors: dict[str, tuple[float, ...]]  # label -> sd in GiB
 
 
-@dataclass(frozen=True)
-class KvCacheChart:
-    stem: str
+@dataclass(frozen=True, kw_only=True)
+class Chart:
+    stem: str  # file name without suffix
     title: str
-    panels: tuple[BarPanel, ...]
     caption: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class KvCacheChart(Chart):
+    panels: tuple[BarPanel, ...]
 
 
 @dataclass(frozen=True)
@@ -47,21 +51,15 @@ class WindowRow:
     high: float | None
 
 
-@dataclass(frozen=True)
-class WindowChart:
-    stem: str
-    title: str
+@dataclass(frozen=True, kw_only=True)
+class WindowChart(Chart):
     rows: tuple[WindowRow, ...]
-    caption: str
 
 
-@dataclass(frozen=True)
-class StackedBars:
-    stem: str
-    title: str
+@dataclass(frozen=True, kw_only=True)
+class StackedBars(Chart):
     bars: tuple[str, ...]
     parts: dict[str, tuple[float, ...]]  # part label -> GiB per bar (negative parts drawn as 0)
-    caption: str
 
 
 ChartSpec = KvCacheChart | WindowChart | StackedBars
@@ -83,7 +81,7 @@ def kv_cache_spec(summary: ReportSummary) -> KvCacheChart:
                 errors={label: tuple((m.stats[label][metric].sd or 0) / GIB for m in models) for label in LABELS},
             )
         )
-    return KvCacheChart("kv_cache", "KV cache", tuple(panels), _caption(models))
+    return KvCacheChart(stem="kv_cache", title="KV cache", panels=tuple(panels), caption=_caption(models))
 
 
 def window_spec(summary: ReportSummary) -> WindowChart:
@@ -92,7 +90,9 @@ def window_spec(summary: ReportSummary) -> WindowChart:
         for m in summary.models
         for label in LABELS
     )
-    return WindowChart("utilization_window", "Utilization window", rows, _caption(summary.models))
+    return WindowChart(
+        stem="utilization_window", title="Utilization window", rows=rows, caption=_caption(summary.models)
+    )
 
 
 def breakdown_spec(summary: ReportSummary) -> StackedBars:
@@ -104,7 +104,11 @@ def breakdown_spec(summary: ReportSummary) -> StackedBars:
         if any(values):
             parts[text] = values
     return StackedBars(
-        "memory_breakdown", "Where the memory went at u_max", tuple(name for name, _ in blocks), parts, _caption(models)
+        stem="memory_breakdown",
+        title="Where the memory went at u_max",
+        bars=tuple(name for name, _ in blocks),
+        parts=parts,
+        caption=_caption(models),
     )
 
 

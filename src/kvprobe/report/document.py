@@ -8,29 +8,29 @@ writers escape it for their format, in one place each.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+Style = Literal["text", "code", "strong", "emphasis"]
 
 
 @dataclass(frozen=True)
-class Text:
+class Span:
+    """A run of plain text in one inline style."""
+
     text: str
+    style: Style = "text"
 
 
-@dataclass(frozen=True)
-class Code:
-    text: str
+def code(text: str) -> Span:
+    return Span(text, "code")
 
 
-@dataclass(frozen=True)
-class Strong:
-    text: str
+def strong(text: str) -> Span:
+    return Span(text, "strong")
 
 
-@dataclass(frozen=True)
-class Emphasis:
-    text: str
-
-
-Inline = Text | Code | Strong | Emphasis
+def emphasis(text: str) -> Span:
+    return Span(text, "emphasis")
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,11 @@ class Heading:
 
 @dataclass(frozen=True)
 class Paragraph:
-    spans: tuple[Inline, ...]
+    spans: tuple[Span, ...]
 
     @classmethod
-    def of(cls, *spans: Inline | str) -> Paragraph:
-        return cls(tuple(Text(s) if isinstance(s, str) else s for s in spans))
+    def of(cls, *spans: Span | str) -> Paragraph:
+        return cls(tuple(Span(s) if isinstance(s, str) else s for s in spans))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import ClassVar
 
 from kvprobe.report.analysis import ReportSummary
 from kvprobe.report.document import Document, Figure, Table
@@ -23,6 +24,12 @@ _PROLOG = re.compile(r"^\s*<\?xml[^>]*>\s*(<!DOCTYPE[^>]*>)?\s*")
 
 class HtmlWriter(MarkupWriter):
     name = "html"
+    STYLES: ClassVar[dict[str, str]] = {
+        "text": "{}",
+        "code": "<code>{}</code>",
+        "strong": "<strong>{}</strong>",
+        "emphasis": "<em>{}</em>",
+    }
 
     def __init__(self) -> None:
         self._images: dict[str, bytes] = {}
@@ -60,15 +67,6 @@ class HtmlWriter(MarkupWriter):
 
     def bullet_list(self, items: list[str]) -> str:
         return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
-
-    def code(self, text: str) -> str:
-        return f"<code>{self.escape(text)}</code>"
-
-    def strong(self, text: str) -> str:
-        return f"<strong>{text}</strong>"
-
-    def emphasis(self, text: str) -> str:
-        return f"<em>{text}</em>"
 
     def page(self, document: Document, body: list[str]) -> str:
         title = self.escape(document.title)

@@ -19,16 +19,16 @@ from kvprobe.report.analysis import (
 from kvprobe.report.document import (
     Block,
     BulletList,
-    Code,
     Document,
-    Emphasis,
     Figure,
     FrontMatter,
     Heading,
     Paragraph,
-    Strong,
     Table,
+    emphasis,
+    strong,
 )
+from kvprobe.report.document import code as code_span
 from kvprobe.report.stats import Summary
 from kvprobe.units import gib
 from kvprobe.vocabulary import LABELS
@@ -177,7 +177,7 @@ def _attribution_blocks(model: ModelComparison) -> list[Block]:
         ("unexplained", gib(native.unexplained_bytes), gib(container.unexplained_bytes), gib(difference, sign=True))
     )
     heading = Paragraph.of(
-        Strong("Where the memory went"), f" at u_max (GiB; pool: {native.pool} memory, {gib(native.total_bytes)} GiB):"
+        strong("Where the memory went"), f" at u_max (GiB; pool: {native.pool} memory, {gib(native.total_bytes)} GiB):"
     )
     table = Table(("part", "native", "container", "difference"), tuple(rows), (False, True, True, True))
     return [heading, table]
@@ -188,24 +188,24 @@ def model_section(model: ModelComparison, metrics: dict[str, Unit]) -> list[Bloc
         Heading(2, model.model),
         Paragraph.of(
             "Settings hash ",
-            Code(model.settings_hash),
+            code_span(model.settings_hash),
             " (matched on both sides), "
             f"n = {model.n['native']} native and {model.n['container']} container runs. "
             "Cells: mean ± sd [95% CI].",
         ),
         _metric_table(model, metrics),
-        Paragraph.of(Strong("Lost in the container"), " (native minus container, Welch's t-test):"),
+        Paragraph.of(strong("Lost in the container"), " (native minus container, Welch's t-test):"),
         _loss_table(model, metrics),
         *_attribution_blocks(model),
     ]
     if model.findings:
         blocks += [
-            Paragraph.of(Strong("Advice"), " (from these measurements):"),
+            Paragraph.of(strong("Advice"), " (from these measurements):"),
             BulletList(tuple(Paragraph.of(finding_text(f)) for f in model.findings)),
         ]
     if model.container:
-        blocks.append(Paragraph.of("Container command: ", Code(" ".join(model.container.command))))
-    blocks.append(Paragraph.of(Emphasis(caption_text(model))))
+        blocks.append(Paragraph.of("Container command: ", code_span(" ".join(model.container.command))))
+    blocks.append(Paragraph.of(emphasis(caption_text(model))))
     return blocks
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from typing import ClassVar
 
 from kvprobe.report.analysis import ReportSummary
-from kvprobe.report.document import Document, Figure, Table
+from kvprobe.report.document import Document, Figure, Span, Table
 from kvprobe.report.markup import MarkupWriter
 
 # What gives plain text a meaning in CommonMark/GFM (Hugo's goldmark): a backslash before it makes
@@ -23,6 +24,7 @@ _LINE_BREAKS = re.compile(r"[\r\n\t\f\v\u2028\u2029\x85]+")
 
 class MarkdownWriter(MarkupWriter):
     name = "markdown"
+    STYLES: ClassVar[dict[str, str]] = {"text": "{}", "code": "`{}`", "strong": "**{}**", "emphasis": "*{}*"}
 
     def __init__(self, front_matter: bool = False):
         self.front_matter = front_matter
@@ -55,17 +57,14 @@ class MarkdownWriter(MarkupWriter):
     def bullet_list(self, items: list[str]) -> str:
         return "\n".join(f"- {item}" for item in items)
 
-    def code(self, text: str) -> str:
-        text = _LINE_BREAKS.sub(" ", text)
+    def inline(self, span: Span) -> str:
+        if span.style != "code":
+            return super().inline(span)
+        # Code spans take no backslash escapes: a fence longer than any run of backticks inside keeps them.
+        text = _LINE_BREAKS.sub(" ", span.text)
         fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
         pad = " " if text.startswith("`") or text.endswith("`") else ""
         return f"{fence}{pad}{text}{pad}{fence}"
-
-    def strong(self, text: str) -> str:
-        return f"**{text}**"
-
-    def emphasis(self, text: str) -> str:
-        return f"*{text}*"
 
     def page(self, document: Document, body: list[str]) -> str:
         lines: list[str] = []

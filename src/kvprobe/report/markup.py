@@ -7,56 +7,41 @@ A format implements `escape` (the one place its untrusted text is made safe) and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
-from kvprobe.report.document import (
-    Block,
-    BulletList,
-    Code,
-    Document,
-    Emphasis,
-    Figure,
-    Heading,
-    Inline,
-    Paragraph,
-    Strong,
-    Table,
-    Text,
-)
+from kvprobe.report import document as doc
 
 
 class MarkupWriter(ABC):
-    """Renders a Document as one text in a markup language."""
+    """Renders a Document as one text in a markup language.
 
-    def render_document(self, document: Document) -> str:
+    `STYLES` holds the format's template for each inline style; the text put into it is escaped.
+    """
+
+    STYLES: ClassVar[dict[str, str]]
+
+    def render_document(self, document: doc.Document) -> str:
         body = [self.block(block) for block in document.blocks]
         return self.page(document, body)
 
-    def block(self, block: Block) -> str:
-        if isinstance(block, Heading):
+    def block(self, block: doc.Block) -> str:
+        if isinstance(block, doc.Heading):
             return self.heading(block.level, self.escape(block.text))
-        if isinstance(block, Paragraph):
+        if isinstance(block, doc.Paragraph):
             return self.paragraph(self.spans(block))
-        if isinstance(block, Table):
+        if isinstance(block, doc.Table):
             return self.table(block)
-        if isinstance(block, Figure):
+        if isinstance(block, doc.Figure):
             return self.figure(block)
-        if isinstance(block, BulletList):
+        if isinstance(block, doc.BulletList):
             return self.bullet_list([self.spans(item) for item in block.items])
         raise TypeError(f"unknown block {block!r}")
 
-    def spans(self, paragraph: Paragraph) -> str:
+    def spans(self, paragraph: doc.Paragraph) -> str:
         return "".join(self.inline(span) for span in paragraph.spans)
 
-    def inline(self, span: Inline) -> str:
-        if isinstance(span, Code):
-            return self.code(span.text)
-        text = self.escape(span.text)
-        if isinstance(span, Strong):
-            return self.strong(text)
-        if isinstance(span, Emphasis):
-            return self.emphasis(text)
-        assert isinstance(span, Text)
-        return text
+    def inline(self, span: doc.Span) -> str:
+        return self.STYLES[span.style].format(self.escape(span.text))
 
     @abstractmethod
     def escape(self, text: str) -> str:
@@ -69,24 +54,14 @@ class MarkupWriter(ABC):
     def paragraph(self, text: str) -> str: ...
 
     @abstractmethod
-    def table(self, table: Table) -> str: ...
+    def table(self, table: doc.Table) -> str: ...
 
     @abstractmethod
-    def figure(self, figure: Figure) -> str: ...
+    def figure(self, figure: doc.Figure) -> str: ...
 
     @abstractmethod
     def bullet_list(self, items: list[str]) -> str: ...
 
     @abstractmethod
-    def code(self, text: str) -> str:
-        """Untrusted text as inline code (escaping is the format's own)."""
-
-    @abstractmethod
-    def strong(self, text: str) -> str: ...
-
-    @abstractmethod
-    def emphasis(self, text: str) -> str: ...
-
-    @abstractmethod
-    def page(self, document: Document, body: list[str]) -> str:
+    def page(self, document: doc.Document, body: list[str]) -> str:
         """The rendered blocks as a whole page."""

@@ -15,7 +15,6 @@ from kvprobe.results.schema import (
     GuardSettings,
     KvFigure,
     ResultDocument,
-    RunOptions,
     SearchSummary,
     SoftwareVersions,
     StartOutcome,
@@ -45,15 +44,9 @@ def kv_figure(trial: TrialRecord | None, max_model_len: int) -> KvFigure | None:
 
 def search_summary(result: SearchResult, trials: list[TrialRecord], name: str) -> SearchSummary:
     mine = [t.number for t in trials if t.search == name]
+    same = ("failing", "tolerance", "converged", "censored", "non_monotone")
     return SearchSummary(
-        boundary=result.passing,
-        failing=result.failing,
-        tolerance=result.tolerance,
-        converged=result.converged,
-        censored=result.censored,
-        non_monotone=result.non_monotone,
-        engine_starts=len(mine),
-        trials=mine,
+        boundary=result.passing, engine_starts=len(mine), trials=mine, **{name: getattr(result, name) for name in same}
     )
 
 
@@ -107,17 +100,7 @@ def build_document(
         ),
         device=device_name(environment, cuda_view),
         environment=environment,
-        options=RunOptions(
-            tolerance=options.tolerance,
-            utilization_range=found.utilization_range,
-            fill_target=options.fill_target,
-            drop_caches=options.drop_caches,
-            cooldown_s=options.cooldown_s,
-            guard=guard,
-            searches=list(options.searches),
-            strategy=options.strategy,
-            container=options.container,
-        ),
+        options=options.record(found.utilization_range, guard),
         reference=kv_figure(found.reference, settings.max_model_len),
         reference_outcome=None
         if found.reference is None

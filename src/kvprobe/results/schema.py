@@ -82,11 +82,11 @@ class TrialMemory(Record):
     start: MemorySample | None = None
     phases: dict[str, MemorySample] = Field(default_factory=dict)
     lowest_host_available: Bytes | None = None
-    lowest_host_released: Bytes | None = None
+    lowest_host_released: Bytes | None = Field(None, description="Lowest MemAvailable + unlisted pages.")
     peak_cgroup_usage: Bytes | None = None
-    peak_gpu_used: Bytes | None = None
+    peak_gpu_used: Bytes | None = Field(None, description="Summed over devices, by NVML.")
     peak_page_cache: Bytes | None = None
-    count: int | None = None
+    count: int | None = Field(None, description="Samples taken.")
     rate_hz: float | None = None
     engine_at_ready: EngineAtReady | None = None
     probe_gpu_bytes: Bytes = 0
@@ -124,32 +124,27 @@ class FillResult(Record):
 class ThroughputResult(Record):
     """A fixed decode workload at u_max; `error` instead when that start failed."""
 
-    requests: int | None = None
-    prompt_len: int | None = None
-    output_len: int | None = None
-    output_tokens: int | None = None
-    seconds: float | None = None
+    requests: int | None = Field(None, description="Requests submitted at once.")
+    prompt_len: int | None = Field(None, description="Prompt tokens per request (random token ids).")
+    output_len: int | None = Field(None, description="Tokens each request generates (ignore_eos).")
+    output_tokens: int | None = Field(None, description="Tokens generated in all.")
+    seconds: float | None = Field(None, description="Wall time of the timed batch (after a warm-up request).")
     tokens_per_s: float | None = None
-    error: str | None = None
+    error: str | None = Field(None, description="Why the throughput start failed.")
 
 
 class CudaView(Record):
     """CUDA's own view of device memory, taken inside the trial (the probe never creates a context)."""
 
-    free_bytes: int | None = None
+    free_bytes: int | None = Field(None, description="torch.cuda.mem_get_info() free, after the workload.")
     total_bytes: int | None = None
     device_name: str | None = None
-    error: str | None = None
-
-
-class WorkerTimings(Record):
-    import_s: float | None = None
-    engine_start_s: float | None = None
-    generate_s: float | None = None
-    fill_s: float | None = None
+    error: str | None = Field(None, description="The CUDA error, where reading it failed.")
 
 
 class SoftwareVersions(Record):
+    """Versions as the engine's own process reported them (kvprobe's from the probe)."""
+
     kvprobe: str | None = None
     vllm: str | None = None
     torch: str | None = None
@@ -159,11 +154,11 @@ class SoftwareVersions(Record):
 class WorkerResult(Record):
     """What the worker process wrote after a successful start (empty when it failed)."""
 
-    num_gpu_blocks: int | None = None
-    block_size: int | None = None
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    timings: WorkerTimings = Field(default_factory=WorkerTimings)
+    num_gpu_blocks: int | None = Field(None, description="KV blocks allocated (vLLM's cache_config.num_gpu_blocks).")
+    block_size: int | None = Field(None, description="Tokens per KV block.")
+    max_num_seqs: int | None = Field(None, description="The scheduler's limit on concurrent sequences.")
+    max_num_batched_tokens: int | None = Field(None, description="Tokens per step; it sizes the activation peak.")
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds: import_s, engine_start_s, ...")
     versions: SoftwareVersions = Field(default_factory=SoftwareVersions)
     fill: FillResult | None = None
     throughput: ThroughputResult | None = None
@@ -262,9 +257,11 @@ class SearchSummary(Record):
 
 
 class ContainerLimits(Record):
-    memory_limit_bytes: int | None = None
-    shm_bytes: int | None = None
-    memlock_limit_bytes: int | None = None
+    """What the container saw from inside (its `kvprobe env`), before the run started."""
+
+    memory_limit_bytes: int | None = Field(None, description="The memory cgroup's limit (None: no limit).")
+    shm_bytes: int | None = Field(None, description="Size of /dev/shm.")
+    memlock_limit_bytes: int | None = Field(None, description="RLIMIT_MEMLOCK (None: unlimited).")
     cgroup_version: str | None = None
 
 
@@ -344,10 +341,10 @@ class ResultDocument(Record):
     reference: KvFigure | None = None
     reference_outcome: StartOutcome | None = None
     searches: dict[SearchName, SearchSummary] = Field(default_factory=dict)
-    u_max: float | None = None
-    u_min: float | None = None
+    u_max: float | None = Field(None, description="Largest gpu_memory_utilization that started (see searches).")
+    u_min: float | None = Field(None, description="Smallest that holds one max_model_len request.")
     kv_at_u_max: KvFigure | None = None
-    physical_capacity: KvFigure | None = None
+    physical_capacity: KvFigure | None = Field(None, description="Largest explicit KV budget that passed the fill.")
     memory_breakdown: EngineMemoryReport | None = None
     memory_phases: TrialMemory | None = None
     attribution: Attribution | None = None

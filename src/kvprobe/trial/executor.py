@@ -30,6 +30,16 @@ class TrialRequest:
     throughput: dict[str, int] | None = None
     generate_tokens: int = 8
 
+    def recorded(self) -> dict[str, Any]:
+        """The fields of the request that its TrialRecord repeats."""
+        return {
+            "number": self.number,
+            "search": self.search,
+            "utilization": self.utilization,
+            "kv_cache_memory_bytes": self.kv_cache_memory_bytes,
+            "fill_target": self.fill_target,
+        }
+
     def journal_key(self) -> str:
         """What identifies this trial across a resumed run (its number does not)."""
         fields = [

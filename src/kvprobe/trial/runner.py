@@ -142,11 +142,7 @@ class TrialRunner:
             p.used_bytes or 0 for p in (engine_memory.gpu_processes if engine_memory else []) if p.pid == os.getpid()
         )
         record = TrialRecord(
-            number=request.number,
-            search=request.search,
-            utilization=request.utilization,
-            kv_cache_memory_bytes=request.kv_cache_memory_bytes,
-            fill_target=request.fill_target,
+            **request.recorded(),
             outcome="ok",
             reason="",
             returncode=process.returncode,
