@@ -46,6 +46,8 @@ def kv(trial: int, utilization: float | None, blocks: int) -> KvFigure:
         block_size=BLOCK_SIZE,
         tokens=tokens,
         bytes=blocks * BLOCK_BYTES,
+        bytes_per_block=BLOCK_BYTES,
+        bytes_logged=round(blocks * BLOCK_BYTES / GIB, 2) * GIB,
         tokens_logged=tokens,
         max_concurrency=tokens / 4096,
         fill=None,

@@ -72,7 +72,7 @@ def test_u_max_agrees_with_direct_engine_starts_in_the_same_container(container_
     limit = container_search["environment"]["cgroup"]["limit_bytes"]
     assert container_search["probe_rss_bytes"] < tolerance * limit
     settings = container_search["settings"]
-    outcomes = {}
+    outcomes, said = {}, {}
     for u in (u_max, round(u_max + 2 * tolerance, 4)):
         done = subprocess.run(
             [
@@ -92,7 +92,8 @@ def test_u_max_agrees_with_direct_engine_starts_in_the_same_container(container_
             timeout=600,
         )
         outcomes[u] = done.returncode == 0 and "DIRECT_START_OK" in done.stdout
-    assert outcomes[u_max] is True, "a direct start at kvprobe's u_max failed"
+        said[u] = (done.stdout + done.stderr)[-1500:]
+    assert outcomes[u_max] is True, f"a direct start at kvprobe's u_max failed:\n{said[u_max]}"
     assert outcomes[round(u_max + 2 * tolerance, 4)] is False, "a direct start two steps above u_max succeeded"
 
 

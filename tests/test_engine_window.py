@@ -13,7 +13,7 @@ def test_a_reference_refused_for_too_little_kv_sends_u_max_up(tmp_path):
     # At 0.02 of this machine's 17 GiB node vLLM's budget (0.34 GiB) is less than its non-KV memory.
     models = tiny_models_file(tmp_path, gpu_memory_utilization=0.02, utilization_range=[0.02, 0.06])
     out = tmp_path / "out"
-    kvprobe("measure", str(models), "--out", str(out), "--label", "native", "--searches", "reference,u_max")
+    done = kvprobe("measure", str(models), "--out", str(out), "--label", "native", "--searches", "reference,u_max")
     (result,) = load_results(out)
     reference = next(t for t in result["trials"] if t["search"] == "reference")
     assert reference["outcome"] == "kv-too-small", reference["reason"]
@@ -22,3 +22,6 @@ def test_a_reference_refused_for_too_little_kv_sends_u_max_up(tmp_path):
     assert all(t["passed"] or t["outcome"] == "kv-too-small" for t in searched)
     assert result["u_max"] == 0.06 and result["searches"]["u_max"]["censored"]
     assert result["kv_at_u_max"]["bytes"] > 0
+    # Piped (not a terminal), the summary is one readable line per result, not a table cut to "tin…".
+    (line,) = [text for text in done.stdout.splitlines() if text.startswith("model tiny-llama | label native")]
+    assert "| u_max >=0.06 |" in line and "…" not in done.stdout

@@ -20,7 +20,7 @@ from kvprobe.environment.memory import host_memory, read_cgroup_memory
 from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_drop_caches
 from kvprobe.measure.options import MeasureOptions
 from kvprobe.measure.scheduler import Scheduler
-from kvprobe.output.progress import TrialProgress, summary_table
+from kvprobe.output.progress import TrialProgress, print_summary
 from kvprobe.results.schema import ContainerLimits, ContainerRun
 from kvprobe.results.store import ResultStore
 from kvprobe.trial.monitor import GuardPolicy
@@ -220,7 +220,7 @@ def run_measure(
     finally:
         runner.close()
     scheduler.finish()
-    console.print(summary_table(documents))
+    print_summary(console, documents)
     return EXIT_OK if all(d.status == "complete" for d in documents) else EXIT_FAILED
 
 

@@ -71,6 +71,7 @@ MEMORY_PATTERNS: dict[str, re.Pattern] = {
         r"(?:Available memory on node \d+|Free memory on device \S+) \([\d.]+/" + _NUM + r" GiB\)"
     ),
 }
+KV_USAGE_PATTERN = re.compile(r"KV cache usage: ([\d.]+)%")
 KV_TOKENS_PATTERN = re.compile(r"KV cache size: ([\d,]+) tokens")
 MAX_CONCURRENCY_PATTERN = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
 
@@ -139,6 +140,11 @@ class VllmEngine:
         if last is None:
             last = next((line for line in reversed(log_text.splitlines()) if line.strip()), "no output")
         return Classification("error", _shorten(last))
+
+    def logged_peak_kv_usage(self, log_text: str) -> float | None:
+        """The highest KV cache usage vLLM's stat logger printed (every few seconds: a sample, not the peak)."""
+        usages = [float(value) / 100 for value in KV_USAGE_PATTERN.findall(log_text)]
+        return max(usages) if usages else None
 
     def memory_report(self, log_text: str) -> EngineMemoryReport:
         """The engine's own memory figures from its log, in bytes (None where not printed)."""

@@ -92,6 +92,24 @@ def fill_plan(num_blocks: int, block_size: int, max_model_len: int, max_num_seqs
     }
 
 
+def bytes_per_block(config) -> int | None:
+    """KV bytes one block takes on this rank, from the engine's own model and cache config:
+    K and V x layers x KV heads x head size x dtype bytes x block size. None where that formula
+    does not hold (MLA compresses K and V) or the config does not say."""
+    try:
+        from vllm.utils.torch_utils import get_dtype_size, kv_cache_dtype_str_to_dtype
+
+        model, cache = config.model_config, config.cache_config
+        if model.use_mla:
+            return None
+        dtype = kv_cache_dtype_str_to_dtype(cache.cache_dtype, model)
+        layers = model.get_num_layers(config.parallel_config)
+        heads = model.get_num_kv_heads(config.parallel_config)
+        return 2 * layers * heads * model.get_head_size() * get_dtype_size(dtype) * int(cache.block_size)
+    except (ImportError, AttributeError, KeyError, TypeError):
+        return None
+
+
 def main(spec_path: str, result_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     mark("import")
@@ -123,6 +141,7 @@ def main(spec_path: str, result_path: str) -> int:
     result: dict = {
         "num_gpu_blocks": num_blocks,
         "block_size": block_size,
+        "bytes_per_block": bytes_per_block(config),
         "max_num_seqs": int(config.scheduler_config.max_num_seqs),
         "max_num_batched_tokens": int(config.scheduler_config.max_num_batched_tokens),
         "timings": {"import_s": import_s, "engine_start_s": start_s},

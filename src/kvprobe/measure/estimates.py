@@ -38,9 +38,12 @@ def engine_free_memory(trial: TrialRecord) -> float | None:
 
 
 def block_geometry(trial: TrialRecord) -> tuple[int, int] | None:
-    """(bytes per block, blocks) of a passing trial."""
+    """(bytes per block, blocks) of a passing trial: exact where the engine said its bytes per block,
+    else derived from its two-decimal GiB log (and then a few blocks off)."""
     if not trial.num_gpu_blocks or not trial.kv_cache_bytes:
         return None
+    if trial.bytes_per_block:
+        return trial.bytes_per_block, trial.num_gpu_blocks
     return int(trial.kv_cache_bytes // trial.num_gpu_blocks), trial.num_gpu_blocks
 
 

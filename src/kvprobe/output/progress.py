@@ -86,35 +86,51 @@ def _u_max_text(doc: ResultDocument) -> str:
     return f">={doc.u_max:.2f}" if doc.u_max_censored else f"{doc.u_max:.2f}"
 
 
-def summary_table(documents: list[ResultDocument]) -> Table:
+SUMMARY_COLUMNS = (
+    "model",
+    "label",
+    "repeat",
+    "u_ref KV GiB",
+    "u_max",
+    "u_min",
+    "KV@u_max GiB",
+    "tokens@u_max",
+    "physical KV GiB",
+    "starts",
+    "status",
+)
+
+
+def _summary_row(doc: ResultDocument) -> tuple[str, ...]:
+    at_max = doc.kv_at_u_max
+    return (
+        doc.model,
+        doc.label,
+        str(doc.repeat),
+        gib(doc.reference.bytes if doc.reference else None),
+        _u_max_text(doc),
+        "-" if doc.u_min is None else f"{doc.u_min:.2f}",
+        gib(at_max.bytes if at_max else None),
+        "-" if not (at_max and at_max.tokens) else f"{at_max.tokens:,}",
+        gib(doc.physical_capacity.bytes if doc.physical_capacity else None),
+        str(doc.engine_starts),
+        doc.status if not doc.errors else f"{doc.status}: {doc.errors[0][:60]}",
+    )
+
+
+def print_summary(console: Console, documents: list[ResultDocument]) -> None:
+    """A table on a terminal; piped to a file or a CI log, one line of `column value` pairs per
+    result, which reads at any width (a table there would be cut to a few characters a column)."""
+    rows = [_summary_row(doc) for doc in documents]
+    if not console.is_terminal:
+        console.print("kvprobe measure: summary", highlight=False)
+        for row in rows:
+            pairs = [f"{column} {value}" for column, value in zip(SUMMARY_COLUMNS, row, strict=True)]
+            console.print(escape(" | ".join(pairs)), highlight=False, soft_wrap=True)
+        return
     table = Table(title="kvprobe measure: summary")
-    for column in (
-        "model",
-        "label",
-        "repeat",
-        "u_ref KV GiB",
-        "u_max",
-        "u_min",
-        "KV@u_max GiB",
-        "tokens@u_max",
-        "physical KV GiB",
-        "starts",
-        "status",
-    ):
-        table.add_column(column, justify="right" if column not in ("model", "label", "status") else "left")
-    for doc in documents:
-        at_max = doc.kv_at_u_max
-        table.add_row(
-            escape(doc.model),
-            doc.label,
-            str(doc.repeat),
-            gib(doc.reference.bytes if doc.reference else None),
-            _u_max_text(doc),
-            "-" if doc.u_min is None else f"{doc.u_min:.2f}",
-            gib(at_max.bytes if at_max else None),
-            "-" if not (at_max and at_max.tokens) else f"{at_max.tokens:,}",
-            gib(doc.physical_capacity.bytes if doc.physical_capacity else None),
-            str(doc.engine_starts),
-            doc.status if not doc.errors else escape(f"{doc.status}: {doc.errors[0][:60]}"),
-        )
-    return table
+    for column in SUMMARY_COLUMNS:
+        table.add_column(column, justify="left" if column in ("model", "label", "status") else "right")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(table)

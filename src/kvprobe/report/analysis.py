@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kvprobe.report.pairing import Group, group_results
-from kvprobe.report.stats import Summary, WelchResult, summarise, welch_t_test
+from kvprobe.report.stats import FEW_RUNS, Summary, WelchResult, summarise, unstable, welch_t_test
 from kvprobe.results.schema import ContainerRun, ResultDocument
 from kvprobe.units import GIB
 from kvprobe.vocabulary import LABELS, Label, Pool
@@ -20,16 +20,15 @@ from kvprobe.vocabulary import LABELS, Label, Pool
 Unit = Literal["GiB", "tokens", "blocks", "", "x", "tok/s"]
 
 
-def _peak_memory(doc: ResultDocument) -> float | None:
+def _peak_host_in_use(doc: ResultDocument) -> float | None:
+    """MemTotal less the lowest MemAvailable (+ unlisted pages) seen during the u_max start."""
     phases = doc.memory_phases
-    if phases is None:
-        return None
-    lowest = phases.lowest_host_released or phases.lowest_host_available  # older results lack the first
-    return (
-        phases.peak_gpu_used
-        or phases.peak_cgroup_usage
-        or (None if lowest is None else doc.environment.host_memory["MemTotal"] - lowest)
-    )
+    lowest = None if phases is None else (phases.lowest_host_released or phases.lowest_host_available)
+    return None if lowest is None else doc.environment.host_memory["MemTotal"] - lowest
+
+
+def _phase(field: str) -> Callable[[ResultDocument], float | None]:
+    return lambda doc: None if doc.memory_phases is None else getattr(doc.memory_phases, field)
 
 
 def _figure(name: str, field: str) -> Callable[[ResultDocument], float | None]:
@@ -43,6 +42,7 @@ def _figure(name: str, field: str) -> Callable[[ResultDocument], float | None]:
 # name -> (unit, extractor). "GiB" values are stored in bytes and shown in GiB.
 METRICS: dict[str, tuple[Unit, Callable[[ResultDocument], float | None]]] = {
     "kv_reference_bytes": ("GiB", _figure("reference", "bytes")),
+    "kv_reference_blocks": ("blocks", _figure("reference", "num_blocks")),
     "kv_reference_tokens": ("tokens", _figure("reference", "tokens")),
     "u_max": ("", lambda d: d.u_max),
     "u_min": ("", lambda d: d.u_min),
@@ -51,13 +51,26 @@ METRICS: dict[str, tuple[Unit, Callable[[ResultDocument], float | None]]] = {
     "kv_u_max_tokens": ("tokens", _figure("kv_at_u_max", "tokens")),
     "max_concurrency": ("x", _figure("kv_at_u_max", "max_concurrency")),
     "physical_kv_bytes": ("GiB", _figure("physical_capacity", "bytes")),
+    "physical_kv_blocks": ("blocks", _figure("physical_capacity", "num_blocks")),
     "physical_kv_tokens": ("tokens", _figure("physical_capacity", "tokens")),
-    "peak_memory_bytes": ("GiB", _peak_memory),
+    "peak_host_in_use_bytes": ("GiB", _peak_host_in_use),
+    "peak_cgroup_usage_bytes": ("GiB", _phase("peak_cgroup_usage")),
+    "peak_gpu_used_bytes": ("GiB", _phase("peak_gpu_used")),
     "throughput_tokens_per_s": ("tok/s", _figure("throughput", "tokens_per_s")),
 }
 
 # The capacities the blog post compares: KV at the matched serving utilization, then at u_max.
 COMPARED = ("kv_reference_bytes", "kv_u_max_bytes", "physical_kv_bytes", "u_max", "throughput_tokens_per_s")
+# A KV capacity's ratio and percentage come from its blocks: exact, where its bytes may come from a
+# two-decimal log line (schema 1). Matched runs share the settings hash, so the same bytes per block.
+BLOCKS_OF = {
+    "kv_reference_bytes": "kv_reference_blocks",
+    "kv_u_max_bytes": "kv_u_max_blocks",
+    "physical_kv_bytes": "physical_kv_blocks",
+}
+# u_max, and every figure taken at it, is only a lower bound when the search passed at the top of its range.
+AT_U_MAX = ("u_max", "kv_u_max_bytes", "kv_u_max_blocks", "kv_u_max_tokens", "max_concurrency")
+SEARCH_OF = {"u_max": "u_max", "u_min": "u_min", "physical_kv_bytes": "kv_blocks"}
 
 
 class Model(BaseModel):
@@ -67,13 +80,25 @@ class Model(BaseModel):
 class Comparison(Model):
     """Native minus container for one metric, from the means of the runs."""
 
-    available: bool = Field(description="Both sides have values; the other fields are None otherwise.")
+    available: bool = Field(description="Both sides have values and neither is a bound; see `not_compared`.")
+    not_compared: Literal["missing", "censored"] | None = None
     native_mean: float | None = None
     container_mean: float | None = None
     lost: float | None = Field(None, description="native_mean - container_mean, in the metric's unit.")
     lost_percent: float | None = None
     ratio_native_over_container: float | None = None
-    welch: WelchResult | None = Field(None, description="Welch's t-test of the two sides' values.")
+    exact: bool = Field(True, description="False where KV bytes came from the engine's rounded GiB log (schema 1).")
+    welch: WelchResult | None = Field(None, description="Welch's t-test, or why there is none (its verdict).")
+
+
+class Flag(Model):
+    """Something that makes a figure less trustworthy, as pyperf warns of unstable benchmarks."""
+
+    kind: Literal["few_runs", "unstable_sd", "non_monotone", "boundary_flipped", "baseline_not_restored"]
+    label: Label
+    metric: str | None = None
+    value: float | None = Field(None, description="n, sd/mean, or the setting that flipped.")
+    run: str | None = None
 
 
 class MeanAttribution(Model):
@@ -139,11 +164,13 @@ class ModelComparison(Model):
     versions: dict[str, str | None]
     n: dict[Label, int]
     u_max_censored: dict[Label, bool]
+    bounds: dict[Label, list[str]] = Field(description="Metrics that are only lower bounds on that side.")
     stats: dict[Label, dict[str, Summary]]
     comparison: dict[str, Comparison]
     attribution: dict[Label, MeanAttribution | None]
     attribution_difference: dict[str, float] | None
     findings: list[Finding]
+    flags: list[Flag]
     container: ContainerRun | None
     caption: dict[Label, Caption]
     runs: dict[Label, list[dict[str, str | int | float | None]]]
@@ -156,20 +183,66 @@ class ReportSummary(Model):
     documents: int
 
 
-def _compare(native: list[float], container: list[float]) -> Comparison:
+def _compare(group: Group, metric: str, bounded: bool) -> Comparison:
+    native, container = _values(group.runs["native"], metric), _values(group.runs["container"], metric)
     a, b = summarise(native), summarise(container)
     if a.mean is None or b.mean is None:
-        return Comparison(available=False)
-    lost = a.mean - b.mean
+        return Comparison(available=False, not_compared="missing")
+    if bounded:
+        return Comparison(available=False, not_compared="censored", native_mean=a.mean, container_mean=b.mean)
+    blocks = BLOCKS_OF.get(metric)
+    exact = blocks is None or all(_kv_bytes_exact(d, metric) for label in LABELS for d in group.runs[label])
+    ratio_a, ratio_b = (a.mean, b.mean)
+    if blocks is not None:
+        ratio_a = summarise(_values(group.runs["native"], blocks)).mean
+        ratio_b = summarise(_values(group.runs["container"], blocks)).mean
     return Comparison(
         available=True,
         native_mean=a.mean,
         container_mean=b.mean,
-        lost=lost,
-        lost_percent=100.0 * lost / a.mean if a.mean else None,
-        ratio_native_over_container=a.mean / b.mean if b.mean else None,
+        lost=a.mean - b.mean,
+        lost_percent=100.0 * (ratio_a - ratio_b) / ratio_a if ratio_a else None,
+        ratio_native_over_container=ratio_a / ratio_b if ratio_b else None,
+        exact=exact,
         welch=welch_t_test(native, container),
     )
+
+
+def _kv_bytes_exact(doc: ResultDocument, metric: str) -> bool:
+    name = {
+        "kv_reference_bytes": "reference",
+        "kv_u_max_bytes": "kv_at_u_max",
+        "physical_kv_bytes": "physical_capacity",
+    }
+    figure = getattr(doc, name[metric])
+    return figure is None or figure.bytes_per_block is not None
+
+
+def _bounds(group: Group) -> dict[Label, list[str]]:
+    return {label: list(AT_U_MAX) if any(d.u_max_censored for d in group.runs[label]) else [] for label in LABELS}
+
+
+def _flags(group: Group, stats: dict[Label, dict[str, Summary]]) -> list[Flag]:
+    flags: list[Flag] = []
+    for label in LABELS:
+        runs = group.runs[label]
+        if len(runs) < FEW_RUNS:
+            flags.append(Flag(kind="few_runs", label=label, value=len(runs)))
+        for metric in COMPARED:
+            summary = stats[label][metric]
+            if unstable(summary):
+                flags.append(Flag(kind="unstable_sd", label=label, metric=metric, value=summary.sd / summary.mean))
+        for doc in runs:
+            for name, search in doc.searches.items():
+                if search.non_monotone:
+                    flags.append(Flag(kind="non_monotone", label=label, metric=name, run=doc.where()))
+                flags += [
+                    Flag(kind="boundary_flipped", label=label, metric=name, value=v, run=doc.where())
+                    for v in search.flipped
+                ]
+            if any(not t.baseline_restored for t in doc.trials):
+                flags.append(Flag(kind="baseline_not_restored", label=label, run=doc.where()))
+    return flags
 
 
 def _mean_attribution(docs: list[ResultDocument]) -> MeanAttribution | None:
@@ -186,13 +259,15 @@ def _mean_attribution(docs: list[ResultDocument]) -> MeanAttribution | None:
 
 
 def _findings(
-    stats: dict[Label, dict[str, Summary]], attribution: dict[Label, MeanAttribution | None]
+    stats: dict[Label, dict[str, Summary]],
+    attribution: dict[Label, MeanAttribution | None],
+    bounds: dict[Label, list[str]],
 ) -> list[Finding]:
-    """What the measurements of this model show that a reader can act on."""
+    """What the measurements of this model show that a reader can act on (never from a bound)."""
     found: list[Finding] = []
     native, container = stats["native"], stats["container"]
     kv_max, physical = container["kv_u_max_bytes"].mean, container["physical_kv_bytes"].mean
-    if kv_max and physical and physical > 1.05 * kv_max:
+    if kv_max and physical and physical > 1.05 * kv_max and not bounds["container"]:
         found.append(RecoverableKv(physical_bytes=physical, allocated_bytes=kv_max))
     native_kv, container_kv = native["kv_reference_bytes"].mean, container["kv_reference_bytes"].mean
     parts = attribution["container"].parts if attribution["container"] else {}
@@ -203,7 +278,8 @@ def _findings(
     if parts.get("page_cache", 0) > 0.5 * GIB:
         found.append(PageCacheCharged(page_cache_bytes=parts["page_cache"]))
     native_u, container_u = native["u_max"].mean, container["u_max"].mean
-    if native_u and container_u and container_u < native_u - 0.015:
+    bounded = bounds["native"] or bounds["container"]
+    if native_u and container_u and container_u < native_u - 0.015 and not bounded:
         found.append(UMaxDrop(native=native_u, container=container_u))
     return found
 
@@ -243,6 +319,7 @@ def _values(docs: list[ResultDocument], metric: str) -> list[float]:
 
 
 def analyse_group(group: Group) -> ModelComparison:
+    bounds = _bounds(group)
     stats = {label: {name: summarise(_values(group.runs[label], name)) for name in METRICS} for label in LABELS}
     attribution = {label: _mean_attribution(group.runs[label]) for label in LABELS}
     where = None
@@ -256,14 +333,13 @@ def analyse_group(group: Group) -> ModelComparison:
         versions={"kvprobe": group.kvprobe, "vllm": group.vllm},
         n={label: len(group.runs[label]) for label in LABELS},
         u_max_censored={label: any(d.u_max_censored for d in group.runs[label]) for label in LABELS},
+        bounds=bounds,
         stats=stats,
-        comparison={
-            name: _compare(_values(group.runs["native"], name), _values(group.runs["container"], name))
-            for name in COMPARED
-        },
+        comparison={name: _compare(group, name, any(name in bounds[label] for label in LABELS)) for name in COMPARED},
         attribution=attribution,
         attribution_difference=where,
-        findings=_findings(stats, attribution),
+        findings=_findings(stats, attribution, bounds),
+        flags=_flags(group, stats),
         container=group.runs["container"][0].options.container,
         caption={label: _caption(group.runs[label]) for label in LABELS},
         runs={label: [_run_row(d) for d in group.runs[label]] for label in LABELS},

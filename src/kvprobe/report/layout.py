@@ -8,6 +8,7 @@ from __future__ import annotations
 from kvprobe.report.analysis import (
     Comparison,
     Finding,
+    Flag,
     LimitCut,
     ModelComparison,
     PageCacheCharged,
@@ -50,6 +51,7 @@ PART_LABELS = {
 }
 ROWS = (
     ("kv_reference_bytes", "KV cache at gpu_memory_utilization (GiB)"),
+    ("kv_reference_blocks", "KV blocks at gpu_memory_utilization"),
     ("kv_reference_tokens", "KV tokens at gpu_memory_utilization"),
     ("u_max", "u_max (largest utilization that starts)"),
     ("u_min", "u_min (smallest that holds one max_model_len request)"),
@@ -58,7 +60,10 @@ ROWS = (
     ("kv_u_max_tokens", "KV tokens at u_max"),
     ("max_concurrency", "max concurrency at max_model_len"),
     ("physical_kv_bytes", "physical KV capacity, fill-tested (GiB)"),
-    ("peak_memory_bytes", "peak memory during the u_max start (GiB)"),
+    ("physical_kv_blocks", "physical KV capacity, fill-tested (blocks)"),
+    ("peak_host_in_use_bytes", "host memory in use at peak, u_max start (MemTotal - lowest MemAvailable, GiB)"),
+    ("peak_cgroup_usage_bytes", "cgroup memory usage at peak, u_max start (GiB)"),
+    ("peak_gpu_used_bytes", "GPU memory used at peak, u_max start (NVML, GiB)"),
     ("throughput_tokens_per_s", "decode throughput (tokens/s)"),
 )
 LOSS_ROWS = (
@@ -98,14 +103,35 @@ def fmt_stat(stat: Summary, unit: Unit) -> str:
     return text
 
 
+VERDICT_TEXT = {
+    "identical": "identical in every repeat",
+    "no_variance": "no variance to test (each side repeated its own value)",
+    "too_few": "n too small for a test",
+}
+FLAG_TEXT = {
+    "few_runs": "{label}: only {value:.0f} run(s); repeat at least 3 times before quoting",
+    "unstable_sd": "{label} {metric}: unstable, the standard deviation is {value:.0%} of the mean",
+    "non_monotone": "{label} {metric}: the search saw a start fail above one that passed, in {run}",
+    "boundary_flipped": "{label} {metric}: the same setting {value} both passed and failed, in {run}",
+    "baseline_not_restored": "{label}: memory did not come back to its baseline after a trial, in {run}",
+}
+
+
+def p_text(comparison: Comparison) -> str:
+    welch = comparison.welch
+    if welch is None or welch.verdict != "tested":
+        return VERDICT_TEXT.get(welch.verdict if welch else "too_few", "-")
+    return "<0.001" if welch.p_value < 0.001 else f"{welch.p_value:.2g}"
+
+
 def comparison_cells(comparison: Comparison, unit: Unit) -> tuple[str, str, str, str]:
-    """lost, lost %, native/container, p."""
+    """lost, lost %, native/container, p (or why there is no test)."""
     lost = fmt(comparison.lost, unit) if unit == "GiB" else f"{comparison.lost:.3f}"
+    if not comparison.exact:
+        lost = f"≈{lost} (from the engine's 2-decimal GiB log)"
     pct = "-" if comparison.lost_percent is None else f"{comparison.lost_percent:.1f}%"
     ratio = "-" if comparison.ratio_native_over_container is None else f"{comparison.ratio_native_over_container:.2f}x"
-    p = comparison.welch.p_value if comparison.welch else None
-    p_text = "-" if p is None else ("<0.001" if p < 0.001 else f"{p:.2g}")
-    return lost, pct, ratio, p_text
+    return lost, pct, ratio, p_text(comparison)
 
 
 def caption_text(model: ModelComparison) -> str:
@@ -139,6 +165,10 @@ def finding_text(finding: Finding) -> str:
     return f"u_max drops from {finding.native:.2f} natively to {finding.container:.2f} in the container."
 
 
+def flag_text(flag: Flag) -> str:
+    return FLAG_TEXT[flag.kind].format(label=flag.label, metric=flag.metric, value=flag.value or 0, run=flag.run)
+
+
 def _metric_table(model: ModelComparison, metrics: dict[str, Unit]) -> Table:
     rows = []
     for name, title in ROWS:
@@ -146,8 +176,8 @@ def _metric_table(model: ModelComparison, metrics: dict[str, Unit]) -> Table:
         if not native.n and not container.n:
             continue
         cells = [fmt_stat(stat, metrics[name]) for stat in (native, container)]
-        if name == "u_max":  # a search that passed at the top of its range only bounds u_max from below
-            cells = [(">= " + c if model.u_max_censored[label] else c) for c, label in zip(cells, LABELS, strict=True)]
+        # a search that passed at the top of its range only bounds u_max, and what was measured there, from below
+        cells = [(">= " + c if name in model.bounds[label] else c) for c, label in zip(cells, LABELS, strict=True)]
         rows.append((title, *cells))
     return Table(("metric", "native", "container"), tuple(rows), (False, True, True))
 
@@ -156,8 +186,10 @@ def _loss_table(model: ModelComparison, metrics: dict[str, Unit]) -> Table:
     rows = []
     for name, title in LOSS_ROWS:
         comparison = model.comparison[name]
-        if name == "u_max" and any(model.u_max_censored.values()):
-            rows.append(("u_max", "not compared: a search ended at the top of its range (see above)", "", "", ""))
+        if comparison.not_compared == "censored":
+            rows.append(
+                (title, "not compared: a lower bound (a u_max search ended at the top of its range)", "", "", "")
+            )
         elif comparison.available:
             rows.append((title, *comparison_cells(comparison, metrics[name])))
     return Table(("capacity", "lost", "lost %", "native/container", "p"), tuple(rows), (False, True, True, True, True))
@@ -202,6 +234,11 @@ def model_section(model: ModelComparison, metrics: dict[str, Unit]) -> list[Bloc
         blocks += [
             Paragraph.of(strong("Advice"), " (from these measurements):"),
             BulletList(tuple(Paragraph.of(finding_text(f)) for f in model.findings)),
+        ]
+    if model.flags:
+        blocks += [
+            Paragraph.of(strong("Check before quoting"), " (as pyperf warns of unstable results):"),
+            BulletList(tuple(Paragraph.of(flag_text(f)) for f in model.flags)),
         ]
     if model.container:
         blocks.append(Paragraph.of("Container command: ", code_span(" ".join(model.container.command))))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 
 def _beta_continued_fraction(a: float, b: float, x: float) -> float:
@@ -91,22 +92,37 @@ def summarise(values: Sequence[float | None]) -> Summary:
     return Summary(n, mean, sd, mean - half, mean + half)
 
 
+Verdict = Literal["tested", "identical", "no_variance", "too_few"]
+"""tested: Welch's t-test ran. identical: every repeat on both sides gave the same value. no_variance:
+each side repeated its own value exactly, and the two differ (a deterministic difference, no test).
+too_few: fewer than two values on a side."""
+
+
 @dataclass
 class WelchResult:
-    t: float | None
-    df: float | None
-    p_value: float | None
+    verdict: Verdict
+    t: float | None = None
+    df: float | None = None
+    p_value: float | None = None
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchResult:
-    """Welch's unequal-variance t-test of mean(a) - mean(b)."""
+    """Welch's unequal-variance t-test of mean(a) - mean(b), where there is variance to test."""
     sa, sb = summarise(a), summarise(b)
     if sa.n < 2 or sb.n < 2:
-        return WelchResult(None, None, None)
+        return WelchResult("too_few")
     va, vb = sa.sd**2 / sa.n, sb.sd**2 / sb.n
     if va + vb == 0:
-        same = sa.mean == sb.mean
-        return WelchResult(0.0 if same else math.inf, None, 1.0 if same else 0.0)
+        return WelchResult("identical" if sa.mean == sb.mean else "no_variance")
     t = (sa.mean - sb.mean) / math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va**2 / (sa.n - 1) + vb**2 / (sb.n - 1))
-    return WelchResult(t, df, t_two_sided_p(t, df))
+    return WelchResult("tested", t, df, t_two_sided_p(t, df))
+
+
+UNSTABLE_SD_FRACTION = 0.10  # pyperf's threshold: a standard deviation above 10% of the mean
+FEW_RUNS = 3
+
+
+def unstable(summary: Summary) -> bool:
+    """sd above 10% of the mean (pyperf warns at the same point)."""
+    return bool(summary.sd is not None and summary.mean and summary.sd > UNSTABLE_SD_FRACTION * abs(summary.mean))

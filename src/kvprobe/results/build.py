@@ -36,6 +36,8 @@ def kv_figure(trial: TrialRecord | None, max_model_len: int) -> KvFigure | None:
         block_size=trial.block_size,
         tokens=tokens,
         bytes=trial.kv_cache_bytes,
+        bytes_per_block=trial.bytes_per_block,
+        bytes_logged=trial.memory_report.kv_cache_bytes,
         tokens_logged=trial.memory_report.kv_cache_tokens_logged,
         max_concurrency=tokens / max_model_len if tokens else None,
         fill=trial.worker.fill,

@@ -117,8 +117,11 @@ class FillResult(Record):
     capacity_tokens: int
     reachable_fraction: float
     seconds: float
-    peak_kv_usage: float
+    peak_kv_usage: float = Field(description="The scheduler's highest KV usage, polled by kvprobe's stat logger.")
     peak_running: int
+    peak_kv_usage_logged: float | None = Field(
+        None, description="The highest 'KV cache usage' vLLM's own stat logger printed (sampled, so at most the peak)."
+    )
 
 
 class ThroughputResult(Record):
@@ -155,6 +158,9 @@ class WorkerResult(Record):
     """What the worker process wrote after a successful start (empty when it failed)."""
 
     num_gpu_blocks: int | None = Field(None, description="KV blocks allocated (vLLM's cache_config.num_gpu_blocks).")
+    bytes_per_block: int | None = Field(
+        None, description="2 (K and V) x layers x KV heads x head size x dtype bytes x block size, per rank."
+    )
     block_size: int | None = Field(None, description="Tokens per KV block.")
     max_num_seqs: int | None = Field(None, description="The scheduler's limit on concurrent sequences.")
     max_num_batched_tokens: int | None = Field(None, description="Tokens per step; it sizes the activation peak.")
@@ -185,7 +191,8 @@ class TrialRecord(Record):
     num_gpu_blocks: int | None = None
     block_size: int | None = None
     kv_cache_tokens: int | None = None
-    kv_cache_bytes: int | None = None
+    kv_cache_bytes: int | None = Field(None, description="num_gpu_blocks x bytes_per_block where that is known.")
+    bytes_per_block: int | None = Field(None, description="KV bytes per block, from the engine's model config.")
     memory_report: EngineMemoryReport = Field(default_factory=EngineMemoryReport)
     worker: WorkerResult = Field(default_factory=WorkerResult)
     memory: TrialMemory = Field(default_factory=TrialMemory)
@@ -237,7 +244,9 @@ class KvFigure(Record):
     num_blocks: int | None
     block_size: int | None
     tokens: int | None
-    bytes: int | None
+    bytes: int | None = Field(description="num_blocks x bytes_per_block; schema 1 files: the engine's logged GiB.")
+    bytes_per_block: int | None = None
+    bytes_logged: float | None = Field(None, description="The engine's own two-decimal GiB figure, a cross-check.")
     tokens_logged: int | None
     max_concurrency: float | None
     fill: FillResult | None
@@ -254,6 +263,13 @@ class SearchSummary(Record):
     non_monotone: bool
     engine_starts: int
     trials: list[int]
+    confirmed: bool | None = Field(None, description="The boundary started again and passed (None: not repeated).")
+    flipped: list[float] = Field(default_factory=list, description="Settings that both passed and failed.")
+
+    @property
+    def unstable(self) -> bool:
+        """Outcomes flipped: a start's fate near this boundary is partly chance."""
+        return bool(self.flipped) or self.confirmed is False
 
 
 class ContainerLimits(Record):

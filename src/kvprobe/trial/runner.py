@@ -260,10 +260,13 @@ class TrialRunner:
             return
         record.num_gpu_blocks = worker.num_gpu_blocks or None
         record.block_size = worker.block_size
+        record.bytes_per_block = worker.bytes_per_block
         if record.num_gpu_blocks and record.block_size:
             record.kv_cache_tokens = record.num_gpu_blocks * record.block_size
         record.kv_cache_bytes = _kv_bytes(record)
         fill = worker.fill
+        if fill is not None:
+            fill.peak_kv_usage_logged = self.engine.logged_peak_kv_usage(log_text)
         if record.fill_target and fill and fill.peak_kv_usage + 1e-9 < record.fill_target:
             record.reason = (
                 f"fill reached {fill.peak_kv_usage:.1%} of the KV blocks, below the {record.fill_target:.0%} target"
@@ -275,7 +278,11 @@ class TrialRunner:
 
 
 def _kv_bytes(record: TrialRecord) -> int | None:
-    value = record.memory_report.kv_cache_bytes
+    """What the engine allocated, exactly: blocks x bytes per block. Without bytes per block (an MLA
+    model, an engine that does not say), the budget asked for, else the engine's two-decimal GiB log."""
+    if record.num_gpu_blocks and record.bytes_per_block:
+        return record.num_gpu_blocks * record.bytes_per_block
     if record.kv_cache_memory_bytes:
         return int(record.kv_cache_memory_bytes)
-    return int(value) if value is not None else None
+    logged = record.memory_report.kv_cache_bytes
+    return int(logged) if logged is not None else None
