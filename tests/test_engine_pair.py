@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -149,3 +150,42 @@ def test_every_trial_ended_with_its_group_gone_and_memory_back(pair_run, contain
     for doc in (pair_run["native"], pair_run["container"], container_search):
         for trial in doc["trials"]:
             assert trial["baseline_restored"], (trial["number"], trial["search"])
+
+
+def tiny_bytes_per_block(block_size: int) -> int:
+    """K and V x layers x KV heads x head_dim x 4 bytes (float32), from the shipped config.json."""
+    config = json.loads((ROOT / "configs" / "tiny-llama" / "config.json").read_text())
+    return 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * config["head_dim"] * 4 * block_size
+
+
+def test_kv_bytes_are_exact_blocks_times_bytes_per_block(pair_run, container_search):
+    for doc in (pair_run["native"], pair_run["container"], container_search):
+        for trial in (t for t in doc["trials"] if t["passed"]):
+            assert trial["bytes_per_block"] == tiny_bytes_per_block(trial["block_size"])
+            assert trial["kv_cache_bytes"] == trial["num_gpu_blocks"] * trial["bytes_per_block"]
+            logged = trial["memory_report"]["kv_cache_bytes"]  # vLLM's two-decimal GiB, the cross-check
+            assert abs(trial["kv_cache_bytes"] - logged) <= 0.005 * GIB, trial["number"]
+        figure = doc["reference"]
+        assert figure["bytes"] == figure["num_blocks"] * figure["bytes_per_block"]
+        assert abs(figure["bytes"] - figure["bytes_logged"]) <= 0.005 * GIB
+
+
+def test_the_kv_block_grid_is_exact_and_the_fill_is_checked_by_vllms_own_log(container_search):
+    kv_trials = [t for t in container_search["trials"] if t["search"] == "kv_blocks"]
+    for trial in kv_trials:
+        # every budget asked for is whole blocks, and vLLM allocated exactly those blocks
+        assert trial["kv_cache_memory_bytes"] % tiny_bytes_per_block(128) == 0
+        if trial["outcome"] == "ok":
+            assert trial["num_gpu_blocks"] * trial["bytes_per_block"] == trial["kv_cache_memory_bytes"]
+    fill = container_search["physical_capacity"]["fill"]
+    assert fill["peak_kv_usage_logged"] is not None
+    assert fill["peak_kv_usage_logged"] <= fill["peak_kv_usage"] + 0.001  # a sampled log line is at most the peak
+
+
+def test_each_converged_boundary_was_started_again(container_search):
+    for name in ("u_max", "u_min", "kv_blocks"):
+        search = container_search["searches"][name]
+        confirmations = [t for t in container_search["trials"] if t["search"] == name and t["confirmation"]]
+        if search["converged"]:
+            assert len(confirmations) == 1 and search["confirmed"] is not None
+            assert search["engine_starts"] == len(search["trials"]) - 1

@@ -197,3 +197,25 @@ def test_unmatched_results_are_listed_not_mixed(tmp_path):
 def test_report_never_runs_an_engine(tmp_path, monkeypatch):
     done = kvprobe("report", str(tmp_path), check=False)
     assert done.returncode == 2 and "no kvprobe result files" in done.stderr
+
+
+def test_peak_memory_compares_like_with_like(report_dir):
+    """One row per account: host memory in use on both sides; the cgroup's peak only where one was read."""
+    text = (report_dir / "report.md").read_text()
+    (table,) = [t for t in markdown_tables(text) if t[0] == ["metric", "native", "container"]]
+    rows = {row[0]: row[1:] for row in table[2:]}
+    host = next(k for k in rows if k.startswith("host memory in use at peak"))
+    assert all(cell != "-" for cell in rows[host])
+    cgroup = next(k for k in rows if k.startswith("cgroup memory usage at peak"))
+    assert rows[cgroup][0] == "-" and rows[cgroup][1] != "-"
+
+
+def test_a_censored_u_max_is_shown_as_a_bound_and_kept_out_of_the_losses(report_dir):
+    summary = json.loads((report_dir / "summary.json").read_text())
+    (model,) = summary["models"]
+    censored = [label for label in ("native", "container") if model["u_max_censored"][label]]
+    assert censored, "the committed native runs stop at the top of their range"
+    for metric in ("u_max", "kv_u_max_bytes"):
+        assert model["comparison"][metric]["not_compared"] == "censored"
+    text = (report_dir / "report.md").read_text()
+    assert "| KV at u_max (GiB) | not compared: a lower bound" in text

@@ -73,6 +73,7 @@ def _measure_options(func):
         click.option("--no-guard", is_flag=True, help="Disable the host-memory guard (not advised on unified memory)."),
         click.option("--drop-caches", is_flag=True, help="Drop the page cache before each trial (root only)."),
         click.option("--resume", is_flag=True, help=MEASURE_HELP["resume"]),
+        click.option("--no-confirm", is_flag=True, help="Do not start each boundary once more to confirm it."),
         click.option("--annotate", hidden=True, help="How `kvprobe container` started this run (JSON)."),
     ]
     for option in reversed(options):
@@ -140,6 +141,7 @@ def run_measure(
     no_guard: bool,
     drop_caches: bool,
     resume: bool,
+    no_confirm: bool,
     annotate: str | None = None,
 ) -> int:
     console = Console(stderr=False)
@@ -154,7 +156,13 @@ def run_measure(
     for warning in environment.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
 
-    searching = {"tolerance": tolerance, "utilization_range": span, "searches": chosen, "strategy": strategy}
+    searching = {
+        "tolerance": tolerance,
+        "utilization_range": span,
+        "searches": chosen,
+        "strategy": strategy,
+        "confirm": not no_confirm,
+    }
     around_each_start = {"cooldown_s": cooldown_s, "max_gpu_temp_c": max_gpu_temp, "drop_caches": drop_caches}
     container = ContainerRun.model_validate_json(annotate) if annotate else None
     options = MeasureOptions(
@@ -180,6 +188,7 @@ def run_measure(
         "range": span,
         "searches": chosen,
         "strategy": strategy,
+        "confirm": not no_confirm,
         "fill_target": fill_target,
         "throughput": throughput,
     }

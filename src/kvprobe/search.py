@@ -24,6 +24,7 @@ class SearchResult:
     converged: bool = False
     censored: bool = False
     non_monotone: bool = False
+    confirmed: bool | None = None  # set by the caller that starts the boundary once more
 
     @property
     def engine_starts(self) -> int:

@@ -85,10 +85,11 @@ class ModelSearches:
         fill: float | None = None,
         throughput: dict | None = None,
         overrides: dict | None = None,
+        confirmation: int = 0,
     ) -> TrialRecord:
         """One engine start (a timed-out one is tried again `options.retries` times)."""
         engine_args = {**self.engine.engine_args(self.settings, utilization, kv_bytes), **(overrides or {})}
-        workload = {"fill_target": fill, "throughput": throughput}
+        workload = {"fill_target": fill, "throughput": throughput, "confirmation": confirmation}
         request = self._request(
             search=search, engine_args=engine_args, utilization=utilization, kv_cache_memory_bytes=kv_bytes, **workload
         )
@@ -196,13 +197,7 @@ class ModelSearches:
         predicted = predict_kv_blocks(at_u_max)
 
         def probe(blocks: float) -> bool:
-            # The fill needs every request in flight at once; more sequences than the model's
-            # setting only add non-KV memory, so the capacity found is, if anything, conservative.
-            requests = fill_request_count(int(blocks), at_u_max.block_size, self.settings.max_model_len)
-            overrides = {"max_num_seqs": max(self.settings.max_num_seqs or 0, requests)}
-            return self.trial(
-                "kv_blocks", kv_bytes=int(blocks) * bytes_per_block, fill=self.options.fill_target, overrides=overrides
-            ).passed
+            return self.kv_blocks_trial(int(blocks), at_u_max).passed
 
         return find_boundary(
             probe,
@@ -213,6 +208,32 @@ class ModelSearches:
             integer=True,
             predict=self._predictor(lambda: predicted) if predicted else None,
         )
+
+    def kv_blocks_trial(self, blocks: int, at_u_max: TrialRecord, confirmation: int = 0) -> TrialRecord:
+        """An explicit KV budget of `blocks`, filled. The fill needs every request in flight at once;
+        more sequences than the model's setting only add non-KV memory, so the capacity found is, if
+        anything, conservative."""
+        bytes_per_block, _ = block_geometry(at_u_max)
+        requests = fill_request_count(blocks, at_u_max.block_size, self.settings.max_model_len)
+        overrides = {"max_num_seqs": max(self.settings.max_num_seqs or 0, requests)}
+        return self.trial(
+            "kv_blocks",
+            kv_bytes=blocks * bytes_per_block,
+            fill=self.options.fill_target,
+            overrides=overrides,
+            confirmation=confirmation,
+        )
+
+    def confirm(self, search: SearchName, result: SearchResult, at_u_max: TrialRecord | None = None) -> None:
+        """Start the boundary's passing setting once more: near a hard wall a start's fate is partly
+        chance, and a boundary that does not pass twice is reported as unstable."""
+        if not (result.converged and self.options.confirm):
+            return  # a search that ended at its range's edge met no wall: nothing to confirm
+        if search == "kv_blocks":
+            again = self.kv_blocks_trial(int(result.passing), at_u_max, confirmation=1)
+        else:
+            again = self.trial(search, utilization=result.passing, confirmation=1)
+        result.confirmed = again.passed
 
     def _predictor(self, predict: Callable[[], float | None]) -> Callable[[], float | None] | None:
         return predict if self.options.strategy == "bracketed" else None
@@ -234,15 +255,18 @@ class ModelSearches:
             if u_max.passing is None:
                 found.errors.append(f"no utilization in [{lo}, {hi}] started the engine")
             else:
+                self.confirm("u_max", u_max)
                 found.at_u_max = find_trial(self.trials, utilization=u_max.passing, kv_cache_memory_bytes=None)
 
         if "u_min" in options.searches and not found.errors:
-            found.searches["u_min"] = self.search_u_min(lo, hi)
+            u_min = found.searches["u_min"] = self.search_u_min(lo, hi)
+            self.confirm("u_min", u_min)
 
         if "kv_blocks" in options.searches and found.at_u_max is not None:
             kv_blocks = self.search_kv_blocks(found.at_u_max, hi)
             if kv_blocks is not None:
                 found.searches["kv_blocks"] = kv_blocks
+                self.confirm("kv_blocks", kv_blocks, found.at_u_max)
                 if kv_blocks.passing is not None:
                     bytes_per_block, _ = block_geometry(found.at_u_max)
                     found.physical = find_trial(
@@ -253,4 +277,20 @@ class ModelSearches:
             found.throughput = self.trial(
                 "throughput", utilization=found.at_u_max.utilization, throughput=THROUGHPUT_WORKLOAD
             )
+        found.errors += self._missing_figures(found)
         return found
+
+    def _missing_figures(self, found: ModelFindings) -> list[str]:
+        """A result is complete only if every figure its searches promise is there."""
+        missing = []
+        u_max, u_min, kv_blocks = (found.searches.get(name) for name in ("u_max", "u_min", "kv_blocks"))
+        if u_max is not None and u_max.passing is not None and found.at_u_max is None:
+            missing.append(f"u_max {u_max.passing} passed, but no passing trial at it was found")
+        if u_min is not None and u_min.passing is None:
+            missing.append("u_min: no utilization in the range held one max_model_len request")
+        if "kv_blocks" in self.options.searches and found.at_u_max is not None and found.physical is None:
+            reason = "no budget passed its fill test" if kv_blocks else "the u_max start reported no KV blocks"
+            missing.append(f"physical KV capacity: {reason}")
+        if found.throughput is not None and not found.throughput.passed:
+            missing.append(f"throughput start failed: {found.throughput.reason}")
+        return missing

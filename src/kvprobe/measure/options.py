@@ -21,6 +21,7 @@ class MeasureOptions:
     max_gpu_temp_c: int | None = None
     drop_caches: bool = False
     strategy: Strategy = "bracketed"
+    confirm: bool = True  # start each boundary's passing setting once more
     retries: int = 1  # a timed-out trial is tried again this often before it counts as a failure
     container: ContainerRun | None = None  # how `kvprobe container` started this run, recorded as-is
 

@@ -34,14 +34,17 @@ class MarkdownWriter(MarkupWriter):
 
     def escape(self, text: str) -> str:
         text = _ALWAYS.sub(r"\\\1", _LINE_BREAKS.sub(" ", text))
-        text = _ACTIVE.sub(lambda match: "\\" + match.group(0), text)
+        return _ACTIVE.sub(lambda match: "\\" + match.group(0), text)
+
+    def _line(self, text: str) -> str:
+        """Text that starts a line: a leading #, >, -, + or '1.' would start a block; escape it."""
         return _BLOCK_START.sub(r"\1\\\2", text)
 
     def heading(self, level: int, text: str) -> str:
         return f"{'#' * level} {text}"
 
     def paragraph(self, text: str) -> str:
-        return text
+        return self._line(text)
 
     def table(self, table: Table) -> str:
         lines = [self._row(table.header), "| " + " | ".join("---:" if n else "---" for n in table.numeric) + " |"]
@@ -55,7 +58,7 @@ class MarkdownWriter(MarkupWriter):
         return f"![{self.escape(figure.caption)}]({figure.stem}.png)"
 
     def bullet_list(self, items: list[str]) -> str:
-        return "\n".join(f"- {item}" for item in items)
+        return "\n".join(f"- {self._line(item)}" for item in items)
 
     def inline(self, span: Span) -> str:
         if span.style != "code":

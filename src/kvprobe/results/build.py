@@ -46,9 +46,20 @@ def kv_figure(trial: TrialRecord | None, max_model_len: int) -> KvFigure | None:
 
 def search_summary(result: SearchResult, trials: list[TrialRecord], name: str) -> SearchSummary:
     mine = [t.number for t in trials if t.search == name]
-    same = ("failing", "tolerance", "converged", "censored", "non_monotone")
+    searching = sum(1 for t in trials if t.search == name and not t.confirmation)
+    same = ("failing", "tolerance", "converged", "censored", "non_monotone", "confirmed")
+    outcomes: dict[float, set[bool]] = {}
+    for trial in trials:
+        if trial.search == name:
+            setting = trial.utilization if trial.is_utilization_start else trial.kv_cache_memory_bytes
+            outcomes.setdefault(setting, set()).add(trial.passed)
+    flipped = sorted(setting for setting, seen in outcomes.items() if seen == {True, False})
     return SearchSummary(
-        boundary=result.passing, engine_starts=len(mine), trials=mine, **{name: getattr(result, name) for name in same}
+        boundary=result.passing,
+        engine_starts=searching,
+        trials=mine,
+        flipped=flipped,
+        **{name: getattr(result, name) for name in same},
     )
 
 

@@ -179,6 +179,7 @@ class TrialRecord(Record):
     utilization: float | None
     kv_cache_memory_bytes: int | None
     fill_target: float | None
+    confirmation: int = Field(0, description="1: the boundary's setting started again to confirm it.")
     outcome: Outcome
     reason: str
     returncode: int | None
@@ -261,8 +262,8 @@ class SearchSummary(Record):
     converged: bool
     censored: bool = Field(description="Passed at the top of the range: the boundary is only a lower bound.")
     non_monotone: bool
-    engine_starts: int
-    trials: list[int]
+    engine_starts: int = Field(description="Starts the search needed (its confirmation not counted).")
+    trials: list[int] = Field(description="Every trial of this search, the confirmation included.")
     confirmed: bool | None = Field(None, description="The boundary started again and passed (None: not repeated).")
     flipped: list[float] = Field(default_factory=list, description="Settings that both passed and failed.")
 

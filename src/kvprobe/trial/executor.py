@@ -24,6 +24,7 @@ class TrialRequest:
     model: str = ""
     repeat: int = 1
     attempt: int = 0  # a timed-out start is tried again; each attempt is journaled apart
+    confirmation: int = 0  # a boundary's setting started again to confirm it (1), journaled apart
     utilization: float | None = None
     kv_cache_memory_bytes: int | None = None
     fill_target: float | None = None
@@ -38,6 +39,7 @@ class TrialRequest:
             "utilization": self.utilization,
             "kv_cache_memory_bytes": self.kv_cache_memory_bytes,
             "fill_target": self.fill_target,
+            "confirmation": self.confirmation,
         }
 
     def journal_key(self) -> str:
@@ -51,7 +53,8 @@ class TrialRequest:
             self.fill_target,
             bool(self.throughput),
         ]
-        return json.dumps(fields) + f"#{self.attempt}"
+        confirmation = f"+confirm{self.confirmation}" if self.confirmation else ""
+        return json.dumps(fields) + f"#{self.attempt}{confirmation}"
 
 
 class TrialExecutor(Protocol):
