@@ -1,11 +1,19 @@
-"""Benchmark: engine starts and wall time of the bracketed u_max search against plain bisection.
+"""Benchmark: a whole kvprobe search, measured once per variant, on the same machine and settings.
 
-Runs `kvprobe measure --searches u_max` twice on the same model and tolerance, once per strategy,
-and prints a Markdown table for docs/benchmarks.md. On a CPU machine the tiny model runs inside a
-memory-limited podman container so that u_max lies inside the range (and the machine stays safe):
+Each variant is one `kvprobe measure` run (or `kvprobe container` with --container); the rows
+(engine starts, wall time per start, total, the figures found) go to a JSON file that
+scripts/make_docs.py turns into docs/benchmarks.md. Two comparisons:
 
-    .venv/bin/python scripts/bench_search.py --container 4g            # CPU machine
-    python3 scripts/bench_search.py --model deepseek-r1-distill-qwen-7b  # GPU host, natively
+    # the u_max search, bracketed against plain bisection (CPU machine, tiny model in 4 GiB podman)
+    .venv/bin/python scripts/bench_search.py --vary strategy=bracketed,bisection --searches u_max \\
+        --container 4g --json docs/benchmarks/raw/cpu-strategy.json
+    # the whole search with and without the next worker's imports overlapping a trial (GPU host)
+    python3 scripts/bench_search.py --model deepseek-r1-distill-qwen-7b --range 0.05:1.0 \\
+        --vary prestart=off,on --json /root/bench/prestart.json
+
+A variant can run in a call of its own (--only-variant) and is appended to the JSON file, so a
+comparison that outlasts one command still runs side by side on one machine: every row records
+the machine's boot id, and make_docs.py refuses rows from different boots in one table.
 """
 
 from __future__ import annotations
@@ -22,30 +30,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(strategy: str, args: argparse.Namespace, out: Path) -> dict:
+def boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def command_for(args: argparse.Namespace, option: str, value: str, out: Path) -> list[str]:
     measure = [
-        "measure",
-        str(ROOT / "models.yaml"),
         "--only",
         args.model,
         "--searches",
-        "u_max",
-        "--strategy",
-        strategy,
+        args.searches,
         "--tolerance",
         str(args.tolerance),
         "--out",
         str(out),
+        f"--{option}",
+        value,
+        *args.measure_flag,
     ]
     if args.range:
         measure += ["--range", args.range]
     if args.container:
-        command = [
-            sys.executable,
-            "-m",
-            "kvprobe.cli",
-            "container",
-            *measure[1:],
+        runtime = [
             "--runtime",
             "podman",
             "--rootfs",
@@ -57,59 +63,84 @@ def run(strategy: str, args: argparse.Namespace, out: Path) -> dict:
             "--memlock",
             "none",
         ]
-    else:
-        command = [sys.executable, "-m", "kvprobe.cli", *measure]
-    started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    wall = time.monotonic() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{strategy} run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    (result_path,) = sorted(out.glob(f"{args.model}/*.json"))
-    result = json.loads(result_path.read_text())
-    search = result["searches"]["u_max"]
+        return [sys.executable, "-m", "kvprobe.cli", "container", str(ROOT / "models.yaml"), *measure, *runtime]
+    return [sys.executable, "-m", "kvprobe.cli", "measure", str(ROOT / "models.yaml"), *measure]
+
+
+def run_variant(args: argparse.Namespace, option: str, value: str, keep: Path | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{option}-{value}-") as tmp:
+        out = Path(tmp)
+        started = time.monotonic()
+        done = subprocess.run(command_for(args, option, value, out), capture_output=True, text=True, cwd=ROOT)
+        wall = time.monotonic() - started
+        if done.returncode != 0:
+            raise SystemExit(f"{option}={value} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        (result_path,) = sorted(out.glob(f"{args.model}/*.json"))
+        if keep is not None:
+            target = keep / f"{option}-{value}"
+            subprocess.run(["cp", "-r", str(out), str(target)], check=True)
+        result = json.loads(result_path.read_text())
     trials = result["trials"]
+    physical = result.get("physical_capacity") or {}
     return {
-        "strategy": strategy,
-        "u_max": result["u_max"],
-        "failing": search["failing"],
-        "converged": search["converged"],
-        "engine_starts": search["engine_starts"],
-        "trial_wall_s": sum(t["wall_s"] + t["teardown_s"] for t in trials),
+        "variant": f"{option}={value}",
+        "model": args.model,
+        "searches": args.searches,
+        "tolerance": args.tolerance,
+        "range": args.range,
+        "container": args.container,
+        "engine_starts": len(trials),
+        "trial_wall_s": [t["wall_s"] + t["teardown_s"] for t in trials],
+        "import_s": [(t.get("worker") or {}).get("timings", {}).get("import_s") for t in trials],
+        "prestarted": [t.get("prestarted", False) for t in trials],
         "wall_s": wall,
+        "u_max": result["u_max"],
+        "u_min": result["u_min"],
+        "kv_u_max_blocks": (result.get("kv_at_u_max") or {}).get("num_blocks"),
+        "physical_blocks": physical.get("num_blocks"),
         "utilizations": [t["utilization"] for t in trials],
         "device": result["device"],
-        "label": result["label"],
+        "kvprobe_commit": args.commit,
+        "vllm": result["versions"]["vllm"],
+        "host": platform.node(),
+        "boot_id": boot_id(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-llama")
+    parser.add_argument("--searches", default="reference,u_max,u_min,kv_blocks")
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--range", default=None, help="LO:HI (default: the model's utilization_range)")
     parser.add_argument("--container", default=None, metavar="MEMORY", help="run in podman with this memory limit")
-    parser.add_argument("--json", default=None, help="also write the rows here")
-    parser.add_argument("--strategies", default="bracketed,bisection")
+    parser.add_argument("--vary", required=True, metavar="OPTION=A,B", help="the measure option compared")
+    parser.add_argument("--only-variant", default=None, help="run just this value of the option")
+    parser.add_argument("--measure-flag", action="append", default=[], help="passed to every measure run")
+    parser.add_argument("--keep", default=None, help="copy each variant's results directory here")
+    parser.add_argument("--commit", default=None, help="the kvprobe commit measured (recorded in every row)")
+    parser.add_argument("--json", required=True, help="append the rows to this file")
     args = parser.parse_args()
     if args.container and args.range is None:
         args.range = "0.05:0.99"
-    rows = []
-    for strategy in args.strategies.split(","):
-        with tempfile.TemporaryDirectory(prefix=f"bench-{strategy}-") as tmp:
-            rows.append(run(strategy, args, Path(tmp)))
-    machine = (
-        f"{platform.node()}, {rows[0]['device']}, {'podman --memory ' + args.container if args.container else 'native'}"
-    )
-    print(f"Model {args.model}, tolerance {args.tolerance}, range {args.range or 'model default'}; {machine}\n")
-    print("| strategy | u_max | failing | converged | engine starts | trial time (s) | wall (s) | utilizations tried |")
-    print("| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |")
-    for row in rows:
+    option, values = args.vary.split("=", 1)
+    chosen = [args.only_variant] if args.only_variant else values.split(",")
+    path = Path(args.json)
+    rows = json.loads(path.read_text()) if path.exists() else []
+    keep = Path(args.keep) if args.keep else None
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+    for value in chosen:
+        rows.append(run_variant(args, option, value, keep))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+        row = rows[-1]
         print(
-            f"| {row['strategy']} | {row['u_max']} | {row['failing']} | {row['converged']} | {row['engine_starts']} | "
-            f"{row['trial_wall_s']:.0f} | {row['wall_s']:.0f} | {', '.join(str(u) for u in row['utilizations'])} |"
+            f"{row['variant']}: {row['engine_starts']} starts, {row['wall_s']:.0f} s, u_max {row['u_max']}, "
+            f"KV blocks at u_max {row['kv_u_max_blocks']}, physical {row['physical_blocks']}",
+            flush=True,
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from kvprobe.engines.vllm_args import EngineNotInstalled
 from kvprobe.environment.facts import collect
 from kvprobe.environment.memory import host_memory, read_cgroup_memory
 from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_drop_caches
-from kvprobe.measure.options import MeasureOptions
+from kvprobe.measure.options import MeasureOptions, resolve_prestart
 from kvprobe.measure.scheduler import Scheduler
 from kvprobe.output.progress import TrialProgress, print_summary
 from kvprobe.results.schema import ContainerLimits, ContainerRun
@@ -50,6 +50,7 @@ MEASURE_HELP = {
     "fill": "Share of KV blocks the fill test must occupy at once.",
     "guard": "Kill a trial when free memory falls below SIZE (default: max(2 GiB, 3%) host, 3% cgroup).",
     "resume": "Continue the last unfinished run in --out, skipping finished work.",
+    "prestart": "Start the next trial's worker (its imports) during a trial; auto: on discrete GPUs only.",
 }
 
 
@@ -74,6 +75,9 @@ def _measure_options(func):
         click.option("--drop-caches", is_flag=True, help="Drop the page cache before each trial (root only)."),
         click.option("--resume", is_flag=True, help=MEASURE_HELP["resume"]),
         click.option("--no-confirm", is_flag=True, help="Do not start each boundary once more to confirm it."),
+        click.option(
+            "--prestart", type=click.Choice(["auto", "on", "off"]), default="auto", help=MEASURE_HELP["prestart"]
+        ),
         click.option("--annotate", hidden=True, help="How `kvprobe container` started this run (JSON)."),
     ]
     for option in reversed(options):
@@ -142,6 +146,7 @@ def run_measure(
     drop_caches: bool,
     resume: bool,
     no_confirm: bool,
+    prestart: str,
     annotate: str | None = None,
 ) -> int:
     console = Console(stderr=False)
@@ -165,6 +170,8 @@ def run_measure(
     }
     around_each_start = {"cooldown_s": cooldown_s, "max_gpu_temp_c": max_gpu_temp, "drop_caches": drop_caches}
     container = ContainerRun.model_validate_json(annotate) if annotate else None
+    use_prestart, prestart_reason = resolve_prestart(prestart, environment)
+    searching["prestart"], searching["prestart_reason"] = ("on" if use_prestart else "off"), prestart_reason
     options = MeasureOptions(
         label=label,
         repeats=repeats,
@@ -189,6 +196,7 @@ def run_measure(
         "searches": chosen,
         "strategy": strategy,
         "confirm": not no_confirm,
+        "prestart": prestart,
         "fill_target": fill_target,
         "throughput": throughput,
     }
@@ -210,6 +218,7 @@ def run_measure(
         Path(out_dir) / ".trials" / run_id,
         TrialLimits(timeout_s=trial_timeout, guard=guard),
         on_sample=progress.on_sample,
+        prestart=options.prestart == "on",
     )
     for leader in runner.stale_groups_ended:
         console.print(f"[yellow]warning:[/] ended trial group {leader} left running by a killed earlier run")

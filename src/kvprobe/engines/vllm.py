@@ -88,8 +88,9 @@ class VllmEngine:
     name = "vllm"
     phase_patterns = PHASE_PATTERNS
 
-    def worker_command(self, spec_path: str, result_path: str) -> list[str]:
-        return [sys.executable, "-m", "kvprobe.engines.vllm_worker", spec_path, result_path]
+    def worker_command(self, spec_path: str, result_path: str | None = None) -> list[str]:
+        """The worker process; without a result path it imports, then waits for the spec to appear."""
+        return [sys.executable, "-m", "kvprobe.engines.vllm_worker", spec_path, *([result_path] if result_path else [])]
 
     def worker_environment(self) -> dict[str, str]:
         # DEBUG logs carry the memory profile (free at start, non-KV memory, activation peak).

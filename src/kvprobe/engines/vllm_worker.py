@@ -1,6 +1,7 @@
 """One vLLM engine start, run as its own process by a trial: start, generate, optionally fill.
 
     python -m kvprobe.engines.vllm_worker SPEC.json RESULT.json
+    python -m kvprobe.engines.vllm_worker SPEC.json      # started early: import, wait for SPEC.json
 
 The spec holds the engine arguments and the workload. The result JSON is written only when the
 engine started and every step passed; any failure leaves the log for the parent to classify.
@@ -110,8 +111,22 @@ def bytes_per_block(config) -> int | None:
         return None
 
 
-def main(spec_path: str, result_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
+SPEC_POLL_S = 0.02
+
+
+def wait_for_spec(spec_path: Path) -> dict:
+    """A prestarted worker's wait: for the spec the probe writes (atomically) once the search has
+    decided the trial. Nothing here touches CUDA; the probe ends this process if no spec comes."""
+    mark("waiting")
+    while not spec_path.exists():
+        time.sleep(SPEC_POLL_S)
+    return json.loads(spec_path.read_text())
+
+
+def main(spec_path: str, result_path: str | None) -> int:
+    """Run one trial. Without `result_path` the worker was started ahead of its trial: it imports,
+    then waits for SPEC_PATH to appear, and the spec names the result path."""
+    spec = json.loads(Path(spec_path).read_text()) if result_path else None
     mark("import")
     t_import = time.perf_counter()
     import vllm
@@ -120,6 +135,9 @@ def main(spec_path: str, result_path: str) -> int:
     from vllm.v1.engine.llm_engine import LLMEngine
 
     import_s = time.perf_counter() - t_import
+    if spec is None:
+        spec = wait_for_spec(Path(spec_path))
+        result_path = spec["result_path"]
     peak = {"kv_usage": 0.0, "running": 0}
     engine_args = EngineArgs(**spec["engine_args"], disable_log_stats=False)
     mark("engine_start")
@@ -211,4 +229,4 @@ def _cuda_view() -> dict | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))

@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from kvprobe.results.schema import ContainerRun, GuardSettings, RunOptions
+from kvprobe.results.schema import ContainerRun, Environment, GuardSettings, RunOptions
 from kvprobe.vocabulary import SEARCHES, Label, Search, Strategy
+
+Prestart = Literal["auto", "on", "off"]
+
+
+def resolve_prestart(choice: Prestart, environment: Environment) -> tuple[bool, str]:
+    """Whether the next trial's worker may import during a trial, and why.
+
+    Only on a discrete GPU by default: there the waiting worker's host memory is not the pool
+    measured. On the CPU backend and on unified memory it would be, so it stays off unless forced.
+    """
+    devices = environment.gpu.devices if environment.gpu.available else []
+    if choice != "auto":
+        return choice == "on", f"--prestart {choice}"
+    if not devices:
+        return False, "CPU backend: a waiting worker's host memory would be part of the pool measured"
+    if any(d.unified_memory for d in devices):
+        return False, "unified memory: a waiting worker's host memory would be part of the pool measured"
+    return True, "discrete GPU: the waiting worker holds no device memory, and host memory is not the pool"
 
 
 @dataclass(frozen=True)
@@ -22,12 +41,21 @@ class MeasureOptions:
     drop_caches: bool = False
     strategy: Strategy = "bracketed"
     confirm: bool = True  # start each boundary's passing setting once more
+    prestart: Prestart = "auto"  # start the next trial's worker (imports) while a trial runs
+    prestart_reason: str = ""  # why, once `resolve_prestart` decided "on" or "off"
     retries: int = 1  # a timed-out trial is tried again this often before it counts as a failure
     container: ContainerRun | None = None  # how `kvprobe container` started this run, recorded as-is
 
     def record(self, utilization_range: tuple[float, float], guard: GuardSettings) -> RunOptions:
         """What a result keeps of these options, with the range searched and the guard applied."""
         kept = {name: getattr(self, name) for name in RunOptions.model_fields if hasattr(self, name)}
+        resolved = {"prestart": self.prestart == "on"}
         return RunOptions(
-            **{**kept, "utilization_range": utilization_range, "guard": guard, "searches": list(self.searches)}
+            **{
+                **kept,
+                "utilization_range": utilization_range,
+                "guard": guard,
+                "searches": list(self.searches),
+                **resolved,
+            }
         )

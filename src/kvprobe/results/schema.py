@@ -187,6 +187,8 @@ class TrialRecord(Record):
     wall_s: float
     teardown_s: float = Field(description="From the end of the trial until the group is gone and memory is back.")
     baseline_restored: bool
+    prestarted: bool = Field(False, description="Its worker was started (and imported) during the previous trial.")
+    waiting_worker_pid: int | None = Field(None, description="The next trial's worker, waiting during this one.")
     kill_s: float = Field(0.0, description="The part of teardown until no process of the group was left.")
     passed: bool = Field(False, description="ok, and the fill test (if any) reached its target.")
     num_gpu_blocks: int | None = None
@@ -301,6 +303,9 @@ class RunOptions(Record):
     guard: GuardSettings
     searches: list[SearchName]
     strategy: Strategy
+    confirm: bool = Field(False, description="Each converged boundary was started once more.")
+    prestart: bool = Field(False, description="Each next trial's worker imported during the trial before it.")
+    prestart_reason: str = ""
     container: ContainerRun | None = None
 
 

@@ -23,6 +23,7 @@ from kvprobe.vocabulary import Outcome
 
 LOG_TAIL_LINES = 40
 RUNNING_MARKER = "running-trial.json"  # present while a trial runs; left behind only if the probe was killed
+WAITING_MARKER = "waiting-worker.json"  # present while a prestarted worker waits for its trial
 
 
 def cgroup_file_bytes() -> int | None:
@@ -42,7 +43,8 @@ def _is_engine(pid: int) -> bool:
 def end_stale_groups(trials_root: Path) -> list[int]:
     """End trial groups that a killed probe (SIGKILL, power loss of the terminal) left running."""
     ended = []
-    for marker in trials_root.glob(f"*/{RUNNING_MARKER}"):
+    markers = [*trials_root.glob(f"*/{RUNNING_MARKER}"), *trials_root.glob(f"*/{WAITING_MARKER}")]
+    for marker in markers:
         try:
             leader = int(json.loads(marker.read_text())["pid"])
         except (OSError, ValueError, KeyError):
@@ -53,6 +55,15 @@ def end_stale_groups(trials_root: Path) -> list[int]:
             ended.append(leader)
         marker.unlink(missing_ok=True)
     return ended
+
+
+@dataclass
+class WaitingWorker:
+    """A worker started ahead of its trial: it has imported vLLM and waits for `spec_path`."""
+
+    process: subprocess.Popen
+    spec_path: Path
+    log_path: Path
 
 
 @dataclass
@@ -74,12 +85,16 @@ class TrialRunner:
         workdir: Path,
         limits: TrialLimits,
         on_sample: Callable[[MemorySample], None] | None = None,
+        prestart: bool = False,
     ):
         self.engine = engine
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.limits = limits
         self.on_sample = on_sample
+        self.prestart = prestart
+        self.waiting: WaitingWorker | None = None
+        self._prestarted = 0
         self.nvml = Nvml()
         self.sampler = MemorySampler(self.nvml)
         become_subreaper()
@@ -88,7 +103,52 @@ class TrialRunner:
             self._wait_until_memory_is_steady()
 
     def close(self) -> None:
+        """End the worker waiting for a trial that will not come, then let NVML go."""
+        self._end_waiting()
         self.nvml.__exit__()
+
+    def _spawn(self, command: list[str], log_path: Path) -> subprocess.Popen:
+        """A worker in its own session and process group, its output in `log_path`."""
+        env = {**os.environ, **self.engine.worker_environment()}
+        with open(log_path, "wb") as log:
+            return subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+            )
+
+    def _start_waiting(self) -> None:
+        """Start the next trial's worker now: it imports while this trial runs (discrete GPUs only:
+        it creates no CUDA context, and its host memory is not the pool measured there)."""
+        self._prestarted += 1
+        stem = self.workdir / f"waiting-{self._prestarted:03d}"
+        spec_path, log_path = Path(f"{stem}.spec.json"), Path(f"{stem}.log")
+        process = self._spawn(self.engine.worker_command(str(spec_path)), log_path)
+        (self.workdir / WAITING_MARKER).write_text(json.dumps({"pid": process.pid}))
+        self.waiting = WaitingWorker(process, spec_path, log_path)
+
+    def _end_waiting(self) -> None:
+        if self.waiting is not None:
+            terminate(self.waiting.process.pid)
+            self.waiting.process.wait()
+            self.waiting.log_path.unlink(missing_ok=True)  # it never ran a trial: nothing to keep
+            self.waiting = None
+        (self.workdir / WAITING_MARKER).unlink(missing_ok=True)
+
+    def _waiting_private_bytes(self) -> int:
+        """The waiting worker's own pages: not part of the trial being torn down."""
+        return resident_memory(self.waiting.process.pid)["private_bytes"] if self.waiting else 0
+
+    def _launch(self, spec: dict, spec_path: Path, result_path: Path, log_path: Path) -> tuple[subprocess.Popen, bool]:
+        """(the trial's worker, whether it was prestarted): a waiting worker gets its spec, else a new one starts."""
+        spec_path.write_text(json.dumps(spec, indent=1))
+        waiting, self.waiting = self.waiting, None
+        if waiting is None:
+            return self._spawn(self.engine.worker_command(str(spec_path), str(result_path)), log_path), False
+        os.replace(waiting.log_path, log_path)  # the worker keeps writing; the log now bears its trial's name
+        ready = waiting.spec_path.with_name(waiting.spec_path.name + ".tmp")
+        ready.write_text(json.dumps({**spec, "result_path": str(result_path)}))
+        os.replace(ready, waiting.spec_path)  # the worker sees the whole spec or none; spec_path keeps the record
+        (self.workdir / WAITING_MARKER).unlink(missing_ok=True)
+        return waiting.process, True
 
     def run(self, request: TrialRequest) -> TrialRecord:
         stem = self.workdir / f"trial-{request.number:03d}-{request.search}"
@@ -103,28 +163,21 @@ class TrialRunner:
                 "throughput": request.throughput,
             },
         }
-        spec_path.write_text(json.dumps(spec, indent=1))
         baseline = self.sampler.sample()
         baseline_file = cgroup_file_bytes()
         started_at = time.time()
         marker = self.workdir / RUNNING_MARKER
-        env = {**os.environ, **self.engine.worker_environment()}
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                self.engine.worker_command(str(spec_path), str(result_path)),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-            )
+        process, prestarted = self._launch(spec, spec_path, result_path, log_path)
         marker.write_text(json.dumps({"pid": process.pid, "started_at": started_at}))
         try:
+            if self.prestart:
+                self._start_waiting()
             verdict, samples, phases, engine_memory = self._watch(process, log_path)
-        except BaseException:  # Ctrl-C or SIGTERM: never leave an engine behind
+        except BaseException:  # Ctrl-C or SIGTERM: never leave an engine (or a waiting worker) behind
             terminate(process.pid)
             process.wait()
             marker.unlink(missing_ok=True)
+            self._end_waiting()
             raise
         wall_s = time.time() - started_at
         teardown_started = time.monotonic()
@@ -151,6 +204,8 @@ class TrialRunner:
             teardown_s=teardown_s,
             kill_s=kill_s,
             baseline_restored=restored,
+            prestarted=prestarted,
+            waiting_worker_pid=self.waiting.process.pid if self.waiting else None,
             memory_report=self.engine.memory_report(log_text),
             worker=worker,
             memory=memory,
@@ -233,7 +288,8 @@ class TrialRunner:
                 before is None or after is None or after <= before + self.limits.gpu_baseline_tolerance
                 for before, after in zip(baseline.gpu_used_devices or [], now.gpu_used_devices or [], strict=False)
             )
-            host_ok = now.host_released >= baseline.host_released - self.limits.host_baseline_tolerance
+            released = now.host_released + self._waiting_private_bytes()  # the next trial's worker is not ours
+            host_ok = released >= baseline.host_released - self.limits.host_baseline_tolerance
             if gpu_ok and host_ok:
                 return True
             if time.monotonic() > deadline:

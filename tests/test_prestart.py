@@ -1,0 +1,104 @@
+"""The next trial's worker started early (its imports overlap the current trial), with the real CPU
+engine: off by default on the CPU backend, and when forced on, the waiting worker never holds an
+engine and nothing is left when the run ends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MODELS, ROOT, load_results, needs_engine
+from kvprobe.trial.process_group import members
+
+pytestmark = [needs_engine, pytest.mark.engine]
+
+
+def workers(root: Path) -> dict[int, dict]:
+    """Every vllm_worker process under `root`: waiting (started without a result path, its spec not
+    written yet) or running a trial, and the processes of its session (an engine adds EngineCore)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kvprobe.engines.vllm_worker" in argv and str(root).encode() in b" ".join(argv):
+            pid = int(entry.name)
+            args = [a.decode() for a in argv if a]
+            waiting = len(args) == 4 and not Path(args[3]).exists()  # started early, its spec not yet written
+            found[pid] = {"waiting": waiting, "session": members(pid)}
+    return found
+
+
+def measure_watched(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, list[dict[int, dict]]]:
+    seen: list[dict[int, dict]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(workers(out))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        command = [
+            sys.executable,
+            "-m",
+            "kvprobe.cli",
+            "measure",
+            str(MODELS),
+            "--only",
+            "tiny-llama",
+            "--out",
+            str(out),
+            "--searches",
+            "reference,u_max",
+            "--range",
+            "0.1:0.3",
+            "--tolerance",
+            "0.1",
+            *extra,
+        ]
+        finished = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    finally:
+        done.set()
+        watcher.join()
+    return finished, seen
+
+
+def test_on_the_cpu_backend_no_worker_waits_during_a_trial(tmp_path):
+    done, seen = measure_watched(tmp_path / "out")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert any(seen), "the watcher saw no trial"
+    assert not any(w["waiting"] for snapshot in seen for w in snapshot.values())
+    (result,) = load_results(tmp_path / "out")
+    assert result["options"]["prestart"] is False and "CPU backend" in result["options"]["prestart_reason"]
+    assert not any(t["prestarted"] for t in result["trials"])
+
+
+def test_forced_on_the_waiting_worker_never_holds_an_engine_and_nothing_is_left(tmp_path):
+    out = tmp_path / "out"
+    done, seen = measure_watched(out, "--prestart", "on")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    waiting = [w for snapshot in seen for w in snapshot.values() if w["waiting"]]
+    assert waiting, "no worker was seen waiting"
+    running = [w for snapshot in seen for w in snapshot.values() if not w["waiting"]]
+    assert all(len(w["session"]) == 1 for w in waiting)  # alone in its session: no EngineCore, no engine worker
+    assert any(len(w["session"]) >= 3 for w in running + waiting)  # the check can see an engine's processes
+    (result,) = load_results(out)
+    assert result["options"]["prestart"] is True and result["options"]["prestart_reason"] == "--prestart on"
+    assert [t["prestarted"] for t in result["trials"]] == [False, True]
+    assert all(t["baseline_restored"] for t in result["trials"])
+    assert workers(out) == {}  # the worker waiting for a third trial was ended with the run
+    assert not list(out.glob(".trials/*/waiting-worker.json")) and not list(out.glob(".trials/*/waiting-*.log"))
+    log = json.loads((out / "tiny-llama" / next(p.name for p in (out / "tiny-llama").iterdir())).read_text())
+    assert log["trials"][1]["log_tail"]  # the adopted worker's log was kept under its trial's name
