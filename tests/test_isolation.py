@@ -205,3 +205,37 @@ def test_the_guard_stops_an_allocating_trial_before_the_cgroup_limit(tmp_path):
     peak = record["memory"]["peak_cgroup_usage"]
     assert peak < result["limit"], "the guard fired only after the limit was reached"
     assert peak > 0.5 * GIB, "the trial was stopped before it had allocated anything"
+
+
+@needs_engine
+@pytest.mark.engine
+def test_a_second_measurement_on_the_same_out_refuses_and_the_first_finishes_intact(tmp_path):
+    """The directory belongs to one measurement at a time; the second must not end the first's engine."""
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "kvprobe.cli",
+        "measure",
+        str(MODELS),
+        "--only",
+        "tiny-llama",
+        "--out",
+        str(out),
+        "--searches",
+        "reference",
+    ]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not trial_sessions(out) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    sessions = trial_sessions(out)
+    assert sessions, "the first measurement started no trial"
+    second = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert second.returncode == 2
+    assert f"{out}: in use by another kvprobe measurement (pid {first.pid})" in second.stderr
+    assert alive(sessions), "the second run ended the first run's engine"
+    output, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, output
+    (result,) = load_results(out)
+    assert result["status"] == "complete" and [t["outcome"] for t in result["trials"]] == ["ok"]

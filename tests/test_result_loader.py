@@ -113,3 +113,10 @@ def test_parse_result_upgrades_a_version_1_document_in_memory():
     upgraded = parse_result(v1)
     assert isinstance(upgraded, ResultDocument) and upgraded.schema_version == 2
     assert upgraded.reference.bytes == v1["reference"]["bytes"]
+
+
+def test_the_false_non_monotone_flag_of_0_1_is_recomputed_from_the_trials():
+    """0.1 counted the u_max search's out-of-memory starts as evidence against u_min."""
+    path = next(COMMITTED["h100"].glob("*/native-*.json"))
+    assert json.loads(path.read_text())["searches"]["u_min"]["non_monotone"] is True  # as 0.1 wrote it
+    assert load_result(path).searches["u_min"].non_monotone is False

@@ -22,7 +22,7 @@ from kvprobe.measure.options import MeasureOptions, resolve_prestart
 from kvprobe.measure.scheduler import Scheduler
 from kvprobe.output.progress import TrialProgress, print_summary
 from kvprobe.results.schema import ContainerLimits, ContainerRun
-from kvprobe.results.store import ResultStore
+from kvprobe.results.store import DirectoryInUse, ResultStore, RunLock
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.runner import TrialLimits, TrialRunner
 from kvprobe.units import parse_size
@@ -200,6 +200,13 @@ def run_measure(
         "fill_target": fill_target,
         "throughput": throughput,
     }
+    lock = RunLock(Path(out_dir))
+    try:
+        lock.acquire()  # before anything else touches the directory, stale trial groups included
+    except DirectoryInUse as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(f"--out {out_dir}: cannot be used: {exc.strerror}") from None
     scheduler = Scheduler(ResultStore(Path(out_dir)), models, options, identity)
     run_id, resumed = scheduler.start(resume)
     journal = scheduler.journal()
@@ -238,6 +245,7 @@ def run_measure(
     finally:
         runner.close()
     scheduler.finish()
+    lock.release()  # `kvprobe container --both` measures inside the container next, in this directory
     print_summary(console, documents)
     return EXIT_OK if all(d.status == "complete" for d in documents) else EXIT_FAILED
 
@@ -432,7 +440,10 @@ def container(
 )
 @click.option("--title", default=None, help="Title of the Markdown and HTML report.")
 @click.option("--front-matter", is_flag=True, help="Start the Markdown with Hugo front matter.")
-def report(results_dir: str, out_dir: str | None, formats: str, title: str | None, front_matter: bool) -> None:
+@click.option("--date", default=None, metavar="YYYY-MM-DD", help="The front matter's date (default: today).")
+def report(
+    results_dir: str, out_dir: str | None, formats: str, title: str | None, front_matter: bool, date: str | None
+) -> None:
     """Compare native and container results: statistics, tables, charts."""
     from kvprobe.report.analysis import build_report
     from kvprobe.report.writers import FORMATS, write_report
@@ -450,7 +461,7 @@ def report(results_dir: str, out_dir: str | None, formats: str, title: str | Non
         raise BadInput(f"{results_dir}: no kvprobe result files found (expected MODEL/LABEL-RUN-rN.json){detail}")
     summary = build_report([doc for _, doc in loaded], problems)
     target = Path(out_dir) if out_dir else root / "report"
-    written = write_report(summary, target, chosen, title, front_matter)
+    written = write_report(summary, target, chosen, title, front_matter, date)
     console = Console()
     if problems:
         console.print(f"[yellow]skipped {len(problems)} unreadable result file(s)[/]")

@@ -81,6 +81,13 @@ class _Axis:
         return float(round(value)) if self.integer else round(value, 10)
 
 
+def contradicts(outcomes: Iterable[tuple[float, bool]], passing_below: bool = True) -> bool:
+    """Whether a failure lies on the passing side of a pass (the outcomes are not monotone)."""
+    points = [(value if passing_below else -value, passed) for value, passed in outcomes]
+    lowest_failure = min((x for x, passed in points if not passed), default=None)
+    return lowest_failure is not None and any(passed and x > lowest_failure for x, passed in points)
+
+
 class _BoundarySearch:
     """One search's state: the axis, the bracket so far and the trials it started."""
 

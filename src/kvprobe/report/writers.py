@@ -65,11 +65,16 @@ def render_report(
 
 
 def write_report(
-    summary: ReportSummary, out_dir: Path, formats: list[str], title: str | None = None, front_matter: bool = False
+    summary: ReportSummary,
+    out_dir: Path,
+    formats: list[str],
+    title: str | None = None,
+    front_matter: bool = False,
+    date: str | None = None,
 ) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, contents in render_report(summary, formats, title, front_matter).items():
+    for name, contents in render_report(summary, formats, title, front_matter, date).items():
         write_bytes_atomic(out_dir / name, contents)
         written.append(out_dir / name)
     return written

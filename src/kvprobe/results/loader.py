@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from kvprobe.results.schema import SCHEMA_VERSION, ResultDocument
+from kvprobe.search import contradicts
+from kvprobe.vocabulary import ABOVE_WINDOW, BELOW_WINDOW
 
 MAX_RESULT_BYTES = 64 << 20  # a result with all its trials is well under a MiB
 
@@ -24,9 +26,30 @@ class ResultFileError(ValueError):
     """A result file that cannot be used; the message names the file and the problem."""
 
 
+def _recheck_non_monotone(data: dict[str, Any]) -> None:
+    """0.1 counted a start refused for too much memory as evidence against u_min (and the reverse),
+    which flagged monotone searches as non-monotone; recompute the flag from the trials as today."""
+    trials = [t for t in data.get("trials") or [] if isinstance(t, dict)]
+    evidence = {"u_max": ((*ABOVE_WINDOW, "error"), True), "u_min": (BELOW_WINDOW, False)}
+    for name, (failures, passing_below) in evidence.items():
+        search = (data.get("searches") or {}).get(name)
+        if not isinstance(search, dict):
+            continue
+        points = [
+            (t["utilization"], bool(t.get("passed")))
+            for t in trials
+            if t.get("utilization") is not None
+            and t.get("kv_cache_memory_bytes") is None
+            and (t.get("passed") or t.get("outcome") in failures)
+        ]
+        search["non_monotone"] = contradicts(points, passing_below)
+
+
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 (kvprobe 0.1) had the same fields; `options` also held free-form annotations,
-    of which only `container` was ever written."""
+    """Version 1 (kvprobe 0.1) had the same fields, but for KV bytes per block (unknown there: its
+    KV bytes are the engine's two-decimal GiB log) and a wrong non_monotone rule; `options` also
+    held free-form annotations, of which only `container` was ever written."""
+    _recheck_non_monotone(data)
     options = data.get("options")
     if isinstance(options, dict):
         known = {

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.schema import ResultDocument, TrialRecord
 
 MANIFEST = ".kvprobe-run-{label}.json"  # one per label: native and container runs share a directory
+LOCK = ".kvprobe.lock"  # held by the one measurement that owns the directory; the kernel drops it with its holder
 JOURNAL_DIR = ".journal"
 
 
@@ -45,6 +46,44 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=1, allow_nan=False) + "\n").encode())
 
 
+class DirectoryInUse(Exception):
+    """Another measurement owns this results directory."""
+
+
+class RunLock:
+    """An exclusive flock on OUT/.kvprobe.lock for as long as a measurement runs. It is released
+    when its holder exits in any way (even SIGKILL), so a lock that can be taken proves that every
+    earlier owner of the directory is gone."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / LOCK
+        self.handle = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the whole run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise DirectoryInUse(
+                f"{self.path.parent}: in use by another kvprobe measurement (pid {owner}); "
+                "wait for it to finish or use another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
 class ResultStore:
     """A results directory: one JSON per model and repeat, plus the run's journal."""
 
@@ -59,11 +98,6 @@ class ResultStore:
 
     def result_files(self) -> list[Path]:
         return sorted(self.root.glob("*/*.json"))
-
-    def results(self) -> Iterator[tuple[Path, ResultDocument]]:
-        """Every readable result; see `load_all` for the ones that are not."""
-        documents, _ = self.load_all()
-        yield from documents
 
     def load_all(self) -> tuple[list[tuple[Path, ResultDocument]], list[str]]:
         """(readable results, one message per file that could not be used)."""

@@ -1,0 +1,257 @@
+"""Regenerate every figure in docs/ from the committed raw data (result JSON, journals, bench rows).
+
+    .venv/bin/python scripts/make_docs.py            # write docs/
+    .venv/bin/python scripts/make_docs.py --check    # exit 1 and name each file that differs
+
+Reports are `kvprobe report` of committed results; the GPU pages and docs/benchmarks.md are
+tables computed here from the same files. tests/test_docs.py runs --check, so a figure in
+docs/ that its data no longer gives fails the tests. (Chart images are written but not
+compared: matplotlib draws them slightly differently from one version to the next.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from kvprobe.report.analysis import build_report  # noqa: E402
+from kvprobe.report.writers import FORMATS, render_report  # noqa: E402
+from kvprobe.results.schema import ResultDocument  # noqa: E402
+from kvprobe.results.store import ResultStore  # noqa: E402
+from kvprobe.units import gib  # noqa: E402
+
+COMPARED_FILES = ("report.md", "summary.json", "runs.csv")
+REPORTS = (
+    (
+        "tests/data/results",
+        "docs/sample-report",
+        "KV cache, native vs a 4 GiB container (vLLM CPU backend, tiny model)",
+        "2026-11-25",
+    ),
+    (
+        "docs/gpu-h100/results",
+        "docs/gpu-h100/report",
+        "DeepSeek-R1-Distill-Qwen-7B on an H100: native vs a 16 GiB cgroup v2",
+        "2026-11-25",
+    ),
+    (
+        "docs/gpu-h200/results",
+        "docs/gpu-h200/report",
+        "DeepSeek-R1-Distill-Qwen-7B on an H200: native vs a 16 GiB cgroup v2",
+        "2026-11-25",
+    ),
+)
+PHASES = (
+    ("import", "engine_start"),
+    ("engine_start", "weights_loaded"),
+    ("weights_loaded", "kv_allocated"),
+    ("kv_allocated", "ready"),
+    ("generated", "filled"),
+)
+
+
+def load(results: str) -> list[ResultDocument]:
+    loaded, problems = ResultStore(ROOT / results).load_all()
+    if problems:
+        raise SystemExit("\n".join(problems))
+    return [doc for _, doc in loaded]
+
+
+def report_files(results: str, title: str, date: str) -> dict[str, bytes]:
+    return render_report(build_report(load(results)), list(FORMATS), title, front_matter=True, date=date)
+
+
+# The commit whose code made each set of GPU results (the device runs a copy of the working tree).
+MEASURED_AT = {"docs/gpu-h200/results": "c781ffe", "docs/gpu-h100/results": "70579b6"}
+
+
+def seconds(values: list[float]) -> str:
+    return f"{sum(values):.0f}"
+
+
+def prestart_section(rows: list[dict]) -> list[str]:
+    boots = {row["boot_id"] for row in rows}
+    if len(boots) != 1:
+        raise SystemExit("the prestart rows come from different boots: not one machine, not comparable")
+    off, on = (next(r for r in rows if r["variant"] == f"prestart={v}") for v in ("off", "on"))
+    lines = [
+        "## The whole search with and without overlapping imports",
+        "",
+        "`scripts/bench_search.py --vary prestart=off,on` ran the whole search (reference, u_max, u_min,",
+        "kv_blocks; tolerance 0.01, range 0.05-1.0, `--no-confirm` so that each variant fits one 10-minute",
+        f"device call) of {off['model']} twice on one machine, one variant after the other, on the same",
+        f"boot (boot id {off['boot_id'][:8]}): {off['device']}, vLLM {off['vllm']}, kvprobe at commit",
+        f"{off['kvprobe_commit']}, {off['finished_at'][:10]}. With prestart, the next trial's worker imports",
+        "vLLM while the current trial runs and gets its spec once the search has decided it.",
+        "",
+        "| prestart | engine starts | wall (s) | trial time (s) | per start (s) | mean import (s) | u_max | "
+        "KV blocks at u_max | physical KV blocks |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in (off, on):
+        imports = [i for i in row["import_s"] if i]
+        lines.append(
+            f"| {row['variant'].split('=')[1]} | {row['engine_starts']} | {row['wall_s']:.0f} | "
+            f"{seconds(row['trial_wall_s'])} | {sum(row['trial_wall_s']) / row['engine_starts']:.1f} | "
+            f"{statistics.mean(imports):.1f} | {row['u_max']} | {row['kv_u_max_blocks']:,} | "
+            f"{row['physical_blocks']:,} |"
+        )
+    ratio = off["wall_s"] / on["wall_s"]
+    same = all(off[k] == on[k] for k in ("u_max", "u_min", "kv_u_max_blocks", "physical_blocks", "utilizations"))
+    fills = [w for w, u in zip(on["trial_wall_s"], on["utilizations"], strict=True) if u is None]
+    lines += [
+        "",
+        f"Whole search {ratio:.2f}x faster with prestart ({off['wall_s']:.0f} s to {on['wall_s']:.0f} s); the figures "
+        f"{'are identical' if same else 'DIFFER'} (u_max, u_min, KV blocks, every setting tried). The goal was 1.8x:",
+        f"not met here. The {len(fills)} kv_blocks trials, each filling the KV cache, take {seconds(fills)} s of the",
+        f"{seconds(on['trial_wall_s'])} s of trials with prestart and cannot overlap; imports are what overlaps.",
+        "",
+    ]
+    return lines
+
+
+def strategy_section(rows: list[dict]) -> list[str]:
+    first = rows[0]
+    lines = [
+        "## u_max search: bracketed against plain bisection",
+        "",
+        "`scripts/bench_search.py --vary strategy=bracketed,bisection --searches u_max --container 4g`: the",
+        f"tiny model in a {first['container']} podman container, range {first['range']}, tolerance",
+        f"{first['tolerance']}; {first['device']} ({first['host']}), vLLM {first['vllm']}, kvprobe at commit",
+        f"{first['kvprobe_commit']}, {first['finished_at'][:10]}. *Bracketed* predicts u_max from the first",
+        "start's memory report; *bisection* halves the range.",
+        "",
+        "| strategy | engine starts | wall (s) | trial time (s) | u_max | utilizations tried |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['variant'].split('=')[1]} | {row['engine_starts']} | {row['wall_s']:.0f} | "
+            f"{seconds(row['trial_wall_s'])} | {row['u_max']} | {', '.join(map(str, row['utilizations']))} |"
+        )
+    return [*lines, ""]
+
+
+def phase_section(results: str) -> list[str]:
+    (doc,) = [d for d in load(results) if d.label == "native"]
+    lines = [
+        f"## Time per trial: {doc.device}, {doc.model}, native",
+        "",
+        f"From the phase marks in `{results}` (seconds; import: Python and vLLM imports, in the waiting worker",
+        "where `prestarted`; then weights (dummy), profiling, KV allocation and warm-up, the fill test;",
+        "teardown until the process group is gone and NVML shows the device back at its baseline):",
+        "",
+        "| trial | search | setting | outcome | prestarted | import | weights | profiling | KV + warm-up | fill "
+        "| teardown |",
+        "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for trial in doc.trials:
+        marks = {name: sample.t for name, sample in trial.memory.phases.items()}
+        spans = [f"{marks[b] - marks[a]:.1f}" if a in marks and b in marks else "-" for a, b in PHASES]
+        setting = (
+            f"u={trial.utilization}" if trial.utilization is not None else f"{gib(trial.kv_cache_memory_bytes)} GiB"
+        )
+        lines.append(
+            f"| {trial.number} | {trial.search} | {setting} | {trial.outcome} | {trial.prestarted} | "
+            f"{' | '.join(spans)} | {trial.teardown_s:.1f} |"
+        )
+    return [*lines, ""]
+
+
+def benchmarks() -> str:
+    raw = ROOT / "docs" / "benchmarks" / "raw"
+    lines = [
+        "# Benchmarks",
+        "",
+        "Speed goals live here, never in timed tests. Every table is made by `scripts/make_docs.py` from the",
+        "raw rows and results named in it; each names its machine and commit.",
+        "",
+    ]
+    lines += prestart_section(json.loads((raw / "h200-prestart.json").read_text()))
+    lines += phase_section("docs/gpu-h200/results")
+    lines += strategy_section(json.loads((raw / "cpu-strategy.json").read_text()))
+    return "\n".join(lines)
+
+
+def control_readme(results: str, card: str) -> str:
+    docs = {d.label: d for d in load(results)}
+    native, cgroup = docs["native"], docs["container"]
+    rows = (
+        ("KV at gpu_memory_utilization", lambda d: f"{gib(d.reference.bytes)} GiB, {d.reference.num_blocks:,} blocks"),
+        ("u_max", lambda d: f"{d.u_max} (failing {d.searches['u_max'].failing})"),
+        ("u_min", lambda d: f"{d.u_min} (failing {d.searches['u_min'].failing})"),
+        ("KV at u_max", lambda d: f"{gib(d.kv_at_u_max.bytes)} GiB, {d.kv_at_u_max.num_blocks:,} blocks"),
+        (
+            "physical KV (fill test)",
+            lambda d: (
+                "not measured"
+                if d.physical_capacity is None
+                else (
+                    f"{gib(d.physical_capacity.bytes)} GiB, "
+                    f"{d.physical_capacity.num_blocks:,} blocks, fill peak "
+                    f"{d.physical_capacity.fill.peak_kv_usage:.1%}"
+                )
+            ),
+        ),
+        ("engine starts", lambda d: str(d.engine_starts)),
+        ("cgroup memory limit seen", lambda d: gib(d.environment.cgroup.limit_bytes, unit=True)),
+    )
+    lines = [
+        f"# The discrete-GPU control on {card}",
+        "",
+        "Made by `scripts/make_docs.py` from [`results/`](results/) (result JSON, journals, trial specs and",
+        f"logs), measured by kvprobe {native.versions.kvprobe} at commit {MEASURED_AT[results]} on",
+        f"{native.device}, vLLM {native.versions.vllm}, torch {native.versions.torch}. Model: the shipped",
+        f"{native.model} config (dummy weights), settings hash `{native.settings_hash}`. The 'container' side is",
+        "a cgroup v2 with memory.max = 16 GiB entered with its own cgroup and mount namespaces",
+        "(`scripts/gpu_host.sh cgroup`), not a container runtime; its environment block says so.",
+        "",
+        "| | native | 16 GiB cgroup v2 |",
+        "| --- | ---: | ---: |",
+        *[f"| {name} | {value(native)} | {value(cgroup)} |" for name, value in rows],
+        "",
+        "Report: [`report/report.md`](report/report.md). What this shows is limited to this card: with the",
+        "KV cache in device memory, the memory cgroup did not change the engine's KV figures here. It does",
+        "not show what a container limit does on GB10 or GH200, where CUDA allocations come from host memory;",
+        "that is measured on those machines or not at all.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def outputs() -> dict[Path, bytes]:
+    files: dict[Path, bytes] = {}
+    for results, out, title, date in REPORTS:
+        files.update({ROOT / out / name: data for name, data in report_files(results, title, date).items()})
+    files[ROOT / "docs" / "benchmarks.md"] = benchmarks().encode()
+    files[ROOT / "docs" / "gpu-h200" / "README.md"] = control_readme("docs/gpu-h200/results", "an H200").encode()
+    files[ROOT / "docs" / "gpu-h100" / "README.md"] = control_readme("docs/gpu-h100/results", "an H100").encode()
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare with the committed files instead of writing")
+    args = parser.parse_args()
+    differ = []
+    for path, data in outputs().items():
+        if args.check:
+            if (path.name in COMPARED_FILES or path.suffix == ".md") and (
+                not path.exists() or path.read_bytes() != data
+            ):
+                differ.append(str(path.relative_to(ROOT)))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    if differ:
+        raise SystemExit("differs from its raw data: " + ", ".join(differ))
+
+
+if __name__ == "__main__":
+    main()
