@@ -143,12 +143,13 @@ def phase_section(results: str) -> list[str]:
     lines = [
         f"## Time per trial: {doc.device}, {doc.model}, native",
         "",
-        f"From the phase marks in `{results}` (seconds; import: Python and vLLM imports, in the waiting worker",
-        "where `prestarted`; then weights (dummy), profiling, KV allocation and warm-up, the fill test;",
-        "teardown until the process group is gone and NVML shows the device back at its baseline):",
+        f"From the phase marks in `{results}` (seconds). *To engine start*: the imports, or for a prestarted",
+        "worker what was left of them when its trial began; then weights (dummy), profiling, KV allocation",
+        "and warm-up, the fill test; teardown until the process group is gone and NVML shows the device",
+        "back at its baseline:",
         "",
-        "| trial | search | setting | outcome | prestarted | import | weights | profiling | KV + warm-up | fill "
-        "| teardown |",
+        "| trial | search | setting | outcome | prestarted | to engine start | weights | profiling | KV + warm-up "
+        "| fill | teardown |",
         "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for trial in doc.trials:
