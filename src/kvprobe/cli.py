@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
+import os
 import signal
 import sys
 from pathlib import Path
@@ -21,8 +23,9 @@ from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_d
 from kvprobe.measure.options import MeasureOptions, resolve_prestart
 from kvprobe.measure.scheduler import Scheduler
 from kvprobe.output.progress import TrialProgress, print_summary
+from kvprobe.results.loader import ResultFileError
 from kvprobe.results.schema import ContainerLimits, ContainerRun
-from kvprobe.results.store import DirectoryInUse, ResultStore, RunLock
+from kvprobe.results.store import BadManifest, DirectoryInUse, ResultStore, RunLock
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.runner import TrialLimits, TrialRunner
 from kvprobe.units import parse_size
@@ -208,13 +211,21 @@ def run_measure(
     except OSError as exc:
         raise BadInput(f"--out {out_dir}: cannot be used: {exc.strerror}") from None
     scheduler = Scheduler(ResultStore(Path(out_dir)), models, options, identity)
-    run_id, resumed = scheduler.start(resume)
+    try:
+        run_id, resumed = scheduler.start(resume)
+    except BadManifest as exc:
+        raise BadInput(str(exc)) from None
     journal = scheduler.journal()
     console.print(
         f"run {run_id} ({'resumed, ' + str(len(journal)) + ' trials journaled' if resumed else 'new'}), "
         f"label {label}, results in {escape(out_dir)}",
         highlight=False,
     )
+    if journal.skipped:
+        console.print(
+            f"[yellow]warning:[/] journal lines {journal.skipped} were unusable (cut off or not an "
+            "entry); those trials run again"
+        )
     if resume and not resumed:
         console.print("[yellow]warning:[/] nothing to resume (no unfinished run with these settings); starting anew")
 
@@ -236,6 +247,8 @@ def run_measure(
     _sigterm_as_interrupt()
     try:
         documents = scheduler.measure(executor, engine, environment, guard.settings(), progress)
+    except ResultFileError as exc:
+        raise BadInput(f"{exc}; move it away to measure that model and repeat again") from None
     except KeyboardInterrupt:
         console.print(
             f"[yellow]interrupted[/]: finished trials are journaled; continue with --resume --out {escape(out_dir)}",
@@ -289,6 +302,36 @@ def _measure_arguments(values: dict) -> list[str]:
     return arguments
 
 
+def _container_half(
+    console: Console, spec, models_file: str, measure_values: dict, volume_flags: list[str], limits: ContainerLimits
+) -> int:
+    """`kvprobe measure` in a named container; an interrupt stops the container before kvprobe exits."""
+    from kvprobe.container_launcher import build_command, inner_command, last_line, run_in_container
+
+    out_dir = Path(measure_values["out_dir"]).resolve()
+    console.rule("container")
+    spec = dataclasses.replace(spec, name=f"kvprobe-measure-{os.getpid()}")
+    values = {**measure_values, "label": "container", "out_dir": str(out_dir), "annotate": None}
+    arguments = ["measure", str(Path(models_file).resolve()), *_measure_arguments(values)]
+    command = build_command(spec, inner_command(spec, arguments), volume_flags)
+    annotation = ContainerRun(command=command, runtime=spec.runtime, limits=limits).model_dump_json()
+    command = [*command, "--annotate", annotation]
+    console.print("[dim]" + escape(" ".join(command[:-2])) + "[/]", highlight=False, soft_wrap=True)
+    try:
+        done = run_in_container(spec, command)
+    except KeyboardInterrupt:
+        console.print(
+            f"[yellow]interrupted[/]: stopped and removed container {spec.name}; finished trials are "
+            f"journaled, continue with --resume --out {escape(str(out_dir))}",
+            highlight=False,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    if done.returncode not in (EXIT_OK, EXIT_FAILED):
+        console.print(f"[red]the container run failed (exit {done.returncode}):[/] {escape(last_line(done, ''))}")
+        sys.exit(EXIT_FAILED)
+    return done.returncode
+
+
 @main.command(context_settings={"ignore_unknown_options": False})
 @click.argument("models_file", type=click.Path(dir_okay=False))
 @click.option("--runtime", type=click.Choice(["docker", "podman"]), required=True)
@@ -334,14 +377,10 @@ def container(
     from kvprobe.container_launcher import (
         ContainerError,
         ContainerSpec,
-        build_command,
         default_oci_runtime,
-        inner_command,
-        last_line,
         mounts,
         preflight,
         probe_environment,
-        run_in_container,
         version_mismatch,
     )
     from kvprobe.environment.gpu import Nvml
@@ -379,8 +418,8 @@ def container(
         raise BadInput(str(exc)) from None
     out_dir = Path(measure_values["out_dir"]).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    volume_flags = mounts(models, Path(models_file), out_dir, [])
     try:
+        volume_flags = mounts(models, Path(models_file), out_dir, [])
         preflight(spec)
         inside = probe_environment(spec, volume_flags)
     except ContainerError as exc:
@@ -398,21 +437,14 @@ def container(
     console.print(f"container sees: memory limit {limits.memory_limit_bytes}, /dev/shm {limits.shm_bytes}")
 
     status = EXIT_OK
+    _sigterm_as_interrupt()
     if both:
         console.rule("native")
         status = run_measure(models_file, **{**measure_values, "label": "native", "out_dir": str(out_dir)})
-    console.rule("container")
-    values = {**measure_values, "label": "container", "out_dir": str(out_dir), "annotate": None}
-    arguments = ["measure", str(Path(models_file).resolve()), *_measure_arguments(values)]
-    command = build_command(spec, inner_command(spec, arguments), volume_flags)
-    annotation = ContainerRun(command=command, runtime=runtime, limits=limits).model_dump_json()
-    command = [*command, "--annotate", annotation]
-    console.print("[dim]" + escape(" ".join(command[:-2])) + "[/]", highlight=False, soft_wrap=True)
-    done = run_in_container(command)
-    if done.returncode not in (EXIT_OK, EXIT_FAILED):
-        console.print(f"[red]the container run failed (exit {done.returncode}):[/] {escape(last_line(done, ''))}")
-        sys.exit(EXIT_FAILED)
-    status = max(status, done.returncode)
+        if status == EXIT_INTERRUPTED:
+            console.print("[yellow]interrupted during the native half: the container half was not started[/]")
+            sys.exit(EXIT_INTERRUPTED)
+    status = max(status, _container_half(console, spec, models_file, measure_values, volume_flags, limits))
     if both:
         problems = check_pairs(ResultStore(out_dir), [m.name for m in models])
         for problem in problems:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from kvprobe.engines.vllm_args import ENGINE_CONTROLLED_ARGS, known_engine_args
 
 DEFAULT_UTILIZATION_RANGE = (0.05, 0.99)
+MAX_MODELS_FILE_BYTES = 1 << 20  # a models file is a few KiB; anything far larger is not one
+MAX_MODEL_LEN = 1 << 24
+MAX_NAME_LENGTH = 100
+MAX_ENGINE_ARGS_BYTES = 64 << 10
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
@@ -31,6 +36,8 @@ def parse_utilization_range(value: Any) -> tuple[float, float]:
         except ValueError as exc:
             raise ValueError(f"expected numbers in LO:HI, got {value!r}") from exc
     elif isinstance(value, (list, tuple)) and len(value) == 2:
+        if not all(isinstance(end, (int, float)) and not isinstance(end, bool) for end in value):
+            raise ValueError(f"expected two numbers, got {value!r}")
         lo, hi = float(value[0]), float(value[1])
     else:
         raise ValueError(f"expected LO:HI or [LO, HI], got {value!r}")
@@ -52,7 +59,11 @@ class ModelSettings(BaseModel):
         description="A weight directory, or a directory holding only a public config.json "
         "(then load_format must be dummy). Relative paths start at the models file."
     )
-    load_format: str = Field("auto", description="vLLM load format; 'dummy' starts without weights (random values).")
+    load_format: str = Field(
+        "auto",
+        validate_default=True,  # the default (load the weights) needs weight files too
+        description="vLLM load format; 'dummy' starts without weights (random values).",
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32", "half"] = Field(
         "auto", description="Weight and activation dtype."
     )
@@ -60,7 +71,10 @@ class ModelSettings(BaseModel):
         "auto", description="KV cache dtype; fp8 halves the bytes per token."
     )
     max_model_len: int = Field(
-        gt=0, description="Longest request (prompt + output) in tokens; u_min holds one such request."
+        gt=0,
+        le=MAX_MODEL_LEN,
+        strict=True,
+        description="Longest request (prompt + output) in tokens; u_min holds one such request.",
     )
     block_size: int | None = Field(None, gt=0, description="Tokens per KV block; None keeps the engine's default.")
     max_num_seqs: int | None = Field(
@@ -96,6 +110,8 @@ class ModelSettings(BaseModel):
     def _name_is_a_file_name(cls, name: str) -> str:
         if not name or any(c in name for c in '/\\:*?"<>| ') or name.startswith("."):
             raise ValueError("must be non-empty and usable as a file name (no spaces, slashes or leading dot)")
+        if not name.isprintable() or len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"must be printable characters, at most {MAX_NAME_LENGTH} (no tabs or newlines)")
         return name
 
     @field_validator("utilization_range", mode="before")
@@ -108,6 +124,12 @@ class ModelSettings(BaseModel):
     def _engine_args_known(cls, args: dict[str, Any]) -> dict[str, Any]:
         if not args:
             return args
+        try:
+            size = len(json.dumps(args))
+        except (TypeError, ValueError):
+            raise ValueError("values must be plain YAML scalars, lists or mappings") from None
+        if size > MAX_ENGINE_ARGS_BYTES:
+            raise ValueError(f"{size} bytes of engine arguments, more than {MAX_ENGINE_ARGS_BYTES}")
         controlled = sorted(set(args) & ENGINE_CONTROLLED_ARGS)
         if controlled:
             raise ValueError(f"{', '.join(controlled)} is set by the probe itself, not in extra_engine_args")
@@ -128,6 +150,12 @@ class ModelSettings(BaseModel):
             raise ValueError(f"directory {model} does not exist")
         if not (path / "config.json").is_file():
             raise ValueError(f"{model} has no config.json")
+        try:
+            config = json.loads((path / "config.json").read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{model}/config.json is not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{model}/config.json is not a JSON object")
         return model
 
     @field_validator("load_format")
@@ -167,11 +195,27 @@ def _field_path(error: dict) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(model)"
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors' aliases: a models file needs none, and aliases can expand a small file
+    into gigabytes (a 'billion laughs' file)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a models file", mark)
+        return super().compose_node(parent, index)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_MODELS_FILE_BYTES:
+            raise ConfigError(f"{path}: {size} bytes; a models file is at most {MAX_MODELS_FILE_BYTES} bytes")
+        return yaml.load(path.read_text(), Loader=_NoAliasLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -187,45 +231,61 @@ def _read_models_file(path: Path) -> ModelsFile:
     try:
         document = ModelsFile.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        raise ConfigError(f"{path}: field '{_field_path(error)}': {error['msg']}") from None
-    unknown_defaults = sorted(
-        set(document.defaults) - set(ModelSettings.model_fields) | ({"name"} & set(document.defaults))
-    )
-    if unknown_defaults:
-        raise ConfigError(f"{path}: defaults: unknown key '{unknown_defaults[0]}'")
+        raise ConfigError("\n".join(f"{path}: field '{_field_path(e)}': {e['msg']}" for e in exc.errors())) from None
+    unknown = sorted(set(document.defaults) - set(ModelSettings.model_fields) | ({"name"} & set(document.defaults)))
+    if unknown:
+        raise ConfigError("\n".join(f"{path}: defaults: unknown key '{key}'" for key in unknown))
     return document
 
 
-def _model_settings(path: Path, index: int, entry: Any, defaults: dict[str, Any]) -> ModelSettings:
-    label = entry.get("name", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
+def _entry_label(index: int, entry: Any) -> str:
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return name if isinstance(name, str) and name.isprintable() and len(name) <= MAX_NAME_LENGTH else f"#{index + 1}"
+
+
+def _model_settings(
+    path: Path, index: int, entry: Any, defaults: dict[str, Any]
+) -> tuple[ModelSettings | None, list[str]]:
+    """One entry's settings, or every problem with it (each naming file, model and field)."""
+    label = _entry_label(index, entry)
     if not isinstance(entry, dict):
-        raise ConfigError(f"{path}: model {label}: expected a mapping of fields")
+        return None, [f"{path}: model {label}: expected a mapping of fields"]
     merged = {**defaults, **entry}
     if isinstance(merged.get("model"), str):
         merged["model"] = str((path.parent / merged["model"]).resolve())
     try:
-        return ModelSettings.model_validate(merged)
+        return ModelSettings.model_validate(merged), []
     except ValidationError as exc:
-        error = exc.errors()[0]
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        raise ConfigError(f"{path}: model '{label}': field '{_field_path(error)}': {message}") from None
+        problems = []
+        for error in exc.errors():
+            message = (
+                "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+            )
+            problems.append(f"{path}: model '{label}': field '{_field_path(error)}': {message}")
+        return None, problems
 
 
 def load_models(path: str | Path, only: list[str] | None = None) -> list[ModelSettings]:
-    """Read and check a models file; raise ConfigError naming file, model and field."""
+    """Read and check a models file; raise ConfigError with one line per problem, all of them,
+    each naming the file, the model and the field."""
     path = Path(path)
     document = _read_models_file(path)
-    models = [_model_settings(path, index, entry, document.defaults) for index, entry in enumerate(document.models)]
+    models, problems = [], []
+    for index, entry in enumerate(document.models):
+        settings, found = _model_settings(path, index, entry, document.defaults)
+        problems += found
+        if settings is not None:
+            models.append(settings)
+    counts = Counter(m.name for m in models)
+    problems += [
+        f"{path}: model '{name}': field 'name': appears more than once ({n} times)"
+        for name, n in counts.items()
+        if n > 1
+    ]
     names = [m.name for m in models]
-    duplicate = next((n for n in names if names.count(n) > 1), None)
-    if duplicate:
-        raise ConfigError(f"{path}: model '{duplicate}': field 'name': appears more than once")
-    if only:
+    if only and not problems:
         missing = sorted(set(only) - set(names))
-        if missing:
-            raise ConfigError(f"{path}: --only names unknown model '{missing[0]}' (known: {', '.join(names)})")
-        models = [m for m in models if m.name in only]
-    return models
+        problems += [f"{path}: --only names unknown model '{m}' (known: {', '.join(names)})" for m in missing]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return [m for m in models if m.name in only] if only else models

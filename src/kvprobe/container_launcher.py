@@ -54,6 +54,15 @@ def default_oci_runtime(runtime: str) -> str | None:
 
 def mounts(models: list[ModelSettings], models_file: Path, out_dir: Path, extra_ro: list[Path]) -> list[str]:
     """-v flags: each model directory and the models file read-only, the results directory writable."""
+    for model in models:
+        if ":" in str(Path(model.model).resolve()):
+            raise ContainerError(
+                f"model '{model.name}': field 'model': {model.model} contains ':', which a "
+                "runtime's -v SOURCE:TARGET cannot mount; move or link it to a path without one"
+            )
+    for path in (models_file.resolve().parent, out_dir.resolve()):
+        if ":" in str(path):
+            raise ContainerError(f"{path} contains ':', which a runtime's -v SOURCE:TARGET cannot mount")
     read_only = (
         {Path(m.model).resolve() for m in models} | {models_file.resolve().parent} | {p.resolve() for p in extra_ro}
     )
@@ -124,15 +133,32 @@ def preflight(spec: ContainerSpec) -> None:
             )
 
 
-def run_in_container(command: list[str], timeout_s: float | None = None) -> subprocess.CompletedProcess:
-    """Run the container; stream its output through; keep the tail of stderr for error messages."""
+STOP_GRACE_S = 10  # the measurement inside ends its trial (and engine) on SIGTERM within this
+
+
+def stop_container(spec: ContainerSpec) -> None:
+    """Stop the named container (SIGTERM, then SIGKILL after the grace period) and remove it."""
+    base = [spec.runtime] + (["--runtime", spec.oci_runtime] if spec.oci_runtime else [])
+    subprocess.run([*base, "stop", "-t", str(STOP_GRACE_S), spec.name], capture_output=True, timeout=120)
+    subprocess.run([*base, "rm", "-f", spec.name], capture_output=True, timeout=120)
+
+
+def run_in_container(spec: ContainerSpec, command: list[str]) -> subprocess.CompletedProcess:
+    """Run the named container; stream its output through; keep the tail of stderr for error messages.
+    Interrupted (Ctrl-C, SIGTERM as KeyboardInterrupt), it stops the container before passing it on:
+    the runtime's client dying does not stop a container."""
     process = subprocess.Popen(command, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
     tail: list[str] = []
     assert process.stderr is not None
-    for line in process.stderr:
-        sys.stderr.write(line)
-        tail = ([*tail, line.rstrip()])[-20:]
-    process.wait(timeout=timeout_s)
+    try:
+        for line in process.stderr:
+            sys.stderr.write(line)
+            tail = ([*tail, line.rstrip()])[-20:]
+        process.wait()
+    except BaseException:
+        stop_container(spec)
+        process.wait()
+        raise
     return subprocess.CompletedProcess(command, process.returncode, stdout="", stderr="\n".join(tail))
 
 

@@ -30,6 +30,9 @@ def parse_size(text: str) -> int:
     suffix = cleaned[-1] if cleaned and cleaned[-1] in _SIZE_UNITS else ""
     number = cleaned[:-1] if suffix else cleaned
     try:
-        return int(float(number) * _SIZE_UNITS[suffix])
+        size = float(number) * _SIZE_UNITS[suffix]
     except ValueError:
         raise ValueError(f"cannot read size {text!r} (examples: 2g, 512m, 1073741824)") from None
+    if not 0 <= size < 1 << 62:  # also NaN and infinity
+        raise ValueError(f"size {text!r} must be a positive number of bytes")
+    return int(size)

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from kvprobe.report.analysis import ReportSummary
 from kvprobe.report.document import Document, Figure, Table
-from kvprobe.report.markup import MarkupWriter
+from kvprobe.report.markup import MarkupWriter, visible
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #1a202c; }
@@ -39,7 +39,7 @@ class HtmlWriter(MarkupWriter):
         return {"report.html": self.render_document(document).encode()}
 
     def escape(self, text: str) -> str:
-        return html.escape(text, quote=True)
+        return html.escape(visible(text), quote=True)
 
     def heading(self, level: int, text: str) -> str:
         return f"<h{level}>{text}</h{level}>"

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from kvprobe.report.analysis import ReportSummary
 from kvprobe.report.document import Document, Figure, Span, Table
-from kvprobe.report.markup import MarkupWriter
+from kvprobe.report.markup import MarkupWriter, visible
 
 # What gives plain text a meaning in CommonMark/GFM (Hugo's goldmark): a backslash before it makes
 # it literal. Escaped only where it can act, so that ordinary text stays readable in the raw file:
@@ -33,7 +33,7 @@ class MarkdownWriter(MarkupWriter):
         return {"report.md": self.render_document(document).encode()}
 
     def escape(self, text: str) -> str:
-        text = _ALWAYS.sub(r"\\\1", _LINE_BREAKS.sub(" ", text))
+        text = _ALWAYS.sub(r"\\\1", visible(_LINE_BREAKS.sub(" ", text)))
         return _ACTIVE.sub(lambda match: "\\" + match.group(0), text)
 
     def _line(self, text: str) -> str:
@@ -64,7 +64,7 @@ class MarkdownWriter(MarkupWriter):
         if span.style != "code":
             return super().inline(span)
         # Code spans take no backslash escapes: a fence longer than any run of backticks inside keeps them.
-        text = _LINE_BREAKS.sub(" ", span.text)
+        text = visible(_LINE_BREAKS.sub(" ", span.text))
         fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
         pad = " " if text.startswith("`") or text.endswith("`") else ""
         return f"{fence}{pad}{text}{pad}{fence}"

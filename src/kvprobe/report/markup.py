@@ -12,6 +12,12 @@ from typing import ClassVar
 from kvprobe.report import document as doc
 
 
+def visible(text: str) -> str:
+    """Control and other unprintable characters as visible escapes (\\x1e): in a report they would be
+    invisible, or break a line or a table where no reader expects it."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text)
+
+
 class MarkupWriter(ABC):
     """Renders a Document as one text in a markup language.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.schema import ResultDocument, TrialRecord
 
 MANIFEST = ".kvprobe-run-{label}.json"  # one per label: native and container runs share a directory
+RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{4}")  # what open_run makes; nothing else names files here
 LOCK = ".kvprobe.lock"  # held by the one measurement that owns the directory; the kernel drops it with its holder
 JOURNAL_DIR = ".journal"
 
@@ -44,6 +46,10 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=1, allow_nan=False) + "\n").encode())
+
+
+class BadManifest(Exception):
+    """The run manifest cannot be trusted (corrupt, or a run id that is not one kvprobe makes)."""
 
 
 class DirectoryInUse(Exception):
@@ -102,7 +108,11 @@ class ResultStore:
     def load_all(self) -> tuple[list[tuple[Path, ResultDocument]], list[str]]:
         """(readable results, one message per file that could not be used)."""
         documents, problems = [], []
+        root = self.root.resolve()
         for path in self.result_files():
+            if not path.resolve().is_relative_to(root):
+                problems.append(f"{path}: a link to {path.resolve()}, outside the results directory; not read")
+                continue
             try:
                 documents.append((path, load_result(path)))
             except ResultFileError as exc:
@@ -118,7 +128,7 @@ class ResultStore:
         manifest_path = self._manifest(identity)
         identity = json.loads(json.dumps(identity))  # tuples become lists, as they are stored
         if resume and manifest_path.exists():
-            manifest = json.loads(manifest_path.read_text())
+            manifest = self._read_manifest(manifest_path)
             if manifest.get("status") == "running" and manifest.get("identity") == identity:
                 return manifest["run_id"], True
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
@@ -126,6 +136,20 @@ class ResultStore:
             manifest_path, {"run_id": run_id, "status": "running", "identity": identity, "started_at": time.time()}
         )
         return run_id, False
+
+    @staticmethod
+    def _read_manifest(path: Path) -> dict:
+        """The run manifest, checked: its run id names files and folders under the results directory."""
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise BadManifest(f"{path}: unreadable run manifest ({exc}); remove it to start anew") from None
+        if not isinstance(manifest, dict) or not RUN_ID.fullmatch(str(manifest.get("run_id"))):
+            raise BadManifest(
+                f"{path}: not a kvprobe run manifest (its run_id must look like "
+                "20261125T120024-252c); remove it to start anew"
+            )
+        return manifest
 
     def close_run(self, run_id: str, identity: dict) -> None:
         manifest_path = self._manifest(identity)
@@ -140,19 +164,24 @@ class ResultStore:
 
 
 class Journal:
-    """Append-only record of finished trials; a line is written (and fsynced) after each trial."""
+    """Append-only record of finished trials; a line is written (and fsynced) after each trial.
+
+    A line it cannot use (cut off by a crash or a full disk, or not an entry) is skipped and
+    counted in `skipped`, with its line number; that trial simply runs again.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, TrialRecord] = {}
+        self.skipped: list[int] = []
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
+            for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), start=1):
                 try:
                     entry = json.loads(line)
                     self.entries[entry["key"]] = TrialRecord.model_validate(entry["trial"])
-                except (json.JSONDecodeError, TypeError, KeyError, ValidationError):
-                    continue  # a line cut off by a crash: that trial simply runs again
+                except (ValueError, TypeError, KeyError, ValidationError):
+                    self.skipped.append(number)
 
     def get(self, key: str) -> TrialRecord | None:
         return self.entries.get(key)
@@ -160,8 +189,13 @@ class Journal:
     def append(self, key: str, trial: TrialRecord) -> None:
         self.entries[key] = trial
         line = json.dumps({"key": key, "trial": trial.model_dump(mode="json")}) + "\n"
-        with open(self.path, "a") as handle:
-            handle.write(line)
+        with open(self.path, "a+b") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell():
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":  # a torn last line: start this entry on a line of its own
+                    line = "\n" + line
+            handle.write(line.encode())
             handle.flush()
             os.fsync(handle.fileno())
 
