@@ -158,6 +158,16 @@ def run_measure(
     )
 
     environment = collect(None if label == "auto" else label)
+    gpus = len(environment.gpu.devices) if environment.gpu.available else 0
+    too_wide = [m for m in models if gpus and m.tensor_parallel_size > gpus]
+    if too_wide:
+        raise BadInput(
+            "\n".join(
+                f"{models_file}: model '{m.name}': field 'tensor_parallel_size': "
+                f"{m.tensor_parallel_size} GPUs, but this machine has {gpus}"
+                for m in too_wide
+            )
+        )
     if label == "auto":
         label = "container" if environment.container.detected else "native"
         environment.label = label

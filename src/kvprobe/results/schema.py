@@ -7,7 +7,7 @@ integers where kvprobe counted them and floats where the engine logged GiB figur
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -132,7 +132,7 @@ class ThroughputResult(Record):
     output_len: int | None = Field(None, description="Tokens each request generates (ignore_eos).")
     output_tokens: int | None = Field(None, description="Tokens generated in all.")
     seconds: float | None = Field(None, description="Wall time of the timed batch (after a warm-up request).")
-    tokens_per_s: float | None = None
+    tokens_per_s: float | None = Field(None, ge=0)
     error: str | None = Field(None, description="Why the throughput start failed.")
 
 
@@ -238,17 +238,20 @@ class Environment(Record):
 # --- the document ---------------------------------------------------------------------------------
 
 
+NonNegative = Annotated[int, Field(ge=0)]
+
+
 class KvFigure(Record):
     """The KV cache one passing trial got, as the engine allocated it."""
 
     trial: int
-    utilization: float | None
-    kv_cache_memory_bytes: int | None
-    num_blocks: int | None
-    block_size: int | None
-    tokens: int | None
-    bytes: int | None = Field(description="num_blocks x bytes_per_block; schema 1 files: the engine's logged GiB.")
-    bytes_per_block: int | None = None
+    utilization: float | None = Field(ge=0, le=1)
+    kv_cache_memory_bytes: NonNegative | None
+    num_blocks: NonNegative | None
+    block_size: NonNegative | None
+    tokens: NonNegative | None
+    bytes: NonNegative | None = Field(description="num_blocks x bytes_per_block; schema 1: the engine's logged GiB.")
+    bytes_per_block: NonNegative | None = None
     bytes_logged: float | None = Field(None, description="The engine's own two-decimal GiB figure, a cross-check.")
     tokens_logged: int | None
     max_concurrency: float | None
