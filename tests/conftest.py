@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,23 +77,37 @@ def tiny_models_file(directory: Path, **changes) -> Path:
     return path
 
 
-def run_container(out: Path, *extra: str) -> subprocess.CompletedProcess:
+def measure_command(out: Path, *extra: str) -> list[str]:
+    """`kvprobe measure` of the shipped tiny model into `out`."""
+    return [
+        sys.executable,
+        "-m",
+        "kvprobe.cli",
+        "measure",
+        str(MODELS),
+        "--only",
+        "tiny-llama",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def container_command(out: Path, *extra: str) -> list[str]:
+    """`kvprobe container` of the tiny model in a 4 GiB podman container, on the machine's own root."""
     # At the shipped 0.2, 4 GiB leave 0.8 GiB of budget, and vLLM's CPU non-KV memory (the worker's
-    # RSS: 0.66 to 0.79 GiB seen on this machine) can take all of it.
+    # RSS) can take all of it: the container fixtures use 0.3.
     models_dir = out.with_name(out.name + "-models")  # not inside `out`: that is mounted read-write
     models_dir.mkdir(exist_ok=True)
     models = tiny_models_file(models_dir, gpu_memory_utilization=0.3)
-    return kvprobe(
+    runtime = ["--runtime", "podman", "--rootfs", "/:O", "--memory", CONTAINER_MEMORY, "--shm-size", "1g"]
+    return [
+        sys.executable,
+        "-m",
+        "kvprobe.cli",
         "container",
         str(models),
-        "--runtime",
-        "podman",
-        "--rootfs",
-        "/:O",
-        "--memory",
-        CONTAINER_MEMORY,
-        "--shm-size",
-        "1g",
+        *runtime,
         "--memlock",
         "none",
         "--only",
@@ -100,8 +115,18 @@ def run_container(out: Path, *extra: str) -> subprocess.CompletedProcess:
         "--out",
         str(out),
         *extra,
-        timeout=2400,
-    )
+    ]
+
+
+def run_container(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return kvprobe(*container_command(out, *extra)[3:], timeout=2400)
+
+
+def wait_until(condition, timeout_s: float = 300, message: str = "timed out waiting") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")

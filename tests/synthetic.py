@@ -17,6 +17,7 @@ from kvprobe.results.schema import (
     SearchSummary,
     SoftwareVersions,
     ThroughputResult,
+    TrialRecord,
 )
 from kvprobe.units import GIB, MIB
 
@@ -136,3 +137,22 @@ def documents(model: str = "demo-model") -> list[ResultDocument]:
     native = [document(model, "native", r, 700 + r, 0.9, 4000 + 10 * r, 360.0 + 5 * r) for r in (1, 2, 3)]
     container = [document(model, "container", r, 35, 0.69, 537 - r, 362.0 + 3 * r) for r in (1, 2, 3)]
     return native + container
+
+
+def trial(**changes) -> TrialRecord:
+    """A passing manual trial at u = 0.2, with `changes` applied."""
+    fields = {
+        "number": 1,
+        "search": "manual",
+        "utilization": 0.2,
+        "kv_cache_memory_bytes": None,
+        "fill_target": None,
+        "outcome": "ok",
+        "reason": "",
+        "returncode": 0,
+        "started_at": 0,
+        "wall_s": 1,
+        "teardown_s": 0,
+        "baseline_restored": True,
+    }
+    return TrialRecord(**{**fields, **changes})

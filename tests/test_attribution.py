@@ -8,24 +8,16 @@ import pytest
 
 from conftest import environment
 from kvprobe.results.attribution import attribute
-from kvprobe.results.schema import GpuProcess, TrialRecord
+from kvprobe.results.schema import GpuProcess
 from kvprobe.units import GIB, MIB
+from synthetic import trial as make_trial
 
 
 def native_trial(unlisted_before, unlisted_at_ready, available_before, available_at_ready):
-    return TrialRecord(
+    return make_trial(
         number=2,
         search="u_max",
         utilization=0.3,
-        kv_cache_memory_bytes=None,
-        fill_target=None,
-        outcome="ok",
-        reason="",
-        returncode=0,
-        started_at=0.0,
-        wall_s=1.0,
-        teardown_s=0.0,
-        baseline_restored=True,
         passed=True,
         kv_cache_bytes=int(4.5 * GIB),
         memory_report={"weights_bytes": 0.1 * GIB, "requested_bytes": 5.0 * GIB},

@@ -3,6 +3,7 @@
 import pytest
 
 from kvprobe.engines.vllm import VllmEngine
+from synthetic import trial as make_trial
 
 GIB = 1 << 30
 engine = VllmEngine()
@@ -90,21 +91,11 @@ def test_gpu_memory_report():
 
 
 def record(outcome, utilization, log, **extra):
-    from kvprobe.results.schema import TrialRecord
-
-    return TrialRecord(
+    return make_trial(
         number=1,
         search="u_max",
         utilization=utilization,
-        kv_cache_memory_bytes=None,
-        fill_target=None,
         outcome=outcome,
-        reason="",
-        returncode=0,
-        started_at=0.0,
-        wall_s=1.0,
-        teardown_s=0.0,
-        baseline_restored=True,
         passed=outcome == "ok",
         memory_report=engine.memory_report(log),
         **extra,

@@ -5,47 +5,20 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import CONTAINER_MEMORY, ROOT, needs_engine, needs_podman, tiny_models_file
+from conftest import ROOT, container_command, needs_engine, needs_podman, wait_until
 from test_isolation import alive, trial_sessions
 
 pytestmark = [needs_engine, needs_podman, pytest.mark.engine, pytest.mark.container]
 
 
 def start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
-    models_dir = tmp_path / "models"
-    models_dir.mkdir()
-    models = tiny_models_file(models_dir, gpu_memory_utilization=0.3)
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "kvprobe.cli",
-        "container",
-        str(models),
-        "--runtime",
-        "podman",
-        "--rootfs",
-        "/:O",
-        "--memory",
-        CONTAINER_MEMORY,
-        "--shm-size",
-        "1g",
-        "--memlock",
-        "none",
-        "--only",
-        "tiny-llama",
-        "--out",
-        str(out),
-        "--searches",
-        "reference",
-        *extra,
-    ]
+    command = container_command(out, "--searches", "reference", *extra)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT), out
 
 
@@ -59,16 +32,9 @@ def containers(process: subprocess.Popen) -> list[str]:
     return [line for line in done.stdout.splitlines() if line.strip()]
 
 
-def wait_for(condition, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.5)
-
-
 def test_ctrl_c_in_the_native_half_starts_no_container(tmp_path):
     process, out = start(tmp_path, "--both")
-    wait_for(lambda: trial_sessions(out))
+    wait_until(lambda: trial_sessions(out))
     sessions = trial_sessions(out)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=300)
@@ -82,8 +48,8 @@ def test_ctrl_c_in_the_native_half_starts_no_container(tmp_path):
 def test_sigterm_in_the_container_half_leaves_no_container_and_no_engine(tmp_path):
     process, out = start(tmp_path)
     # The results directory is mounted read-write: the trial's marker shows on the host once it runs.
-    wait_for(lambda: list(out.glob(".trials/*/running-trial.json")))
-    wait_for(lambda: any("Up" in line for line in containers(process)))
+    wait_until(lambda: list(out.glob(".trials/*/running-trial.json")))
+    wait_until(lambda: any("Up" in line for line in containers(process)))
     time.sleep(5)  # mid-start: the engine's processes exist inside the container
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=300)

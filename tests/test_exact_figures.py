@@ -10,6 +10,7 @@ import json
 import pytest
 from rich.console import Console
 
+import synthetic
 from conftest import MODELS
 from kvprobe.config import load_models
 from kvprobe.engines import get_engine
@@ -104,23 +105,10 @@ def test_a_boundary_is_started_again_and_a_flip_is_reported_as_unstable(tmp_path
 
 
 def test_kv_bytes_are_blocks_times_bytes_per_block_not_the_logged_gib():
-    trial = TrialRecord(
-        number=1,
-        search="manual",
-        utilization=0.2,
-        kv_cache_memory_bytes=None,
-        fill_target=None,
-        outcome="ok",
-        reason="",
-        returncode=0,
-        started_at=0,
-        wall_s=1,
-        teardown_s=0,
-        baseline_restored=True,
-        num_gpu_blocks=712,
-        bytes_per_block=BYTES_PER_BLOCK,
-        memory_report={"kv_cache_bytes": 2.78 * GIB},
-    )  # vLLM's "2.78 GiB"
+    # vLLM's log said "2.78 GiB"
+    trial = synthetic.trial(
+        num_gpu_blocks=712, bytes_per_block=BYTES_PER_BLOCK, memory_report={"kv_cache_bytes": 2.78 * GIB}
+    )
     assert _kv_bytes(trial) == 712 * BYTES_PER_BLOCK == 2986344448
     assert _kv_bytes(trial) != int(2.78 * GIB)
 

@@ -25,7 +25,7 @@ from kvprobe.results.schema import TrialRecord
 from kvprobe.results.store import Journal, ResultStore, write_bytes_atomic
 from kvprobe.trial.executor import TrialRequest
 from kvprobe.units import parse_size
-from synthetic import documents
+from synthetic import documents, trial
 
 TINY = ROOT / "configs" / "tiny-llama"
 HEADER = "defaults:\n  load_format: dummy\nmodels:\n"
@@ -148,20 +148,7 @@ def test_a_corrupt_or_escaping_run_manifest_is_bad_input(tmp_path, manifest):
 
 
 def record(number: int) -> TrialRecord:
-    return TrialRecord(
-        number=number,
-        search="manual",
-        utilization=0.2,
-        kv_cache_memory_bytes=None,
-        fill_target=None,
-        outcome="ok",
-        reason="",
-        returncode=0,
-        started_at=0,
-        wall_s=1,
-        teardown_s=0,
-        baseline_restored=True,
-    )
+    return trial(number=number)
 
 
 def test_a_torn_journal_line_does_not_swallow_the_next_entry(tmp_path):
@@ -253,6 +240,7 @@ def test_any_json_object_is_a_result_or_a_sentence(data):
 @settings(max_examples=40, deadline=None)
 @given(name=any_text, label=any_text)
 def test_any_name_keeps_every_table_whole_and_no_raw_html(name, label):
+    name, label = f"⟦{name}⟧", f"⟦{label}⟧"  # fenced, so that the raw text cannot appear by chance
     docs = documents(model="m")
     docs = [d.model_copy(update={"model": name}) for d in docs]
     docs[-1] = docs[-1].model_copy(update={"status": "failed", "errors": [label]})

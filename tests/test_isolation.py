@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MODELS, ROOT, load_results, needs_engine, needs_podman, podman_base
+from conftest import MODELS, ROOT, load_results, measure_command, needs_engine, needs_podman, podman_base, wait_until
 from kvprobe.config import load_models
 from kvprobe.engines import get_engine
 from kvprobe.trial.executor import TrialRequest
@@ -88,23 +88,7 @@ def test_a_trial_past_its_timeout_is_ended_and_classified(tmp_path):
 def test_an_interrupted_run_resumes_without_repeating_finished_trials(tmp_path, how):
     """Ctrl-C ends the running trial at once; a killed probe leaves it behind for the next run to end."""
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "kvprobe.cli",
-        "measure",
-        str(MODELS),
-        "--only",
-        "tiny-llama",
-        "--out",
-        str(out),
-        "--searches",
-        "u_max",
-        "--range",
-        "0.1:0.3",
-        "--tolerance",
-        "0.1",
-    ]
+    command = measure_command(out, "--searches", "u_max", "--range", "0.1:0.3", "--tolerance", "0.1")
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     journal_dir = out / ".journal"
     deadline = time.monotonic() + 600
@@ -212,23 +196,9 @@ def test_the_guard_stops_an_allocating_trial_before_the_cgroup_limit(tmp_path):
 def test_a_second_measurement_on_the_same_out_refuses_and_the_first_finishes_intact(tmp_path):
     """The directory belongs to one measurement at a time; the second must not end the first's engine."""
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "kvprobe.cli",
-        "measure",
-        str(MODELS),
-        "--only",
-        "tiny-llama",
-        "--out",
-        str(out),
-        "--searches",
-        "reference",
-    ]
+    command = measure_command(out, "--searches", "reference")
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while not trial_sessions(out) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_until(lambda: trial_sessions(out), 120, "the first measurement started no trial")
     sessions = trial_sessions(out)
     assert sessions, "the first measurement started no trial"
     second = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)

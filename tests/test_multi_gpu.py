@@ -9,9 +9,10 @@ from conftest import MODELS, environment
 from kvprobe.config import load_models
 from kvprobe.engines import get_engine
 from kvprobe.results.attribution import attribute
-from kvprobe.results.schema import MemorySample, TrialRecord
+from kvprobe.results.schema import MemorySample
 from kvprobe.trial.runner import TrialLimits, TrialRunner
 from kvprobe.units import GIB
+from synthetic import trial as make_trial
 
 
 def sample(devices):
@@ -61,19 +62,10 @@ def test_tensor_parallel_size_reaches_the_engine():
 
 
 def test_attribution_is_per_gpu():
-    trial = TrialRecord(
+    trial = make_trial(
         number=1,
         search="u_max",
         utilization=0.9,
-        kv_cache_memory_bytes=None,
-        fill_target=None,
-        outcome="ok",
-        reason="",
-        returncode=0,
-        started_at=0.0,
-        wall_s=1.0,
-        teardown_s=0.0,
-        baseline_restored=True,
         passed=True,
         kv_cache_bytes=int(60 * GIB),
         memory_report={

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import MODELS, ROOT, load_results, needs_engine
+from conftest import ROOT, load_results, measure_command, needs_engine
 from kvprobe.trial.process_group import members
 
 pytestmark = [needs_engine, pytest.mark.engine]
@@ -50,24 +49,9 @@ def measure_watched(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        command = [
-            sys.executable,
-            "-m",
-            "kvprobe.cli",
-            "measure",
-            str(MODELS),
-            "--only",
-            "tiny-llama",
-            "--out",
-            str(out),
-            "--searches",
-            "reference,u_max",
-            "--range",
-            "0.1:0.3",
-            "--tolerance",
-            "0.1",
-            *extra,
-        ]
+        command = measure_command(
+            out, "--searches", "reference,u_max", "--range", "0.1:0.3", "--tolerance", "0.1", *extra
+        )
         finished = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
     finally:
         done.set()

@@ -22,11 +22,13 @@ class GpuInfo:
 
 @dataclass
 class GpuReport:
+    """What NVML says of this machine's GPUs (`reason` says why nothing, where it cannot)."""
+
     available: bool
+    devices: list[GpuInfo] = field(default_factory=list)
     reason: str | None = None
     driver_version: str | None = None
     cuda_driver_version: str | None = None
-    devices: list[GpuInfo] = field(default_factory=list)
 
 
 def _text(value) -> str:

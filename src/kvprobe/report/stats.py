@@ -100,6 +100,8 @@ too_few: fewer than two values on a side."""
 
 @dataclass
 class WelchResult:
+    """Welch's t-test of two sides' values, or the verdict that says why none ran."""
+
     verdict: Verdict
     t: float | None = None
     df: float | None = None

@@ -95,19 +95,21 @@ def attribute(trial: TrialRecord, environment: Environment) -> Attribution | Non
         kernel_unaccounted = float(ready.host_unaccounted or 0) - (_engine_gpu_bytes(trial) or 0.0)
         other_processes = max(0.0, total - float(baseline.host_available or total) - unaccounted_before)
         free_at_ready = float(ready.host_available or 0.0)
-    parts = AttributionParts(
-        kv_cache=float(kv),
-        weights=weights,
-        activation_peak=activation,
-        non_torch=non_torch,
-        other_engine=other_engine,
-        engine_beyond_request=beyond,
-        other_processes=other_processes,
-        page_cache=page_cache,
-        cgroup_cut=cgroup_cut,
-        kernel_unaccounted=kernel_unaccounted,
-        free_at_ready=free_at_ready,
-    )
+    from_engine_log = {
+        "weights": weights,
+        "activation_peak": activation,
+        "non_torch": non_torch,
+        "other_engine": other_engine,
+    }
+    measured_by_kvprobe = {
+        "engine_beyond_request": beyond,
+        "other_processes": other_processes,
+        "page_cache": page_cache,
+        "cgroup_cut": cgroup_cut,
+        "kernel_unaccounted": kernel_unaccounted,
+        "free_at_ready": free_at_ready,
+    }
+    parts = AttributionParts(kv_cache=float(kv), **from_engine_log, **measured_by_kvprobe)
     explained = sum(parts.model_dump().values())
     return Attribution(
         pool=pool,

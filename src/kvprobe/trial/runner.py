@@ -194,15 +194,13 @@ class TrialRunner:
         memory.probe_gpu_bytes = sum(
             p.used_bytes or 0 for p in (engine_memory.gpu_processes if engine_memory else []) if p.pid == os.getpid()
         )
+        timing = {"started_at": started_at, "wall_s": wall_s, "teardown_s": teardown_s, "kill_s": kill_s}
         record = TrialRecord(
             **request.recorded(),
+            **timing,
             outcome="ok",
             reason="",
             returncode=process.returncode,
-            started_at=started_at,
-            wall_s=wall_s,
-            teardown_s=teardown_s,
-            kill_s=kill_s,
             baseline_restored=restored,
             prestarted=prestarted,
             waiting_worker_pid=self.waiting.process.pid if self.waiting else None,
