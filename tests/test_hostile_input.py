@@ -268,3 +268,37 @@ def _cells(row: str) -> list[str]:
             current += char
         escaped = char == "\\" and not escaped
     return [*cells, current]
+
+
+def test_a_model_wider_than_the_machines_gpus_is_refused():
+    from conftest import environment
+    from kvprobe.cli import wider_than_the_machine
+
+    (model,) = load_models(ROOT / "models.yaml", only=["deepseek-r1-distill-qwen-7b"])
+    wide = model.model_copy(update={"tensor_parallel_size": 2})
+    one_gpu = environment(mem_total=64 << 30, devices=[(80 << 30, False)])
+    assert wider_than_the_machine([wide], one_gpu) == [
+        "model 'deepseek-r1-distill-qwen-7b': field 'tensor_parallel_size': 2 GPUs, but this machine has 1"
+    ]
+    assert wider_than_the_machine([model], one_gpu) == []
+
+
+def test_a_model_path_a_runtime_cannot_mount_is_named(tmp_path):
+    from kvprobe.container_launcher import ContainerError, mounts
+
+    odd = tmp_path / "a:b"
+    (odd / "tiny").mkdir(parents=True)
+    (odd / "tiny" / "config.json").write_text((TINY / "config.json").read_text())
+    (model,) = load_models(models_file(tmp_path, "  - {name: t, model: tiny, max_model_len: 256}\n"))
+    model = model.model_copy(update={"model": str(odd / "tiny")})
+    with pytest.raises(ContainerError, match=r"model 't': field 'model': .* contains ':'"):
+        mounts([model], tmp_path / "models.yaml", tmp_path / "out", [])
+
+
+def test_a_markdown_image_in_a_name_does_not_make_the_html_read_a_file(tmp_path):
+    secret = tmp_path / "secret.svg"
+    secret.write_text("<svg>SECRET</svg>")
+    docs = [d.model_copy(update={"model": f"![x]({secret.with_suffix('.png')})"}) for d in documents()]
+    files = render_report(build_report(docs), ["markdown", "html"])
+    assert "SECRET" not in files["report.html"].decode()
+    assert "![x](" not in files["report.md"].decode()  # the brackets are escaped: no image in Markdown either

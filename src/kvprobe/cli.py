@@ -96,6 +96,16 @@ def measure(models_file: str, **kwargs) -> None:
     sys.exit(run_measure(models_file, **kwargs))
 
 
+def wider_than_the_machine(models: list, environment) -> list[str]:
+    """Models split across more GPUs than NVML sees (none on the CPU backend, where ranks are processes)."""
+    gpus = len(environment.gpu.devices) if environment.gpu.available else 0
+    return [
+        f"model '{m.name}': field 'tensor_parallel_size': {m.tensor_parallel_size} GPUs, but this machine has {gpus}"
+        for m in models
+        if gpus and m.tensor_parallel_size > gpus
+    ]
+
+
 def _measure_input(
     models_file: str,
     only: tuple,
@@ -158,16 +168,9 @@ def run_measure(
     )
 
     environment = collect(None if label == "auto" else label)
-    gpus = len(environment.gpu.devices) if environment.gpu.available else 0
-    too_wide = [m for m in models if gpus and m.tensor_parallel_size > gpus]
-    if too_wide:
-        raise BadInput(
-            "\n".join(
-                f"{models_file}: model '{m.name}': field 'tensor_parallel_size': "
-                f"{m.tensor_parallel_size} GPUs, but this machine has {gpus}"
-                for m in too_wide
-            )
-        )
+    wider = wider_than_the_machine(models, environment)
+    if wider:
+        raise BadInput("\n".join(f"{models_file}: {problem}" for problem in wider))
     if label == "auto":
         label = "container" if environment.container.detected else "native"
         environment.label = label
