@@ -89,3 +89,27 @@ def test_a_window_below_the_range_ends_without_a_boundary(tmp_path):
     probe, _ = measurement(tmp_path, reference=0.90)
     probe.run_reference()
     assert probe.search_u_max(0.75, 0.99).passing is None
+
+
+class Thermometer:
+    """NVML-shaped temperatures, one reading a call."""
+
+    def __init__(self, readings):
+        self.readings = list(readings)
+
+    def temperature_c(self):
+        return self.readings.pop(0)
+
+
+def test_each_real_start_waits_for_the_cooldown_and_a_cool_gpu():
+    from kvprobe.measure.executors import PreparedExecutor
+    from kvprobe.trial.executor import TrialRequest
+
+    engine, slept = WindowEngine(), []
+    prepared = PreparedExecutor(
+        engine, cooldown_s=30, max_gpu_temp_c=60, nvml=Thermometer([75, 61, 60, 55]), sleep=slept.append
+    )
+    for u in (0.4, 0.5):
+        prepared.run(TrialRequest(number=1, search="manual", engine_args={}, utilization=u))
+    assert engine.started == [0.4, 0.5]
+    assert slept == [5, 5, 30]  # two 5 s waits for the GPU to cool, then the cooldown before the second start
