@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -226,11 +228,26 @@ def control_readme(results: str, card: str) -> str:
     return "\n".join(lines)
 
 
+def prediction_for_the_study_machine() -> bytes:
+    """`kvprobe predict` for the original study's 119.6 GiB DGX Spark, from the shipped configs."""
+    command = [sys.executable, "-m", "kvprobe.cli", "predict", str(ROOT / "models.yaml"), "--memory", "119.6g"]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "100"},
+    )
+    return ("$ kvprobe predict models.yaml --memory 119.6g\n" + done.stdout).encode()
+
+
 def outputs() -> dict[Path, bytes]:
     files: dict[Path, bytes] = {}
     for results, out, title, date in REPORTS:
         files.update({ROOT / out / name: data for name, data in report_files(results, title, date).items()})
     files[ROOT / "docs" / "benchmarks.md"] = benchmarks().encode()
+    files[ROOT / "docs" / "predict-dgx-spark.txt"] = prediction_for_the_study_machine()
     files[ROOT / "docs" / "gpu-h200" / "README.md"] = control_readme("docs/gpu-h200/results", "an H200").encode()
     files[ROOT / "docs" / "gpu-h100" / "README.md"] = control_readme("docs/gpu-h100/results", "an H100").encode()
     return files
@@ -243,7 +260,7 @@ def main() -> None:
     differ = []
     for path, data in outputs().items():
         if args.check:
-            if (path.name in COMPARED_FILES or path.suffix == ".md") and (
+            if (path.name in COMPARED_FILES or path.suffix in (".md", ".txt")) and (
                 not path.exists() or path.read_bytes() != data
             ):
                 differ.append(str(path.relative_to(ROOT)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import json
 import os
 import signal
 import sys
@@ -23,7 +24,7 @@ from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_d
 from kvprobe.measure.options import MeasureOptions, resolve_prestart
 from kvprobe.measure.scheduler import Scheduler
 from kvprobe.output.progress import TrialProgress, print_summary
-from kvprobe.results.loader import ResultFileError
+from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.schema import ContainerLimits, ContainerRun
 from kvprobe.results.store import BadManifest, DirectoryInUse, ResultStore, RunLock
 from kvprobe.trial.monitor import GuardPolicy
@@ -518,6 +519,68 @@ def report(
     )
     for path in written:
         console.print(f"  {escape(str(path))}", highlight=False)
+
+
+@main.command(name="predict")
+@click.argument("models_file", type=click.Path(dir_okay=False))
+@click.option("--memory", required=True, metavar="SIZE", help="The memory the budget comes from, e.g. 80g or 119.6g.")
+@click.option(
+    "--utilization",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=None,
+    help="gpu_memory_utilization (default: each model's own).",
+)
+@click.option("--only", multiple=True, help="Only this model (repeatable).")
+@click.option(
+    "--from",
+    "from_result",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="A result of the same model whose activation peak and non-torch memory to subtract too.",
+)
+def predict_command(
+    models_file: str, memory: str, utilization: float | None, only: tuple, from_result: str | None
+) -> None:
+    """KV bytes per token and block, weights, and the KV a budget leaves: from config.json, no engine."""
+    from kvprobe.output.prediction import print_predictions
+    from kvprobe.predict import predict
+
+    try:
+        models = load_models(models_file, list(only) or None)
+        memory_bytes = parse_size(memory)
+        earlier = load_result(Path(from_result)) if from_result else None
+    except (ConfigError, EngineNotInstalled) as exc:
+        raise BadInput(str(exc)) from None
+    except (ValueError, ResultFileError) as exc:
+        raise BadInput(str(exc)) from None
+    other = None
+    if earlier is not None and earlier.memory_breakdown is not None:
+        report = earlier.memory_breakdown
+        other = (report.activation_peak_bytes or 0.0) + (report.non_torch_bytes or 0.0)
+    rows = []
+    for settings in models:
+        config = json.loads((Path(settings.model) / "config.json").read_text())
+        quantization = settings.extra_engine_args.get("quantization")
+        rows.append(
+            predict(
+                settings.name,
+                config,
+                settings.kv_cache_dtype,
+                settings.dtype,
+                settings.tensor_parallel_size,
+                settings.block_size or 16,
+                quantization,
+            )
+        )
+    print_predictions(
+        Console(),
+        rows,
+        memory_bytes,
+        utilization,
+        {m.name: m.gpu_memory_utilization for m in models},
+        other,
+        {m.name: m.max_model_len for m in models},
+    )
 
 
 if __name__ == "__main__":

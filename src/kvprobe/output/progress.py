@@ -118,19 +118,25 @@ def _summary_row(doc: ResultDocument) -> tuple[str, ...]:
     )
 
 
-def print_summary(console: Console, documents: list[ResultDocument]) -> None:
-    """A table on a terminal; piped to a file or a CI log, one line of `column value` pairs per
-    result, which reads at any width (a table there would be cut to a few characters a column)."""
-    rows = [_summary_row(doc) for doc in documents]
+def print_rows(
+    console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[str, ...] = ()
+) -> None:
+    """A table on a terminal; piped to a file or a CI log, one line of `column value` pairs per row,
+    which reads at any width (a table there would be cut to a few characters a column). Cells are text."""
     if not console.is_terminal:
-        console.print("kvprobe measure: summary", highlight=False)
+        console.print(title, highlight=False)
         for row in rows:
-            pairs = [f"{column} {value}" for column, value in zip(SUMMARY_COLUMNS, row, strict=True)]
+            pairs = [f"{column} {value}" for column, value in zip(columns, row, strict=True)]
             console.print(escape(" | ".join(pairs)), highlight=False, soft_wrap=True)
         return
-    table = Table(title="kvprobe measure: summary")
-    for column in SUMMARY_COLUMNS:
-        table.add_column(column, justify="left" if column in ("model", "label", "status") else "right")
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right")
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
     console.print(table)
+
+
+def print_summary(console: Console, documents: list[ResultDocument]) -> None:
+    rows = [_summary_row(doc) for doc in documents]
+    print_rows(console, "kvprobe measure: summary", SUMMARY_COLUMNS, rows, left=("model", "label", "status"))

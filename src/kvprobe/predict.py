@@ -1,0 +1,139 @@
+"""What a model's config.json implies, with no engine: KV bytes per token and per block, and weight bytes.
+
+KV bytes follow vLLM's per-layer cache layout: K and V each of KV heads x head size per token on full
+and sliding-window attention (KV heads split across tensor-parallel ranks, replicated when fewer than
+ranks), one latent of kv_lora_rank + rope dims per token with MLA. Weight bytes count the parameters of
+a decoder (embeddings, attention, dense or MoE MLP, LM head) at the dtype or quantization given.
+What this cannot know (the activation peak, non-torch memory) is said by `Prediction.unknown`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+AttentionKind = Literal["full", "sliding", "mla"]
+DTYPE_BYTES = {
+    "float32": 4.0,
+    "float": 4.0,
+    "bfloat16": 2.0,
+    "float16": 2.0,
+    "half": 2.0,
+    "fp8": 1.0,
+    "fp8_e4m3": 1.0,
+    "fp8_e5m2": 1.0,
+}
+MXFP4_BYTES = 4.25 / 8  # 4-bit values and one 8-bit scale per 32
+
+
+@dataclass(frozen=True)
+class AttentionGroup:
+    """Layers that share one KV layout."""
+
+    kind: AttentionKind
+    layers: int
+    bytes_per_token_per_layer: int  # on one rank
+    window: int | None = None  # sliding attention keeps at most this many tokens per request
+
+
+@dataclass(frozen=True)
+class Prediction:
+    model: str
+    groups: tuple[AttentionGroup, ...]
+    block_size: int
+    weight_bytes: float
+    unknown: tuple[str, ...] = field(default=("activation peak", "non-torch memory"))
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Every layer's KV for one token (what the engine's bytes per block holds, per token)."""
+        return sum(group.layers * group.bytes_per_token_per_layer for group in self.groups)
+
+    @property
+    def bytes_per_block(self) -> int:
+        return self.bytes_per_token * self.block_size
+
+
+def _dtype_bytes(kv_cache_dtype: str, dtype: str, config: dict) -> float:
+    name = kv_cache_dtype if kv_cache_dtype != "auto" else dtype
+    if name == "auto":
+        name = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
+    return DTYPE_BYTES[name]
+
+
+def _head_dim(config: dict) -> int:
+    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+
+
+def _layer_kinds(config: dict) -> list[str]:
+    layers = int(config["num_hidden_layers"])
+    if config.get("layer_types"):
+        return ["sliding" if kind == "sliding_attention" else "full" for kind in config["layer_types"][:layers]]
+    if config.get("use_sliding_window") and config.get("sliding_window"):
+        switch = int(config.get("max_window_layers", layers))  # Qwen2: layers from here on slide
+        return ["full" if index < switch else "sliding" for index in range(layers)]
+    return ["full"] * layers
+
+
+def kv_groups(
+    config: dict, kv_cache_dtype: str = "auto", dtype: str = "auto", tensor_parallel_size: int = 1
+) -> tuple[AttentionGroup, ...]:
+    size = _dtype_bytes(kv_cache_dtype, dtype, config)
+    layers = int(config["num_hidden_layers"])
+    if config.get("kv_lora_rank"):
+        latent = int(config["kv_lora_rank"]) + int(config.get("qk_rope_head_dim", 0))
+        return (AttentionGroup("mla", layers, int(latent * size)),)
+    kv_heads = int(config.get("num_key_value_heads") or config["num_attention_heads"])
+    per_rank = max(1, kv_heads // tensor_parallel_size)
+    per_layer = int(2 * per_rank * _head_dim(config) * size)
+    kinds = _layer_kinds(config)
+    groups = []
+    for kind in ("full", "sliding"):
+        count = kinds.count(kind)
+        if count:
+            window = int(config["sliding_window"]) if kind == "sliding" else None
+            groups.append(AttentionGroup(kind, count, per_layer, window))
+    return tuple(groups)
+
+
+def weight_bytes(config: dict, dtype: str = "auto", quantization: str | None = None) -> float:
+    """Parameter bytes of a decoder-only model, by its config (norms and biases are left out: <0.1%)."""
+    hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
+    heads, head_dim = int(config["num_attention_heads"]), _head_dim(config)
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    vocab = int(config["vocab_size"])
+    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
+    experts = int(config.get("num_local_experts") or config.get("num_experts") or 0)
+    intermediate = int(config.get("moe_intermediate_size") or config["intermediate_size"])
+    mlp = 3 * hidden * intermediate * max(1, experts)
+    router = hidden * experts
+    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
+    dense_size = _dtype_bytes("auto", dtype, config)
+    method = quantization or (config.get("quantization_config") or {}).get("quant_method")
+    if method == "fp8":
+        return embeddings * dense_size + layers * (attention + mlp + router) * 1.0
+    if method == "mxfp4":  # experts in MXFP4; attention, router, embeddings stay in the model's dtype
+        return embeddings * dense_size + layers * ((attention + router) * dense_size + mlp * MXFP4_BYTES)
+    return (embeddings + layers * (attention + mlp + router)) * dense_size
+
+
+def predict(
+    name: str,
+    config: dict,
+    kv_cache_dtype: str = "auto",
+    dtype: str = "auto",
+    tensor_parallel_size: int = 1,
+    block_size: int = 16,
+    quantization: str | None = None,
+) -> Prediction:
+    groups = kv_groups(config, kv_cache_dtype, dtype, tensor_parallel_size)
+    weights = weight_bytes(config, dtype, quantization) / tensor_parallel_size
+    return Prediction(name, groups, block_size, weights)
+
+
+def kv_budget_left(
+    prediction: Prediction, memory_bytes: float, utilization: float, activation_and_other_bytes: float | None = None
+) -> float:
+    """KV bytes a budget of utilization x memory leaves after the weights (and, if known from an
+    earlier result, the activation peak and non-torch memory)."""
+    return utilization * memory_bytes - prediction.weight_bytes - (activation_and_other_bytes or 0.0)

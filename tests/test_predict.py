@@ -1,0 +1,86 @@
+"""KV bytes per token and weight bytes from config.json alone, against hand computation from the public
+configs and against what engines measured (committed results, engine logs quoted in the issues)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from kvprobe.predict import kv_groups, predict, weight_bytes
+from kvprobe.results.store import ResultStore
+from kvprobe.units import GIB
+
+
+def config(name: str) -> dict:
+    return json.loads((ROOT / "configs" / name / "config.json").read_text())
+
+
+def test_dense_tiny_llama():
+    # 8 layers x K and V x 4 KV heads x head_dim 128 x 4 bytes (float32)
+    assert predict("t", config("tiny-llama"), dtype="float32").bytes_per_token == 8 * 2 * 4 * 128 * 4
+
+
+def test_gqa_equals_what_the_h200_measured():
+    prediction = predict("d", config("deepseek-r1-distill-qwen-7b"), dtype="bfloat16", block_size=16)
+    assert prediction.bytes_per_token == 28 * 2 * 4 * 128 * 2  # 28 layers, 4 of 28 heads hold K and V
+    loaded, _ = ResultStore(ROOT / "docs" / "gpu-h200" / "results").load_all()
+    measured = {t.bytes_per_block for _, doc in loaded for t in doc.trials if t.bytes_per_block}
+    assert measured == {prediction.bytes_per_block} == {917_504}
+
+
+def test_mqa_mla_and_fp8():
+    mqa = {"num_hidden_layers": 4, "num_attention_heads": 16, "num_key_value_heads": 1, "hidden_size": 2048}
+    assert kv_groups(mqa, dtype="bfloat16")[0].bytes_per_token_per_layer == 2 * 1 * 128 * 2
+    assert kv_groups(mqa, kv_cache_dtype="fp8", dtype="bfloat16")[0].bytes_per_token_per_layer == 2 * 1 * 128 * 1
+    mla = {
+        "num_hidden_layers": 2,
+        "num_attention_heads": 16,
+        "hidden_size": 2048,
+        "kv_lora_rank": 512,
+        "qk_rope_head_dim": 64,
+    }
+    (group,) = kv_groups(mla, dtype="bfloat16")
+    assert group.kind == "mla" and group.bytes_per_token_per_layer == (512 + 64) * 2  # one latent, no K/V pair
+
+
+def test_tensor_parallelism_splits_kv_heads_and_replicates_when_there_are_fewer():
+    qwen = config("qwen2.5-72b-instruct")  # 8 KV heads
+    assert kv_groups(qwen, dtype="bfloat16", tensor_parallel_size=2)[0].bytes_per_token_per_layer == 2 * 4 * 128 * 2
+    assert kv_groups(qwen, dtype="bfloat16", tensor_parallel_size=16)[0].bytes_per_token_per_layer == 2 * 1 * 128 * 2
+
+
+def test_gpt_oss_alternates_full_and_sliding_window_layers():
+    groups = kv_groups(config("gpt-oss-120b"), dtype="bfloat16")
+    assert [(g.kind, g.layers, g.window) for g in groups] == [("full", 18, None), ("sliding", 18, 128)]
+    assert all(g.bytes_per_token_per_layer == 2 * 8 * 64 * 2 for g in groups)
+
+
+@pytest.mark.parametrize(
+    "name,dtype,quantization,measured_gib",
+    [
+        ("deepseek-r1-distill-qwen-7b", "bfloat16", None, 14.32),  # vLLM's "Model loading took", H200 logs
+        ("gpt-oss-120b", "bfloat16", None, 61.12),  # MXFP4 experts, issue 16's H100 start
+        ("qwen2.5-72b-instruct", "bfloat16", "fp8", 70.15),  # --quantization fp8, issue 16's H100 start
+    ],
+)
+def test_weight_bytes_within_two_percent_of_what_vllm_loaded(name, dtype, quantization, measured_gib):
+    assert weight_bytes(config(name), dtype, quantization) / GIB == pytest.approx(measured_gib, rel=0.02)
+
+
+def test_kvprobe_predict_on_the_shipped_models_file():
+    done = subprocess.run(
+        [sys.executable, "-m", "kvprobe.cli", "predict", str(ROOT / "models.yaml"), "--memory", "119.6g"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = {line.split(" | ")[0]: line for line in done.stdout.splitlines() if line.startswith("model ")}
+    assert "KV bytes/token 57,344" in lines["model deepseek-r1-distill-qwen-7b"]
+    assert "KV left GiB -27.78" in lines["model qwen2.5-72b-instruct"]  # bf16 72B does not fit 119.6 GiB
+    assert "Not included: activation peak, non-torch memory" in done.stdout
