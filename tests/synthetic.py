@@ -12,6 +12,7 @@ from kvprobe.results.schema import (
     Environment,
     GuardSettings,
     KvFigure,
+    KvPrediction,
     ResultDocument,
     RunOptions,
     SearchSummary,
@@ -126,6 +127,12 @@ def document(
         attribution=attribution(u_max_blocks * BLOCK_BYTES, limit),
         throughput=ThroughputResult(
             requests=16, prompt_len=64, output_len=64, output_tokens=1024, seconds=1.0, tokens_per_s=tokens_per_s
+        ),
+        prediction=KvPrediction(
+            bytes_per_token=BLOCK_BYTES // BLOCK_SIZE,
+            bytes_per_block=BLOCK_BYTES,
+            weight_bytes=0.25 * GIB,
+            attention="8 full",
         ),
         engine_starts=4,
         status="complete",

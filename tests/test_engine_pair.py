@@ -167,6 +167,7 @@ def test_kv_bytes_are_exact_blocks_times_bytes_per_block(pair_run, container_sea
             assert abs(trial["kv_cache_bytes"] - logged) <= 0.005 * GIB, trial["number"]
         figure = doc["reference"]
         assert figure["bytes"] == figure["num_blocks"] * figure["bytes_per_block"]
+        assert doc["prediction"]["bytes_per_block"] == figure["bytes_per_block"]  # config.json said the same
         assert abs(figure["bytes"] - figure["bytes_logged"]) <= 0.005 * GIB
 
 

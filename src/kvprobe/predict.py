@@ -53,6 +53,11 @@ class Prediction:
     def bytes_per_block(self) -> int:
         return self.bytes_per_token * self.block_size
 
+    @property
+    def attention(self) -> str:
+        """The layer groups in words, e.g. '18 full, 18 sliding (window 128)'."""
+        return ", ".join(f"{g.layers} {g.kind}" + (f" (window {g.window})" if g.window else "") for g in self.groups)
+
 
 def _dtype_bytes(kv_cache_dtype: str, dtype: str, config: dict) -> float:
     name = kv_cache_dtype if kv_cache_dtype != "auto" else dtype

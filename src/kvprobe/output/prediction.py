@@ -35,13 +35,10 @@ def print_predictions(
         u = utilization or own_utilization[prediction.model]
         left = kv_budget_left(prediction, memory_bytes, u, other_bytes)
         tokens = max(0, int(left // prediction.bytes_per_token))
-        groups = ", ".join(
-            f"{g.layers} {g.kind}" + (f" (window {g.window})" if g.window else "") for g in prediction.groups
-        )
         rows.append(
             (
                 prediction.model,
-                groups,
+                prediction.attention,
                 f"{prediction.bytes_per_token:,}",
                 f"{prediction.bytes_per_block:,}",
                 gib(prediction.weight_bytes),

@@ -17,7 +17,7 @@ from kvprobe.results.schema import ContainerRun, ResultDocument
 from kvprobe.units import GIB
 from kvprobe.vocabulary import LABELS, Label, Pool
 
-Unit = Literal["GiB", "tokens", "blocks", "", "x", "tok/s"]
+Unit = Literal["GiB", "tokens", "blocks", "bytes", "", "x", "tok/s"]
 
 
 def _peak_host_in_use(doc: ResultDocument) -> float | None:
@@ -57,6 +57,10 @@ METRICS: dict[str, tuple[Unit, Callable[[ResultDocument], float | None]]] = {
     "peak_cgroup_usage_bytes": ("GiB", _phase("peak_cgroup_usage")),
     "peak_gpu_used_bytes": ("GiB", _phase("peak_gpu_used")),
     "throughput_tokens_per_s": ("tok/s", _figure("throughput", "tokens_per_s")),
+    "bytes_per_block": ("bytes", _figure("kv_at_u_max", "bytes_per_block")),
+    "predicted_bytes_per_block": ("bytes", _figure("prediction", "bytes_per_block")),
+    "weights_logged_bytes": ("GiB", _figure("memory_breakdown", "weights_bytes")),
+    "predicted_weight_bytes": ("GiB", _figure("prediction", "weight_bytes")),
 }
 
 # The capacities the blog post compares: KV at the matched serving utilization, then at u_max.

@@ -65,6 +65,10 @@ ROWS = (
     ("peak_cgroup_usage_bytes", "cgroup memory usage at peak, u_max start (GiB)"),
     ("peak_gpu_used_bytes", "GPU memory used at peak, u_max start (NVML, GiB)"),
     ("throughput_tokens_per_s", "decode throughput (tokens/s)"),
+    ("bytes_per_block", "KV bytes per block, measured (engine's config)"),
+    ("predicted_bytes_per_block", "KV bytes per block, predicted from config.json"),
+    ("weights_logged_bytes", "weights, the engine's log (GiB)"),
+    ("predicted_weight_bytes", "weights, predicted from config.json (GiB)"),
 )
 LOSS_ROWS = (
     ("kv_reference_bytes", "KV at gpu_memory_utilization (GiB)"),
@@ -85,7 +89,7 @@ def fmt(value: float | None, unit: Unit) -> str:
         return "-"
     if unit == "GiB":
         return gib(value)
-    if unit in ("tokens", "blocks"):
+    if unit in ("tokens", "blocks", "bytes"):
         return f"{value:,.0f}"
     if unit == "":
         return f"{value:.3f}"

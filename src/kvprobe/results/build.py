@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 from kvprobe.config import ModelSettings
 from kvprobe.environment.facts import probe_rss
 from kvprobe.measure.model import ModelFindings
 from kvprobe.measure.options import MeasureOptions
+from kvprobe.predict import predict
 from kvprobe.results.attribution import attribute
 from kvprobe.results.schema import (
     CudaView,
     Environment,
     GuardSettings,
     KvFigure,
+    KvPrediction,
     ResultDocument,
     SearchSummary,
     SoftwareVersions,
@@ -78,6 +82,29 @@ def _throughput(record: TrialRecord | None) -> ThroughputResult | None:
     return record.worker.throughput if record.passed else ThroughputResult(error=record.reason)
 
 
+def kv_prediction(settings: ModelSettings, block_size: int | None) -> KvPrediction | None:
+    """config.json's implied KV layout and weights (None where the config does not say enough)."""
+    try:
+        config = json.loads((Path(settings.model) / "config.json").read_text())
+        implied = predict(
+            settings.name,
+            config,
+            settings.kv_cache_dtype,
+            settings.dtype,
+            settings.tensor_parallel_size,
+            block_size or 16,
+            settings.extra_engine_args.get("quantization"),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return KvPrediction(
+        bytes_per_token=implied.bytes_per_token,
+        bytes_per_block=implied.bytes_per_block if block_size else None,
+        weight_bytes=implied.weight_bytes,
+        attention=implied.attention,
+    )
+
+
 def build_document(
     found: ModelFindings,
     settings: ModelSettings,
@@ -126,6 +153,7 @@ def build_document(
         memory_breakdown=at_u_max.memory_report if at_u_max else None,
         memory_phases=at_u_max.memory if at_u_max else None,
         attribution=attribute(at_u_max, environment) if at_u_max else None,
+        prediction=kv_prediction(settings, next((t.block_size for t in trials if t.block_size), None)),
         throughput=_throughput(found.throughput),
         cuda_view=cuda_view,
         engine_starts=len(trials),

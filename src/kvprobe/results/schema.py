@@ -346,6 +346,15 @@ class Attribution(Record):
     unexplained_fraction: float | None
 
 
+class KvPrediction(Record):
+    """What config.json implies (kvprobe.predict), beside what the engine measured."""
+
+    bytes_per_token: int
+    bytes_per_block: int | None = Field(description="At the block size the engine used; None: no block size known.")
+    weight_bytes: float
+    attention: str = Field(description="The layer groups, e.g. '18 full, 18 sliding (window 128)'.")
+
+
 class ResultDocument(Record):
     """One model, one repeat, one run: the searches' results and every trial behind them."""
 
@@ -373,6 +382,7 @@ class ResultDocument(Record):
     memory_breakdown: EngineMemoryReport | None = None
     memory_phases: TrialMemory | None = None
     attribution: Attribution | None = None
+    prediction: KvPrediction | None = None
     throughput: ThroughputResult | None = None
     cuda_view: CudaView | None = None
     engine_starts: int
