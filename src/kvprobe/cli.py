@@ -521,6 +521,9 @@ def report(
         console.print(f"  {escape(str(path))}", highlight=False)
 
 
+PREDICT_FROM_HELP = "A result of the same model whose activation peak and non-torch memory to subtract too."
+
+
 @main.command(name="predict")
 @click.argument("models_file", type=click.Path(dir_okay=False))
 @click.option("--memory", required=True, metavar="SIZE", help="The memory the budget comes from, e.g. 80g or 119.6g.")
@@ -531,13 +534,7 @@ def report(
     help="gpu_memory_utilization (default: each model's own).",
 )
 @click.option("--only", multiple=True, help="Only this model (repeatable).")
-@click.option(
-    "--from",
-    "from_result",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="A result of the same model whose activation peak and non-torch memory to subtract too.",
-)
+@click.option("--from", "from_result", type=click.Path(dir_okay=False), help=PREDICT_FROM_HELP)
 def predict_command(
     models_file: str, memory: str, utilization: float | None, only: tuple, from_result: str | None
 ) -> None:

@@ -381,10 +381,10 @@ class ResultDocument(Record):
     physical_capacity: KvFigure | None = Field(None, description="Largest explicit KV budget that passed the fill.")
     memory_breakdown: EngineMemoryReport | None = None
     memory_phases: TrialMemory | None = None
-    attribution: Attribution | None = None
-    prediction: KvPrediction | None = None
+    attribution: Attribution | None = Field(None, description="Where the memory went at u_max.")
+    prediction: KvPrediction | None = Field(None, description="What config.json implies (kvprobe.predict).")
     throughput: ThroughputResult | None = None
-    cuda_view: CudaView | None = None
+    cuda_view: CudaView | None = Field(None, description="CUDA's view, from the first trial that took it.")
     engine_starts: int
     probe_rss_bytes: int | None = None
     replayed_trials: int = 0
