@@ -22,7 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from kvprobe.config import load_models  # noqa: E402
+from kvprobe.predict import predict  # noqa: E402
 from kvprobe.report.analysis import build_report  # noqa: E402
+from kvprobe.report.external import STUDY_MODELS, load_benchmark_spark, summarise_external  # noqa: E402
+from kvprobe.report.layout import external_document  # noqa: E402
+from kvprobe.report.markdown import MarkdownWriter  # noqa: E402
 from kvprobe.report.writers import FORMATS, render_report  # noqa: E402
 from kvprobe.results.schema import ResultDocument  # noqa: E402
 from kvprobe.results.store import ResultStore  # noqa: E402
@@ -242,12 +247,25 @@ def prediction_for_the_study_machine() -> bytes:
     return ("$ kvprobe predict models.yaml --memory 119.6g\n" + done.stdout).encode()
 
 
+def external_report() -> bytes:
+    """The original study's table with kvprobe's statistics, checked against the shipped configs."""
+    models = {m.name: m for m in load_models(ROOT / "models.yaml")}
+    predictions = {}
+    for study_name, name in STUDY_MODELS.items():
+        config = json.loads((Path(models[name].model) / "config.json").read_text())
+        predictions[study_name] = predict(name, config, models[name].kv_cache_dtype, models[name].dtype)
+    source = load_benchmark_spark(ROOT / "docs" / "external" / "benchmark-spark" / "all_benchmark_results.json")
+    document = external_document(summarise_external(source, predictions), "2026-11-25")
+    return MarkdownWriter(front_matter=True).render_document(document).encode()
+
+
 def outputs() -> dict[Path, bytes]:
     files: dict[Path, bytes] = {}
     for results, out, title, date in REPORTS:
         files.update({ROOT / out / name: data for name, data in report_files(results, title, date).items()})
     files[ROOT / "docs" / "benchmarks.md"] = benchmarks().encode()
     files[ROOT / "docs" / "predict-dgx-spark.txt"] = prediction_for_the_study_machine()
+    files[ROOT / "docs" / "external" / "benchmark-spark" / "report.md"] = external_report()
     files[ROOT / "docs" / "gpu-h200" / "README.md"] = control_readme("docs/gpu-h200/results", "an H200").encode()
     files[ROOT / "docs" / "gpu-h100" / "README.md"] = control_readme("docs/gpu-h100/results", "an H100").encode()
     return files

@@ -45,6 +45,7 @@ def main() -> None:
     """Measure the KV cache an LLM engine really gets, natively and in containers."""
 
 
+EXTERNAL_HELP = "The original DGX Spark study's all_benchmark_results.json, shown as a labelled external source."
 MEASURE_HELP = {
     "out": "Results directory (one JSON per model and repeat).",
     "label": "Where this run happens; auto (the default) decides from the container evidence.",
@@ -487,8 +488,23 @@ def container(
 @click.option("--title", default=None, help="Title of the Markdown and HTML report.")
 @click.option("--front-matter", is_flag=True, help="Start the Markdown with Hugo front matter.")
 @click.option("--date", default=None, metavar="YYYY-MM-DD", help="The front matter's date (default: today).")
+@click.option("--external", default=None, type=click.Path(dir_okay=False), help=EXTERNAL_HELP)
+@click.option(
+    "--models",
+    "models_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="With --external: the models file whose configs check its figures (kvprobe predict).",
+)
 def report(
-    results_dir: str, out_dir: str | None, formats: str, title: str | None, front_matter: bool, date: str | None
+    results_dir: str,
+    out_dir: str | None,
+    formats: str,
+    title: str | None,
+    front_matter: bool,
+    date: str | None,
+    external: str | None,
+    models_file: str | None,
 ) -> None:
     """Compare native and container results: statistics, tables, charts."""
     from kvprobe.report.analysis import build_report
@@ -507,7 +523,8 @@ def report(
         raise BadInput(f"{results_dir}: no kvprobe result files found (expected MODEL/LABEL-RUN-rN.json){detail}")
     summary = build_report([doc for _, doc in loaded], problems)
     target = Path(out_dir) if out_dir else root / "report"
-    written = write_report(summary, target, chosen, title, front_matter, date)
+    outside = _external(external, models_file) if external else None
+    written = write_report(summary, target, chosen, title, front_matter, date, outside)
     console = Console()
     if problems:
         console.print(f"[yellow]skipped {len(problems)} unreadable result file(s)[/]")
@@ -519,6 +536,27 @@ def report(
     )
     for path in written:
         console.print(f"  {escape(str(path))}", highlight=False)
+
+
+def _external(path: str, models_file: str | None):
+    """The study's table summarised, checked against the configs of the matching shipped models."""
+    from kvprobe.predict import predict
+    from kvprobe.report.external import STUDY_MODELS, load_benchmark_spark, summarise_external
+
+    try:
+        source = load_benchmark_spark(Path(path))
+        models = {m.name: m for m in load_models(models_file)} if models_file else {}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"--external {path}: not the study's results file ({exc})") from None
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    predictions = {}
+    for study_name, name in STUDY_MODELS.items():
+        if name in models:
+            settings = models[name]
+            config = json.loads((Path(settings.model) / "config.json").read_text())
+            predictions[study_name] = predict(name, config, settings.kv_cache_dtype, settings.dtype)
+    return summarise_external(source, predictions)
 
 
 PREDICT_FROM_HELP = "A result of the same model whose activation peak and non-torch memory to subtract too."

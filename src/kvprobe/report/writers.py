@@ -14,10 +14,11 @@ from typing import Protocol
 from kvprobe.report.analysis import ReportSummary
 from kvprobe.report.charts import ChartWriter, chart_specs, draw
 from kvprobe.report.csv_writer import CsvWriter
-from kvprobe.report.document import Document
+from kvprobe.report.document import Document, Heading
+from kvprobe.report.external import ExternalSummary
 from kvprobe.report.html import HtmlWriter
 from kvprobe.report.json_writer import JsonWriter
-from kvprobe.report.layout import build_document
+from kvprobe.report.layout import build_document, external_document
 from kvprobe.report.markdown import MarkdownWriter
 from kvprobe.results.store import write_bytes_atomic
 
@@ -49,6 +50,7 @@ def render_report(
     title: str | None = None,
     front_matter: bool = False,
     date: str | None = None,
+    external: ExternalSummary | None = None,
 ) -> dict[str, bytes]:
     """Every chosen format's files, in memory."""
     images: dict[str, bytes] = {}
@@ -58,6 +60,9 @@ def render_report(
             images.update(draw(spec))
             stems.append(spec.stem)
     document = build_document(summary, title, date or time.strftime("%Y-%m-%d"), stems)
+    if external is not None:  # a labelled section of its own, after kvprobe's measurements
+        section = external_document(external, document.front_matter.date)
+        document.blocks += [Heading(2, section.title), *section.blocks]
     files: dict[str, bytes] = {}
     for writer in make_writers(formats, front_matter):
         files.update(writer.render(summary, document, images))
@@ -71,10 +76,11 @@ def write_report(
     title: str | None = None,
     front_matter: bool = False,
     date: str | None = None,
+    external: ExternalSummary | None = None,
 ) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, contents in render_report(summary, formats, title, front_matter, date).items():
+    for name, contents in render_report(summary, formats, title, front_matter, date, external).items():
         write_bytes_atomic(out_dir / name, contents)
         written.append(out_dir / name)
     return written
