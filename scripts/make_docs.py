@@ -28,7 +28,7 @@ from kvprobe.report.analysis import build_report  # noqa: E402
 from kvprobe.report.external import STUDY_MODELS, load_benchmark_spark, summarise_external  # noqa: E402
 from kvprobe.report.layout import external_document  # noqa: E402
 from kvprobe.report.markdown import MarkdownWriter  # noqa: E402
-from kvprobe.report.writers import FORMATS, render_report  # noqa: E402
+from kvprobe.report.writers import FORMATS, ReportOptions, render_report  # noqa: E402
 from kvprobe.results.schema import ResultDocument  # noqa: E402
 from kvprobe.results.store import ResultStore  # noqa: E402
 from kvprobe.units import gib  # noqa: E402
@@ -71,7 +71,8 @@ def load(results: str) -> list[ResultDocument]:
 
 
 def report_files(results: str, title: str, date: str) -> dict[str, bytes]:
-    return render_report(build_report(load(results)), list(FORMATS), title, front_matter=True, date=date)
+    options = ReportOptions(title=title, front_matter=True, date=date)
+    return render_report(build_report(load(results)), list(FORMATS), options)
 
 
 # The commit whose code made each set of GPU results (the device runs a copy of the working tree).

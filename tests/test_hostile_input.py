@@ -19,7 +19,7 @@ from conftest import ROOT
 from kvprobe.config import ConfigError, load_models
 from kvprobe.output.progress import TrialProgress, print_summary
 from kvprobe.report.analysis import build_report
-from kvprobe.report.writers import render_report
+from kvprobe.report.writers import ReportOptions, render_report
 from kvprobe.results.loader import ResultFileError, parse_result
 from kvprobe.results.schema import TrialRecord
 from kvprobe.results.store import Journal, ResultStore, write_bytes_atomic
@@ -244,7 +244,7 @@ def test_any_name_keeps_every_table_whole_and_no_raw_html(name, label):
     docs = documents(model="m")
     docs = [d.model_copy(update={"model": name}) for d in docs]
     docs[-1] = docs[-1].model_copy(update={"status": "failed", "errors": [label]})
-    files = render_report(build_report(docs), ["markdown", "html"], title=label)
+    files = render_report(build_report(docs), ["markdown", "html"], ReportOptions(title=label))
     markdown = files["report.md"].decode()
     assert "\r" not in markdown and not any(not c.isprintable() for c in markdown if c not in "\n")
     tables = [block for block in markdown.split("\n\n") if block.startswith("|")]

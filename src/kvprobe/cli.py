@@ -46,6 +46,11 @@ def main() -> None:
 
 
 EXTERNAL_HELP = "The original DGX Spark study's all_benchmark_results.json, shown as a labelled external source."
+REPORT_HELP = {
+    "out": "Where to write the report (default: RESULTS_DIR/report).",
+    "format": "Comma-separated: markdown, html, csv, json, charts, or all.",
+    "models": "With --external: the models file whose configs check its figures (kvprobe predict).",
+}
 MEASURE_HELP = {
     "out": "Results directory (one JSON per model and repeat).",
     "label": "Where this run happens; auto (the default) decides from the container evidence.",
@@ -471,31 +476,13 @@ def container(
 
 @main.command()
 @click.argument("results_dir", type=click.Path(file_okay=False))
-@click.option(
-    "--out",
-    "out_dir",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Where to write the report (default: RESULTS_DIR/report).",
-)
-@click.option(
-    "--format",
-    "formats",
-    default="all",
-    show_default=True,
-    help="Comma-separated: markdown, html, csv, json, charts, or all.",
-)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help=REPORT_HELP["out"])
+@click.option("--format", "formats", default="all", show_default=True, help=REPORT_HELP["format"])
 @click.option("--title", default=None, help="Title of the Markdown and HTML report.")
 @click.option("--front-matter", is_flag=True, help="Start the Markdown with Hugo front matter.")
 @click.option("--date", default=None, metavar="YYYY-MM-DD", help="The front matter's date (default: today).")
 @click.option("--external", default=None, type=click.Path(dir_okay=False), help=EXTERNAL_HELP)
-@click.option(
-    "--models",
-    "models_file",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="With --external: the models file whose configs check its figures (kvprobe predict).",
-)
+@click.option("--models", "models_file", type=click.Path(dir_okay=False), help=REPORT_HELP["models"])
 def report(
     results_dir: str,
     out_dir: str | None,
@@ -508,7 +495,7 @@ def report(
 ) -> None:
     """Compare native and container results: statistics, tables, charts."""
     from kvprobe.report.analysis import build_report
-    from kvprobe.report.writers import FORMATS, write_report
+    from kvprobe.report.writers import FORMATS, ReportOptions, write_report
 
     chosen = list(FORMATS) if formats == "all" else [f.strip() for f in formats.split(",") if f.strip()]
     unknown = [f for f in chosen if f not in FORMATS]
@@ -524,7 +511,8 @@ def report(
     summary = build_report([doc for _, doc in loaded], problems)
     target = Path(out_dir) if out_dir else root / "report"
     outside = _external(external, models_file) if external else None
-    written = write_report(summary, target, chosen, title, front_matter, date, outside)
+    options = ReportOptions(title=title, front_matter=front_matter, date=date, external=outside)
+    written = write_report(summary, target, chosen, options)
     console = Console()
     if problems:
         console.print(f"[yellow]skipped {len(problems)} unreadable result file(s)[/]")

@@ -8,6 +8,7 @@ drawn in the same run.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -44,13 +45,18 @@ def make_writers(formats: list[str], front_matter: bool = False) -> list[Writer]
     return [made[name] for name in FORMATS if name in formats]
 
 
+@dataclass(frozen=True)
+class ReportOptions:
+    """How this run's report reads: its title, Hugo front matter, date, and an external source."""
+
+    title: str | None = None
+    front_matter: bool = False
+    date: str | None = None  # the front matter's; today when None
+    external: ExternalSummary | None = None
+
+
 def render_report(
-    summary: ReportSummary,
-    formats: list[str],
-    title: str | None = None,
-    front_matter: bool = False,
-    date: str | None = None,
-    external: ExternalSummary | None = None,
+    summary: ReportSummary, formats: list[str], options: ReportOptions = ReportOptions()
 ) -> dict[str, bytes]:
     """Every chosen format's files, in memory."""
     images: dict[str, bytes] = {}
@@ -59,28 +65,20 @@ def render_report(
         for spec in chart_specs(summary):
             images.update(draw(spec))
             stems.append(spec.stem)
-    document = build_document(summary, title, date or time.strftime("%Y-%m-%d"), stems)
-    if external is not None:  # a labelled section of its own, after kvprobe's measurements
-        section = external_document(external, document.front_matter.date)
+    document = build_document(summary, options.title, options.date or time.strftime("%Y-%m-%d"), stems)
+    if options.external is not None:  # a labelled section of its own, after kvprobe's measurements
+        section = external_document(options.external, document.front_matter.date)
         document.blocks += [Heading(2, section.title), *section.blocks]
     files: dict[str, bytes] = {}
-    for writer in make_writers(formats, front_matter):
+    for writer in make_writers(formats, options.front_matter):
         files.update(writer.render(summary, document, images))
     return files
 
 
-def write_report(
-    summary: ReportSummary,
-    out_dir: Path,
-    formats: list[str],
-    title: str | None = None,
-    front_matter: bool = False,
-    date: str | None = None,
-    external: ExternalSummary | None = None,
-) -> list[Path]:
+def write_report(summary: ReportSummary, out_dir: Path, formats: list[str], options: ReportOptions) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, contents in render_report(summary, formats, title, front_matter, date, external).items():
+    for name, contents in render_report(summary, formats, options).items():
         write_bytes_atomic(out_dir / name, contents)
         written.append(out_dir / name)
     return written
