@@ -4,12 +4,10 @@ the study's published means, and the check against the configs is plain arithmet
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, kvprobe
 from kvprobe.config import load_models
 from kvprobe.predict import predict
 from kvprobe.report.external import STUDY_MODELS, load_benchmark_spark, summarise_external
@@ -47,28 +45,19 @@ def test_the_check_is_weights_plus_kv_against_the_reported_peak():
 
 
 def test_the_report_shows_the_source_labelled_beside_kvprobes_results(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kvprobe.cli",
-            "report",
-            str(ROOT / "tests" / "data" / "results"),
-            "--out",
-            str(tmp_path),
-            "--format",
-            "markdown",
-            "--external",
-            str(STUDY),
-            "--models",
-            str(ROOT / "models.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
+    study = str(STUDY)
+    kvprobe(
+        "report",
+        str(ROOT / "tests" / "data" / "results"),
+        "--out",
+        str(tmp_path),
+        "--format",
+        "markdown",
+        "--external",
+        study,
+        "--models",
+        str(ROOT / "models.yaml"),
     )
-    assert done.returncode == 0, done.stderr
     text = (tmp_path / "report.md").read_text()
     assert "## External source: benchmark-spark" in text and "Not kvprobe measurements" in text
     assert "TensorRT-LLM" in text and "GB10" in text
