@@ -165,12 +165,13 @@ def test_kv_bytes_are_exact_blocks_times_bytes_per_block(pair_run, container_sea
         for trial in (t for t in doc["trials"] if t["passed"]):
             assert trial["bytes_per_block"] == tiny_bytes_per_block(trial["block_size"])
             assert trial["kv_cache_bytes"] == trial["num_gpu_blocks"] * trial["bytes_per_block"]
-            logged = trial["memory_report"]["kv_cache_bytes"]  # vLLM's two-decimal GiB, the cross-check
-            assert abs(trial["kv_cache_bytes"] - logged) <= 0.005 * GIB, trial["number"]
+            # vLLM logs its KV budget with two decimals and allocates whole blocks within it
+            logged = trial["memory_report"]["kv_cache_bytes"]
+            assert abs(trial["kv_cache_bytes"] - logged) <= 0.005 * GIB + trial["bytes_per_block"], trial["number"]
         figure = doc["reference"]
         assert figure["bytes"] == figure["num_blocks"] * figure["bytes_per_block"]
         assert doc["prediction"]["bytes_per_block"] == figure["bytes_per_block"]  # config.json said the same
-        assert abs(figure["bytes"] - figure["bytes_logged"]) <= 0.005 * GIB
+        assert abs(figure["bytes"] - figure["bytes_logged"]) <= 0.005 * GIB + figure["bytes_per_block"]
 
 
 def test_the_kv_block_grid_is_exact_and_the_fill_is_checked_by_vllms_own_log(container_search):
