@@ -22,10 +22,11 @@ from kvprobe.environment.facts import collect
 from kvprobe.environment.memory import host_memory, read_cgroup_memory
 from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_drop_caches
 from kvprobe.measure.options import MeasureOptions, resolve_prestart
+from kvprobe.measure.perturb import SCRATCH, PerturbedExecutor, with_condition
 from kvprobe.measure.scheduler import Scheduler
 from kvprobe.output.progress import TrialProgress, print_summary
 from kvprobe.results.loader import ResultFileError, load_result
-from kvprobe.results.schema import ContainerLimits, ContainerRun
+from kvprobe.results.schema import Condition, ContainerLimits, ContainerRun, ExperimentRef
 from kvprobe.results.store import BadManifest, DirectoryInUse, ResultStore, RunLock
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.runner import TrialLimits, TrialRunner
@@ -89,6 +90,9 @@ def _measure_options(func):
             "--prestart", type=click.Choice(["auto", "on", "off"]), default="auto", help=MEASURE_HELP["prestart"]
         ),
         click.option("--annotate", hidden=True, help="How `kvprobe container` started this run (JSON)."),
+        click.option("--condition", "condition_json", hidden=True, help="An experiment's condition (JSON)."),
+        click.option("--experiment-ref", "experiment_json", hidden=True, help="The experiment of this run (JSON)."),
+        click.option("--only-repeat", type=click.IntRange(1), hidden=True, help="Measure this repeat alone."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -120,10 +124,12 @@ def _measure_input(
     searches: str,
     drop_caches: bool,
     guard_floor: str | None,
+    condition: Condition,
 ) -> tuple[list, tuple | None, tuple, int | None]:
-    """The models, --range, --searches and --guard-floor, checked; BadInput names what is wrong."""
+    """The models (as the condition loads them), --range, --searches and --guard-floor, checked;
+    BadInput names what is wrong."""
     try:
-        models = load_models(models_file, list(only) or None)
+        models = with_condition(load_models(models_file, list(only) or None), condition)
         span = parse_utilization_range(utilization_range) if utilization_range else None
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
@@ -168,10 +174,14 @@ def run_measure(
     no_confirm: bool,
     prestart: str,
     annotate: str | None = None,
+    condition_json: str | None = None,
+    experiment_json: str | None = None,
+    only_repeat: int | None = None,
 ) -> int:
     console = Console(stderr=False)
+    condition, experiment = _experiment_cell(condition_json, experiment_json)
     models, span, chosen, floor = _measure_input(
-        models_file, only, utilization_range, searches, drop_caches, guard_floor
+        models_file, only, utilization_range, searches, drop_caches or condition.drop_caches, guard_floor, condition
     )
 
     environment = collect(None if label == "auto" else label)
@@ -191,6 +201,7 @@ def run_measure(
         "strategy": strategy,
         "confirm": not no_confirm,
     }
+    drop_caches = drop_caches or condition.drop_caches
     around_each_start = {"cooldown_s": cooldown_s, "max_gpu_temp_c": max_gpu_temp, "drop_caches": drop_caches}
     container = ContainerRun.model_validate_json(annotate) if annotate else None
     use_prestart, prestart_reason = resolve_prestart(prestart, environment)
@@ -201,6 +212,9 @@ def run_measure(
         fill_target=fill_target,
         throughput=throughput,
         container=container,
+        condition=condition if condition.name else None,
+        experiment=experiment,
+        only_repeat=only_repeat,
         **searching,
         **around_each_start,
     )
@@ -214,6 +228,7 @@ def run_measure(
         "only": sorted(only),
         "repeats": repeats,
         "label": label,
+        **_condition_identity(options),
         "tolerance": tolerance,
         "range": span,
         "searches": chosen,
@@ -260,10 +275,8 @@ def run_measure(
     )
     for leader in runner.stale_groups_ended:
         console.print(f"[yellow]warning:[/] ended trial group {leader} left running by a killed earlier run")
-    prepared = PreparedExecutor(
-        runner, cooldown_s=cooldown_s, max_gpu_temp_c=max_gpu_temp, drop_caches=drop_caches, nvml=runner.nvml
-    )
-    executor = JournaledExecutor(journal, prepared, progress)
+    perturbed = PerturbedExecutor(runner, condition, Path(out_dir) / SCRATCH)
+    executor = JournaledExecutor(journal, PreparedExecutor(perturbed, nvml=runner.nvml, **around_each_start), progress)
     _sigterm_as_interrupt()
     try:
         documents = scheduler.measure(executor, engine, environment, guard.settings(), progress)
@@ -277,10 +290,65 @@ def run_measure(
         return EXIT_INTERRUPTED
     finally:
         runner.close()
+        perturbed.close()
     scheduler.finish()
     lock.release()  # `kvprobe container --both` measures inside the container next, in this directory
     print_summary(console, documents)
     return EXIT_OK if all(d.status == "complete" for d in documents) else EXIT_FAILED
+
+
+def _experiment_cell(condition_json: str | None, experiment_json: str | None) -> tuple[Condition, ExperimentRef | None]:
+    """The condition `kvprobe experiment` runs this measurement under (a plain run: nothing done)."""
+    condition = Condition.model_validate_json(condition_json) if condition_json else Condition(name="")
+    return condition, ExperimentRef.model_validate_json(experiment_json) if experiment_json else None
+
+
+def _condition_identity(options: MeasureOptions) -> dict:
+    """What of an experiment's cell decides what it measures: the condition and the one repeat."""
+    condition = options.condition
+    return {
+        "condition": options.condition_name,
+        "condition_spec": condition.model_dump(mode="json") if condition else None,
+        "only_repeat": options.only_repeat,
+    }
+
+
+@main.command()
+@click.argument("experiment_file", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The results directory.")
+@click.option("--resume", is_flag=True, help="Continue the unfinished experiment in --out, skipping finished cells.")
+@click.option("--dry-run", is_flag=True, help="Print the schedule and its estimated duration; run nothing.")
+def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool) -> None:
+    """Run every condition of EXPERIMENT_FILE for every repeat, interleaved (A B C A B C ...)."""
+    from kvprobe.experiment.run import ExperimentRun
+    from kvprobe.experiment.spec import load_experiment
+    from kvprobe.output.experiment import print_schedule
+
+    try:
+        loaded = load_experiment(experiment_file)
+    except (ConfigError, EngineNotInstalled) as exc:
+        raise BadInput(str(exc)) from None
+    console = Console()
+    earlier, _ = ResultStore(Path(out_dir)).load_all() if Path(out_dir).is_dir() else ([], [])
+    print_schedule(console, loaded, [t for _, doc in earlier for t in doc.trials])
+    if dry_run:
+        return
+    if importlib.util.find_spec("vllm") is None:
+        raise BadInput("vLLM is not installed in this Python environment (see README: setup)")
+
+    def on_cell(cell, state: str) -> None:
+        console.rule(f"{escape(cell.condition.name)}, repeat {cell.repeat}: {state}")
+
+    _sigterm_as_interrupt()
+    try:
+        status = ExperimentRun(loaded, Path(out_dir), on_cell).run(resume)
+    except DirectoryInUse as exc:
+        raise BadInput(str(exc)) from None
+    except KeyboardInterrupt:
+        status = EXIT_INTERRUPTED
+    if status == EXIT_INTERRUPTED:
+        console.print(f"[yellow]interrupted[/]: continue with --resume --out {escape(out_dir)}", highlight=False)
+    sys.exit(status)
 
 
 def _sigterm_as_interrupt() -> None:

@@ -206,7 +206,8 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
+    """A YAML file of at most a MiB, without aliases; ConfigError names the file and the problem."""
     try:
         size = path.stat().st_size
         if size > MAX_MODELS_FILE_BYTES:
@@ -225,7 +226,7 @@ def _read_yaml(path: Path) -> Any:
 
 
 def _read_models_file(path: Path) -> ModelsFile:
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with 'defaults' and 'models'")
     try:

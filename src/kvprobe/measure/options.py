@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from kvprobe.results.schema import ContainerRun, Environment, GuardSettings, RunOptions
+from kvprobe.results.schema import Condition, ContainerRun, Environment, ExperimentRef, GuardSettings, RunOptions
 from kvprobe.vocabulary import SEARCHES, Label, Search, Strategy
 
 Prestart = Literal["auto", "on", "off"]
@@ -45,6 +45,17 @@ class MeasureOptions:
     prestart_reason: str = ""  # why, once `resolve_prestart` decided "on" or "off"
     retries: int = 1  # a timed-out trial is tried again this often before it counts as a failure
     container: ContainerRun | None = None  # how `kvprobe container` started this run, recorded as-is
+    condition: Condition | None = None  # what `kvprobe experiment` does around each start; None: nothing
+    experiment: ExperimentRef | None = None
+    only_repeat: int | None = None  # measure this repeat alone (an experiment's cell), not 1..repeats
+
+    @property
+    def condition_name(self) -> str:
+        return self.condition.name if self.condition else self.label
+
+    @property
+    def repeat_numbers(self) -> range:
+        return range(self.only_repeat, self.only_repeat + 1) if self.only_repeat else range(1, self.repeats + 1)
 
     def record(self, utilization_range: tuple[float, float], guard: GuardSettings) -> RunOptions:
         """What a result keeps of these options, with the range searched and the guard applied."""

@@ -56,9 +56,9 @@ class Scheduler:
     ) -> list[ResultDocument]:
         """Every model for every repeat, in that order; results already written are read back."""
         documents = []
-        for repeat in range(1, self.options.repeats + 1):
+        for repeat in self.options.repeat_numbers:
             for settings in self.models:
-                path = self.store.result_path(settings.name, self.options.label, self.run_id, repeat)
+                path = self.store.result_path(settings.name, self.options.condition_name, self.run_id, repeat)
                 if path.exists():
                     events.already_measured(settings.name, repeat, path)
                     documents.append(load_result(path))

@@ -126,6 +126,8 @@ def build_document(
         run_id=run_id,
         repeat=repeat,
         label=options.label,
+        condition=options.condition_name,
+        experiment=options.experiment,
         model=settings.name,
         model_path=settings.model,
         settings=settings.capacity_settings(),
@@ -139,7 +141,7 @@ def build_document(
             cuda_runtime=worker_versions.cuda_runtime,
         ),
         device=device_name(environment, cuda_view),
-        environment=environment,
+        environment=environment.model_copy(update={"condition": options.condition}),
         options=options.record(found.utilization_range, guard),
         reference=kv_figure(found.reference, settings.max_model_len),
         reference_outcome=None

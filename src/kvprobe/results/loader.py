@@ -67,8 +67,13 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 2}
 
 
+def _upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 knew two conditions only, named by the label: `native` and `container`."""
+    return {**data, "condition": data.get("label"), "schema_version": 3}
+
+
 # version -> the step that turns a document of that version into the next one
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1, 2: _upgrade_v2}
 
 
 def _describe(error: dict) -> str:

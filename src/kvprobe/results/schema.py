@@ -17,7 +17,7 @@ from kvprobe.environment.memory import CgroupMemory, headroom
 from kvprobe.units import Bytes
 from kvprobe.vocabulary import Label, Outcome, Pool, SearchName, Status, Strategy
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Record(BaseModel):
@@ -171,6 +171,18 @@ class WorkerResult(Record):
     cuda: CudaView | None = None
 
 
+class Perturbation(Record):
+    """What a condition did to the machine around one engine start, as measured (kvprobe.measure.perturb)."""
+
+    caches_dropped: bool = False
+    page_cache_requested_bytes: int | None = None
+    page_cache_rise_bytes: int | None = Field(None, description="Cached after reading the file minus before.")
+    hold_requested_bytes: int | None = None
+    helper_pid: int | None = None
+    helper_rss_bytes: int | None = Field(None, description="The holding helper's resident memory before the start.")
+    cgroup_limit_bytes: int | None = Field(None, description="The limit of the cgroup the run was placed in.")
+
+
 class TrialRecord(Record):
     """One engine start: what was asked, how it ended, and what memory did meanwhile."""
 
@@ -202,6 +214,7 @@ class TrialRecord(Record):
     baseline: TrialBaseline = Field(default_factory=TrialBaseline)
     log_tail: list[str] = Field(default_factory=list)
     log_path: str | None = None
+    perturbation: Perturbation | None = Field(None, description="What the condition did around this start.")
 
     @property
     def is_utilization_start(self) -> bool:
@@ -210,6 +223,60 @@ class TrialRecord(Record):
 
 
 # --- the environment ------------------------------------------------------------------------------
+
+
+class ContainerSettings(Record):
+    """The `kvprobe container` flags a condition runs under (see that command's help)."""
+
+    runtime: Literal["docker", "podman"] = "podman"
+    image: str | None = None
+    rootfs: str | None = None
+    memory: str | None = None
+    shm_size: str = "16g"
+    ipc_host: bool = False
+    gpus: str = "auto"
+    memlock: str = "-1"
+    network: str = "none"
+    oci_runtime: str | None = None
+    python: str | None = None
+    runtime_flags: list[str] = Field(default_factory=list)
+
+
+class Condition(Record):
+    """Where a run happens and what is done to the machine around each engine start (issue 14).
+
+    Plain `kvprobe measure` and `kvprobe container` runs are the conditions `native` and `container`
+    with nothing done around the starts.
+    """
+
+    name: str
+    container: ContainerSettings | None = Field(None, description="None: natively, on this machine.")
+    page_cache_bytes: int | None = Field(None, description="A file this large is read into the page cache first.")
+    hold_memory_bytes: int | None = Field(None, description="A helper holds this much anonymous memory meanwhile.")
+    drop_caches: bool = Field(False, description="The page cache is dropped before each start (root).")
+    cgroup_limit_bytes: int | None = Field(
+        None, description="The run is placed in a memory cgroup this large, without a cgroup namespace of its own."
+    )
+    weights: Literal["real", "dummy"] | None = Field(None, description="None: as the models file says.")
+    weights_dir: str | None = Field(None, description="With weights: real, the directory of the weight files.")
+
+    @property
+    def where(self) -> Label:
+        return "native" if self.container is None else "container"
+
+    @property
+    def perturbs(self) -> bool:
+        """Something is done around each start (or to the run's cgroup) that a trial must record."""
+        return bool(self.page_cache_bytes or self.hold_memory_bytes or self.drop_caches or self.cgroup_limit_bytes)
+
+
+class ExperimentRef(Record):
+    """The experiment a result belongs to: its name, the baseline and the condition whose loss it explains."""
+
+    name: str
+    baseline: str
+    explains: str | None = None
+    run_id: str | None = Field(None, description="The experiment run (experiment.json) that made this result.")
 
 
 class GuardSettings(Record):
@@ -233,6 +300,7 @@ class Environment(Record):
     software: dict[str, str | None]
     probe_rss_bytes: int | None = None
     warnings: list[str] = Field(default_factory=list)
+    condition: Condition | None = Field(None, description="What was done around each start; None: nothing.")
 
 
 # --- the document ---------------------------------------------------------------------------------
@@ -358,10 +426,12 @@ class KvPrediction(Record):
 class ResultDocument(Record):
     """One model, one repeat, one run: the searches' results and every trial behind them."""
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     run_id: str
     repeat: int
     label: Label
+    condition: str = Field(description="The condition's name; the label for plain measure and container runs.")
+    experiment: ExperimentRef | None = None
     model: str
     model_path: str
     settings: dict[str, Any] = Field(description="ModelSettings.capacity_settings(): what the hash covers.")
@@ -399,4 +469,5 @@ class ResultDocument(Record):
 
     def where(self) -> str:
         """How messages name this result."""
-        return f"{self.model} {self.label} run {self.run_id} repeat {self.repeat}"
+        where = self.label if self.condition == self.label else f"{self.condition} ({self.label})"
+        return f"{self.model} {where} run {self.run_id} repeat {self.repeat}"

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.schema import ResultDocument, TrialRecord
 
-MANIFEST = ".kvprobe-run-{label}.json"  # one per label: native and container runs share a directory
+MANIFEST = ".kvprobe-run-{condition}.json"  # one per condition: native and container runs share a directory
 RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{4}")  # what open_run makes; nothing else names files here
 LOCK = ".kvprobe.lock"  # held by the one measurement that owns the directory; the kernel drops it with its holder
 JOURNAL_DIR = ".journal"
@@ -61,8 +61,8 @@ class RunLock:
     when its holder exits in any way (even SIGKILL), so a lock that can be taken proves that every
     earlier owner of the directory is gone."""
 
-    def __init__(self, root: Path):
-        self.path = Path(root) / LOCK
+    def __init__(self, root: Path, name: str = LOCK):
+        self.path = Path(root) / name
         self.handle = None
 
     def acquire(self) -> None:
@@ -96,8 +96,8 @@ class ResultStore:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def result_path(self, model: str, label: str, run_id: str, repeat: int) -> Path:
-        return self.root / model / f"{label}-{run_id}-r{repeat}.json"
+    def result_path(self, model: str, condition: str, run_id: str, repeat: int) -> Path:
+        return self.root / model / f"{condition}-{run_id}-r{repeat}.json"
 
     def write_result(self, path: Path, document: ResultDocument) -> None:
         write_bytes_atomic(path, (document.model_dump_json(indent=1) + "\n").encode())
@@ -121,7 +121,7 @@ class ResultStore:
 
     # --- run manifest -------------------------------------------------------------------------
     def _manifest(self, identity: dict) -> Path:
-        return self.root / MANIFEST.format(label=identity["label"])
+        return self.root / MANIFEST.format(condition=identity["condition"])
 
     def open_run(self, resume: bool, identity: dict) -> tuple[str, bool]:
         """Return (run_id, resumed). Resuming needs an unfinished run with the same identity."""

@@ -1,0 +1,1 @@
+"""`kvprobe experiment`: named conditions, run interleaved, to test why a container loses KV cache."""

@@ -1,0 +1,138 @@
+"""Run an experiment's cells, one `kvprobe measure` (or `kvprobe container`) child per cell.
+
+The experiment only orders and starts cells; each cell is an ordinary measurement, with its own
+journal and manifest in the shared results directory, told its condition and repeat. The
+experiment's manifest (`experiment.json`) lists finished cells, so `--resume` skips them and
+resumes the interrupted one through its own journal.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kvprobe.experiment.cgroup import CellCgroup
+from kvprobe.experiment.plan import Cell, schedule
+from kvprobe.experiment.spec import Experiment
+from kvprobe.results.store import RunLock, write_json_atomic
+
+MANIFEST = "experiment.json"
+LOCK = ".kvprobe-experiment.lock"
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """A cell's measurement gets SIGTERM (an interrupt to it) if the experiment is killed."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def measure_arguments(experiment: Experiment, cell: Cell, out_dir: Path, run_id: str) -> list[str]:
+    """The cell's `kvprobe measure` (or `kvprobe container`) command line."""
+    file, condition = experiment.file, cell.condition
+    reference = experiment.reference.model_copy(update={"run_id": run_id})
+    options = ["--out", str(out_dir), "--repeats", str(file.repeats), "--only-repeat", str(cell.repeat)]
+    options += ["--searches", ",".join(file.searches), "--strategy", file.strategy]
+    options += ["--tolerance", str(file.tolerance), "--cooldown", str(file.cooldown)]
+    options += ["--trial-timeout", str(file.trial_timeout), "--resume"]
+    options += ["--condition", condition.model_dump_json(), "--experiment-ref", reference.model_dump_json()]
+    for name in file.only:
+        options += ["--only", name]
+    if file.range is not None:
+        low, high = file.range.split(":") if isinstance(file.range, str) else file.range
+        options += ["--range", f"{low}:{high}"]
+    if not file.confirm:
+        options.append("--no-confirm")
+    if file.guard_floor:
+        options += ["--guard-floor", file.guard_floor]
+    base = [sys.executable, "-m", "kvprobe.cli"]
+    if condition.container is None:
+        return [*base, "measure", str(experiment.models_file), "--label", "native", *options]
+    return [*base, "container", str(experiment.models_file), *container_flags(condition.container), *options]
+
+
+def container_flags(settings) -> list[str]:
+    flags = ["--runtime", settings.runtime, "--shm-size", settings.shm_size, "--gpus", settings.gpus]
+    flags += ["--memlock", settings.memlock, "--network", settings.network]
+    for name in ("image", "rootfs", "memory", "oci_runtime", "python"):
+        value = getattr(settings, name)
+        if value is not None:
+            flags += ["--" + name.replace("_", "-"), value]
+    if settings.ipc_host:
+        flags.append("--ipc-host")
+    return flags + [f"--runtime-flag={flag}" for flag in settings.runtime_flags]
+
+
+class ExperimentRun:
+    """One experiment in one results directory; `run` returns measure's exit codes."""
+
+    def __init__(self, experiment: Experiment, out_dir: Path, on_cell: Callable[[Cell, str], None]):
+        self.experiment = experiment
+        self.out_dir = Path(out_dir)
+        self.on_cell = on_cell
+        self.identity = experiment.sha256_inputs()
+
+    def _open(self, resume: bool) -> dict:
+        path = self.out_dir / MANIFEST
+        if resume and path.exists():
+            manifest = json.loads(path.read_text())
+            if manifest.get("status") == "running" and manifest.get("identity") == self.identity:
+                return manifest
+        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
+        manifest = {"run_id": run_id, "status": "running", "identity": self.identity, "done": {}}
+        write_json_atomic(path, manifest)
+        return manifest
+
+    def run(self, resume: bool) -> int:
+        lock = RunLock(self.out_dir, LOCK)
+        lock.acquire()
+        manifest = self._open(resume)
+        status = EXIT_OK
+        for cell in schedule(self.experiment):
+            if cell.key in manifest["done"]:
+                self.on_cell(cell, "done earlier")
+                status = max(status, manifest["done"][cell.key])
+                continue
+            self.on_cell(cell, "starting")
+            code = self._run_cell(cell, manifest["run_id"])
+            if code not in (EXIT_OK, EXIT_FAILED):
+                return code  # interrupted (130) or refused (2): the cell is not done
+            manifest["done"][cell.key] = code
+            write_json_atomic(self.out_dir / MANIFEST, manifest)
+            status = max(status, code)
+        manifest["status"] = "finished"
+        write_json_atomic(self.out_dir / MANIFEST, manifest)
+        lock.release()
+        return status
+
+    def _run_cell(self, cell: Cell, run_id: str) -> int:
+        command = measure_arguments(self.experiment, cell, self.out_dir, run_id)
+        limit = cell.condition.cgroup_limit_bytes
+        cgroup = CellCgroup(f"kvprobe-{os.getpid()}-{cell.condition.name}", limit) if limit else None
+        if cgroup is not None:
+            cgroup.create()
+
+        def prepare_child() -> None:
+            _die_with_parent()
+            if cgroup is not None:
+                cgroup.join()
+
+        # The experiment runs no threads, so preexec_fn is safe here; it is the only way to join before exec.
+        child = subprocess.Popen(command, preexec_fn=prepare_child, start_new_session=True)  # noqa: PLW1509
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)  # it journals what it finished, ends its trial and exits 130
+            child.wait()
+            return EXIT_INTERRUPTED
+        finally:
+            if cgroup is not None:
+                cgroup.remove()

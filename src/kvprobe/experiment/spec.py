@@ -1,0 +1,216 @@
+"""The experiment file: models, conditions, baseline, repeats; read and checked in one place.
+
+    name: cpu-demo
+    models: ../models.yaml          # relative to this file
+    only: [tiny-llama-1g]
+    baseline: native
+    explains: container-limit       # the condition whose loss the others are held against
+    repeats: 3
+    conditions:
+      native: {}
+      page-cache: {page_cache: 6g}
+
+Every problem is reported at once, each naming the file, the condition and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kvprobe.config import ConfigError, ModelSettings, load_models, parse_utilization_range, read_yaml
+from kvprobe.environment.memory import read_cgroup_memory
+from kvprobe.results.schema import Condition, ContainerSettings, ExperimentRef
+from kvprobe.units import parse_size
+from kvprobe.vocabulary import SEARCHES, Search, Strategy
+
+CONDITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # names result files: no '/', no markup
+SIZE_FIELDS = {
+    "page_cache": "page_cache_bytes",
+    "hold_memory": "hold_memory_bytes",
+    "cgroup_limit": "cgroup_limit_bytes",
+}
+
+
+class ConditionEntry(BaseModel):
+    """One condition as written in the file (sizes as text, e.g. 6g)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    container: ContainerSettings | None = None
+    page_cache: str | None = None
+    hold_memory: str | None = None
+    drop_caches: bool = False
+    cgroup_limit: str | None = None
+    weights: str | None = Field(None, pattern="^(real|dummy)$")
+    weights_dir: str | None = None
+
+    @field_validator("page_cache", "hold_memory", "cgroup_limit", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(f"expected a size such as 4g, got {value!r}")
+        if parse_size(str(value)) <= 0:
+            raise ValueError("must be larger than zero")
+        return str(value)
+
+
+class ExperimentFile(BaseModel):
+    """The whole experiment file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=CONDITION_NAME.pattern, description="Names the experiment in its results.")
+    models: str = Field(description="The models file, relative to the experiment file.")
+    only: list[str] = Field(default_factory=list, description="Measure only these models.")
+    baseline: str = Field(description="The condition every other one is compared with.")
+    explains: str | None = Field(None, description="The condition whose loss against the baseline is explained.")
+    repeats: int = Field(3, ge=1, le=100)
+    cooldown: float = Field(0.0, ge=0, description="Seconds between engine starts.")
+    searches: list[Search] = Field(default_factory=lambda: list(SEARCHES))
+    strategy: Strategy = "bracketed"
+    tolerance: float = Field(0.01, ge=0.001, le=0.5)
+    range: str | list[float] | None = Field(None, description="LO:HI, overriding each model's utilization_range.")
+    confirm: bool = True
+    trial_timeout: float = Field(900.0, ge=10)
+    guard_floor: str | None = None
+    conditions: dict[str, ConditionEntry] = Field(min_length=1)
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, value: Any) -> Any:
+        if value is not None:
+            parse_utilization_range(value)
+        return value
+
+
+class Experiment(BaseModel):
+    """A checked experiment: resolved paths, conditions in the file's order, its models."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: Path
+    file: ExperimentFile
+    models_file: Path
+    models: list[ModelSettings]
+    conditions: list[Condition]
+
+    @property
+    def reference(self) -> ExperimentRef:
+        return ExperimentRef(name=self.file.name, baseline=self.file.baseline, explains=self.file.explains)
+
+    def sha256_inputs(self) -> dict[str, str]:
+        import hashlib
+
+        return {
+            "experiment_sha256": hashlib.sha256(self.path.read_bytes()).hexdigest(),
+            "models_sha256": hashlib.sha256(self.models_file.read_bytes()).hexdigest(),
+        }
+
+
+def _where(path: Path, condition: str | None, field: str) -> str:
+    return f"{path}: condition '{condition}': field '{field}'" if condition else f"{path}: field '{field}'"
+
+
+def _validation_problems(path: Path, exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+        if loc[:1] == ["conditions"] and len(loc) > 2:
+            problems.append(f"{_where(path, loc[1], '.'.join(loc[2:]))}: {message}")
+        else:
+            problems.append(f"{_where(path, None, '.'.join(loc) or '(file)')}: {message}")
+    return problems
+
+
+def _weights_problems(path: Path, name: str, entry: ConditionEntry, models: list[ModelSettings]) -> list[str]:
+    if entry.weights != "real":
+        return [f"{_where(path, name, 'weights_dir')}: only with weights: real"] if entry.weights_dir else []
+    if not entry.weights_dir:
+        return [f"{_where(path, name, 'weights_dir')}: weights: real needs the directory of the weight files"]
+    directory = (path.parent / entry.weights_dir).resolve()
+    if not directory.is_dir() or not any(directory.glob("*.safetensors")):
+        return [
+            f"{_where(path, name, 'weights_dir')}: {directory} holds no *.safetensors "
+            "(scripts/make_random_weights.py writes them)"
+        ]
+    config = json.loads((directory / "config.json").read_text()) if (directory / "config.json").is_file() else None
+    return [
+        f"{_where(path, name, 'weights_dir')}: its config.json is not model '{m.name}''s"
+        for m in models
+        if config != json.loads((Path(m.model) / "config.json").read_text())
+    ]
+
+
+def _machine_problems(path: Path, name: str, entry: ConditionEntry) -> list[str]:
+    """Conditions that need root or a cgroup this machine does not offer, refused before anything runs."""
+    problems = []
+    is_root = os.geteuid() == 0
+    if entry.drop_caches and not (is_root and os.access("/proc/sys/vm/drop_caches", os.W_OK)):
+        problems.append(f"{_where(path, name, 'drop_caches')}: needs root and a writable /proc/sys/vm/drop_caches")
+    if entry.cgroup_limit and not (is_root and read_cgroup_memory().version in ("v1", "v2", "hybrid")):
+        problems.append(f"{_where(path, name, 'cgroup_limit')}: needs root and a memory cgroup (v1 or v2) here")
+    if entry.cgroup_limit and entry.container:
+        problems.append(f"{_where(path, name, 'cgroup_limit')}: a container has its own; use container.memory")
+    return problems
+
+
+def _condition(path: Path, name: str, entry: ConditionEntry) -> Condition:
+    sizes = {
+        target: parse_size(getattr(entry, source)) for source, target in SIZE_FIELDS.items() if getattr(entry, source)
+    }
+    weights_dir = str((path.parent / entry.weights_dir).resolve()) if entry.weights_dir else None
+    return Condition(
+        name=name,
+        container=entry.container,
+        drop_caches=entry.drop_caches,
+        weights=entry.weights,
+        weights_dir=weights_dir,
+        **sizes,
+    )
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and check an experiment file; ConfigError lists every problem, one per line."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'models', 'baseline' and 'conditions'")
+    try:
+        file = ExperimentFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_validation_problems(path, exc))) from None
+    problems = [
+        f"{path}: condition '{name}': its name must be letters, digits, '.', '_' or '-' (at most 64)"
+        for name in file.conditions
+        if not CONDITION_NAME.fullmatch(str(name))
+    ]
+    for field in ("baseline", "explains"):
+        value = getattr(file, field)
+        if value is not None and value not in file.conditions:
+            problems.append(f"{_where(path, None, field)}: '{value}' is not one of the conditions")
+    models_file = (path.parent / file.models).resolve()
+    models: list[ModelSettings] = []
+    try:
+        models = load_models(models_file, file.only or None)
+    except ConfigError as exc:
+        problems.append(f"{_where(path, None, 'models')}: {models_file}:\n{exc}")
+    for name, entry in file.conditions.items():
+        problems += _weights_problems(path, name, entry, models) + _machine_problems(path, name, entry)
+    if file.guard_floor is not None:
+        try:
+            parse_size(file.guard_floor)
+        except ValueError as exc:
+            problems.append(f"{_where(path, None, 'guard_floor')}: {exc}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    conditions = [_condition(path, name, entry) for name, entry in file.conditions.items()]
+    return Experiment(path=path, file=file, models_file=models_file, models=models, conditions=conditions)

@@ -1,0 +1,57 @@
+"""`kvprobe experiment`'s terminal output: the schedule and its estimated duration."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from kvprobe.experiment.plan import estimate, schedule
+from kvprobe.experiment.spec import Experiment
+from kvprobe.output.progress import print_rows
+from kvprobe.results.schema import Condition, TrialRecord
+from kvprobe.units import gib
+
+
+def describe(condition: Condition) -> str:
+    """What a condition does, in a few words."""
+    parts = [condition.where]
+    box = condition.container
+    if box is not None:
+        parts.append(
+            f"{box.runtime}, memory {box.memory or 'unlimited'}, "
+            + ("ipc host" if box.ipc_host else f"shm {box.shm_size}")
+        )
+    for size, text in (
+        (condition.page_cache_bytes, "page cache {} GiB"),
+        (condition.hold_memory_bytes, "memory held {} GiB"),
+        (condition.cgroup_limit_bytes, "cgroup limit {} GiB, not visible to the engine"),
+    ):
+        if size:
+            parts.append(text.format(gib(size)))
+    if condition.drop_caches:
+        parts.append("caches dropped")
+    if condition.weights:
+        parts.append(f"weights {condition.weights}")
+    return "; ".join(parts)
+
+
+def print_schedule(console: Console, experiment: Experiment, earlier: list[TrialRecord]) -> None:
+    cells = schedule(experiment)
+    rows = [(str(i), str(c.repeat), c.condition.name, describe(c.condition)) for i, c in enumerate(cells, start=1)]
+    print_rows(
+        console,
+        f"experiment {experiment.file.name}: schedule",
+        ("cell", "repeat", "condition", "what"),
+        rows,
+        left=("condition", "what"),
+    )
+    guess = estimate(experiment, earlier)
+    source = (
+        f"the mean of {guess.measured_from} earlier trials in --out"
+        if guess.measured_from
+        else "an assumed time per start (no earlier trials in --out)"
+    )
+    console.print(
+        f"{len(cells)} cells x {len(experiment.models)} model(s): about {guess.starts} engine starts, "
+        f"estimated {guess.seconds / 60:.0f} min at {guess.seconds_per_start:.0f} s a start ({source})",
+        highlight=False,
+    )
