@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from kvprobe.config import load_models  # noqa: E402
 from kvprobe.predict import predict  # noqa: E402
-from kvprobe.report.analysis import build_report  # noqa: E402
 from kvprobe.report.external import STUDY_MODELS, load_benchmark_spark, summarise_external  # noqa: E402
 from kvprobe.report.layout import external_document  # noqa: E402
 from kvprobe.report.markdown import MarkdownWriter  # noqa: E402
+from kvprobe.report.summary import build_report  # noqa: E402
 from kvprobe.report.writers import FORMATS, ReportOptions, render_report  # noqa: E402
 from kvprobe.results.schema import ResultDocument  # noqa: E402
 from kvprobe.results.store import ResultStore  # noqa: E402

@@ -51,7 +51,9 @@ def main() -> None:
     dtype = getattr(torch, config.get("torch_dtype", "float32"))
     generator = torch.Generator().manual_seed(0)
     tensors = {
-        name: (torch.randn(shape, generator=generator) * 0.02).to(dtype) if len(shape) > 1 else torch.ones(shape, dtype=dtype)
+        name: (torch.randn(shape, generator=generator) * 0.02).to(dtype)
+        if len(shape) > 1
+        else torch.ones(shape, dtype=dtype)
         for name, shape in llama_shapes(config).items()
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)

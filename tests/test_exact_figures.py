@@ -18,8 +18,8 @@ from kvprobe.measure.executors import JournaledExecutor
 from kvprobe.measure.model import ModelSearches
 from kvprobe.measure.options import MeasureOptions
 from kvprobe.output.progress import TrialProgress
-from kvprobe.report.analysis import build_report
 from kvprobe.report.stats import welch_t_test
+from kvprobe.report.summary import build_report
 from kvprobe.report.writers import render_report
 from kvprobe.results.build import build_document
 from kvprobe.results.schema import GuardSettings, TrialRecord

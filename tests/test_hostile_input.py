@@ -18,7 +18,7 @@ from rich.console import Console
 from conftest import ROOT
 from kvprobe.config import ConfigError, load_models
 from kvprobe.output.progress import TrialProgress, print_summary
-from kvprobe.report.analysis import build_report
+from kvprobe.report.summary import build_report
 from kvprobe.report.writers import ReportOptions, render_report
 from kvprobe.results.loader import ResultFileError, parse_result
 from kvprobe.results.schema import TrialRecord

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from kvprobe.report.analysis import build_report
 from kvprobe.report.charts import chart_specs
 from kvprobe.report.csv_writer import CsvWriter
 from kvprobe.report.html import HtmlWriter
 from kvprobe.report.json_writer import JsonWriter
 from kvprobe.report.layout import build_document
 from kvprobe.report.markdown import MarkdownWriter
+from kvprobe.report.summary import build_report
 from synthetic import documents
 
 GOLDEN = Path(__file__).parent / "golden"

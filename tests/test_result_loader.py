@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kvprobe.report.analysis import build_report
+from kvprobe.report.summary import build_report
 from kvprobe.results.loader import ResultFileError, load_result, parse_result
 from kvprobe.results.schema import SCHEMA_VERSION, ResultDocument
 from kvprobe.results.store import ResultStore

@@ -372,12 +372,22 @@ def env(as_json: bool, label: str | None) -> None:
     print_environment(Console(), block)
 
 
+# measure options whose parameter name is not their flag's
+MEASURE_FLAGS = {
+    "--out-dir": "--out",
+    "--cooldown-s": "--cooldown",
+    "--utilization-range": "--range",
+    "--condition-json": "--condition",
+    "--experiment-json": "--experiment-ref",
+}
+
+
 def _measure_arguments(values: dict) -> list[str]:
     """Measure options as command-line arguments, to hand the same options to the container."""
     arguments: list[str] = []
     for name, value in values.items():
         flag = "--" + name.replace("_", "-")
-        flag = {"--out-dir": "--out", "--cooldown-s": "--cooldown", "--utilization-range": "--range"}.get(flag, flag)
+        flag = MEASURE_FLAGS.get(flag, flag)
         if value is None or value is False or value == ():
             continue
         if value is True:
@@ -562,7 +572,7 @@ def report(
     models_file: str | None,
 ) -> None:
     """Compare native and container results: statistics, tables, charts."""
-    from kvprobe.report.analysis import build_report
+    from kvprobe.report.summary import build_report
     from kvprobe.report.writers import FORMATS, ReportOptions, write_report
 
     chosen = list(FORMATS) if formats == "all" else [f.strip() for f in formats.split(",") if f.strip()]

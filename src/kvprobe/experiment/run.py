@@ -35,14 +35,15 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def measure_arguments(experiment: Experiment, cell: Cell, out_dir: Path, run_id: str) -> list[str]:
-    """The cell's `kvprobe measure` (or `kvprobe container`) command line."""
+def measure_arguments(experiment: Experiment, cell: Cell, out_dir: Path, run_id: str, resume: bool) -> list[str]:
+    """The cell's `kvprobe measure` (or `kvprobe container`) command line; `resume` continues the
+    cell's own unfinished measurement (its journal), as after an interrupted experiment."""
     file, condition = experiment.file, cell.condition
     reference = experiment.reference.model_copy(update={"run_id": run_id})
     options = ["--out", str(out_dir), "--repeats", str(file.repeats), "--only-repeat", str(cell.repeat)]
     options += ["--searches", ",".join(file.searches), "--strategy", file.strategy]
     options += ["--tolerance", str(file.tolerance), "--cooldown", str(file.cooldown)]
-    options += ["--trial-timeout", str(file.trial_timeout), "--resume"]
+    options += ["--trial-timeout", str(file.trial_timeout)]
     options += ["--condition", condition.model_dump_json(), "--experiment-ref", reference.model_dump_json()]
     for name in file.only:
         options += ["--only", name]
@@ -51,6 +52,8 @@ def measure_arguments(experiment: Experiment, cell: Cell, out_dir: Path, run_id:
         options += ["--range", f"{low}:{high}"]
     if not file.confirm:
         options.append("--no-confirm")
+    if resume:
+        options.append("--resume")
     if file.guard_floor:
         options += ["--guard-floor", file.guard_floor]
     base = [sys.executable, "-m", "kvprobe.cli"]
@@ -95,6 +98,7 @@ class ExperimentRun:
         lock = RunLock(self.out_dir, LOCK)
         lock.acquire()
         manifest = self._open(resume)
+        resumed = bool(manifest["done"]) or resume
         status = EXIT_OK
         for cell in schedule(self.experiment):
             if cell.key in manifest["done"]:
@@ -102,19 +106,21 @@ class ExperimentRun:
                 status = max(status, manifest["done"][cell.key])
                 continue
             self.on_cell(cell, "starting")
-            code = self._run_cell(cell, manifest["run_id"])
-            if code not in (EXIT_OK, EXIT_FAILED):
-                return code  # interrupted (130) or refused (2): the cell is not done
-            manifest["done"][cell.key] = code
-            write_json_atomic(self.out_dir / MANIFEST, manifest)
-            status = max(status, code)
+            code, interrupted = self._run_cell(cell, manifest["run_id"], resumed)
+            if code in (EXIT_OK, EXIT_FAILED):  # the cell's result is written, even if interrupted at its end
+                manifest["done"][cell.key] = code
+                write_json_atomic(self.out_dir / MANIFEST, manifest)
+                status = max(status, code)
+            if interrupted or code not in (EXIT_OK, EXIT_FAILED):
+                return EXIT_INTERRUPTED if interrupted else code
         manifest["status"] = "finished"
         write_json_atomic(self.out_dir / MANIFEST, manifest)
         lock.release()
         return status
 
-    def _run_cell(self, cell: Cell, run_id: str) -> int:
-        command = measure_arguments(self.experiment, cell, self.out_dir, run_id)
+    def _run_cell(self, cell: Cell, run_id: str, resume: bool) -> tuple[int, bool]:
+        """(the cell's exit code, whether the experiment was interrupted meanwhile)."""
+        command = measure_arguments(self.experiment, cell, self.out_dir, run_id, resume)
         limit = cell.condition.cgroup_limit_bytes
         cgroup = CellCgroup(f"kvprobe-{os.getpid()}-{cell.condition.name}", limit) if limit else None
         if cgroup is not None:
@@ -128,11 +134,12 @@ class ExperimentRun:
         # The experiment runs no threads, so preexec_fn is safe here; it is the only way to join before exec.
         child = subprocess.Popen(command, preexec_fn=prepare_child, start_new_session=True)  # noqa: PLW1509
         try:
-            return child.wait()
+            return child.wait(), False
         except KeyboardInterrupt:
-            child.send_signal(signal.SIGINT)  # it journals what it finished, ends its trial and exits 130
-            child.wait()
-            return EXIT_INTERRUPTED
+            # SIGTERM, not SIGINT: a shell's background job starts with SIGINT ignored, and so would the
+            # cell. The cell takes it as an interrupt: it ends its trial, journals it, and exits 130.
+            child.send_signal(signal.SIGTERM)
+            return child.wait(), True
         finally:
             if cgroup is not None:
                 cgroup.remove()

@@ -15,6 +15,7 @@ Every problem is reported at once, each naming the file, the condition and the f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -104,11 +105,14 @@ class Experiment(BaseModel):
 
     @property
     def reference(self) -> ExperimentRef:
-        return ExperimentRef(name=self.file.name, baseline=self.file.baseline, explains=self.file.explains)
+        return ExperimentRef(
+            name=self.file.name,
+            baseline=self.file.baseline,
+            explains=self.file.explains,
+            conditions=list(self.file.conditions),
+        )
 
     def sha256_inputs(self) -> dict[str, str]:
-        import hashlib
-
         return {
             "experiment_sha256": hashlib.sha256(self.path.read_bytes()).hexdigest(),
             "models_sha256": hashlib.sha256(self.models_file.read_bytes()).hexdigest(),

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kvprobe.report.pairing import Group, group_results
+from kvprobe.report.pairing import Group
 from kvprobe.report.stats import FEW_RUNS, Summary, WelchResult, summarise, unstable, welch_t_test
 from kvprobe.results.schema import ContainerRun, ResultDocument
 from kvprobe.units import GIB
@@ -180,26 +180,21 @@ class ModelComparison(Model):
     runs: dict[Label, list[dict[str, str | int | float | None]]]
 
 
-class ReportSummary(Model):
-    models: list[ModelComparison]
-    unmatched: list[str]
-    metrics: dict[str, Unit]
-    documents: int
-
-
-def _compare(group: Group, metric: str, bounded: bool) -> Comparison:
-    native, container = _values(group.runs["native"], metric), _values(group.runs["container"], metric)
+def compare(first: list[ResultDocument], second: list[ResultDocument], metric: str, bounded: bool) -> Comparison:
+    """`first` minus `second` for one metric (native and container in the classic report). A KV
+    capacity's ratio and percentage come from its blocks, exact where its bytes may not be."""
+    native, container = values_of(first, metric), values_of(second, metric)
     a, b = summarise(native), summarise(container)
     if a.mean is None or b.mean is None:
         return Comparison(available=False, not_compared="missing")
     if bounded:
         return Comparison(available=False, not_compared="censored", native_mean=a.mean, container_mean=b.mean)
     blocks = BLOCKS_OF.get(metric)
-    exact = blocks is None or all(_kv_bytes_exact(d, metric) for label in LABELS for d in group.runs[label])
+    exact = blocks is None or all(_kv_bytes_exact(d, metric) for d in [*first, *second])
     ratio_a, ratio_b = (a.mean, b.mean)
     if blocks is not None:
-        ratio_a = summarise(_values(group.runs["native"], blocks)).mean
-        ratio_b = summarise(_values(group.runs["container"], blocks)).mean
+        ratio_a = summarise(values_of(first, blocks)).mean
+        ratio_b = summarise(values_of(second, blocks)).mean
     return Comparison(
         available=True,
         native_mean=a.mean,
@@ -249,7 +244,7 @@ def _flags(group: Group, stats: dict[Label, dict[str, Summary]]) -> list[Flag]:
     return flags
 
 
-def _mean_attribution(docs: list[ResultDocument]) -> MeanAttribution | None:
+def mean_attribution(docs: list[ResultDocument]) -> MeanAttribution | None:
     blocks = [d.attribution for d in docs if d.attribution]
     if not blocks:
         return None
@@ -317,15 +312,15 @@ def _run_row(doc: ResultDocument) -> dict[str, str | int | float | None]:
     return row
 
 
-def _values(docs: list[ResultDocument], metric: str) -> list[float]:
+def values_of(docs: list[ResultDocument], metric: str) -> list[float]:
     extract = METRICS[metric][1]
     return [v for v in (extract(d) for d in docs) if v is not None]
 
 
 def analyse_group(group: Group) -> ModelComparison:
     bounds = _bounds(group)
-    stats = {label: {name: summarise(_values(group.runs[label], name)) for name in METRICS} for label in LABELS}
-    attribution = {label: _mean_attribution(group.runs[label]) for label in LABELS}
+    stats = {label: {name: summarise(values_of(group.runs[label], name)) for name in METRICS} for label in LABELS}
+    attribution = {label: mean_attribution(group.runs[label]) for label in LABELS}
     where = None
     if attribution["native"] and attribution["container"]:
         native_parts, container_parts = attribution["native"].parts, attribution["container"].parts
@@ -339,7 +334,12 @@ def analyse_group(group: Group) -> ModelComparison:
         u_max_censored={label: any(d.u_max_censored for d in group.runs[label]) for label in LABELS},
         bounds=bounds,
         stats=stats,
-        comparison={name: _compare(group, name, any(name in bounds[label] for label in LABELS)) for name in COMPARED},
+        comparison={
+            name: compare(
+                group.runs["native"], group.runs["container"], name, any(name in bounds[side] for side in LABELS)
+            )
+            for name in COMPARED
+        },
         attribution=attribution,
         attribution_difference=where,
         findings=_findings(stats, attribution, bounds),
@@ -347,15 +347,4 @@ def analyse_group(group: Group) -> ModelComparison:
         container=group.runs["container"][0].options.container,
         caption={label: _caption(group.runs[label]) for label in LABELS},
         runs={label: [_run_row(d) for d in group.runs[label]] for label in LABELS},
-    )
-
-
-def build_report(documents: list[ResultDocument], problems: list[str] | None = None) -> ReportSummary:
-    """The report's numbers. `problems` are files that could not be read; they are listed as unmatched."""
-    groups, unmatched = group_results(documents)
-    return ReportSummary(
-        models=[analyse_group(g) for g in groups if g.matched],
-        unmatched=list(problems or []) + unmatched,
-        metrics={name: unit for name, (unit, _) in METRICS.items()},
-        documents=len(documents),
     )

@@ -1,4 +1,5 @@
-"""Chart images (PNG and SVG): KV cache per model, utilization window, memory breakdown.
+"""Chart images (PNG and SVG): KV cache per model, utilization window, memory breakdown, and an
+experiment's KV cache and memory per condition.
 
 Each chart is first a plain spec (what is drawn: labels, values in GiB, caption), then drawn by
 matplotlib; the specs are what the golden tests compare, the drawing is checked as images.
@@ -14,9 +15,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from kvprobe.report.analysis import ModelComparison, ReportSummary
+from kvprobe.report.analysis import ModelComparison
+from kvprobe.report.conditions import ExperimentModel, attribution_stem, condition_stem
 from kvprobe.report.document import Document
 from kvprobe.report.layout import PART_LABELS, caption_text
+from kvprobe.report.summary import ReportSummary
 from kvprobe.units import GIB
 from kvprobe.vocabulary import LABELS
 
@@ -62,7 +65,16 @@ class StackedBars(Chart):
     parts: dict[str, tuple[float, ...]]  # part label -> GiB per bar (negative parts drawn as 0)
 
 
-ChartSpec = KvCacheChart | WindowChart | StackedBars
+@dataclass(frozen=True, kw_only=True)
+class ConditionBars(Chart):
+    """One bar group per condition: each series (a KV figure) mean ± sd in GiB."""
+
+    conditions: tuple[str, ...]
+    means: dict[str, tuple[float, ...]]
+    errors: dict[str, tuple[float, ...]]
+
+
+ChartSpec = KvCacheChart | WindowChart | StackedBars | ConditionBars
 
 
 def _caption(models: list[ModelComparison]) -> str:
@@ -112,10 +124,42 @@ def breakdown_spec(summary: ReportSummary) -> StackedBars:
     )
 
 
+def condition_specs(model: ExperimentModel, index: int) -> list[ChartSpec]:
+    """The experiment's KV figures per condition, and its attribution stacked per condition."""
+    names = tuple(c.name for c in model.conditions)
+    series = {"kv_reference_bytes": "at gpu_memory_utilization", "kv_u_max_bytes": "at u_max"}
+    caption = f"experiment {model.experiment}, {model.model}; baseline {model.baseline}"
+    bars = ConditionBars(
+        stem=condition_stem(index),
+        title=f"KV cache per condition (mean ± sd), {model.model}",
+        caption=caption,
+        conditions=names,
+        means={t: tuple((c.stats[m].mean or 0) / GIB for c in model.conditions) for m, t in series.items()},
+        errors={t: tuple((c.stats[m].sd or 0) / GIB for c in model.conditions) for m, t in series.items()},
+    )
+    blocks = [(c.name, c.attribution) for c in model.conditions if c.attribution]
+    parts = {}
+    for part, text in PART_LABELS.items():
+        values = tuple(max(0.0, block.parts.get(part, 0.0)) / GIB for _, block in blocks)
+        if any(values):
+            parts[text] = values
+    stacked = StackedBars(
+        stem=attribution_stem(index),
+        title=f"Where the memory went at u_max, per condition, {model.model}",
+        bars=tuple(name for name, _ in blocks),
+        parts=parts,
+        caption=caption,
+    )
+    return [bars, stacked] if blocks else [bars]
+
+
 def chart_specs(summary: ReportSummary) -> list[ChartSpec]:
-    if not summary.models:
-        return []
-    return [kv_cache_spec(summary), window_spec(summary), breakdown_spec(summary)]
+    specs: list[ChartSpec] = []
+    if summary.models:
+        specs += [kv_cache_spec(summary), window_spec(summary), breakdown_spec(summary)]
+    for index, model in enumerate(summary.experiments, start=1):
+        specs += condition_specs(model, index)
+    return specs
 
 
 def _draw_kv_cache(spec: KvCacheChart):
@@ -172,9 +216,30 @@ def _draw_stacked(spec: StackedBars):
     return fig
 
 
+def _draw_conditions(spec: ConditionBars):
+    fig, axis = plt.subplots(figsize=(max(6.0, 1.3 * len(spec.conditions)), 4.2))
+    width = 0.8 / max(1, len(spec.means))
+    cmap = plt.get_cmap("tab10")
+    for number, (series, means) in enumerate(spec.means.items()):
+        xs = [i + (number - (len(spec.means) - 1) / 2) * width for i in range(len(spec.conditions))]
+        bars = axis.bar(xs, means, width, yerr=spec.errors[series], capsize=3, color=cmap(number), label=series)
+        axis.bar_label(bars, labels=[f"{v:.2f}" for v in means], fontsize=7, padding=2)
+    axis.set_xticks(range(len(spec.conditions)), spec.conditions, rotation=20, ha="right", fontsize=8)
+    axis.set_ylabel("KV cache (GiB)")
+    axis.set_title(spec.title)
+    axis.legend(fontsize=8)
+    fig.text(0.01, -0.16, spec.caption, fontsize=8, color="#555")
+    return fig
+
+
 def draw(spec: ChartSpec) -> dict[str, bytes]:
     """{stem.png, stem.svg}: the chart drawn, as file contents."""
-    drawers = {KvCacheChart: _draw_kv_cache, WindowChart: _draw_window, StackedBars: _draw_stacked}
+    drawers = {
+        KvCacheChart: _draw_kv_cache,
+        WindowChart: _draw_window,
+        StackedBars: _draw_stacked,
+        ConditionBars: _draw_conditions,
+    }
     fig = drawers[type(spec)](spec)
     files = {}
     for suffix in ("png", "svg"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-from kvprobe.report.analysis import ReportSummary
 from kvprobe.report.document import Document
+from kvprobe.report.summary import ReportSummary
 from kvprobe.vocabulary import LABELS
 
 # Spreadsheets run a cell that starts with one of these as a formula.

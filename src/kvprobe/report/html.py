@@ -6,9 +6,9 @@ import html
 import re
 from typing import ClassVar
 
-from kvprobe.report.analysis import ReportSummary
 from kvprobe.report.document import Document, Figure, Table
 from kvprobe.report.markup import MarkupWriter, visible
+from kvprobe.report.summary import ReportSummary
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #1a202c; }

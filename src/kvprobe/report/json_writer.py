@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kvprobe.report.analysis import ReportSummary
 from kvprobe.report.document import Document
+from kvprobe.report.summary import ReportSummary
 
 
 class JsonWriter:

@@ -13,7 +13,6 @@ from kvprobe.report.analysis import (
     ModelComparison,
     PageCacheCharged,
     RecoverableKv,
-    ReportSummary,
     UMaxDrop,
     Unit,
 )
@@ -32,6 +31,7 @@ from kvprobe.report.document import (
 from kvprobe.report.document import code as code_span
 from kvprobe.report.external import ExternalModel, ExternalSummary
 from kvprobe.report.stats import Summary
+from kvprobe.report.summary import ReportSummary
 from kvprobe.units import gib
 from kvprobe.vocabulary import LABELS
 
@@ -276,9 +276,9 @@ def build_document(summary: ReportSummary, title: str | None, date: str, charts:
             f"{len(summary.models)} model(s) with matched native and container runs, "
             f"from {summary.documents} result file(s)."
         ),
-        _headline(summary),
-        *[Figure(stem, CHART_CAPTIONS.get(stem, stem)) for stem in charts],
     ]
+    if summary.models:
+        blocks += [_headline(summary), *[Figure(s, CHART_CAPTIONS[s]) for s in charts if s in CHART_CAPTIONS]]
     for model in summary.models:
         blocks += model_section(model, summary.metrics)
     if summary.unmatched:

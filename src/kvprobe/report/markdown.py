@@ -6,9 +6,9 @@ import json
 import re
 from typing import ClassVar
 
-from kvprobe.report.analysis import ReportSummary
 from kvprobe.report.document import Document, Figure, Span, Table
 from kvprobe.report.markup import MarkupWriter, visible
+from kvprobe.report.summary import ReportSummary
 
 # What gives plain text a meaning in CommonMark/GFM (Hugo's goldmark): a backslash before it makes
 # it literal. Escaped only where it can act, so that ordinary text stays readable in the raw file:

@@ -31,6 +31,8 @@ def group_results(documents: Iterable[ResultDocument]) -> tuple[list[Group], lis
     groups: dict[tuple, Group] = {}
     problems: list[str] = []
     for doc in documents:
+        if doc.condition != doc.label:
+            continue  # an experiment's own condition: compared with its baseline in report.conditions
         if doc.status != "complete":
             problems.append(f"{doc.where()}: incomplete ({'; '.join(doc.errors or ['status ' + doc.status])})")
             continue

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from kvprobe.report.analysis import ReportSummary
 from kvprobe.report.charts import ChartWriter, chart_specs, draw
+from kvprobe.report.conditions_layout import experiment_blocks
 from kvprobe.report.csv_writer import CsvWriter
 from kvprobe.report.document import Document, Heading
 from kvprobe.report.external import ExternalSummary
@@ -21,6 +21,7 @@ from kvprobe.report.html import HtmlWriter
 from kvprobe.report.json_writer import JsonWriter
 from kvprobe.report.layout import build_document, external_document
 from kvprobe.report.markdown import MarkdownWriter
+from kvprobe.report.summary import ReportSummary
 from kvprobe.results.store import write_bytes_atomic
 
 FORMATS = ("charts", "markdown", "html", "csv", "json")
@@ -66,6 +67,7 @@ def render_report(
             images.update(draw(spec))
             stems.append(spec.stem)
     document = build_document(summary, options.title, options.date or time.strftime("%Y-%m-%d"), stems)
+    document.blocks += experiment_blocks(summary.experiments, stems)
     if options.external is not None:  # a labelled section of its own, after kvprobe's measurements
         section = external_document(options.external, document.front_matter.date)
         document.blocks += [Heading(2, section.title), *section.blocks]

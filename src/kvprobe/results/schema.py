@@ -277,6 +277,7 @@ class ExperimentRef(Record):
     baseline: str
     explains: str | None = None
     run_id: str | None = Field(None, description="The experiment run (experiment.json) that made this result.")
+    conditions: list[str] = Field(default_factory=list, description="Every condition, in the experiment file's order.")
 
 
 class GuardSettings(Record):
