@@ -10,6 +10,7 @@ from kvprobe.results.schema import (
     Attribution,
     AttributionParts,
     Environment,
+    ExperimentRef,
     GuardSettings,
     KvFigure,
     KvPrediction,
@@ -100,6 +101,7 @@ def document(
         run_id=f"{label}-run",
         repeat=repeat,
         label=label,
+        condition=label,
         model=model,
         model_path=f"/models/{model}",
         settings={"max_model_len": 4096},
@@ -163,3 +165,21 @@ def trial(**changes) -> TrialRecord:
         "baseline_restored": True,
     }
     return TrialRecord(**{**fields, **changes})
+
+
+def experiment_documents(model: str = "demo-model") -> list[ResultDocument]:
+    """An experiment: a baseline, the container condition it explains, one condition that reproduces
+    most of that loss (a hidden limit) and one that changes nothing (page cache), three repeats each."""
+    reference = ExperimentRef(
+        name="demo", baseline="native", explains="container", conditions=["native", "container", "hidden", "cache"]
+    )
+    reference_blocks = {"native": 700, "container": 35, "hidden": 70, "cache": 700}
+    made = []
+    for condition, base in reference_blocks.items():
+        label = "container" if condition == "container" else "native"
+        for repeat in (1, 2, 3):
+            doc = document(model, label, repeat, base + repeat, 0.9, 4000 + 10 * repeat, 360.0)
+            made.append(
+                doc.model_copy(update={"condition": condition, "experiment": reference, "run_id": f"{condition}-run"})
+            )
+    return made

@@ -48,7 +48,7 @@ def main() -> None:
 
 EXTERNAL_HELP = "The original DGX Spark study's all_benchmark_results.json, shown as a labelled external source."
 REPORT_HELP = {
-    "out": "Where to write the report (default: RESULTS_DIR/report).",
+    "out": "Where to write the report (default: the first RESULTS_DIR/report).",
     "format": "Comma-separated: markdown, html, csv, json, charts, or all.",
     "models": "With --external: the models file whose configs check its figures (kvprobe predict).",
 }
@@ -553,7 +553,7 @@ def container(
 
 
 @main.command()
-@click.argument("results_dir", type=click.Path(file_okay=False))
+@click.argument("results_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help=REPORT_HELP["out"])
 @click.option("--format", "formats", default="all", show_default=True, help=REPORT_HELP["format"])
 @click.option("--title", default=None, help="Title of the Markdown and HTML report.")
@@ -562,7 +562,7 @@ def container(
 @click.option("--external", default=None, type=click.Path(dir_okay=False), help=EXTERNAL_HELP)
 @click.option("--models", "models_file", type=click.Path(dir_okay=False), help=REPORT_HELP["models"])
 def report(
-    results_dir: str,
+    results_dirs: tuple[str, ...],
     out_dir: str | None,
     formats: str,
     title: str | None,
@@ -571,7 +571,9 @@ def report(
     external: str | None,
     models_file: str | None,
 ) -> None:
-    """Compare native and container results: statistics, tables, charts."""
+    """Compare native and container results, and an experiment's conditions: statistics, tables, charts.
+
+    Several RESULTS_DIRS (from several machines, say) are read as one set of results."""
     from kvprobe.report.summary import build_report
     from kvprobe.report.writers import FORMATS, ReportOptions, write_report
 
@@ -579,15 +581,19 @@ def report(
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown:
         raise BadInput(f"--format: unknown format {unknown[0]!r} (known: {', '.join(FORMATS)}, all)")
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise BadInput(f"{results_dir}: no such results directory")
-    loaded, problems = ResultStore(root).load_all()
+    loaded, problems = [], []
+    for results_dir in results_dirs:
+        root = Path(results_dir)
+        if not root.is_dir():
+            raise BadInput(f"{results_dir}: no such results directory")
+        found, unreadable = ResultStore(root).load_all()
+        loaded, problems = loaded + found, problems + unreadable
     if not loaded:
         detail = "".join(f"\n  {p}" for p in problems)
-        raise BadInput(f"{results_dir}: no kvprobe result files found (expected MODEL/LABEL-RUN-rN.json){detail}")
+        where = ", ".join(results_dirs)
+        raise BadInput(f"{where}: no kvprobe result files found (expected MODEL/CONDITION-RUN-rN.json){detail}")
     summary = build_report([doc for _, doc in loaded], problems)
-    target = Path(out_dir) if out_dir else root / "report"
+    target = Path(out_dir) if out_dir else Path(results_dirs[0]) / "report"
     outside = _external(external, models_file) if external else None
     options = ReportOptions(title=title, front_matter=front_matter, date=date, external=outside)
     written = write_report(summary, target, chosen, options)

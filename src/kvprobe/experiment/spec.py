@@ -140,18 +140,20 @@ def _weights_problems(path: Path, name: str, entry: ConditionEntry, models: list
         return [f"{_where(path, name, 'weights_dir')}: only with weights: real"] if entry.weights_dir else []
     if not entry.weights_dir:
         return [f"{_where(path, name, 'weights_dir')}: weights: real needs the directory of the weight files"]
-    directory = (path.parent / entry.weights_dir).resolve()
-    if not directory.is_dir() or not any(directory.glob("*.safetensors")):
-        return [
-            f"{_where(path, name, 'weights_dir')}: {directory} holds no *.safetensors "
-            "(scripts/make_random_weights.py writes them)"
-        ]
-    config = json.loads((directory / "config.json").read_text()) if (directory / "config.json").is_file() else None
-    return [
-        f"{_where(path, name, 'weights_dir')}: its config.json is not model '{m.name}''s"
-        for m in models
-        if config != json.loads((Path(m.model) / "config.json").read_text())
-    ]
+    problems = []
+    for model in models:
+        directory = (path.parent / entry.weights_dir.replace("{model}", model.name)).resolve()
+        config = directory / "config.json"
+        if not directory.is_dir() or not any(directory.glob("*.safetensors")):
+            problems.append(
+                f"{_where(path, name, 'weights_dir')}: {directory} holds no *.safetensors for model "
+                f"'{model.name}' (scripts/make_random_weights.py writes them)"
+            )
+        elif not config.is_file() or json.loads(config.read_text()) != json.loads(
+            (Path(model.model) / "config.json").read_text()
+        ):
+            problems.append(f"{_where(path, name, 'weights_dir')}: {config} is not model '{model.name}''s config.json")
+    return problems
 
 
 def _machine_problems(path: Path, name: str, entry: ConditionEntry) -> list[str]:
@@ -171,7 +173,7 @@ def _condition(path: Path, name: str, entry: ConditionEntry) -> Condition:
     sizes = {
         target: parse_size(getattr(entry, source)) for source, target in SIZE_FIELDS.items() if getattr(entry, source)
     }
-    weights_dir = str((path.parent / entry.weights_dir).resolve()) if entry.weights_dir else None
+    weights_dir = str(path.parent.resolve() / entry.weights_dir) if entry.weights_dir else None
     return Condition(
         name=name,
         container=entry.container,
@@ -206,7 +208,7 @@ def load_experiment(path: str | Path) -> Experiment:
     try:
         models = load_models(models_file, file.only or None)
     except ConfigError as exc:
-        problems.append(f"{_where(path, None, 'models')}: {models_file}:\n{exc}")
+        problems += [f"{_where(path, None, 'models')}: {line}" for line in str(exc).splitlines()]
     for name, entry in file.conditions.items():
         problems += _weights_problems(path, name, entry, models) + _machine_problems(path, name, entry)
     if file.guard_floor is not None:

@@ -153,4 +153,7 @@ def with_condition(models: list[ModelSettings], condition: Condition) -> list[Mo
         return models
     if condition.weights == "dummy":
         return [m.model_copy(update={"load_format": "dummy"}) for m in models]
-    return [m.model_copy(update={"model": condition.weights_dir, "load_format": "safetensors"}) for m in models]
+    return [
+        m.model_copy(update={"model": condition.weights_dir.replace("{model}", m.name), "load_format": "safetensors"})
+        for m in models
+    ]

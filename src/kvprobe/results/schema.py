@@ -258,7 +258,9 @@ class Condition(Record):
         None, description="The run is placed in a memory cgroup this large, without a cgroup namespace of its own."
     )
     weights: Literal["real", "dummy"] | None = Field(None, description="None: as the models file says.")
-    weights_dir: str | None = Field(None, description="With weights: real, the directory of the weight files.")
+    weights_dir: str | None = Field(
+        None, description="With weights: real, the directory of the weight files; {model} stands for the model's name."
+    )
 
     @property
     def where(self) -> Label:

@@ -1,0 +1,73 @@
+"""The "why" section from synthetic experiment results: changes, shares of the explained loss,
+and words only where the data show a change."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import kvprobe
+from kvprobe.report.conditions import analyse_experiments
+from kvprobe.report.summary import build_report
+from kvprobe.report.writers import render_report
+from kvprobe.results.store import ResultStore
+from synthetic import BLOCK_BYTES, experiment_documents
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    (model,) = analyse_experiments(experiment_documents())
+    return model
+
+
+def test_conditions_come_in_the_experiment_files_order_with_the_baseline_first(experiment):
+    assert [c.name for c in experiment.conditions] == ["native", "container", "hidden", "cache"]
+    assert [v.name for v in experiment.verdicts] == ["container", "hidden", "cache"]
+    assert all(c.n == 3 for c in experiment.conditions)
+
+
+def test_changes_are_exact_from_blocks(experiment):
+    hidden = next(v for v in experiment.verdicts if v.name == "hidden")
+    change = hidden.changes["kv_reference_bytes"]
+    assert change.evidence == "changed"
+    assert change.change == pytest.approx((70 - 700) * BLOCK_BYTES)
+    assert change.change_percent == pytest.approx(100 * (72 / 702 - 1))
+
+
+def test_the_share_of_the_explained_loss(experiment):
+    verdicts = {v.name: v for v in experiment.verdicts}
+    assert verdicts["hidden"].share_of_loss["kv_reference_bytes"] == pytest.approx(630 / 665)
+    cache = verdicts["cache"].changes["kv_reference_bytes"]
+    assert cache.evidence == "not_significant" and cache.p_value == pytest.approx(1.0)
+    assert verdicts["cache"].share_of_loss["kv_reference_bytes"] is None  # no share of a change not shown
+    assert verdicts["container"].share_of_loss == {}  # the loss itself is not held against itself
+
+
+def test_the_report_states_the_verdicts_in_words(tmp_path):
+    summary = build_report(experiment_documents())
+    files = render_report(summary, ["markdown", "charts"])
+    text = files["report.md"].decode()
+    assert "## Why: experiment demo, demo-model" in text
+    assert "**hidden**: changed KV at gpu_memory_utilization" in text
+    assert "it reproduces 95% of the change in KV at gpu_memory_utilization that container shows" in text
+    assert "**cache**: no significant change in any metric compared" in text
+    assert "conditions_1_kv_cache.svg" in files and "conditions_1_memory.svg" in files
+    (pair,) = summary.models  # the conditions named native and container also form the classic pair
+    assert pair.n == {"native": 3, "container": 3}  # and hidden and cache, labelled native, are not mixed in
+
+
+def test_no_variance_is_no_test_statistic(experiment):
+    for verdict in experiment.verdicts:
+        for change in verdict.changes.values():
+            assert change.p_value is None or change.evidence in ("changed", "not_significant")
+
+
+def test_results_from_several_directories_are_merged(tmp_path):
+    for index, doc in enumerate(experiment_documents()):
+        store = ResultStore(tmp_path / f"host-{index % 2}")
+        store.write_result(store.result_path(doc.model, doc.condition, doc.run_id, doc.repeat), doc)
+    out = tmp_path / "report"
+    kvprobe("report", str(tmp_path / "host-0"), str(tmp_path / "host-1"), "--out", str(out), "--format", "json")
+    (experiment,) = json.loads((out / "summary.json").read_text())["experiments"]
+    assert [c["n"] for c in experiment["conditions"]] == [3, 3, 3, 3]
