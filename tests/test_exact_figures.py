@@ -99,7 +99,7 @@ def test_a_boundary_is_started_again_and_a_flip_is_reported_as_unstable(tmp_path
     search = flaky.searches["u_max"]
     assert search.confirmed is False and search.unstable and search.flipped == [0.7]
     native = [flaky.model_copy(update={"repeat": r}) for r in (1, 2, 3)]
-    container = [d.model_copy(update={"label": "container"}) for d in native]
+    container = [d.model_copy(update={"label": "container", "condition": "container"}) for d in native]
     markdown = render_report(build_report(native + container), ["markdown"])["report.md"].decode()
     assert "native u_max: the same setting 0.7 both passed and failed" in markdown
 

@@ -84,3 +84,32 @@ def test_kvprobe_predict_on_the_shipped_models_file():
     assert "KV bytes/token 57,344" in lines["model deepseek-r1-distill-qwen-7b"]
     assert "KV left GiB -27.78" in lines["model qwen2.5-72b-instruct"]  # bf16 72B does not fit 119.6 GiB
     assert "Not included: activation peak, non-torch memory" in done.stdout
+
+
+def test_gpt_oss_blocks_span_one_attention_group_and_tokens_follow_the_groups():
+    """GPT-OSS-120B on the H100 (vLLM 0.26, issue 16): 12,285 blocks of 16, logged as 98,184 tokens
+    and 6.75 GiB. A block holds one group's 18 layers, so blocks x 16 (196,560) counts tokens twice."""
+    from kvprobe.predict import blocks_per_request, page_layers
+
+    config = json.loads((ROOT / "configs" / "gpt-oss-120b" / "config.json").read_text())
+    assert page_layers(kv_groups(config)) == 18
+    per_block = predict("gpt-oss-120b", config).bytes_per_block
+    assert per_block == 18 * 2 * 8 * 64 * 2 * 16  # layers x K,V x KV heads x head dim x bf16 x block
+    assert f"{12_285 * per_block / GIB:.2f}" == "6.75"
+    # full group: 8192/16 = 512 blocks; sliding group: min(127 + 8192, 8192)/16 + 1 = 513
+    assert blocks_per_request(kv_groups(config), 16, 8192, 8192) == 1025
+    assert predict("gpt-oss-120b", config).tokens(12_285 * per_block, 8192) == 98_184
+
+
+def test_a_result_takes_the_engines_token_count_not_blocks_times_block_size():
+    from kvprobe.results.build import kv_figure
+    from kvprobe.results.schema import EngineMemoryReport
+    from kvprobe.trial.runner import kv_tokens
+    from synthetic import trial
+
+    report = EngineMemoryReport(kv_cache_tokens_logged=98_184)
+    record = trial(num_gpu_blocks=12_285, block_size=16, memory_report=report, passed=True)
+    record.kv_cache_tokens = kv_tokens(record)
+    figure = kv_figure(record, 8192)
+    assert figure.tokens == 98_184
+    assert figure.max_concurrency == pytest.approx(98_184 / 8192)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
-import json
 import os
 import signal
 import sys
@@ -626,7 +625,7 @@ def _external(path: str, models_file: str | None):
     for study_name, name in STUDY_MODELS.items():
         if name in models:
             settings = models[name]
-            config = json.loads((Path(settings.model) / "config.json").read_text())
+            config = settings.hf_config()
             predictions[study_name] = predict(name, config, settings.kv_cache_dtype, settings.dtype)
     return summarise_external(source, predictions)
 
@@ -666,7 +665,7 @@ def predict_command(
         other = (report.activation_peak_bytes or 0.0) + (report.non_torch_bytes or 0.0)
     rows = []
     for settings in models:
-        config = json.loads((Path(settings.model) / "config.json").read_text())
+        config = settings.hf_config()
         quantization = settings.extra_engine_args.get("quantization")
         rows.append(
             predict(

@@ -171,6 +171,10 @@ class ModelSettings(BaseModel):
         """SHA-256 of config.json: the architecture, independent of where the directory is mounted."""
         return hashlib.sha256((Path(self.model) / "config.json").read_bytes()).hexdigest()
 
+    def hf_config(self) -> dict[str, Any]:
+        """The model's config.json (checked to be a JSON object when the models file was loaded)."""
+        return json.loads((Path(self.model) / "config.json").read_text())
+
     def capacity_settings(self) -> dict[str, Any]:
         """Everything that changes KV capacity: matched runs have equal settings (and hash)."""
         fields = self.model_dump(exclude={"name", "model", "utilization_range"})

@@ -9,6 +9,7 @@ What this cannot know (the activation peak, non-torch memory) is said by `Predic
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,7 +52,17 @@ class Prediction:
 
     @property
     def bytes_per_block(self) -> int:
-        return self.bytes_per_token * self.block_size
+        """One engine block: `page_layers(...)` layers of one token each, times the block size."""
+        return page_layers(self.groups) * self.groups[0].bytes_per_token_per_layer * self.block_size
+
+    def tokens(self, kv_bytes: float, max_model_len: int, max_batched_tokens: int | None = None) -> int:
+        """Tokens a KV budget holds as vLLM counts them: whole blocks, shared by every group a request
+        uses (max_batched_tokens defaults to max_model_len, vLLM's usual setting)."""
+        blocks = max(0, int(kv_bytes // self.bytes_per_block))
+        per_request = blocks_per_request(
+            self.groups, self.block_size, max_model_len, max_batched_tokens or max_model_len
+        )
+        return int(blocks / per_request * max_model_len)
 
     @property
     def attention(self) -> str:
@@ -70,7 +81,7 @@ def _head_dim(config: dict) -> int:
     return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
 
 
-def _layer_kinds(config: dict) -> list[str]:
+def layer_kinds(config: dict) -> list[str]:
     layers = int(config["num_hidden_layers"])
     if config.get("layer_types"):
         return ["sliding" if kind == "sliding_attention" else "full" for kind in config["layer_types"][:layers]]
@@ -78,6 +89,31 @@ def _layer_kinds(config: dict) -> list[str]:
         switch = int(config.get("max_window_layers", layers))  # Qwen2: layers from here on slide
         return ["full" if index < switch else "sliding" for index in range(layers)]
     return ["full"] * layers
+
+
+def page_layers(groups: tuple[AttentionGroup, ...]) -> int:
+    """Layers one engine block spans. vLLM's hybrid allocator (full and sliding-window layers, as in
+    GPT-OSS) cuts the layers into groups of the smallest kind's count, one block table per group,
+    all drawing blocks from one pool; a model of one kind has one group of every layer."""
+    return min(g.layers for g in groups)
+
+
+def blocks_per_request(
+    groups: tuple[AttentionGroup, ...], block_size: int, max_model_len: int, max_batched_tokens: int
+) -> int:
+    """Blocks one max_model_len request takes from that pool, as vLLM counts them for its token
+    capacity and max concurrency: every block of a full-attention group, and of a sliding-window
+    group what the window and one scheduler step (max_num_batched_tokens) can touch, plus one."""
+    page = page_layers(groups)
+    total = 0
+    for group in groups:
+        if group.window:
+            reach = min(group.window - 1 + max_batched_tokens, max_model_len)
+            blocks = math.ceil(reach / block_size) + 1
+        else:
+            blocks = math.ceil(max_model_len / block_size)
+        total += math.ceil(group.layers / page) * blocks
+    return total
 
 
 def kv_groups(
@@ -91,7 +127,7 @@ def kv_groups(
     kv_heads = int(config.get("num_key_value_heads") or config["num_attention_heads"])
     per_rank = max(1, kv_heads // tensor_parallel_size)
     per_layer = int(2 * per_rank * _head_dim(config) * size)
-    kinds = _layer_kinds(config)
+    kinds = layer_kinds(config)
     groups = []
     for kind in ("full", "sliding"):
         count = kinds.count(kind)

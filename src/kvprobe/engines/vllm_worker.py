@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from kvprobe.predict import blocks_per_request, kv_groups, page_layers
+
 PHASE_MARK = "KVPROBE_PHASE"
 
 
@@ -69,34 +71,37 @@ def _prompt(rng: random.Random, length: int, vocab: int) -> list[int]:
 FILL_OVERCOMMIT = 1.05  # ask for 5% more than fits, so the scheduler runs the cache full
 
 
-def fill_request_count(num_blocks: int, block_size: int, max_model_len: int) -> int:
-    """Full-length requests that together ask for a little more KV than the cache holds."""
-    return math.ceil(FILL_OVERCOMMIT * num_blocks / math.ceil(max_model_len / block_size))
+def fill_request_count(num_blocks: int, per_request_blocks: int) -> int:
+    """Full-length requests that together ask for a little more KV than the cache holds
+    (`per_request_blocks`: predict.blocks_per_request, every KV cache group's blocks)."""
+    return math.ceil(FILL_OVERCOMMIT * num_blocks / per_request_blocks)
 
 
-def fill_plan(num_blocks: int, block_size: int, max_model_len: int, max_num_seqs: int, max_batched_tokens: int) -> dict:
+def fill_plan(
+    num_blocks: int, per_request_blocks: int, max_model_len: int, max_num_seqs: int, max_batched_tokens: int
+) -> dict:
     """Requests that occupy the KV blocks at once, verified afterwards by the scheduler's peak usage.
 
     Slightly more is asked for than fits, so the cache runs full whatever the block size; each
     request's output is long enough that the first is still decoding when the last is prefilled.
     """
-    requests = max(1, min(fill_request_count(num_blocks, block_size, max_model_len), max_num_seqs))
+    requests = max(1, min(fill_request_count(num_blocks, per_request_blocks), max_num_seqs))
     prefill_steps = math.ceil(requests * max_model_len / max(1, max_batched_tokens))
     output_len = min(max(4, 2 * prefill_steps + 8), max_model_len // 2)
-    per_request_blocks = math.ceil(max_model_len / block_size)
     return {
         "requests": requests,
         "prompt_len": max_model_len - output_len,
         "output_len": output_len,
-        "capacity_tokens": num_blocks * block_size,
+        "capacity_tokens": num_blocks * max_model_len // per_request_blocks,
         "reachable_fraction": min(1.0, requests * per_request_blocks / max(1, num_blocks)),
     }
 
 
 def bytes_per_block(config) -> int | None:
     """KV bytes one block takes on this rank, from the engine's own model and cache config:
-    K and V x layers x KV heads x head size x dtype bytes x block size. None where that formula
-    does not hold (MLA compresses K and V) or the config does not say."""
+    K and V x the layers a block spans x KV heads x head size x dtype bytes x block size (a block
+    spans every layer, or one group's with full and sliding-window layers: predict.page_layers).
+    None where that formula does not hold (MLA compresses K and V) or the config does not say."""
     try:
         from vllm.utils.torch_utils import get_dtype_size, kv_cache_dtype_str_to_dtype
 
@@ -105,6 +110,9 @@ def bytes_per_block(config) -> int | None:
             return None
         dtype = kv_cache_dtype_str_to_dtype(cache.cache_dtype, model)
         layers = model.get_num_layers(config.parallel_config)
+        hf_config = model.hf_text_config.to_dict()
+        if hf_config.get("num_hidden_layers") == layers:  # without pipeline stages: the group's layers
+            layers = page_layers(kv_groups(hf_config))
         heads = model.get_num_kv_heads(config.parallel_config)
         return 2 * layers * heads * model.get_head_size() * get_dtype_size(dtype) * int(cache.block_size)
     except (ImportError, AttributeError, KeyError, TypeError):
@@ -172,13 +180,11 @@ def main(spec_path: str, result_path: str | None) -> int:
     mark("generated")
 
     if workload.get("fill_target"):
-        plan = fill_plan(
-            num_blocks,
-            block_size,
-            max_model_len,
-            result["max_num_seqs"],
-            int(config.scheduler_config.max_num_batched_tokens),
+        batched = int(config.scheduler_config.max_num_batched_tokens)
+        per_request = blocks_per_request(
+            config.model_config.hf_text_config.to_dict(), block_size, max_model_len, batched
         )
+        plan = fill_plan(num_blocks, per_request, max_model_len, result["max_num_seqs"], batched)
         peak.update(kv_usage=0.0, running=0)
         requests = [(_prompt(rng, plan["prompt_len"], vocab), plan["output_len"]) for _ in range(plan["requests"])]
         _, seconds = _run_requests(engine, requests)

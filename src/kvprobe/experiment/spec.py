@@ -149,9 +149,7 @@ def _weights_problems(path: Path, name: str, entry: ConditionEntry, models: list
                 f"{_where(path, name, 'weights_dir')}: {directory} holds no *.safetensors for model "
                 f"'{model.name}' (scripts/make_random_weights.py writes them)"
             )
-        elif not config.is_file() or json.loads(config.read_text()) != json.loads(
-            (Path(model.model) / "config.json").read_text()
-        ):
+        elif not config.is_file() or json.loads(config.read_text()) != model.hf_config():
             problems.append(f"{_where(path, name, 'weights_dir')}: {config} is not model '{model.name}''s config.json")
     return problems
 

@@ -16,7 +16,7 @@ COLUMNS = (
     "weights GiB",
     "u",
     "KV left GiB",
-    "tokens (full attention)",
+    "tokens (as vLLM counts them)",
     "requests of max_model_len",
 )
 
@@ -34,7 +34,7 @@ def print_predictions(
     for prediction in predictions:
         u = utilization or own_utilization[prediction.model]
         left = kv_budget_left(prediction, memory_bytes, u, other_bytes)
-        tokens = max(0, int(left // prediction.bytes_per_token))
+        tokens = prediction.tokens(left, max_model_len[prediction.model])
         rows.append(
             (
                 prediction.model,
@@ -58,7 +58,8 @@ def print_predictions(
     unknown = "activation peak, non-torch memory" if other_bytes is None else "nothing beyond the earlier result's"
     console.print(
         f"Not included: {unknown}; engine overheads. Blocks are of 16 tokens unless block_size is set "
-        "(vLLM's CPU backend uses 128). Sliding-window layers keep at most their window per request, so "
-        "models with them fit more tokens than the full-attention column says.",
+        "(vLLM's CPU backend uses 128). With full and sliding-window layers a block holds one group's layers, "
+        "and a request takes blocks of every group; tokens and requests count that, with max_num_batched_tokens "
+        "= max_model_len.",
         highlight=False,
     )

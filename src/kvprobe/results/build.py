@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 from kvprobe.config import ModelSettings
 from kvprobe.environment.facts import probe_rss
@@ -85,7 +83,7 @@ def _throughput(record: TrialRecord | None) -> ThroughputResult | None:
 def kv_prediction(settings: ModelSettings, block_size: int | None) -> KvPrediction | None:
     """config.json's implied KV layout and weights (None where the config does not say enough)."""
     try:
-        config = json.loads((Path(settings.model) / "config.json").read_text())
+        config = settings.hf_config()
         implied = predict(
             settings.name,
             config,

@@ -315,8 +315,7 @@ class TrialRunner:
         record.num_gpu_blocks = worker.num_gpu_blocks or None
         record.block_size = worker.block_size
         record.bytes_per_block = worker.bytes_per_block
-        if record.num_gpu_blocks and record.block_size:
-            record.kv_cache_tokens = record.num_gpu_blocks * record.block_size
+        record.kv_cache_tokens = kv_tokens(record)
         record.kv_cache_bytes = _kv_bytes(record)
         fill = worker.fill
         if fill is not None:
@@ -329,6 +328,15 @@ class TrialRunner:
             return
         record.passed = True
         record.reason = record.reason or "started and generated"
+
+
+def kv_tokens(record: TrialRecord) -> int | None:
+    """The engine's own token capacity. With full and sliding-window layers a block holds one group's
+    layers, so blocks x block size would count every token once per group (twice for GPT-OSS)."""
+    logged = record.memory_report.kv_cache_tokens_logged
+    if logged:
+        return logged
+    return record.num_gpu_blocks * record.block_size if record.num_gpu_blocks and record.block_size else None
 
 
 def _kv_bytes(record: TrialRecord) -> int | None:
