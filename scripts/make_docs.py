@@ -236,9 +236,9 @@ def control_readme(results: str, card: str) -> str:
     return "\n".join(lines)
 
 
-def prediction_for_the_study_machine() -> bytes:
-    """`kvprobe predict` for the original study's 119.6 GiB DGX Spark, from the shipped configs."""
-    command = [sys.executable, "-m", "kvprobe.cli", "predict", str(ROOT / "models.yaml"), "--memory", "119.6g"]
+def kvprobe_output(*arguments: str) -> bytes:
+    """A kvprobe command's output as a reader would type it (paths relative to the repository)."""
+    command = [sys.executable, "-m", "kvprobe.cli", *arguments]
     done = subprocess.run(
         command,
         capture_output=True,
@@ -247,7 +247,16 @@ def prediction_for_the_study_machine() -> bytes:
         check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "100"},
     )
-    return ("$ kvprobe predict models.yaml --memory 119.6g\n" + done.stdout).encode()
+    return (f"$ kvprobe {' '.join(arguments)}\n" + done.stdout).encode()
+
+
+def simulated_environments() -> dict[Path, bytes]:
+    """`kvprobe env` of every recorded machine (a simulation: tests/data/machines/SOURCES.md)."""
+    machines = sorted(p.name for p in (ROOT / "tests" / "data" / "machines").iterdir() if p.is_dir())
+    out = ROOT / "docs" / "environments" / "simulated"
+    return {
+        out / f"{name}.txt": kvprobe_output("env", "--recorded", f"tests/data/machines/{name}") for name in machines
+    }
 
 
 def external_report() -> bytes:
@@ -267,7 +276,8 @@ def outputs() -> dict[Path, bytes]:
     for results, out, title, date in REPORTS:
         files.update({ROOT / out / name: data for name, data in report_files(results, title, date).items()})
     files[ROOT / "docs" / "benchmarks.md"] = benchmarks().encode()
-    files[ROOT / "docs" / "predict-dgx-spark.txt"] = prediction_for_the_study_machine()
+    files[ROOT / "docs" / "predict-dgx-spark.txt"] = kvprobe_output("predict", "models.yaml", "--memory", "119.6g")
+    files.update(simulated_environments())
     files[ROOT / "docs" / "external" / "benchmark-spark" / "report.md"] = external_report()
     files[ROOT / "docs" / "gpu-h200" / "README.md"] = control_readme("docs/gpu-h200/results", "an H200").encode()
     files[ROOT / "docs" / "gpu-h100" / "README.md"] = control_readme("docs/gpu-h100/results", "an H100").encode()

@@ -106,6 +106,12 @@ def measure(models_file: str, **kwargs) -> None:
     sys.exit(run_measure(models_file, **kwargs))
 
 
+def shares_pool(environment) -> bool:
+    """GPU memory that is host memory (unified, or HBM onlined as a NUMA node): the guard is pessimistic."""
+    model = environment.memory_model
+    return model is not None and model.kind in ("unified", "coherent_numa")
+
+
 def wider_than_the_machine(models: list, environment) -> list[str]:
     """Models split across more GPUs than NVML sees (none on the CPU backend, where ranks are processes)."""
     gpus = len(environment.gpu.devices) if environment.gpu.available else 0
@@ -220,7 +226,9 @@ def run_measure(
     guard = (
         GuardPolicy.disabled()
         if no_guard
-        else GuardPolicy.default(host_memory()["MemTotal"], read_cgroup_memory().limit_bytes, floor)
+        else GuardPolicy.default(
+            host_memory()["MemTotal"], read_cgroup_memory().limit_bytes, floor, pessimistic=shares_pool(environment)
+        )
     )
     identity = {
         "models_file_sha256": hashlib.sha256(Path(models_file).read_bytes()).hexdigest(),
@@ -360,9 +368,14 @@ def _sigterm_as_interrupt() -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the environment block as JSON.")
 @click.option("--label", type=click.Choice(["native", "container"]), default=None)
-def env(as_json: bool, label: str | None) -> None:
+@click.option(
+    "--recorded",
+    type=click.Path(file_okay=False, exists=True),
+    help="Read a recorded machine's files and NVML answers instead of this machine's (a simulation).",
+)
+def env(as_json: bool, label: str | None, recorded: str | None) -> None:
     """Print where a measurement would be taken: container, cgroup, memory, GPUs, software."""
-    block = collect(label)
+    block = collect(label, Path(recorded) if recorded else None)
     if as_json:
         click.echo(block.model_dump_json(indent=1))
         return

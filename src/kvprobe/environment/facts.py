@@ -16,6 +16,8 @@ from kvprobe.environment.memory import (
     read_cgroup_memory,
     shm_size_bytes,
 )
+from kvprobe.environment.memory_model import classify, coherent_memory_mode, read_numa_nodes
+from kvprobe.environment.recorded import RecordedNvml
 from kvprobe.results.schema import Environment
 from kvprobe.vocabulary import Label
 
@@ -63,23 +65,33 @@ def probe_rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def collect(label: Label | None = None) -> Environment:
-    """The environment block stored in every result and printed by `kvprobe env`."""
-    memory = host_memory()
-    container = detect_container()
-    with Nvml() as nvml:
+def collect(label: Label | None = None, recorded: Path | None = None) -> Environment:
+    """The environment block stored in every result and printed by `kvprobe env`. With `recorded`,
+    a recorded machine's files and NVML answers are read instead of this machine's (a simulation:
+    environment.recorded); what only a live process has (its shm, rlimits, RSS, software) is left out."""
+    root = recorded or Path("/")
+    memory = host_memory(root / "proc/meminfo")
+    container = detect_container(root, environ={} if recorded else None)
+    with Nvml(RecordedNvml(recorded / "nvml.json") if recorded else None) as nvml:
         gpus = nvml.report(memory["MemTotal"])
+    nodes = read_numa_nodes(root)
+    mode = coherent_memory_mode(root)
     warning = label_disagreement(label, container) if label else None
+    live = recorded is None
     return Environment(
         label=label,
         container=container,
-        cgroup=read_cgroup_memory(),
+        cgroup=read_cgroup_memory(root / "sys/fs/cgroup", root / "proc/self/cgroup"),
         host_memory=memory,
-        free_page_reporting=free_page_reporting(),
-        shm_bytes=shm_size_bytes(),
-        memlock_limit_bytes=memlock_limit(),
+        free_page_reporting=free_page_reporting(root / "sys/bus/virtio/devices"),
+        shm_bytes=shm_size_bytes() if live else None,
+        memlock_limit_bytes=memlock_limit() if live else None,
         gpu=gpus,
-        software=software(),
-        probe_rss_bytes=probe_rss(),
+        numa_nodes=nodes,
+        coherent_gpu_memory_mode=mode,
+        memory_model=classify(gpus, nodes, mode),
+        software=software() if live else {"kvprobe": __version__},
+        probe_rss_bytes=probe_rss() if live else None,
         warnings=[warning] if warning else [],
+        simulated_from=None if live else recorded.name,
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-# GB10 (DGX Spark) and GH200 share one memory pool with the Grace CPU.
-UNIFIED_MEMORY_NAMES = ("GB10", "GH200", "GH100", "Grace")
+# GB10 (DGX Spark) has one memory pool for CPU and GPU. GH200/GB200 have HBM of their own, reached
+# coherently by the CPU: environment.memory_model tells their two modes apart.
+UNIFIED_MEMORY_NAMES = ("GB10",)
 
 
 @dataclass
@@ -43,19 +44,20 @@ def classify_unified(name: str, total: int | None, host_total: int) -> tuple[boo
         return True, f"device name {name!r} is a Grace unified-memory part"
     if host_total and abs(total - host_total) <= 0.05 * host_total:
         return True, "device memory total equals system memory"
-    return False, "device reports its own memory total, different from system memory (discrete)"
+    return False, "device reports its own memory total, apart from system memory"
 
 
 class Nvml:
     """A short-lived NVML session; every call degrades to 'unavailable' instead of raising."""
 
-    def __init__(self) -> None:
+    def __init__(self, module=None) -> None:
+        """`module` answers as pynvml does: a recorded machine's (environment.recorded), or pynvml."""
         self.error: str | None = None
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self.nvml = pynvml
+            if module is None:
+                import pynvml as module
+            module.nvmlInit()
+            self.nvml = module
         except Exception as exc:  # no driver, no library, no device
             self.nvml = None
             self.error = f"NVML unavailable: {exc}"

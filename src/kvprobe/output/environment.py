@@ -11,7 +11,8 @@ from kvprobe.units import gib
 
 
 def print_environment(console: Console, block: Environment) -> None:
-    table = Table(title="kvprobe env", show_header=False)
+    title = "kvprobe env" + (f" (SIMULATED: recorded machine {block.simulated_from})" if block.simulated_from else "")
+    table = Table(title=escape(title), show_header=False)
     table.add_column("fact")
     table.add_column("value")
 
@@ -37,10 +38,10 @@ def print_environment(console: Console, block: Environment) -> None:
             "free-page reporting",
             "yes (virtio-balloon): freed pages reach MemAvailable late, kvprobe counts them apart",
         )
-    row("/dev/shm", gib(block.shm_bytes, unit=True))
-    row(
-        "memlock limit", "unlimited" if block.memlock_limit_bytes is None else gib(block.memlock_limit_bytes, unit=True)
-    )
+    if block.simulated_from is None:  # a recorded machine has no live process to ask
+        row("/dev/shm", gib(block.shm_bytes, unit=True))
+        memlock = block.memlock_limit_bytes
+        row("memlock limit", "unlimited" if memlock is None else gib(memlock, unit=True))
     gpu = block.gpu
     if not gpu.available:
         row("GPU", gpu.reason or "none")
@@ -53,6 +54,17 @@ def print_environment(console: Console, block: Environment) -> None:
                 f"{gib(device.used_bytes, unit=True)}; unified memory: {device.unified_memory} "
                 f"({device.unified_memory_signal})",
             )
+    model = block.memory_model
+    if model is not None:
+        row("memory model", f"{model.kind}: {model.signal}")
+    if block.coherent_gpu_memory_mode is not None:
+        row("driver CoherentGPUMemoryMode", repr(block.coherent_gpu_memory_mode))
+    for node in block.numa_nodes:
+        row(
+            f"NUMA node {node.node}",
+            f"MemTotal {gib(node.mem_total_bytes, unit=True)}, MemFree {gib(node.mem_free_bytes, unit=True)}, "
+            f"CPUs {node.cpus or 'none'}",
+        )
     for key, value in block.software.items():
         row(key, str(value))
     for warning in block.warnings:

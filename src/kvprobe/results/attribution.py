@@ -5,6 +5,7 @@ from __future__ import annotations
 from kvprobe.results.schema import (
     Attribution,
     AttributionParts,
+    BudgetViews,
     EngineAtReady,
     Environment,
     MemorySample,
@@ -42,6 +43,39 @@ def engine_measured(trial: TrialRecord, pool: Pool) -> float | None:
     if at_ready is None or not at_ready.private_bytes:
         return None
     return float(at_ready.private_bytes) + (_engine_gpu_bytes(trial) or 0.0)
+
+
+def memory_views(sample: MemorySample) -> dict[str, float]:
+    """Every view of free memory one sample holds, by name (an engine's budget comes from one of them)."""
+    views = {"MemAvailable": sample.host_available, "MemFree": sample.host_free}
+    views["cgroup headroom"] = sample.cgroup_headroom
+    views |= {f"node {node} MemFree": free for node, free in (sample.node_free or {}).items()}
+    views["CUDA free (end of trial)"] = sample.cuda_free
+    return {name: float(value) for name, value in views.items() if value is not None}
+
+
+def budget_views(trial: TrialRecord) -> BudgetViews | None:
+    """Which view the engine's free memory at its start check matches, and how far the views spread
+    at that moment (they disagree on unified memory: vLLM #48140, llamastash #80)."""
+    report = trial.memory_report
+    engine_free = report.free_at_start_bytes or report.available_bytes
+    phases = trial.memory.phases
+    at_check = phases.get("engine_start") or trial.memory.start
+    if engine_free is None or at_check is None:
+        return None
+    views = memory_views(at_check)
+    done = phases.get("done")
+    if done is not None and done.cuda_free is not None:
+        views["CUDA free (end of trial)"] = float(done.cuda_free)
+    if not views:
+        return None
+    closest = min(views, key=lambda name: abs(views[name] - engine_free))
+    return BudgetViews(
+        engine_free_bytes=float(engine_free),
+        views=views,
+        closest=closest,
+        spread_bytes=max(views.values()) - min(views.values()),
+    )
 
 
 def attribute(trial: TrialRecord, environment: Environment) -> Attribution | None:
@@ -112,6 +146,7 @@ def attribute(trial: TrialRecord, environment: Environment) -> Attribution | Non
     parts = AttributionParts(kv_cache=float(kv), **from_engine_log, **measured_by_kvprobe)
     explained = sum(parts.model_dump().values())
     return Attribution(
+        budget_views=budget_views(trial),
         pool=pool,
         total_bytes=total,
         utilization=trial.utilization,

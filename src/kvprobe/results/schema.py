@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kvprobe.environment.container_detection import ContainerFacts
 from kvprobe.environment.gpu import GpuReport
 from kvprobe.environment.memory import CgroupMemory, headroom
+from kvprobe.environment.memory_model import MemoryModel, NumaNode
 from kvprobe.units import Bytes
 from kvprobe.vocabulary import Label, Outcome, Pool, SearchName, Status, Strategy
 
@@ -40,6 +41,9 @@ class MemorySample(Record):
     gpu_used: Bytes | None = Field(None, description="Summed over visible devices; None where NVML cannot tell.")
     gpu_used_devices: list[Bytes | None] | None = Field(None, description="Per device (tensor parallelism).")
     host_unaccounted: Bytes | None = Field(None, description="See environment.memory.kernel_unaccounted.")
+    host_free: Bytes | None = Field(None, description="MemFree: what GB10's CUDA free memory is reported to track.")
+    node_free: dict[str, Bytes] | None = Field(None, description="MemFree per NUMA node.")
+    cuda_free: Bytes | None = Field(None, description="CUDA's free memory, from inside the trial at this phase.")
 
     @property
     def host_released(self) -> Bytes:
@@ -287,6 +291,7 @@ class GuardSettings(Record):
 
     host_floor_bytes: int | None
     cgroup_floor_bytes: int | None
+    pessimistic: bool = Field(False, description="The host floor applied to min(MemAvailable, MemFree) (unified).")
 
 
 class Environment(Record):
@@ -300,10 +305,16 @@ class Environment(Record):
     shm_bytes: int | None = None
     memlock_limit_bytes: int | None = None
     gpu: GpuReport
+    numa_nodes: list[NumaNode] = Field(default_factory=list, description="Per node: memory, free, CPUs.")
+    coherent_gpu_memory_mode: str | None = Field(
+        None, description="The NVIDIA driver's CoherentGPUMemoryMode ('driver': CDMM); None where not exposed."
+    )
+    memory_model: MemoryModel | None = Field(None, description="environment.memory_model; None in older results.")
     software: dict[str, str | None]
     probe_rss_bytes: int | None = None
     warnings: list[str] = Field(default_factory=list)
     condition: Condition | None = Field(None, description="What was done around each start; None: nothing.")
+    simulated_from: str | None = Field(None, description="A recorded machine read instead of this one (tests).")
 
 
 # --- the document ---------------------------------------------------------------------------------
@@ -404,8 +415,19 @@ class AttributionParts(Record):
     free_at_ready: float = 0.0
 
 
+class BudgetViews(Record):
+    """The engine's free memory at its start check against every view kvprobe sampled then."""
+
+    engine_free_bytes: float = Field(description="What the engine logged as free (or available) at its check.")
+    views: dict[str, float] = Field(description="MemAvailable, MemFree, cgroup headroom, per-node MemFree, CUDA.")
+    closest: str = Field(description="The view nearest the engine's figure: where its budget most likely came from.")
+    spread_bytes: float = Field(description="Largest minus smallest view at that moment.")
+
+
 class Attribution(Record):
     """Where the memory went at u_max; `unexplained_bytes` is what the accounts leave over."""
+
+    budget_views: BudgetViews | None = None
 
     pool: Pool
     total_bytes: float

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kvprobe.environment.gpu import Nvml
 from kvprobe.environment.memory import LAYOUTS, kernel_unaccounted, read_cgroup_memory, read_meminfo
+from kvprobe.environment.memory_model import node_free
 from kvprobe.results.schema import GuardSettings, MemorySample, TrialMemory
 from kvprobe.units import GIB, MIB, gib
 
@@ -15,10 +16,11 @@ from kvprobe.units import GIB, MIB, gib
 class MemorySampler:
     """Reads host, cgroup and NVML memory; cheap enough for 10 samples a second."""
 
-    def __init__(self, nvml: Nvml, cgroup_root: str = "/sys/fs/cgroup"):
+    def __init__(self, nvml: Nvml, root: Path = Path("/")):
+        """`root`: where /proc and /sys are (a recorded machine's directory in simulations)."""
         self.nvml = nvml
-        self.cgroup_root = cgroup_root
-        cgroup = read_cgroup_memory(cgroup_root)
+        self.root = Path(root)
+        cgroup = read_cgroup_memory(self.root / "sys/fs/cgroup", self.root / "proc/self/cgroup")
         self._cgroup_dir = Path(cgroup.path) if cgroup.path else None
         self._usage_file = None
         self._limit = cgroup.limit_bytes
@@ -26,7 +28,7 @@ class MemorySampler:
             self._usage_file = self._cgroup_dir / LAYOUTS["v2" if cgroup.version == "v2" else "v1"].usage
 
     def sample(self) -> MemorySample:
-        info = read_meminfo()
+        info = read_meminfo(self.root / "proc/meminfo")
         usage = None
         if self._usage_file is not None and self._limit is not None:
             try:
@@ -44,6 +46,8 @@ class MemorySampler:
             gpu_used=sum(used) if used else None,
             gpu_used_devices=per_device or None,
             host_unaccounted=kernel_unaccounted(info),
+            host_free=info.get("MemFree"),
+            node_free=node_free(self.root) or None,
         )
 
 
@@ -53,30 +57,41 @@ class GuardPolicy:
 
     host_floor_bytes: int | None
     cgroup_floor_bytes: int | None
+    pessimistic: bool = False  # the host floor applies to the lowest of MemAvailable and MemFree
 
     @classmethod
-    def default(cls, host_total: int, cgroup_limit: int | None, floor_override: int | None = None) -> GuardPolicy:
+    def default(
+        cls, host_total: int, cgroup_limit: int | None, floor_override: int | None = None, pessimistic: bool = False
+    ) -> GuardPolicy:
         """Host: the larger of 2 GiB and 3% of MemTotal. Cgroup: 3% of its limit, at least 128 MiB.
 
         A cgroup that hits its limit only meets its own OOM killer, not a frozen host, so its
-        floor only keeps the kill ours (classified, logged) rather than the kernel's.
+        floor only keeps the kill ours (classified, logged) rather than the kernel's. Where GPU
+        memory is host memory (`pessimistic`), a start that looks fine by MemAvailable can still
+        wedge the host when MemFree is low (CUDA's free memory there tracks MemFree): the floor
+        then applies to the lowest of the two.
         """
         if floor_override is not None:
-            return cls(floor_override, floor_override if cgroup_limit is not None else None)
+            return cls(floor_override, floor_override if cgroup_limit is not None else None, pessimistic)
         host = max(2 * GIB, int(0.03 * host_total))
         cgroup = max(128 * MIB, int(0.03 * cgroup_limit)) if cgroup_limit is not None else None
-        return cls(host, cgroup)
+        return cls(host, cgroup, pessimistic)
 
     @classmethod
     def disabled(cls) -> GuardPolicy:
         return cls(None, None)
 
+    def host_view(self, sample: MemorySample) -> tuple[str, float]:
+        """The host figure the floor applies to, and its name."""
+        if self.pessimistic and sample.host_free is not None and sample.host_free < sample.host_available:
+            return "MemFree", sample.host_free
+        return "MemAvailable", sample.host_available
+
     def breach(self, sample: MemorySample) -> str | None:
-        if self.host_floor_bytes is not None and sample.host_available < self.host_floor_bytes:
-            return (
-                f"host MemAvailable {gib(sample.host_available, unit=True)} fell below the guard floor "
-                f"{gib(self.host_floor_bytes, unit=True)}"
-            )
+        name, value = self.host_view(sample)
+        if self.host_floor_bytes is not None and value < self.host_floor_bytes:
+            floor = gib(self.host_floor_bytes, unit=True)
+            return f"host {name} {gib(value, unit=True)} fell below the guard floor {floor}"
         headroom = sample.cgroup_headroom
         if self.cgroup_floor_bytes is not None and headroom is not None and headroom < self.cgroup_floor_bytes:
             return (
@@ -86,7 +101,11 @@ class GuardPolicy:
         return None
 
     def settings(self) -> GuardSettings:
-        return GuardSettings(host_floor_bytes=self.host_floor_bytes, cgroup_floor_bytes=self.cgroup_floor_bytes)
+        return GuardSettings(
+            host_floor_bytes=self.host_floor_bytes,
+            cgroup_floor_bytes=self.cgroup_floor_bytes,
+            pessimistic=self.pessimistic,
+        )
 
 
 def _peak(values: list[float | None]) -> float | None:

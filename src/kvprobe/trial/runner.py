@@ -211,6 +211,10 @@ class TrialRunner:
             log_tail=log_text.splitlines()[-LOG_TAIL_LINES:],
             log_path=str(log_path),
         )
+        done = memory.phases.get("done")
+        if done is not None and worker.cuda is not None:  # CUDA's view is taken last, so that its context
+            memory.phases["done"] = done.model_copy(update={"cuda_free": worker.cuda.free_bytes})  # never
+            # shares the device with the engine's start
         self._judge(record, verdict, worker, log_text)
         return record
 
