@@ -28,7 +28,7 @@ from kvprobe.report.stats import Summary
 from kvprobe.results.schema import Condition, ResultDocument
 from kvprobe.units import MIB
 
-CONDITION_METRICS = ("kv_reference_bytes", "u_max", "kv_u_max_bytes")
+CONDITION_METRICS = ("kv_reference_bytes", "reference_engine_total_bytes", "u_max", "kv_u_max_bytes")
 MOVED_PART_BYTES = 64 * MIB  # attribution parts that moved less than this are not named as a cause
 SIGNIFICANT_P = 0.05
 

@@ -23,10 +23,11 @@ from kvprobe.units import gib
 
 METRIC_TITLES = {
     "kv_reference_bytes": "KV at gpu_memory_utilization",
+    "reference_engine_total_bytes": "engine's memory total there (its log)",
     "u_max": "u_max",
     "kv_u_max_bytes": "KV at u_max",
 }
-UNITS = {"kv_reference_bytes": "GiB", "u_max": "", "kv_u_max_bytes": "GiB"}
+UNITS = {"kv_reference_bytes": "GiB", "reference_engine_total_bytes": "GiB", "u_max": "", "kv_u_max_bytes": "GiB"}
 EVIDENCE_TEXT = {
     "no_change": "no change",
     "not_significant": "not significant",
@@ -83,7 +84,7 @@ def _conditions_table(model: ExperimentModel) -> Table:
         *(f"{METRIC_TITLES[m]}{' (GiB)' * (UNITS[m] == 'GiB')}" for m in CONDITION_METRICS),
         "measured",
     )
-    return Table(header, tuple(rows), (False, False, True, True, True, True, False))
+    return Table(header, tuple(rows), (False, False, True, *[True] * len(CONDITION_METRICS), False))
 
 
 def _changes_table(model: ExperimentModel) -> Table:
@@ -91,7 +92,7 @@ def _changes_table(model: ExperimentModel) -> Table:
         (v.name, *(change_text(v.changes[m], m) for m in CONDITION_METRICS), _moved_text(v)) for v in model.verdicts
     )
     header = ("condition", *(METRIC_TITLES[m] for m in CONDITION_METRICS), "why: attribution parts that moved (GiB)")
-    return Table(header, rows, (False, True, True, True, False))
+    return Table(header, rows, (False, *[True] * len(CONDITION_METRICS), False))
 
 
 def _verdict(model: ExperimentModel, verdict: ConditionVerdict) -> Paragraph:

@@ -54,6 +54,7 @@ ROWS = (
     ("kv_reference_bytes", "KV cache at gpu_memory_utilization (GiB)"),
     ("kv_reference_blocks", "KV blocks at gpu_memory_utilization"),
     ("kv_reference_tokens", "KV tokens at gpu_memory_utilization"),
+    ("reference_engine_total_bytes", "memory total the engine multiplied it by (its log, GiB)"),
     ("u_max", "u_max (largest utilization that starts)"),
     ("u_min", "u_min (smallest that holds one max_model_len request)"),
     ("kv_u_max_bytes", "KV cache at u_max (GiB)"),
