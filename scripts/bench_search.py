@@ -60,7 +60,10 @@ def command_for(args: argparse.Namespace, option: str, value: str, out: Path) ->
             args.container,
             "--shm-size",
             "1g",
+            "--ipc-private",
             "--memlock",
+            "none",
+            "--stack",
             "none",
         ]
         return [sys.executable, "-m", "kvprobe.cli", "container", str(ROOT / "models.yaml"), *measure, *runtime]

@@ -100,7 +100,10 @@ def container_command(out: Path, *extra: str) -> list[str]:
     models_dir = out.with_name(out.name + "-models")  # not inside `out`: that is mounted read-write
     models_dir.mkdir(exist_ok=True)
     models = tiny_models_file(models_dir, gpu_memory_utilization=0.3)
+    # A private 1 GiB /dev/shm and the runtime's stack limit: this machine's root may not raise rlimits
+    # in a container, and the tests check what a private /dev/shm looks like from inside.
     runtime = ["--runtime", "podman", "--rootfs", "/:O", "--memory", CONTAINER_MEMORY, "--shm-size", "1g"]
+    runtime += ["--ipc-private", "--stack", "none"]
     return [
         sys.executable,
         "-m",

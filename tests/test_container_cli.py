@@ -25,6 +25,9 @@ def test_the_argument_list_is_a_list_with_read_only_models_and_a_writable_result
     assert command[:2] == ["docker", "run"]
     assert command[command.index("--gpus") : command.index("--gpus") + 2] == ["--gpus", "all"]
     assert "memlock=-1:-1" in command and "--network" in command and command[command.index("--network") + 1] == "none"
+    # the original study's flags by default: --ipc=host --ulimit memlock=-1 --ulimit stack=67108864
+    assert command[command.index("--ipc") : command.index("--ipc") + 2] == ["--ipc", "host"]
+    assert "stack=67108864:67108864" in command and "--shm-size" not in command
     assert f"{Path(models[0].model)}:{Path(models[0].model)}:ro" in command
     assert f"{tmp_path}:{tmp_path}" in command
     assert command[-3:] == ["kvprobe", "measure", str(MODELS)] and command[-4] == "kvprobe-vllm"
@@ -77,6 +80,8 @@ def test_a_container_that_exits_early_is_reported_with_its_own_words(tmp_path):
         "--rootfs",
         "/:O",
         "--memlock",
+        "none",
+        "--stack",
         "none",
         "--python",
         "/no/such/python",

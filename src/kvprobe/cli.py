@@ -448,13 +448,21 @@ def _container_half(
 @click.option("--image", default=None, help="Image with vLLM and kvprobe installed (see docker/Dockerfile).")
 @click.option("--rootfs", default=None, help="podman only: run on this root filesystem (e.g. '/:O', the host's own).")
 @click.option("--memory", default=None, help="Container memory limit, e.g. 4g.")
-@click.option("--shm-size", default="16g", show_default=True, help="Size of /dev/shm (ignored with --ipc-host).")
-@click.option("--ipc-host", is_flag=True, help="Share the host's IPC namespace instead of a private /dev/shm.")
+@click.option("--shm-size", default="60g", show_default=True, help="Size of a private /dev/shm (--ipc-private).")
+@click.option(
+    "--ipc-host/--ipc-private",
+    default=True,
+    show_default=True,
+    help="Share the host's IPC namespace (the original study's --ipc=host), or a private /dev/shm of --shm-size.",
+)
 @click.option(
     "--gpus", default="auto", show_default=True, help="--gpus value; auto = all when NVML sees a GPU, none = omit."
 )
 @click.option(
     "--memlock", default="-1", show_default=True, help="--ulimit memlock value; 'none' keeps the runtime default."
+)
+@click.option(
+    "--stack", default="67108864", show_default=True, help="--ulimit stack value; 'none' keeps the runtime default."
 )
 @click.option("--network", default="none", show_default=True)
 @click.option("--oci-runtime", default=None, help="podman --runtime (default: runc where crun is missing).")
@@ -476,6 +484,7 @@ def container(
     ipc_host: bool,
     gpus: str,
     memlock: str,
+    stack: str,
     network: str,
     oci_runtime: str | None,
     python_inside: str | None,
@@ -512,6 +521,7 @@ def container(
             "shm_size": shm_size,
             "ipc_host": ipc_host,
             "memlock": None if memlock == "none" else memlock,
+            "stack": None if stack == "none" else stack,
         }
         spec = ContainerSpec(
             runtime=runtime,

@@ -29,10 +29,11 @@ class ContainerSpec:
     image: str | None = None
     rootfs: str | None = None
     memory: str | None = None
-    shm_size: str | None = "16g"
-    ipc_host: bool = False
+    shm_size: str | None = "60g"
+    ipc_host: bool = True  # the original study's docker flags: --ipc=host --shm-size=60g
     gpus: str | None = None  # "all", a device list, or None for no GPU flag
     memlock: str | None = "-1"  # --ulimit memlock=VALUE; None leaves the runtime's default
+    stack: str | None = "67108864"  # --ulimit stack=VALUE (the study's); None leaves the runtime's default
     network: str = "none"
     oci_runtime: str | None = None  # podman --runtime (runc where crun is missing)
     python: str | None = None  # interpreter inside; default: this one for --rootfs, `kvprobe` for images
@@ -89,6 +90,8 @@ def build_command(spec: ContainerSpec, inner: list[str], volume_flags: list[str]
         command += ["--shm-size", spec.shm_size]
     if spec.memlock:
         command += ["--ulimit", f"memlock={spec.memlock}:{spec.memlock}"]
+    if spec.stack:
+        command += ["--ulimit", f"stack={spec.stack}:{spec.stack}"]
     if spec.gpus:
         command += ["--gpus", spec.gpus]
     command += ["-w", os.getcwd(), "-e", "PYTHONUNBUFFERED=1"]

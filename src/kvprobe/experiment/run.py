@@ -64,13 +64,12 @@ def measure_arguments(experiment: Experiment, cell: Cell, out_dir: Path, run_id:
 
 def container_flags(settings) -> list[str]:
     flags = ["--runtime", settings.runtime, "--shm-size", settings.shm_size, "--gpus", settings.gpus]
-    flags += ["--memlock", settings.memlock, "--network", settings.network]
+    flags += ["--memlock", settings.memlock, "--stack", settings.stack, "--network", settings.network]
     for name in ("image", "rootfs", "memory", "oci_runtime", "python"):
         value = getattr(settings, name)
         if value is not None:
             flags += ["--" + name.replace("_", "-"), value]
-    if settings.ipc_host:
-        flags.append("--ipc-host")
+    flags.append("--ipc-host" if settings.ipc_host else "--ipc-private")
     return flags + [f"--runtime-flag={flag}" for flag in settings.runtime_flags]
 
 

@@ -236,10 +236,11 @@ class ContainerSettings(Record):
     image: str | None = None
     rootfs: str | None = None
     memory: str | None = None
-    shm_size: str = "16g"
-    ipc_host: bool = False
+    shm_size: str = "60g"
+    ipc_host: bool = True
     gpus: str = "auto"
     memlock: str = "-1"
+    stack: str = "67108864"
     network: str = "none"
     oci_runtime: str | None = None
     python: str | None = None
