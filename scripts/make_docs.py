@@ -271,12 +271,26 @@ def external_report() -> bytes:
     return MarkdownWriter(front_matter=True).render_document(document).encode()
 
 
+README_BLOCK = ("<!-- predict-dgx-spark: made by scripts/make_docs.py -->", "<!-- end predict-dgx-spark -->")
+
+
+def readme_with(prediction: bytes) -> bytes:
+    """README.md with `kvprobe predict`'s output for the study's machine between its two markers."""
+    text = (ROOT / "README.md").read_text()
+    start, end = README_BLOCK
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    return f"{before}{start}\n```\n{prediction.decode()}```\n{end}{after}".encode()
+
+
 def outputs() -> dict[Path, bytes]:
     files: dict[Path, bytes] = {}
     for results, out, title, date in REPORTS:
         files.update({ROOT / out / name: data for name, data in report_files(results, title, date).items()})
     files[ROOT / "docs" / "benchmarks.md"] = benchmarks().encode()
-    files[ROOT / "docs" / "predict-dgx-spark.txt"] = kvprobe_output("predict", "models.yaml", "--memory", "119.6g")
+    prediction = kvprobe_output("predict", "models.yaml", "--memory", "119.6g")
+    files[ROOT / "docs" / "predict-dgx-spark.txt"] = prediction
+    files[ROOT / "README.md"] = readme_with(prediction)
     files.update(simulated_environments())
     files[ROOT / "docs" / "external" / "benchmark-spark" / "report.md"] = external_report()
     files[ROOT / "docs" / "gpu-h200" / "README.md"] = control_readme("docs/gpu-h200/results", "an H200").encode()
