@@ -34,7 +34,13 @@ models:
 def test_shipped_models_file_loads():
     models = load_models(ROOT / "models.yaml")
     names = [m.name for m in models]
-    assert names == ["tiny-llama", "deepseek-r1-distill-qwen-7b", "qwen2.5-72b-instruct", "gpt-oss-120b"]
+    assert names == [
+        "tiny-llama",
+        "deepseek-r1-distill-qwen-7b",
+        "qwen2.5-72b-instruct",
+        "gpt-oss-120b",
+        "qwen2.5-72b-instruct-fp8",
+    ]
     for model in models:
         config = json.loads((Path(model.model) / "config.json").read_text())
         assert config["architectures"]
