@@ -181,9 +181,8 @@ def main(spec_path: str, result_path: str | None) -> int:
 
     if workload.get("fill_target"):
         batched = int(config.scheduler_config.max_num_batched_tokens)
-        per_request = blocks_per_request(
-            config.model_config.hf_text_config.to_dict(), block_size, max_model_len, batched
-        )
+        groups = kv_groups(config.model_config.hf_text_config.to_dict())
+        per_request = blocks_per_request(groups, block_size, max_model_len, batched)
         plan = fill_plan(num_blocks, per_request, max_model_len, result["max_num_seqs"], batched)
         peak.update(kv_usage=0.0, running=0)
         requests = [(_prompt(rng, plan["prompt_len"], vocab), plan["output_len"]) for _ in range(plan["requests"])]
