@@ -3,6 +3,7 @@ configs and against what engines measured (committed results, engine logs quoted
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
