@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from kvprobe.results.store import ResultStore  # noqa: E402
 from kvprobe.units import gib  # noqa: E402
 
 COMPARED_FILES = ("report.md", "summary.json", "runs.csv")
+EXPERIMENT = "docs/experiments/cpu-2026-11-26"  # the committed CPU experiment (issue 14)
 # The discrete-GPU control of the study's models, one results directory per model and card.
 GPU_RESULTS = ("docs/gpu-h200/results", "docs/gpu/h200-qwen2.5-72b-instruct-fp8/results")
 REPORTS = (
@@ -54,6 +56,12 @@ REPORTS = (
         "docs/gpu-h200/report",
         "DeepSeek-R1-Distill-Qwen-7B on an H200: native vs a 16 GiB cgroup v2",
         "2026-11-25",
+    ),
+    (
+        f"{EXPERIMENT}/results",
+        f"{EXPERIMENT}/report",
+        "Why a container loses KV cache: seven conditions on vLLM's CPU backend",
+        "2026-11-26",
     ),
     (
         GPU_RESULTS,
@@ -188,6 +196,33 @@ def phase_section(results: str) -> list[str]:
     return [*lines, ""]
 
 
+ESTIMATE_LINE = re.compile(r"about (\d+) engine starts, estimated (\d+) min at (\d+) s a start")
+
+
+def experiment_section() -> list[str]:
+    """The CPU demo matrix's duration beside the estimate `kvprobe experiment` printed before it ran."""
+    run = json.loads((ROOT / EXPERIMENT / "run.json").read_text())
+    log = " ".join((ROOT / EXPERIMENT / "experiment.log").read_text().split())
+    starts_estimated, minutes_estimated, per_start_estimated = ESTIMATE_LINE.search(log).groups()
+    trials = [t for doc in load(f"{EXPERIMENT}/results") for t in doc.trials]
+    took = run["finished_at"] - run["started_at"]
+    return [
+        "## The CPU demo experiment: its duration and the estimate",
+        "",
+        f"`kvprobe experiment experiments/cpu-demo.yaml` ({EXPERIMENT}/), {run['machine']}, commit",
+        f"{run['commit']}. The estimate is what the command printed before its first start (no earlier",
+        "trials in the directory, so an assumed time per start); `--dry-run` prints the same.",
+        "",
+        "| | engine starts | time per start (s) | total (min) |",
+        "| --- | ---: | ---: | ---: |",
+        f"| estimated | {starts_estimated} | {per_start_estimated} | {minutes_estimated} |",
+        f"| measured | {len(trials)} | {took / len(trials):.0f} | {took / 60:.0f} |",
+        "",
+        run["note"],
+        "",
+    ]
+
+
 def benchmarks() -> str:
     raw = ROOT / "docs" / "benchmarks" / "raw"
     lines = [
@@ -200,6 +235,7 @@ def benchmarks() -> str:
     lines += prestart_section(json.loads((raw / "h200-prestart.json").read_text()))
     lines += phase_section("docs/gpu-h200/results")
     lines += strategy_section(json.loads((raw / "cpu-strategy.json").read_text()))
+    lines += experiment_section()
     return "\n".join(lines)
 
 

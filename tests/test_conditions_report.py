@@ -71,3 +71,20 @@ def test_results_from_several_directories_are_merged(tmp_path):
     kvprobe("report", str(tmp_path / "host-0"), str(tmp_path / "host-1"), "--out", str(out), "--format", "json")
     (experiment,) = json.loads((out / "summary.json").read_text())["experiments"]
     assert [c["n"] for c in experiment["conditions"]] == [3, 3, 3, 3]
+
+
+def test_a_change_below_a_baseline_that_is_only_a_bound_is_shown_as_a_bound():
+    def changed(doc):
+        if doc.condition == "native":  # the baseline passed at the top of its range: u_max >= 0.9 only
+            search = doc.searches["u_max"].model_copy(update={"censored": True})
+            return doc.model_copy(update={"searches": {**doc.searches, "u_max": search}})
+        return doc.model_copy(update={"u_max": 0.5}) if doc.condition == "hidden" else doc
+
+    censored = [changed(doc) for doc in experiment_documents()]
+    (model,) = analyse_experiments(censored)
+    changes = {v.name: v.changes["u_max"] for v in model.verdicts}
+    assert changes["hidden"].evidence == "below_bound" and changes["hidden"].change == pytest.approx(-0.4)
+    assert changes["hidden"].p_value is None  # no test statistic without two real samples
+    assert changes["cache"].evidence == "bound"  # 0.9 is not below the bound 0.9: nothing can be said
+    text = render_report(build_report(censored), ["markdown"])["report.md"].decode()
+    assert "at most -0.400 (every run below the baseline's lower bound; no test)" in text

@@ -42,7 +42,9 @@ def attribution_stem(index: int) -> str:
     return f"conditions_{index}_memory"
 
 
-Evidence = Literal["changed", "no_change", "not_significant", "too_few", "bound", "missing"]
+Evidence = Literal["changed", "below_bound", "no_change", "not_significant", "too_few", "bound", "missing"]
+"""below_bound: the baseline is only a lower bound (u_max at the top of its range) and every run of the
+condition lies below all of it: the condition lowered the metric by at least the (negative) change."""
 
 
 class Change(Model):
@@ -111,8 +113,30 @@ def _evidence(comparison: Comparison) -> tuple[Evidence, float | None]:
     return ("changed" if welch.p_value < SIGNIFICANT_P else "not_significant"), welch.p_value
 
 
-def _change(baseline: list[ResultDocument], runs: list[ResultDocument], metric: str, bounded: bool) -> Change:
-    comparison = compare(runs, baseline, metric, bounded)  # condition minus baseline
+def _below_a_bound(baseline: list[ResultDocument], runs: list[ResultDocument], metric: str) -> Change | None:
+    """A condition whose every value lies under a baseline that is only a lower bound: the change is an
+    upper bound (at most this much, i.e. lowered by at least its size); no test statistic applies."""
+    base, mine = values_of(baseline, metric), values_of(runs, metric)
+    if not base or not mine or max(mine) >= min(base):
+        return None
+    base_mean, mean = sum(base) / len(base), sum(mine) / len(mine)
+    return Change(
+        baseline_mean=base_mean,
+        condition_mean=mean,
+        change=mean - base_mean,
+        change_percent=100.0 * (mean / base_mean - 1.0),
+        p_value=None,
+        evidence="below_bound",
+    )
+
+
+def _change(baseline: list[ResultDocument], runs: list[ResultDocument], metric: str) -> Change:
+    base_bound, own_bound = metric in _bounds(baseline), metric in _bounds(runs)
+    if base_bound and not own_bound:
+        below = _below_a_bound(baseline, runs, metric)
+        if below is not None:
+            return below
+    comparison = compare(runs, baseline, metric, base_bound or own_bound)  # condition minus baseline
     evidence, p_value = _evidence(comparison)
     return Change(
         baseline_mean=comparison.container_mean,
@@ -180,11 +204,7 @@ def _experiment_model(name: str, model: str, baseline: str, explains: str | None
     order = list(dict.fromkeys(c for c in order if runs.get(c) or c == baseline))
     results = [_condition_result(c, runs.get(c, [])) for c in order]
     base_runs = runs.get(baseline, [])
-    base_bounds = _bounds(base_runs)
-    changes_of = {
-        c: {m: _change(base_runs, runs[c], m, m in base_bounds or m in _bounds(runs[c])) for m in CONDITION_METRICS}
-        for c in order[1:]
-    }
+    changes_of = {c: {m: _change(base_runs, runs[c], m) for m in CONDITION_METRICS} for c in order[1:]}
     loss = changes_of.get(explains) if explains else None
     verdicts = [
         ConditionVerdict(

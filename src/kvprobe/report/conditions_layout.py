@@ -38,6 +38,9 @@ EVIDENCE_TEXT = {
 
 
 def change_text(change: Change, metric: str) -> str:
+    if change.evidence == "below_bound":
+        amount = gib(change.change, sign=True) + " GiB" if UNITS[metric] == "GiB" else f"{change.change:+.3f}"
+        return f"at most {amount} (every run below the baseline's lower bound; no test)"
     if change.evidence != "changed":
         detail = f" ({fmt(change.change, UNITS[metric])}, p = {change.p_value:.2g})" if change.p_value else ""
         return EVIDENCE_TEXT[change.evidence] + detail
@@ -101,7 +104,12 @@ def _verdict(model: ExperimentModel, verdict: ConditionVerdict) -> Paragraph:
         for m, share in verdict.share_of_loss.items()
         if share is not None
     ]
-    changed = [METRIC_TITLES[m] for m in CONDITION_METRICS if verdict.changes[m].evidence == "changed"]
+    changed = [
+        METRIC_TITLES[m]
+        + (" (at least; the baseline is a bound)" if verdict.changes[m].evidence == "below_bound" else "")
+        for m in CONDITION_METRICS
+        if verdict.changes[m].evidence in ("changed", "below_bound")
+    ]
     if changed:
         text = "changed " + ", ".join(changed)
         if verdict.moved_parts:
