@@ -218,9 +218,49 @@ def experiment_section() -> list[str]:
         f"| estimated | {starts_estimated} | {per_start_estimated} | {minutes_estimated} |",
         f"| measured | {len(trials)} | {took / len(trials):.0f} | {took / 60:.0f} |",
         "",
-        run["note"],
+        *run["notes"][:1],
         "",
     ]
+
+
+def experiment_readme() -> str:
+    """docs/experiments/cpu-.../README.md: what ran, where, and what the report is made from."""
+    run = json.loads((ROOT / EXPERIMENT / "run.json").read_text())
+    documents = load(f"{EXPERIMENT}/results")
+    first = documents[0]
+    spec = first.experiment
+    counts = {name: sum(1 for d in documents if d.condition == name) for name in spec.conditions}
+    starts = sum(len(d.trials) for d in documents)
+    lines = [
+        f"# Experiment {spec.name}: why a container loses KV cache, on vLLM's CPU backend",
+        "",
+        "Made by `scripts/make_docs.py`. Ran as",
+        "",
+        "```",
+        f"kvprobe experiment {EXPERIMENT}/experiment.yaml --out results",
+        "```",
+        "",
+        f"on {run['machine']} ({gib(first.environment.host_memory['MemTotal'])} GiB MemTotal at the first",
+        f"cell), vLLM {first.versions.vllm}, torch {first.versions.torch}, kvprobe commit {run['commit']};",
+        f"{starts} engine starts. Files: [`experiment.yaml`](experiment.yaml) and",
+        "[`cpu-demo-models.yaml`](cpu-demo-models.yaml) as run, [`results/`](results/) (result JSON,",
+        "`experiment.json`, journals, trial specs and engine logs), [`experiment.log`](experiment.log) (the",
+        "command's output), [`report/`](report/report.md) (the report, made from `results/`).",
+        "",
+        f"Baseline `{spec.baseline}`; the loss held against: `{spec.explains}`. Runs per condition:",
+        "",
+        "| condition | results |",
+        "| --- | ---: |",
+        *[f"| {name} | {n} |" for name, n in counts.items()],
+        "",
+        'What the numbers say is in the report\'s "Why" section, stated only where the data show a change.',
+        "",
+        "Notes on this machine (measured facts, not conclusions):",
+        "",
+        *[f"- {note}" for note in run["notes"]],
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def benchmarks() -> str:
@@ -377,6 +417,7 @@ def outputs() -> dict[Path, bytes]:
         readme = control_readme(results, card, "../report/report.md")
         files[ROOT / Path(results).parent / "README.md"] = readme.encode()
     files[ROOT / "docs" / "gpu" / "README.md"] = gpu_index().encode()
+    files[ROOT / EXPERIMENT / "README.md"] = experiment_readme().encode()
     return files
 
 
