@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -19,6 +20,9 @@ MAX_MODEL_LEN = 1 << 24
 MAX_NAME_LENGTH = 100
 MAX_ENGINE_ARGS_BYTES = 64 << 10
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+Document = TypeVar("Document", bound=BaseModel)
 
 
 class ConfigError(Exception):
@@ -229,14 +233,22 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}:{where} YAML syntax error: {getattr(exc, 'problem', exc)}") from None
 
 
-def _read_models_file(path: Path) -> ModelsFile:
+def read_document(path: Path, schema: type[Document], keys: str, describe: Callable[[ValidationError], list[str]]):
+    """A YAML file validated by `schema`; ConfigError lists every problem (`describe` words them)."""
     raw = read_yaml(path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'defaults' and 'models'")
+        raise ConfigError(f"{path}: expected a mapping with {keys}")
     try:
-        document = ModelsFile.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError("\n".join(f"{path}: field '{_field_path(e)}': {e['msg']}" for e in exc.errors())) from None
+        raise ConfigError("\n".join(describe(exc))) from None
+
+
+def _read_models_file(path: Path) -> ModelsFile:
+    def describe(exc: ValidationError) -> list[str]:
+        return [f"{path}: field '{_field_path(e)}': {e['msg']}" for e in exc.errors()]
+
+    document = read_document(path, ModelsFile, "'defaults' and 'models'", describe)
     unknown = sorted(set(document.defaults) - set(ModelSettings.model_fields) | ({"name"} & set(document.defaults)))
     if unknown:
         raise ConfigError("\n".join(f"{path}: defaults: unknown key '{key}'" for key in unknown))

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kvprobe.config import ConfigError, ModelSettings, load_models, parse_utilization_range, read_yaml
+from kvprobe.config import ConfigError, ModelSettings, load_models, parse_utilization_range, read_document
 from kvprobe.environment.memory import read_cgroup_memory
 from kvprobe.results.schema import Condition, ContainerSettings, ExperimentRef
 from kvprobe.units import parse_size
@@ -185,13 +185,9 @@ def _condition(path: Path, name: str, entry: ConditionEntry) -> Condition:
 def load_experiment(path: str | Path) -> Experiment:
     """Read and check an experiment file; ConfigError lists every problem, one per line."""
     path = Path(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'models', 'baseline' and 'conditions'")
-    try:
-        file = ExperimentFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError("\n".join(_validation_problems(path, exc))) from None
+    file = read_document(
+        path, ExperimentFile, "'models', 'baseline' and 'conditions'", lambda exc: _validation_problems(path, exc)
+    )
     problems = [
         f"{path}: condition '{name}': its name must be letters, digits, '.', '_' or '-' (at most 64)"
         for name in file.conditions
