@@ -116,6 +116,19 @@ def blocks_per_request(
     return total
 
 
+def blocks_held_per_request(groups: tuple[AttentionGroup, ...], block_size: int, max_model_len: int) -> int:
+    """Blocks one max_model_len request holds once prefilled: every block of a full-attention group,
+    and of a sliding-window group only its window's (the engine frees blocks the window has left).
+    A fill test sizes its requests by this; vLLM's token capacity counts `blocks_per_request`."""
+    page = page_layers(groups)
+    total = 0
+    for group in groups:
+        full = math.ceil(max_model_len / block_size)
+        blocks = min(full, math.ceil(group.window / block_size) + 1) if group.window else full
+        total += math.ceil(group.layers / page) * blocks
+    return total
+
+
 def kv_groups(
     config: dict, kv_cache_dtype: str = "auto", dtype: str = "auto", tensor_parallel_size: int = 1
 ) -> tuple[AttentionGroup, ...]:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from kvprobe.predict import blocks_per_request, kv_groups, page_layers
+from kvprobe.predict import blocks_held_per_request, kv_groups, page_layers
 
 PHASE_MARK = "KVPROBE_PHASE"
 
@@ -73,7 +73,7 @@ FILL_OVERCOMMIT = 1.05  # ask for 5% more than fits, so the scheduler runs the c
 
 def fill_request_count(num_blocks: int, per_request_blocks: int) -> int:
     """Full-length requests that together ask for a little more KV than the cache holds
-    (`per_request_blocks`: predict.blocks_per_request, every KV cache group's blocks)."""
+    (`per_request_blocks`: predict.blocks_held_per_request, every KV cache group's blocks)."""
     return math.ceil(FILL_OVERCOMMIT * num_blocks / per_request_blocks)
 
 
@@ -182,7 +182,7 @@ def main(spec_path: str, result_path: str | None) -> int:
     if workload.get("fill_target"):
         batched = int(config.scheduler_config.max_num_batched_tokens)
         groups = kv_groups(config.model_config.hf_text_config.to_dict())
-        per_request = blocks_per_request(groups, block_size, max_model_len, batched)
+        per_request = blocks_held_per_request(groups, block_size, max_model_len)
         plan = fill_plan(num_blocks, per_request, max_model_len, result["max_num_seqs"], batched)
         peak.update(kv_usage=0.0, running=0)
         requests = [(_prompt(rng, plan["prompt_len"], vocab), plan["output_len"]) for _ in range(plan["requests"])]

@@ -24,7 +24,7 @@ from kvprobe.measure.estimates import (
     predict_u_min,
 )
 from kvprobe.measure.options import MeasureOptions
-from kvprobe.predict import blocks_per_request, kv_groups
+from kvprobe.predict import blocks_held_per_request, kv_groups
 from kvprobe.results.schema import TrialRecord
 from kvprobe.search import SearchResult, find_boundary
 from kvprobe.trial.executor import TrialExecutor, TrialRequest
@@ -215,11 +215,8 @@ class ModelSearches:
         more sequences than the model's setting only add non-KV memory, so the capacity found is, if
         anything, conservative."""
         bytes_per_block, _ = block_geometry(at_u_max)
-        length, batched = (
-            self.settings.max_model_len,
-            at_u_max.worker.max_num_batched_tokens or self.settings.max_model_len,
-        )
-        per_request = blocks_per_request(kv_groups(self.settings.hf_config()), at_u_max.block_size, length, batched)
+        groups = kv_groups(self.settings.hf_config())
+        per_request = blocks_held_per_request(groups, at_u_max.block_size, self.settings.max_model_len)
         requests = fill_request_count(blocks, per_request)
         overrides = {"max_num_seqs": max(self.settings.max_num_seqs or 0, requests)}
         return self.trial(
