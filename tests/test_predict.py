@@ -142,3 +142,21 @@ def test_a_result_takes_the_engines_token_count_not_blocks_times_block_size():
     figure = kv_figure(record, 8192)
     assert figure.tokens == 98_184
     assert figure.max_concurrency == pytest.approx(98_184 / 8192)
+
+
+def test_a_fill_sizes_gpt_oss_requests_by_what_each_holds_once_prefilled():
+    """On the H100 a fill sized by vLLM's worst-case 1,025 blocks a request reached 57-89%; a prefilled
+    request holds 512 full-attention blocks and 9 of the 128-token window (docs/gpu/h100-gpt-oss-120b)."""
+    from kvprobe.predict import blocks_held_per_request
+
+    groups = kv_groups(config("gpt-oss-120b"), dtype="bfloat16")
+    assert blocks_held_per_request(groups, 16, 8192) == 512 + 9
+    dense = kv_groups(config("deepseek-r1-distill-qwen-7b"), dtype="bfloat16")
+    assert blocks_held_per_request(dense, 16, 8192) == 512
+    peaks = {}
+    for folder in ("results-before-fill-fix", "results"):
+        loaded, _ = ResultStore(ROOT / "docs" / "gpu" / "h100-gpt-oss-120b" / folder).load_all()
+        fills = [t.worker.fill for _, doc in loaded for t in doc.trials if t.worker.fill]
+        peaks[folder] = max(f.peak_kv_usage for f in fills)
+    assert peaks["results-before-fill-fix"] < 0.9
+    assert peaks["results"] >= 0.95
