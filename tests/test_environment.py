@@ -215,3 +215,14 @@ def test_guard_floors():
     small = GuardPolicy.default(host_total=24 * GIB, cgroup_limit=None)
     assert small.host_floor_bytes == 2 * GIB and small.cgroup_floor_bytes is None
     assert GuardPolicy.disabled().breach(sample(0)) is None
+
+
+def test_the_h100_hosts_kvprobe_env_says_discrete_with_the_grace_fields_filled():
+    """`kvprobe env --json` on the GPU test host (docs/environments/h100-host-2026-11-26.json)."""
+    from kvprobe.results.schema import Environment
+
+    block = Environment.model_validate_json((ROOT / "docs/environments/h100-host-2026-11-26.json").read_text())
+    assert block.memory_model.kind == "discrete" and block.memory_model.signal
+    assert block.gpu.devices[0].name.startswith("NVIDIA H100") and not block.gpu.devices[0].unified_memory
+    assert block.numa_nodes and all(n.mem_total_bytes and n.cpus for n in block.numa_nodes)
+    assert block.coherent_gpu_memory_mode == ""  # the driver exposes the parameter, unset
