@@ -103,7 +103,7 @@ MEASURED_AT = {
     "docs/gpu-h200/results": "c781ffe",
     "docs/gpu-h100/results": "70579b6",
     "docs/gpu/h200-qwen2.5-72b-instruct-fp8/results": "3cd3c3e",
-    "docs/gpu/h100-gpt-oss-120b/results": "ed1b351",
+    "docs/gpu/h100-gpt-oss-120b/results": "c9dee04",
 }
 
 
@@ -379,9 +379,9 @@ def gpu_index() -> str:
         )
     lines += [
         "",
-        "GPT-OSS-120B (MXFP4 experts, 61 GiB of weights) was measured on the H100 with the reference, u_max",
-        "and physical-capacity searches natively and the reference start in the cgroup: the device time",
-        "left for it allowed no more (its u_min and the cgroup side's other searches are not measured).",
+        "GPT-OSS-120B (MXFP4 experts, 61 GiB of weights) was measured on the H100, where the issue first",
+        "saw its token count go wrong; `results-before-fill-fix/` in its folder keeps the run whose fill",
+        "test, sized by vLLM's worst-case blocks per request, reached only 57-89% (see the fill fix).",
         "",
         "Qwen2.5-72B runs with online fp8 (`quantization: fp8`): in bf16 its 135 GiB of weights fit",
         "neither card. It was measured on the H200, where 0.9 leaves 53 GiB of KV, not on the H100,",
