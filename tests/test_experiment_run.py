@@ -35,7 +35,8 @@ def matrix(tmp_path_factory) -> dict:
                 "repeats": 2,
                 "searches": ["reference"],
                 "conditions": {"page-cache": {"page_cache": "1g"}, "held": {"hold_memory": "1g"}},
-            }
+            },
+            sort_keys=False,  # the conditions' order is the experiment's order
         )
     )
     out = directory / "out"
