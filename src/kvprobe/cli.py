@@ -359,10 +359,14 @@ def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool) 
 
 
 def _sigterm_as_interrupt() -> None:
+    """SIGTERM and SIGINT both interrupt a run (trials ended, journal kept). SIGINT is set explicitly:
+    a process started as a shell's background job inherits it ignored, and would not stop on it."""
+
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @main.command()
