@@ -109,7 +109,7 @@ def measure(models_file: str, **kwargs) -> None:
 def shares_pool(environment) -> bool:
     """GPU memory that is host memory (unified, or HBM onlined as a NUMA node): the guard is pessimistic."""
     model = environment.memory_model
-    return model is not None and model.kind in ("unified", "coherent_numa")
+    return model is not None and model.gpu_memory_is_host_memory
 
 
 def wider_than_the_machine(models: list, environment) -> list[str]:

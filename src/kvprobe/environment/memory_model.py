@@ -47,9 +47,10 @@ class MemoryModel:
     gpu_nodes: list[int]  # NUMA nodes holding GPU memory (coherent_numa)
 
     @property
-    def shares_host_memory(self) -> bool:
-        """The KV cache is carved from memory the kernel also hands to processes."""
-        return self.kind in ("cpu", "unified")
+    def gpu_memory_is_host_memory(self) -> bool:
+        """GPU allocations come from memory the kernel also hands to processes (unified, or HBM
+        onlined as a NUMA node): the guard then watches the lower of MemAvailable and MemFree."""
+        return self.kind in ("unified", "coherent_numa")
 
 
 def read_node_meminfo(path: Path) -> dict[str, int]:
