@@ -377,14 +377,17 @@ def gpu_index() -> str:
         lines.append(
             f"| {doc.model} | {doc.device} | {doc.versions.vllm} | {MEASURED_AT[results]} | [`{link}/`]({link}/) |"
         )
+    qwen, oss = (next(d for d in load(r) if d.label == "native") for r in GPU_RESULTS[1:])
     lines += [
         "",
-        "GPT-OSS-120B (MXFP4 experts, 61 GiB of weights) was measured on the H100, where the issue first",
+        f"GPT-OSS-120B (MXFP4 experts, {gib(oss.memory_breakdown.weights_bytes)} GiB of weights by vLLM's log) was"
+        " measured on the H100, where the issue first",
         "saw its token count go wrong; `results-before-fill-fix/` in its folder keeps the run whose fill",
         "test, sized by vLLM's worst-case blocks per request, reached only 57-89% (see the fill fix).",
         "",
         "Qwen2.5-72B runs with online fp8 (`quantization: fp8`): in bf16 its 135 GiB of weights fit",
-        "neither card. It was measured on the H200, where 0.9 leaves 53 GiB of KV, not on the H100,",
+        f"neither card. It was measured on the H200, where 0.9 leaves {gib(qwen.reference.bytes)} GiB of KV,"
+        " not on the H100,",
         "where fp8 leaves under two 8192-token requests at 0.97 (issue 16) and so no real window.",
         "",
     ]
