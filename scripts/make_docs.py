@@ -98,6 +98,7 @@ def report_files(results: str | tuple[str, ...], title: str, date: str) -> dict[
     return render_report(build_report(load(results)), list(FORMATS), options)
 
 
+BEFORE_FILL_FIX = "docs/gpu/h100-gpt-oss-120b/results-before-fill-fix"
 # The commit whose code made each set of GPU results (the device runs a copy of the working tree).
 MEASURED_AT = {
     "docs/gpu-h200/results": "c781ffe",
@@ -378,14 +379,19 @@ def gpu_index() -> str:
             f"| {doc.model} | {doc.device} | {doc.versions.vllm} | {MEASURED_AT[results]} | [`{link}/`]({link}/) |"
         )
     qwen, oss = (next(d for d in load(r) if d.label == "native") for r in GPU_RESULTS[1:])
+    before = [t.worker.fill.peak_kv_usage for d in load(BEFORE_FILL_FIX) for t in d.trials if t.worker.fill]
+    bf16 = {m.name: m for m in load_models(ROOT / "models.yaml")}["qwen2.5-72b-instruct"]
+    bf16_weights = predict(bf16.name, bf16.hf_config(), bf16.kv_cache_dtype, bf16.dtype).weight_bytes
     lines += [
         "",
         f"GPT-OSS-120B (MXFP4 experts, {gib(oss.memory_breakdown.weights_bytes)} GiB of weights by vLLM's log) was"
         " measured on the H100, where the issue first",
         "saw its token count go wrong; `results-before-fill-fix/` in its folder keeps the run whose fill",
-        "test, sized by vLLM's worst-case blocks per request, reached only 57-89% (see the fill fix).",
+        "test, sized by vLLM's worst-case blocks per request, reached only "
+        f"{min(before):.0%}-{max(before):.0%} (see the fill fix).",
         "",
-        "Qwen2.5-72B runs with online fp8 (`quantization: fp8`): in bf16 its 135 GiB of weights fit",
+        f"Qwen2.5-72B runs with online fp8 (`quantization: fp8`): in bf16 its {gib(bf16_weights, 0)} GiB of weights"
+        " (predicted) fit",
         f"neither card. It was measured on the H200, where 0.9 leaves {gib(qwen.reference.bytes)} GiB of KV,"
         " not on the H100,",
         "where fp8 leaves under two 8192-token requests at 0.97 (issue 16) and so no real window.",
