@@ -248,6 +248,12 @@ class TrialRunner:
                     gpu_processes=self.nvml.processes(),
                     cgroup_file_bytes=cgroup_file_bytes(),
                 )
+                # The sample in whose loop the mark was read was taken before the engine wrote it
+                # (startup's transient memory still held): the ready sample is taken beside the
+                # engine's own measurement instead, so the attribution compares one moment.
+                at_ready = self.sampler.sample()
+                samples.append(at_ready)
+                phases["ready"] = at_ready.t
             verdict = None
             if process.poll() is not None:
                 reap_zombies()
