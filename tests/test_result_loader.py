@@ -111,7 +111,7 @@ def test_parse_result_upgrades_a_version_1_document_in_memory():
     v1 = json.loads(next(COMMITTED["cpu"].glob("*/*.json")).read_text())
     assert v1["schema_version"] == 1
     upgraded = parse_result(v1)
-    assert isinstance(upgraded, ResultDocument) and upgraded.schema_version == SCHEMA_VERSION == 3
+    assert isinstance(upgraded, ResultDocument) and upgraded.schema_version == SCHEMA_VERSION == 4
     assert upgraded.condition == upgraded.label
     assert upgraded.reference.bytes == v1["reference"]["bytes"]
 

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from kvprobe.cluster.ray_cluster import ClusterError, RayCluster
 from kvprobe.config import ConfigError, load_models, parse_utilization_range
 from kvprobe.engines import get_engine
 from kvprobe.engines.vllm_args import EngineNotInstalled
@@ -25,7 +26,7 @@ from kvprobe.measure.perturb import SCRATCH, PerturbedExecutor, with_condition
 from kvprobe.measure.scheduler import Scheduler
 from kvprobe.output.progress import TrialProgress, print_summary
 from kvprobe.results.loader import ResultFileError, load_result
-from kvprobe.results.schema import Condition, ContainerLimits, ContainerRun, ExperimentRef
+from kvprobe.results.schema import Condition, ContainerLimits, ContainerRun, Environment, ExperimentRef
 from kvprobe.results.store import BadManifest, DirectoryInUse, ResultStore, RunLock
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.runner import TrialLimits, TrialRunner
@@ -61,6 +62,8 @@ MEASURE_HELP = {
     "guard": "Kill a trial when free memory falls below SIZE (default: max(2 GiB, 3%) host, 3% cgroup).",
     "resume": "Continue the last unfinished run in --out, skipping finished work.",
     "prestart": "Start the next trial's worker (its imports) during a trial; auto: on discrete GPUs only.",
+    "ray": "An existing Ray cluster (host:port) for models with distributed_executor_backend: ray; a kvprobe "
+    "agent on every node samples, guards and tears down there.",
 }
 
 
@@ -101,6 +104,7 @@ def _measure_options(func):
 @main.command()
 @click.argument("models_file", type=click.Path(dir_okay=False))
 @_measure_options
+@click.option("--ray-address", metavar="ADDRESS", help=MEASURE_HELP["ray"])
 def measure(models_file: str, **kwargs) -> None:
     """Find u_max, u_min, KV at the reference utilization and the physical KV capacity."""
     sys.exit(run_measure(models_file, **kwargs))
@@ -113,13 +117,34 @@ def shares_pool(environment) -> bool:
 
 
 def wider_than_the_machine(models: list, environment) -> list[str]:
-    """Models split across more GPUs than NVML sees (none on the CPU backend, where ranks are processes)."""
-    gpus = len(environment.gpu.devices) if environment.gpu.available else 0
+    """Models split across more GPUs than NVML sees (none on the CPU backend, where ranks are
+    processes); on a Ray cluster, than the cluster's GPUs."""
+    if environment.cluster is not None:
+        gpus = int(sum(node.gpus or 0 for node in environment.cluster.nodes))
+        where = "the Ray cluster has"
+    else:
+        gpus = len(environment.gpu.devices) if environment.gpu.available else 0
+        where = "this machine has"
+    pipeline = " (x extra_engine_args.pipeline_parallel_size)"
     return [
-        f"model '{m.name}': field 'tensor_parallel_size': {m.tensor_parallel_size} GPUs, but this machine has {gpus}"
+        f"model '{m.name}': field 'tensor_parallel_size'{pipeline if m.ranks > m.tensor_parallel_size else ''}: "
+        f"{m.ranks} GPUs, but {where} {gpus}"
         for m in models
-        if gpus and m.tensor_parallel_size > gpus
+        if gpus and m.ranks > gpus
     ]
+
+
+def ray_problems(models_file: str, models: list, ray_address: str | None) -> list[str]:
+    """Ray models need a cluster to run on, and a cluster needs a Ray model."""
+    field = "field 'extra_engine_args.distributed_executor_backend'"
+    problems = [
+        f"{models_file}: model '{m.name}': {field}: ray needs --ray-address (an existing Ray cluster)"
+        for m in models
+        if m.uses_ray and not ray_address
+    ]
+    if ray_address and not any(m.uses_ray for m in models):
+        problems.append(f"--ray-address: no model measured from {models_file} sets {field} to ray")
+    return problems
 
 
 def _measure_input(
@@ -182,6 +207,7 @@ def run_measure(
     condition_json: str | None = None,
     experiment_json: str | None = None,
     only_repeat: int | None = None,
+    ray_address: str | None = None,
 ) -> int:
     console = Console(stderr=False)
     condition, experiment = _experiment_cell(condition_json, experiment_json)
@@ -189,10 +215,7 @@ def run_measure(
         models_file, only, utilization_range, searches, drop_caches or condition.drop_caches, guard_floor, condition
     )
 
-    environment = collect(None if label == "auto" else label)
-    wider = wider_than_the_machine(models, environment)
-    if wider:
-        raise BadInput("\n".join(f"{models_file}: {problem}" for problem in wider))
+    environment, cluster = _where_to_measure(models_file, models, label, ray_address, not no_guard, floor)
     if label == "auto":
         label = "container" if environment.container.detected else "native"
         environment.label = label
@@ -244,6 +267,7 @@ def run_measure(
         "prestart": prestart,
         "fill_target": fill_target,
         "throughput": throughput,
+        **({"ray_address": ray_address} if ray_address else {}),
     }
     lock = RunLock(Path(out_dir))
     try:
@@ -279,9 +303,9 @@ def run_measure(
         TrialLimits(timeout_s=trial_timeout, guard=guard),
         on_sample=progress.on_sample,
         prestart=options.prestart == "on",
+        cluster=cluster,
     )
-    for leader in runner.stale_groups_ended:
-        console.print(f"[yellow]warning:[/] ended trial group {leader} left running by a killed earlier run")
+    _warn_of_leftovers(console, runner)
     perturbed = PerturbedExecutor(runner, condition, Path(out_dir) / SCRATCH)
     executor = JournaledExecutor(journal, PreparedExecutor(perturbed, nvml=runner.nvml, **around_each_start), progress)
     _sigterm_as_interrupt()
@@ -298,10 +322,43 @@ def run_measure(
     finally:
         runner.close()
         perturbed.close()
+        if cluster is not None:
+            cluster.close()
     scheduler.finish()
     lock.release()  # `kvprobe container --both` measures inside the container next, in this directory
     print_summary(console, documents)
     return EXIT_OK if all(d.status == "complete" for d in documents) else EXIT_FAILED
+
+
+def _warn_of_leftovers(console: Console, runner: TrialRunner) -> None:
+    for leader in runner.stale_groups_ended:
+        console.print(f"[yellow]warning:[/] ended trial group {leader} left running by a killed earlier run")
+    for node, ended in runner.stale_on_nodes.items():
+        console.print(f"[yellow]warning:[/] ended {ended} processes a killed earlier run left on node {escape(node)}")
+
+
+def _where_to_measure(
+    models_file: str, models: list, label: str, ray_address: str | None, guard: bool, floor: int | None
+) -> tuple[Environment, RayCluster | None]:
+    """This machine's environment block, and the Ray cluster's agents where --ray-address names one
+    (the block then records the cluster); BadInput if the models do not fit where they would run."""
+    environment = collect(None if label == "auto" else label)
+    problems = ray_problems(models_file, models, ray_address)
+    if problems:
+        raise BadInput("\n".join(problems))
+    cluster = None
+    if ray_address:
+        try:
+            cluster = RayCluster(ray_address, guard, floor)
+        except ClusterError as exc:
+            raise BadInput(str(exc)) from None
+        environment.cluster = cluster.record
+    wider = wider_than_the_machine(models, environment)
+    if wider:
+        if cluster is not None:
+            cluster.close()
+        raise BadInput("\n".join(f"{models_file}: {problem}" for problem in wider))
+    return environment, cluster
 
 
 def _experiment_cell(condition_json: str | None, experiment_json: str | None) -> tuple[Condition, ExperimentRef | None]:

@@ -171,6 +171,16 @@ class ModelSettings(BaseModel):
         return load_format
 
     @property
+    def uses_ray(self) -> bool:
+        """Its ranks are placed by Ray (possibly across nodes): measured on a cluster (--ray-address)."""
+        return self.extra_engine_args.get("distributed_executor_backend") == "ray"
+
+    @property
+    def ranks(self) -> int:
+        """Engine ranks: tensor x pipeline parallel size."""
+        return self.tensor_parallel_size * int(self.extra_engine_args.get("pipeline_parallel_size", 1))
+
+    @property
     def architecture_digest(self) -> str:
         """SHA-256 of config.json: the architecture, independent of where the directory is mounted."""
         return hashlib.sha256((Path(self.model) / "config.json").read_bytes()).hexdigest()

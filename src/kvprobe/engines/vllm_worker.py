@@ -131,6 +131,21 @@ def wait_for_spec(spec_path: Path) -> dict:
     return json.loads(spec_path.read_text())
 
 
+def join_ray_cluster(cluster: dict | None) -> None:
+    """Connect to the probe's Ray cluster (if the spec names one) with the trial's tag in every
+    worker's environment: vLLM passes the driver's runtime_env on to the workers it places, so each
+    node's kvprobe agent can find (and end) this trial's processes there."""
+    if not cluster:
+        return
+    import ray
+
+    from kvprobe.cluster.agent import TRIAL_TAG
+
+    address, tag = cluster["address"], cluster["tag"]
+    os.environ["RAY_ADDRESS"] = address  # the engine core process (a child) joins the same cluster
+    ray.init(address=address, runtime_env={"env_vars": {TRIAL_TAG: tag}})
+
+
 def main(spec_path: str, result_path: str | None) -> int:
     """Run one trial. Without `result_path` the worker was started ahead of its trial: it imports,
     then waits for SPEC_PATH to appear, and the spec names the result path."""
@@ -147,6 +162,7 @@ def main(spec_path: str, result_path: str | None) -> int:
         spec = wait_for_spec(Path(spec_path))
         result_path = spec["result_path"]
     peak = {"kv_usage": 0.0, "running": 0}
+    join_ray_cluster(spec.get("ray"))
     engine_args = EngineArgs(**spec["engine_args"], disable_log_stats=False)
     mark("engine_start")
     t_start = time.perf_counter()
@@ -205,12 +221,7 @@ def main(spec_path: str, result_path: str | None) -> int:
         mark("throughput")
 
     result["cuda"] = _cuda_view()
-    try:
-        import torch
-
-        result["versions"].update(torch=torch.__version__, cuda_runtime=torch.version.cuda)
-    except ImportError:
-        pass
+    result["versions"].update(_torch_versions())
     tmp = Path(result_path + ".tmp")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, result_path)
@@ -218,6 +229,14 @@ def main(spec_path: str, result_path: str | None) -> int:
     sys.stdout.flush()
     # The parent tears down the whole process group; a clean shutdown here only costs time.
     os._exit(0)
+
+
+def _torch_versions() -> dict:
+    try:
+        import torch
+    except ImportError:
+        return {}
+    return {"torch": torch.__version__, "cuda_runtime": torch.version.cuda}
 
 
 def _cuda_view() -> dict | None:

@@ -201,6 +201,12 @@ def read_cgroup_memory(
     )
 
 
+def cgroup_file_bytes() -> int | None:
+    """Page cache charged to our cgroup (memory.stat `file`), None outside a memory cgroup."""
+    memory = read_cgroup_memory()
+    return memory.stat.get("file") if memory.limit_bytes is not None else None
+
+
 def _summarise_stat(stat: dict[str, int], v2: bool) -> dict[str, int]:
     """anon / file / shmem / kernel in bytes, named the same for both layouts."""
     if v2:

@@ -6,9 +6,14 @@ from kvprobe.results.schema import (
     Attribution,
     AttributionParts,
     BudgetViews,
+    ClusterNode,
     EngineAtReady,
     Environment,
     MemorySample,
+    NodeAttribution,
+    NodeParts,
+    NodeTrial,
+    TrialBaseline,
     TrialRecord,
 )
 from kvprobe.vocabulary import Pool
@@ -26,9 +31,9 @@ def _first_device(sample: MemorySample) -> float | None:
     return sample.gpu_used_devices[0] if sample.gpu_used_devices else sample.gpu_used
 
 
-def _engine_gpu_bytes(trial: TrialRecord) -> float | None:
+def _engine_gpu_bytes(at_ready: EngineAtReady | None) -> float | None:
     """NVML's per-process use of GPU 0 by the engine's processes at ready (per GPU, like the pool)."""
-    at_ready = trial.memory.engine_at_ready or EngineAtReady()
+    at_ready = at_ready or EngineAtReady()
     used = [p.used_bytes for p in at_ready.gpu_processes if p.pid in at_ready.pids and p.used_bytes and p.index == 0]
     return float(sum(used)) if used else None
 
@@ -38,11 +43,11 @@ def engine_measured(trial: TrialRecord, pool: Pool) -> float | None:
     its private (anonymous and shared-memory) pages by PSS, since its libraries' file pages are page
     cache, plus NVML's per-process use where GPU memory is host memory (unified machines)."""
     if pool == "gpu":
-        return _engine_gpu_bytes(trial)
+        return _engine_gpu_bytes(trial.memory.engine_at_ready)
     at_ready = trial.memory.engine_at_ready
     if at_ready is None or not at_ready.private_bytes:
         return None
-    return float(at_ready.private_bytes) + (_engine_gpu_bytes(trial) or 0.0)
+    return float(at_ready.private_bytes) + (_engine_gpu_bytes(at_ready) or 0.0)
 
 
 def memory_views(sample: MemorySample) -> dict[str, float]:
@@ -78,6 +83,41 @@ def budget_views(trial: TrialRecord) -> BudgetViews | None:
     )
 
 
+def _pool_accounts(
+    pool: Pool,
+    total: float,
+    baseline: TrialBaseline,
+    ready: MemorySample,
+    at_ready: EngineAtReady | None,
+    engine_gpu: float | None,
+) -> dict[str, float]:
+    """The accounts of one pool besides the engine's own: other_processes, page_cache, cgroup_cut,
+    kernel_unaccounted and free_at_ready (see attribute)."""
+    limit = baseline.cgroup_limit
+    names = ("other_processes", "page_cache", "cgroup_cut", "kernel_unaccounted", "free_at_ready")
+    accounts = dict.fromkeys(names, 0.0)
+    if pool == "gpu":  # per GPU: with tensor parallelism every rank holds its share, device 0 stands for all
+        accounts["other_processes"] = float(_first_device(baseline) or 0)
+        used_at_ready = _first_device(ready)
+        accounts["free_at_ready"] = total - float(used_at_ready) if used_at_ready is not None else 0.0
+    elif limit is not None and limit < total:
+        accounts["cgroup_cut"] = total - limit
+        # charged to the cgroup once the engine ran
+        accounts["page_cache"] = float((at_ready or EngineAtReady()).cgroup_file_bytes or 0)
+        usage, file = float(baseline.cgroup_usage or 0), float(baseline.cgroup_file_bytes or 0)
+        accounts["other_processes"] = max(0.0, usage - file)
+        accounts["free_at_ready"] = float(ready.cgroup_headroom or 0.0)
+    else:  # MemAvailable omits the kernel's unlisted pages; they are counted apart, as they change during a trial
+        unaccounted_before = float(baseline.host_unaccounted or 0)
+        # On unified memory the driver's pages behind CUDA allocations are unlisted too, and NVML
+        # already counts them in the engine (not verified on GB10/GH200 hardware yet).
+        accounts["kernel_unaccounted"] = float(ready.host_unaccounted or 0) - (engine_gpu or 0.0)
+        available = float(baseline.host_available or total)
+        accounts["other_processes"] = max(0.0, total - available - unaccounted_before)
+        accounts["free_at_ready"] = float(ready.host_available or 0.0)
+    return accounts
+
+
 def attribute(trial: TrialRecord, environment: Environment) -> Attribution | None:
     """Split the memory pool at the u_max start into parts, each measured or reported on its own.
 
@@ -98,7 +138,7 @@ def attribute(trial: TrialRecord, environment: Environment) -> Attribution | Non
     baseline = trial.baseline
     phases = trial.memory.phases
     ready = phases.get("ready") or phases.get("kv_allocated") or MemorySample()
-    limit = baseline.cgroup_limit
+    at_ready = trial.memory.engine_at_ready
 
     weights = float(report.weights_bytes or 0.0)
     activation = float(report.activation_peak_bytes or 0.0)
@@ -111,37 +151,15 @@ def attribute(trial: TrialRecord, environment: Environment) -> Attribution | Non
     measured = engine_measured(trial, pool)
     beyond = measured - requested if measured is not None else 0.0
 
-    cgroup_cut = page_cache = kernel_unaccounted = 0.0
-    if pool == "gpu":  # per GPU: with tensor parallelism every rank holds its share, device 0 stands for all
-        other_processes = float(_first_device(baseline) or 0)
-        used_at_ready = _first_device(ready)
-        free_at_ready = total - float(used_at_ready) if used_at_ready is not None else 0.0
-    elif limit is not None and limit < total:
-        cgroup_cut = total - limit
-        at_ready = trial.memory.engine_at_ready or EngineAtReady()
-        page_cache = float(at_ready.cgroup_file_bytes or 0)  # charged to the cgroup once the engine ran
-        other_processes = max(0.0, float(baseline.cgroup_usage or 0) - float(baseline.cgroup_file_bytes or 0))
-        free_at_ready = float(ready.cgroup_headroom or 0.0)
-    else:  # MemAvailable omits the kernel's unlisted pages; they are counted apart, as they change during a trial
-        unaccounted_before = float(baseline.host_unaccounted or 0)
-        # On unified memory the driver's pages behind CUDA allocations are unlisted too, and NVML
-        # already counts them in the engine (not verified on GB10/GH200 hardware yet).
-        kernel_unaccounted = float(ready.host_unaccounted or 0) - (_engine_gpu_bytes(trial) or 0.0)
-        other_processes = max(0.0, total - float(baseline.host_available or total) - unaccounted_before)
-        free_at_ready = float(ready.host_available or 0.0)
+    measured_by_kvprobe = {
+        "engine_beyond_request": beyond,
+        **_pool_accounts(pool, total, baseline, ready, at_ready, _engine_gpu_bytes(at_ready)),
+    }
     from_engine_log = {
         "weights": weights,
         "activation_peak": activation,
         "non_torch": non_torch,
         "other_engine": other_engine,
-    }
-    measured_by_kvprobe = {
-        "engine_beyond_request": beyond,
-        "other_processes": other_processes,
-        "page_cache": page_cache,
-        "cgroup_cut": cgroup_cut,
-        "kernel_unaccounted": kernel_unaccounted,
-        "free_at_ready": free_at_ready,
     }
     parts = AttributionParts(kv_cache=float(kv), **from_engine_log, **measured_by_kvprobe)
     explained = sum(parts.model_dump().values())
@@ -156,3 +174,40 @@ def attribute(trial: TrialRecord, environment: Environment) -> Attribution | Non
         unexplained_bytes=total - explained,
         unexplained_fraction=(total - explained) / total if total else None,
     )
+
+
+def attribute_node(node: NodeTrial, facts: ClusterNode) -> NodeAttribution | None:
+    """One Ray node's pool at ready, from what its agent measured there. The engine's log splits
+    its request for the whole engine, not per node, so here the engine is one measured part."""
+    ready = node.memory.phases.get("ready")
+    at_ready = node.engine_at_ready
+    if ready is None or at_ready is None:
+        return None
+    engine_gpu = _engine_gpu_bytes(at_ready) or 0.0
+    total, pool = _physical_total(facts.environment)
+    host = pool == "host"
+    parts = NodeParts(
+        engine=engine_gpu + (float(at_ready.private_bytes or 0) if host else 0.0),
+        other_nodes_same_host=node.same_host_other_nodes_bytes if host else 0.0,
+        **_pool_accounts(pool, total, node.baseline, ready, at_ready, engine_gpu or None),
+    )
+    explained = sum(parts.model_dump().values())
+    return NodeAttribution(
+        node_id=node.node_id,
+        hostname=node.hostname,
+        pool=pool,
+        total_bytes=total,
+        process_titles=node.process_titles,
+        parts=parts,
+        unexplained_bytes=total - explained,
+        unexplained_fraction=(total - explained) / total if total else None,
+    )
+
+
+def attribute_nodes(trial: TrialRecord, environment: Environment) -> list[NodeAttribution]:
+    """Every node's attribution at this trial (multi-node runs; empty on one machine)."""
+    if environment.cluster is None:
+        return []
+    facts = {node.node_id: node for node in environment.cluster.nodes}
+    found = (attribute_node(node, facts[node.node_id]) for node in trial.nodes if node.node_id in facts)
+    return [attribution for attribution in found if attribution is not None]

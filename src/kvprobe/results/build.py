@@ -9,7 +9,7 @@ from kvprobe.environment.facts import probe_rss
 from kvprobe.measure.model import ModelFindings
 from kvprobe.measure.options import MeasureOptions
 from kvprobe.predict import predict
-from kvprobe.results.attribution import attribute
+from kvprobe.results.attribution import attribute, attribute_nodes
 from kvprobe.results.schema import (
     CudaView,
     Environment,
@@ -153,6 +153,7 @@ def build_document(
         memory_breakdown=at_u_max.memory_report if at_u_max else None,
         memory_phases=at_u_max.memory if at_u_max else None,
         attribution=attribute(at_u_max, environment) if at_u_max else None,
+        node_attribution=attribute_nodes(at_u_max, environment) if at_u_max else [],
         prediction=kv_prediction(settings, next((t.block_size for t in trials if t.block_size), None)),
         throughput=_throughput(found.throughput),
         cuda_view=cuda_view,

@@ -72,8 +72,13 @@ def _upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "condition": data.get("label"), "schema_version": 3}
 
 
+def _upgrade_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 measured one machine: no cluster, no per-node trials or attribution (their defaults)."""
+    return {**data, "schema_version": 4}
+
+
 # version -> the step that turns a document of that version into the next one
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1, 2: _upgrade_v2}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1, 2: _upgrade_v2, 3: _upgrade_v3}
 
 
 def _describe(error: dict) -> str:

@@ -18,7 +18,7 @@ from kvprobe.environment.memory_model import MemoryModel, NumaNode
 from kvprobe.units import Bytes
 from kvprobe.vocabulary import Label, Outcome, Pool, SearchName, Status, Strategy
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Record(BaseModel):
@@ -187,6 +187,25 @@ class Perturbation(Record):
     cgroup_limit_bytes: int | None = Field(None, description="The limit of the cgroup the run was placed in.")
 
 
+class NodeTrial(Record):
+    """One Ray node during one trial, as the kvprobe agent on that node saw it."""
+
+    node_id: str
+    hostname: str
+    baseline: TrialBaseline
+    memory: TrialMemory = Field(description="That node's samples; its `ready` phase is taken with the processes.")
+    engine_at_ready: EngineAtReady | None = Field(None, description="The trial's processes on this node at ready.")
+    same_host_other_nodes_bytes: float = Field(
+        0.0, description="The trial's processes of other Ray nodes on this host at ready (nodes sharing a machine)."
+    )
+    process_titles: list[str] = Field(
+        default_factory=list, description="The trial's processes here, by title (Ray workers: one actor per rank)."
+    )
+    guard_breach: str | None = Field(None, description="Why the agent ended the trial's processes here, if it did.")
+    leftovers_ended: int = Field(0, description="Trial processes still alive after the driver ended, ended here.")
+    baseline_restored: bool = False
+
+
 class TrialRecord(Record):
     """One engine start: what was asked, how it ended, and what memory did meanwhile."""
 
@@ -219,6 +238,7 @@ class TrialRecord(Record):
     log_tail: list[str] = Field(default_factory=list)
     log_path: str | None = None
     perturbation: Perturbation | None = Field(None, description="What the condition did around this start.")
+    nodes: list[NodeTrial] = Field(default_factory=list, description="Per Ray node (multi-node runs only).")
 
     @property
     def is_utilization_start(self) -> bool:
@@ -316,6 +336,29 @@ class Environment(Record):
     warnings: list[str] = Field(default_factory=list)
     condition: Condition | None = Field(None, description="What was done around each start; None: nothing.")
     simulated_from: str | None = Field(None, description="A recorded machine read instead of this one (tests).")
+    cluster: ClusterRecord | None = Field(None, description="The Ray cluster a multi-node run measured on.")
+
+
+class ClusterNode(Record):
+    """One alive node of the Ray cluster: Ray's view, and the environment block its agent collected."""
+
+    node_id: str
+    address: str
+    cpus: float | None = Field(None, description="Ray's CPU resource on the node.")
+    gpus: float | None = Field(None, description="Ray's GPU resource on the node.")
+    probe_node: bool = Field(False, description="kvprobe (and so the engine's driver) runs on this node.")
+    environment: Environment
+
+
+class ClusterRecord(Record):
+    """The Ray cluster of a multi-node run (--ray-address)."""
+
+    address: str
+    ray_version: str
+    nodes: list[ClusterNode]
+
+
+Environment.model_rebuild()  # its `cluster` holds nodes that each hold an Environment
 
 
 # --- the document ---------------------------------------------------------------------------------
@@ -440,6 +483,31 @@ class Attribution(Record):
     unexplained_fraction: float | None
 
 
+class NodeParts(Record):
+    """One node's pool split into parts, each measured on that node by its agent."""
+
+    engine: float = Field(0.0, description="The trial's processes on this node: private pages by PSS (+ NVML).")
+    other_processes: float = 0.0
+    other_nodes_same_host: float = 0.0
+    page_cache: float = 0.0
+    cgroup_cut: float = 0.0
+    kernel_unaccounted: float = 0.0
+    free_at_ready: float = 0.0
+
+
+class NodeAttribution(Record):
+    """Where one node's memory went at the u_max start."""
+
+    node_id: str
+    hostname: str
+    pool: Pool
+    total_bytes: float
+    process_titles: list[str]
+    parts: NodeParts
+    unexplained_bytes: float
+    unexplained_fraction: float | None
+
+
 class KvPrediction(Record):
     """What config.json implies (kvprobe.predict), beside what the engine measured."""
 
@@ -452,7 +520,7 @@ class KvPrediction(Record):
 class ResultDocument(Record):
     """One model, one repeat, one run: the searches' results and every trial behind them."""
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: Literal[4] = SCHEMA_VERSION
     run_id: str
     repeat: int
     label: Label
@@ -478,6 +546,9 @@ class ResultDocument(Record):
     memory_breakdown: EngineMemoryReport | None = None
     memory_phases: TrialMemory | None = None
     attribution: Attribution | None = Field(None, description="Where the memory went at u_max.")
+    node_attribution: list[NodeAttribution] = Field(
+        default_factory=list, description="Per Ray node at u_max (multi-node runs only)."
+    )
     prediction: KvPrediction | None = Field(None, description="What config.json implies (kvprobe.predict).")
     throughput: ThroughputResult | None = None
     cuda_view: CudaView | None = Field(None, description="CUDA's view, from the first trial that took it.")

@@ -7,6 +7,7 @@ import ctypes
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kvprobe.environment.memory import read_kernel_fields
@@ -62,13 +63,12 @@ def _smaps_rollup(pid: int) -> dict[str, int]:
         return {}
 
 
-def resident_memory(leader: int) -> dict:
-    """The group's memory by proportional set size (shared pages split fairly), summed over its members.
+def processes_memory(pids: list[int]) -> dict:
+    """These processes' memory by proportional set size (shared pages split fairly), summed.
 
     `private_bytes` counts anonymous and shared-memory pages, what the engine itself holds;
     file-backed pages (its libraries) are page cache, which host and cgroup account apart.
     """
-    pids = members(leader)
     totals = {"pss_bytes": 0, "private_bytes": 0, "file_bytes": 0}
     for pid in pids:
         rollup = _smaps_rollup(pid)
@@ -78,26 +78,50 @@ def resident_memory(leader: int) -> dict:
     return {**totals, "processes": len(pids), "pids": pids}
 
 
-def terminate(leader: int, grace_s: float = 5.0, poll_s: float = 0.1) -> float:
-    """SIGTERM the whole group, then SIGKILL what remains; return seconds until none is left."""
+def resident_memory(leader: int) -> dict:
+    """The trial group's memory (see processes_memory)."""
+    return processes_memory(members(leader))
+
+
+def end_processes(
+    find: Callable[[], list[int]],
+    grace_s: float = 5.0,
+    poll_s: float = 0.1,
+    signal_group: Callable[[int], None] | None = None,
+) -> float:
+    """SIGTERM what `find` names, then SIGKILL what remains; return seconds until it names none.
+    `signal_group` also gets each signal (a process group, which catches members born meanwhile)."""
     started = time.monotonic()
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30.0)):
-        pids = members(leader)
+        pids = find()
         if not pids:
             break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(leader, sig)
-        for pid in pids:  # a member that changed its group is still in the session
+        if signal_group is not None:
+            signal_group(sig)
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             reap_zombies()
-            if not members(leader):
+            if not find():
                 break
             time.sleep(poll_s)
     reap_zombies()
-    left = members(leader)
+    left = find()
     if left:
-        raise RuntimeError(f"processes {left} of trial group {leader} survived SIGKILL")
+        raise RuntimeError(f"processes {left} survived SIGKILL")
     return time.monotonic() - started
+
+
+def terminate(leader: int, grace_s: float = 5.0, poll_s: float = 0.1) -> float:
+    """End the whole trial group (a member that changed its group is still in the session)."""
+
+    def signal_group(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader, sig)
+
+    try:
+        return end_processes(lambda: members(leader), grace_s, poll_s, signal_group)
+    except RuntimeError:
+        raise RuntimeError(f"processes {members(leader)} of trial group {leader} survived SIGKILL") from None

@@ -9,11 +9,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from kvprobe.cluster.agent import TRIAL_TAG
 from kvprobe.engines.vllm import VllmEngine
 from kvprobe.engines.vllm_worker import PHASE_MARK
 from kvprobe.environment.gpu import Nvml
-from kvprobe.environment.memory import read_cgroup_memory
+from kvprobe.environment.memory import cgroup_file_bytes
 from kvprobe.results.schema import EngineAtReady, MemorySample, TrialBaseline, TrialRecord, WorkerResult
 from kvprobe.trial.executor import TrialRequest
 from kvprobe.trial.monitor import GuardPolicy, MemorySampler, summarise
@@ -21,15 +23,12 @@ from kvprobe.trial.process_group import become_subreaper, members, reap_zombies,
 from kvprobe.units import MIB
 from kvprobe.vocabulary import Outcome
 
+if TYPE_CHECKING:
+    from kvprobe.cluster.ray_cluster import RayCluster
+
 LOG_TAIL_LINES = 40
 RUNNING_MARKER = "running-trial.json"  # present while a trial runs; left behind only if the probe was killed
 WAITING_MARKER = "waiting-worker.json"  # present while a prestarted worker waits for its trial
-
-
-def cgroup_file_bytes() -> int | None:
-    """Page cache charged to our cgroup (memory.stat `file`), None outside a memory cgroup."""
-    memory = read_cgroup_memory()
-    return memory.stat.get("file") if memory.limit_bytes is not None else None
 
 
 def _is_engine(pid: int) -> bool:
@@ -86,20 +85,26 @@ class TrialRunner:
         limits: TrialLimits,
         on_sample: Callable[[MemorySample], None] | None = None,
         prestart: bool = False,
+        cluster: RayCluster | None = None,
     ):
+        """`cluster`: the engine spans Ray nodes; their agents sample, guard and tear down there too
+        (prestart is then off: a waiting worker's environment could not carry its trial's tag)."""
         self.engine = engine
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.limits = limits
         self.on_sample = on_sample
-        self.prestart = prestart
+        self.cluster = cluster
+        self.prestart = prestart and cluster is None
         self.waiting: WaitingWorker | None = None
         self._prestarted = 0
         self.nvml = Nvml()
         self.sampler = MemorySampler(self.nvml)
         become_subreaper()
         self.stale_groups_ended = end_stale_groups(self.workdir.parent)
-        if self.stale_groups_ended:
+        # what a killed earlier run of this id left on any node (its driver group just ended above)
+        self.stale_on_nodes = cluster.sweep(self.workdir.name) if cluster else {}
+        if self.stale_groups_ended or self.stale_on_nodes:
             self._wait_until_memory_is_steady()
 
     def close(self) -> None:
@@ -107,9 +112,10 @@ class TrialRunner:
         self._end_waiting()
         self.nvml.__exit__()
 
-    def _spawn(self, command: list[str], log_path: Path) -> subprocess.Popen:
-        """A worker in its own session and process group, its output in `log_path`."""
-        env = {**os.environ, **self.engine.worker_environment()}
+    def _spawn(self, command: list[str], log_path: Path, tag: str | None = None) -> subprocess.Popen:
+        """A worker in its own session and process group, its output in `log_path`; `tag` names its
+        trial in its environment (cluster.agent finds the trial's processes by it)."""
+        env = {**os.environ, **self.engine.worker_environment(), **({TRIAL_TAG: tag} if tag else {})}
         with open(log_path, "wb") as log:
             return subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
@@ -142,7 +148,8 @@ class TrialRunner:
         spec_path.write_text(json.dumps(spec, indent=1))
         waiting, self.waiting = self.waiting, None
         if waiting is None:
-            return self._spawn(self.engine.worker_command(str(spec_path), str(result_path)), log_path), False
+            command = self.engine.worker_command(str(spec_path), str(result_path))
+            return self._spawn(command, log_path, spec.get("ray", {}).get("tag")), False
         os.replace(waiting.log_path, log_path)  # the worker keeps writing; the log now bears its trial's name
         ready = waiting.spec_path.with_name(waiting.spec_path.name + ".tmp")
         ready.write_text(json.dumps({**spec, "result_path": str(result_path)}))
@@ -163,6 +170,10 @@ class TrialRunner:
                 "throughput": request.throughput,
             },
         }
+        if self.cluster is not None:
+            tag = f"{self.workdir.name}/{request.number}"  # RUN_ID/NUMBER: a resumed run sweeps its RUN_ID
+            spec["ray"] = {"address": self.cluster.address, "tag": tag}
+            self.cluster.begin(tag)
         baseline = self.sampler.sample()
         baseline_file = cgroup_file_bytes()
         started_at = time.time()
@@ -178,6 +189,8 @@ class TrialRunner:
             process.wait()
             marker.unlink(missing_ok=True)
             self._end_waiting()
+            if self.cluster is not None:
+                self.cluster.end(self.limits.settle_timeout_s, self.limits.host_baseline_tolerance)
             raise
         wall_s = time.time() - started_at
         teardown_started = time.monotonic()
@@ -185,6 +198,10 @@ class TrialRunner:
         process.wait()
         marker.unlink(missing_ok=True)
         restored = self._settle(baseline)
+        nodes = []
+        if self.cluster is not None:  # the driver is gone: each node ends what is left there and settles
+            nodes = self.cluster.end(self.limits.settle_timeout_s, self.limits.host_baseline_tolerance)
+            restored = restored and all(node.baseline_restored for node in nodes)
         teardown_s = time.monotonic() - teardown_started
 
         log_text = log_path.read_text(errors="replace")
@@ -210,6 +227,7 @@ class TrialRunner:
             baseline=TrialBaseline(**baseline.model_dump(), cgroup_file_bytes=baseline_file),
             log_tail=log_text.splitlines()[-LOG_TAIL_LINES:],
             log_path=str(log_path),
+            nodes=nodes,
         )
         done = memory.phases.get("done")
         if done is not None and worker.cuda is not None:  # CUDA's view is taken last, so that its context
@@ -254,11 +272,13 @@ class TrialRunner:
                 at_ready = self.sampler.sample()
                 samples.append(at_ready)
                 phases["ready"] = at_ready.t
+                if self.cluster is not None:
+                    self.cluster.ready()
             verdict = None
             if process.poll() is not None:
                 reap_zombies()
                 return None, samples, phases, engine_memory
-            breach = self.limits.guard.breach(sample)
+            breach = self.limits.guard.breach(sample) or (self.cluster.breach() if self.cluster else None)
             if breach:
                 verdict = ("guard", breach)
             elif time.monotonic() > deadline:
