@@ -82,6 +82,10 @@ class Classification:
     reason: str
 
 
+WRAPPED = "See root cause above"
+EXCEPTION_LINE = re.compile(r"\b[A-Za-z_][\w.]*(?:Error|Exception): \S")
+
+
 class VllmEngine:
     """Everything kvprobe knows about vLLM, outside the worker process."""
 
@@ -137,9 +141,12 @@ class VllmEngine:
                     break
             if match:
                 return Classification(outcome, _shorten(match))
-        last = next((line for line in reversed(log_text.splitlines()) if "Error" in line), None)
+        lines = log_text.splitlines()
+        # vLLM re-raises a failed engine core as "... See root cause above.": the cause is the line to show
+        causes = (line for line in reversed(lines) if EXCEPTION_LINE.search(line) and WRAPPED not in line)
+        last = next(causes, None) or next((line for line in reversed(lines) if "Error" in line), None)
         if last is None:
-            last = next((line for line in reversed(log_text.splitlines()) if line.strip()), "no output")
+            last = next((line for line in reversed(lines) if line.strip()), "no output")
         return Classification("error", _shorten(last))
 
     def logged_peak_kv_usage(self, log_text: str) -> float | None:
