@@ -70,3 +70,29 @@ def test_on_unified_memory_the_engines_cuda_pages_count_once():
     assert result["pool"] == "host" and result["engine_measured_bytes"] == 8.5 * GIB
     assert result["parts"]["kernel_unaccounted"] == pytest.approx(0.2 * GIB)
     assert abs(result["unexplained_bytes"]) < 1 * MIB
+
+
+def test_a_discrete_gpu_node_is_attributed_per_device_like_one_machine():
+    """A Ray node with an 80 GiB card: its pool is device 0, the trial's part is NVML's per process."""
+    from kvprobe.results.attribution import attribute_node
+    from kvprobe.results.schema import ClusterNode, NodeTrial
+
+    node = NodeTrial.model_validate(
+        {
+            "node_id": "n1",
+            "hostname": "gpu-host",
+            "baseline": {"host_available": 100 * GIB, "gpu_used_devices": [1 * GIB]},
+            "memory": {"phases": {"ready": {"host_available": 90 * GIB, "gpu_used_devices": [75 * GIB]}}},
+            "engine_at_ready": {
+                "private_bytes": 3 * GIB,
+                "pids": [7],
+                "gpu_processes": [GpuProcess(index=0, pid=7, used_bytes=74 * GIB)],
+            },
+        }
+    )
+    facts = ClusterNode(node_id="n1", address="10.0.0.2", environment=environment(128 * GIB, [(80 * GIB, False)]))
+    attribution = attribute_node(node, facts)
+    assert attribution.pool == "gpu" and attribution.total_bytes == 80 * GIB
+    assert attribution.parts.engine == 74 * GIB  # the host pages of its processes are not this pool's
+    assert attribution.parts.other_processes == 1 * GIB and attribution.parts.free_at_ready == 5 * GIB
+    assert attribution.unexplained_bytes == 0

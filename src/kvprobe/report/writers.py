@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kvprobe.report.charts import ChartWriter, chart_specs, draw
+from kvprobe.report.cluster_layout import cluster_blocks
 from kvprobe.report.conditions_layout import experiment_blocks
 from kvprobe.report.csv_writer import CsvWriter
 from kvprobe.report.document import Document, Heading
@@ -68,6 +69,7 @@ def render_report(
             stems.append(spec.stem)
     document = build_document(summary, options.title, options.date or time.strftime("%Y-%m-%d"), stems)
     document.blocks += experiment_blocks(summary.experiments, stems)
+    document.blocks += cluster_blocks(summary.clusters)
     if options.external is not None:  # a labelled section of its own, after kvprobe's measurements
         section = external_document(options.external, document.front_matter.date)
         document.blocks += [Heading(2, section.title), *section.blocks]

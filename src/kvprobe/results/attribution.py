@@ -186,9 +186,11 @@ def attribute_node(node: NodeTrial, facts: ClusterNode) -> NodeAttribution | Non
     engine_gpu = _engine_gpu_bytes(at_ready) or 0.0
     total, pool = _physical_total(facts.environment)
     host = pool == "host"
+    limit = node.baseline.cgroup_limit
+    shares_host_pool = host and not (limit is not None and limit < total)  # a cgroup keeps other nodes out
     parts = NodeParts(
         engine=engine_gpu + (float(at_ready.private_bytes or 0) if host else 0.0),
-        other_nodes_same_host=node.same_host_other_nodes_bytes if host else 0.0,
+        other_nodes_same_host=node.same_host_other_nodes_bytes if shares_host_pool else 0.0,
         **_pool_accounts(pool, total, node.baseline, ready, at_ready, engine_gpu or None),
     )
     explained = sum(parts.model_dump().values())
