@@ -73,6 +73,12 @@ REPORTS = (
         "The study's models on discrete GPUs: native vs a 16 GiB cgroup v2",
         "2026-11-26",
     ),
+    (
+        "docs/multinode/cpu-2026-11-26/results",
+        "docs/multinode/cpu-2026-11-26/report",
+        "The tiny model over a two-node Ray cluster (vLLM's CPU backend)",
+        "2026-11-26",
+    ),
 )
 PHASES = (
     ("import", "engine_start"),
