@@ -56,7 +56,7 @@ def trial(state: dict, trials_dir: Path, scenario: str) -> dict:
         driver = start_workload(state, tag, {state["a"]: 64 * MIB, state["b"]: 64 * MIB}, growing)
     else:
         driver = start_workload(state, tag, {state["a"]: 512 * MIB, state["b"]: 256 * MIB})
-    cluster.ready()
+    cluster.mark("ready")
     out: dict = {"tag": tag, "cluster": cluster.record.model_dump(mode="json"), "driver": driver.pid}
     if scenario == "kill":
         (trials_dir / RUNNING_MARKER).write_text(json.dumps({"pid": driver.pid, "started_at": time.time()}))

@@ -107,6 +107,10 @@ def test_vllm_cpu_cannot_place_its_ranks_on_ray_and_the_run_records_the_cluster(
     assert limits[cluster["b"]] == NODE_B_LIMIT and limits[cluster["a"]] != NODE_B_LIMIT
     assert {n["node_id"] for n in trial["nodes"]} == {cluster["a"], cluster["b"]}
     assert all(n["baseline_restored"] for n in trial["nodes"]) and trial["baseline_restored"]
+    for node in trial["nodes"]:  # each node sampled the engine's phases as the probe's log read them
+        assert {"import", "engine_start"} <= set(node["memory"]["phases"]), node["memory"]["phases"]
+        assert node["memory"]["count"] >= 10
+    assert doc["options"]["prestart"] is False and doc["options"]["prestart_reason"].startswith("Ray cluster")
     assert tagged(doc["run_id"]) == []
 
 

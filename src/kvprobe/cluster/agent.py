@@ -144,20 +144,22 @@ class NodeAgent:
         """Why the guard ended the trial on this node, or None."""
         return self._breach
 
-    def ready(self) -> None:
-        """The engine is ready: measure the trial's processes here and take the ready sample."""
-        found = self._processes(self._tag)
-        self._at_ready = EngineAtReady(
-            **processes_memory(found.here),
-            gpu_processes=self.nvml.processes(),
-            cgroup_file_bytes=cgroup_file_bytes(),
-        )
-        self._other_nodes_bytes = float(processes_memory(found.other_nodes_same_host)["private_bytes"])
-        self._titles = sorted(_title(pid) for pid in found.here)
+    def mark(self, phase: str) -> None:
+        """The engine reached `phase` (its log said so): take this node's sample for it. At
+        `ready`, first measure the trial's processes here, so the two describe one moment."""
+        if phase == "ready":
+            found = self._processes(self._tag)
+            self._at_ready = EngineAtReady(
+                **processes_memory(found.here),
+                gpu_processes=self.nvml.processes(),
+                cgroup_file_bytes=cgroup_file_bytes(),
+            )
+            self._other_nodes_bytes = float(processes_memory(found.other_nodes_same_host)["private_bytes"])
+            self._titles = sorted(_title(pid) for pid in found.here)
         sample = self.sampler.sample()
         with self._lock:
             self._samples.append(sample)
-        self._phases["ready"] = sample.t
+        self._phases.setdefault(phase, sample.t)
 
     def end(self, settle_timeout_s: float, tolerance_bytes: int) -> dict:
         """After the driver ended: end what of the trial is still alive here, wait for memory to come

@@ -75,8 +75,9 @@ class RayCluster:
                 return f"node {self.hostname(node)}: {said}"
         return None
 
-    def ready(self) -> None:
-        self._all("ready")
+    def mark(self, phase: str) -> None:
+        """Every node takes its sample of `phase` (at `ready`: with the trial's processes there)."""
+        self._all("mark", phase)
 
     def end(self, settle_timeout_s: float, tolerance_bytes: int) -> list[NodeTrial]:
         done = self._all("end", settle_timeout_s, tolerance_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -87,15 +88,14 @@ class TrialRunner:
         prestart: bool = False,
         cluster: RayCluster | None = None,
     ):
-        """`cluster`: the engine spans Ray nodes; their agents sample, guard and tear down there too
-        (prestart is then off: a waiting worker's environment could not carry its trial's tag)."""
+        """`cluster`: the engine spans Ray nodes; their agents sample, guard and tear down there too."""
         self.engine = engine
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.limits = limits
         self.on_sample = on_sample
         self.cluster = cluster
-        self.prestart = prestart and cluster is None
+        self.prestart = prestart
         self.waiting: WaitingWorker | None = None
         self._prestarted = 0
         self.nvml = Nvml()
@@ -190,7 +190,8 @@ class TrialRunner:
             marker.unlink(missing_ok=True)
             self._end_waiting()
             if self.cluster is not None:
-                self.cluster.end(self.limits.settle_timeout_s, self.limits.host_baseline_tolerance)
+                with contextlib.suppress(Exception):  # the interrupt goes on even if a node cannot answer
+                    self.cluster.end(self.limits.settle_timeout_s, self.limits.host_baseline_tolerance)
             raise
         wall_s = time.time() - started_at
         teardown_started = time.monotonic()
@@ -258,8 +259,12 @@ class TrialRunner:
             offset += len(chunk)
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
+            seen = len(phases)
             for raw in lines:
                 self._mark_phase(raw.decode(errors="replace"), sample.t, phases)
+            if self.cluster is not None:
+                for phase in list(phases)[seen:]:
+                    self.cluster.mark(phase)
             if "ready" in phases and engine_memory is None:
                 engine_memory = EngineAtReady(
                     **resident_memory(process.pid),
@@ -272,8 +277,6 @@ class TrialRunner:
                 at_ready = self.sampler.sample()
                 samples.append(at_ready)
                 phases["ready"] = at_ready.t
-                if self.cluster is not None:
-                    self.cluster.ready()
             verdict = None
             if process.poll() is not None:
                 reap_zombies()
