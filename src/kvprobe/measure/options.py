@@ -16,8 +16,11 @@ def resolve_prestart(choice: Prestart, environment: Environment) -> tuple[bool, 
 
     Only on a discrete GPU by default: there the waiting worker's host memory is not the pool
     measured. On the CPU backend and on unified memory it would be, so it stays off unless forced.
+    Never on a Ray cluster (see cluster.agent: the trial's processes are found by its tag).
     """
     devices = environment.gpu.devices if environment.gpu.available else []
+    if environment.cluster is not None:  # even when forced: the trial's tag is set when its worker starts
+        return False, "Ray cluster: a worker started before its trial could not tag that trial's Ray workers"
     if choice != "auto":
         return choice == "on", f"--prestart {choice}"
     if not devices:
