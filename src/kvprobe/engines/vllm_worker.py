@@ -131,6 +131,19 @@ def wait_for_spec(spec_path: Path) -> dict:
     return json.loads(spec_path.read_text())
 
 
+READY_GATE_TIMEOUT_S = 60.0
+
+
+def hold_until_measured(gate: str | None) -> None:
+    """Stay idle at ready until the probe has measured the engine (it then creates `gate`): the first
+    request's transient allocations would otherwise fall between its two reads."""
+    if not gate:
+        return
+    deadline = time.monotonic() + READY_GATE_TIMEOUT_S
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(SPEC_POLL_S)
+
+
 def join_ray_cluster(cluster: dict | None) -> None:
     """Connect to the probe's Ray cluster (if the spec names one) with the trial's tag in every
     worker's environment: vLLM passes the driver's runtime_env on to the workers it places, so each
@@ -173,6 +186,7 @@ def main(spec_path: str, result_path: str | None) -> int:
     )
     start_s = time.perf_counter() - t_start
     mark("ready")
+    hold_until_measured(spec.get("ready_gate"))
 
     config = engine.vllm_config
     num_blocks = int(config.cache_config.num_gpu_blocks or 0)

@@ -160,10 +160,13 @@ class TrialRunner:
     def run(self, request: TrialRequest) -> TrialRecord:
         stem = self.workdir / f"trial-{request.number:03d}-{request.search}"
         spec_path, result_path, log_path = (Path(f"{stem}.{suffix}") for suffix in ("spec.json", "result.json", "log"))
-        result_path.unlink(missing_ok=True)
+        ready_gate = Path(f"{stem}.measured")
+        for stale in (result_path, ready_gate):
+            stale.unlink(missing_ok=True)
         spec = {
             "engine_args": request.engine_args,
             "usage_context": request.usage_context,
+            "ready_gate": str(ready_gate),
             "workload": {
                 "generate_tokens": request.generate_tokens,
                 "fill_target": request.fill_target,
@@ -183,11 +186,12 @@ class TrialRunner:
         try:
             if self.prestart:
                 self._start_waiting()
-            verdict, samples, phases, engine_memory = self._watch(process, log_path)
+            verdict, samples, phases, engine_memory = self._watch(process, log_path, ready_gate)
         except BaseException:  # Ctrl-C or SIGTERM: never leave an engine (or a waiting worker) behind
             terminate(process.pid)
             process.wait()
             marker.unlink(missing_ok=True)
+            ready_gate.unlink(missing_ok=True)
             self._end_waiting()
             if self.cluster is not None:
                 with contextlib.suppress(Exception):  # the interrupt goes on even if a node cannot answer
@@ -198,6 +202,7 @@ class TrialRunner:
         kill_s = terminate(process.pid)
         process.wait()
         marker.unlink(missing_ok=True)
+        ready_gate.unlink(missing_ok=True)
         restored = self._settle(baseline)
         nodes = []
         if self.cluster is not None:  # the driver is gone: each node ends what is left there and settles
@@ -238,10 +243,11 @@ class TrialRunner:
         return record
 
     def _watch(
-        self, process: subprocess.Popen, log_path: Path
+        self, process: subprocess.Popen, log_path: Path, ready_gate: Path
     ) -> tuple[tuple[Outcome, str] | None, list[MemorySample], dict[str, float], EngineAtReady | None]:
         """Sample until the worker exits; return (outcome, reason) if we had to stop it, the samples,
-        the phase marks and the engine's own memory once it was ready (PSS, NVML processes)."""
+        the phase marks and the engine's own memory once it was ready (PSS, NVML processes). The
+        worker waits at ready until `ready_gate` exists, so those reads see an idle engine."""
         samples: list[MemorySample] = []
         phases: dict[str, float] = {}
         deadline = time.monotonic() + self.limits.timeout_s
@@ -273,10 +279,11 @@ class TrialRunner:
                 )
                 # The sample in whose loop the mark was read was taken before the engine wrote it
                 # (startup's transient memory still held): the ready sample is taken beside the
-                # engine's own measurement instead, so the attribution compares one moment.
+                # engine's own measurement instead, while the engine waits idle at ready.
                 at_ready = self.sampler.sample()
                 samples.append(at_ready)
                 phases["ready"] = at_ready.t
+                ready_gate.touch()  # the engine waited idle at ready for these reads
             verdict = None
             if process.poll() is not None:
                 reap_zombies()
