@@ -8,7 +8,7 @@ import pytest
 
 from conftest import environment
 from kvprobe.results.attribution import attribute
-from kvprobe.results.schema import GpuProcess
+from kvprobe.results.schema import GpuProcess, GuardSettings
 from kvprobe.units import GIB, MIB
 from synthetic import trial as make_trial
 
@@ -90,7 +90,9 @@ def test_a_discrete_gpu_node_is_attributed_per_device_like_one_machine():
             },
         }
     )
-    facts = ClusterNode(node_id="n1", address="10.0.0.2", environment=environment(128 * GIB, [(80 * GIB, False)]))
+    host = environment(128 * GIB, [(80 * GIB, False)])
+    unguarded = GuardSettings(host_floor_bytes=None, cgroup_floor_bytes=None)
+    facts = ClusterNode(node_id="n1", address="10.0.0.2", environment=host, guard=unguarded)
     attribution = attribute_node(node, facts)
     assert attribution.pool == "gpu" and attribution.total_bytes == 80 * GIB
     assert attribution.parts.engine == 74 * GIB  # the host pages of its processes are not this pool's

