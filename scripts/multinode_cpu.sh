@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/multinode_cpu.sh OUT}
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0  # Ray's one-machine switch: every node on 127.0.0.1
 mkdir -p "$out"
 state=$(mktemp -d)/state.json
 .venv/bin/python tests/ray_cluster.py "$state" --squeeze-b $((3 << 30)) >/dev/null 2>&1 &

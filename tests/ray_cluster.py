@@ -6,6 +6,9 @@ Starts a head node (a) and a second node (b), each with one CPU; with --squeeze-
 raylet and everything it starts live in a memory cgroup of BYTES (a small node beside a big one).
 Writes STATE.json ({"address", "a", "b", "cgroup"}) once both nodes are up, then waits; on
 SIGTERM it shuts the cluster down and removes the cgroup.
+
+Run it, and every process that joins it, with LOOPBACK_ONLY in the environment: Ray then gives
+every node and client 127.0.0.1 instead of the machine's own address, so no traffic leaves lo.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from ray.cluster_utils import Cluster
 
 from kvprobe.experiment.cgroup import CellCgroup
 from kvprobe.trial.process_group import _stat_fields
+
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray's switch for one-machine clusters
 
 
 def descendants(root: int) -> list[int]:
@@ -44,7 +49,7 @@ def descendants(root: int) -> list[int]:
 def main(state_path: str, squeeze_b: int | None) -> None:
     args = {"num_cpus": 1, "include_dashboard": False}
     cluster = Cluster(initialize_head=True, head_node_args={**args, "resources": {"node_a": 1}})
-    node_b = cluster.add_node(num_cpus=1, resources={"node_b": 1})
+    node_b = cluster.add_node(**args, resources={"node_b": 1})
     cluster.wait_for_nodes()
     cgroup = None
     if squeeze_b:

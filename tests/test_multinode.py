@@ -31,6 +31,17 @@ NODE_B_LIMIT = 3 * GIB
 HERE = Path(__file__).parent
 
 
+@pytest.fixture(scope="module", autouse=True)
+def loopback_only():
+    """The cluster, the probes and their engines all use 127.0.0.1 (see tests/ray_cluster.py)."""
+    from ray_cluster import LOOPBACK_ONLY
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in LOOPBACK_ONLY.items():
+            patch.setenv(name, value)
+        yield
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("ray") / "state.json"
@@ -41,7 +52,9 @@ def cluster(tmp_path_factory):
         start_new_session=True,
     )
     wait_until(state.exists, 180, "the Ray cluster did not come up")
-    yield json.loads(state.read_text())
+    started = json.loads(state.read_text())
+    assert started["address"].startswith("127.0.0.1:"), started
+    yield started
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=120)
 
