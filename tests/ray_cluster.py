@@ -23,7 +23,6 @@ from pathlib import Path
 from ray.cluster_utils import Cluster
 
 from kvprobe.experiment.cgroup import CellCgroup
-from kvprobe.trial.process_group import _stat_fields
 
 LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray's switch for one-machine clusters
 
@@ -40,10 +39,9 @@ def descendants(root: int) -> list[int]:
             parents[int(entry)] = int(stat[stat.rfind(")") + 2 :].split()[1])
     found, frontier = [root], [root]
     while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return [pid for pid in found if _stat_fields(str(pid))]
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
 
 
 def main(state_path: str, squeeze_b: int | None) -> None:

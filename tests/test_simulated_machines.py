@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT
-from kvprobe.cli import shares_pool
 from kvprobe.environment.facts import collect
 from kvprobe.environment.gpu import Nvml
 from kvprobe.environment.recorded import RecordedNvml
@@ -67,7 +66,7 @@ def test_simulation_gh200_tells_numa_mode_from_cdmm():
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_simulation_guard_floor_is_pessimistic_where_gpu_memory_is_host_memory(name):
     block = machine(name)
-    guard = GuardPolicy.default(block.host_memory["MemTotal"], block.cgroup.limit_bytes, pessimistic=shares_pool(block))
+    guard = GuardPolicy.for_environment(block)
     assert guard.host_floor_bytes == max(2 * GIB, int(0.03 * block.host_memory["MemTotal"]))
     if block.cgroup.limit_bytes:
         assert guard.cgroup_floor_bytes == int(0.03 * block.cgroup.limit_bytes)

@@ -19,7 +19,6 @@ from kvprobe.config import ConfigError, load_models, parse_utilization_range
 from kvprobe.engines import get_engine
 from kvprobe.engines.vllm_args import EngineNotInstalled
 from kvprobe.environment.facts import collect
-from kvprobe.environment.memory import host_memory, read_cgroup_memory
 from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_drop_caches
 from kvprobe.measure.options import MeasureOptions, resolve_prestart
 from kvprobe.measure.perturb import SCRATCH, PerturbedExecutor, with_condition
@@ -108,12 +107,6 @@ def _measure_options(func):
 def measure(models_file: str, **kwargs) -> None:
     """Find u_max, u_min, KV at the reference utilization and the physical KV capacity."""
     sys.exit(run_measure(models_file, **kwargs))
-
-
-def shares_pool(environment) -> bool:
-    """GPU memory that is host memory (unified, or HBM onlined as a NUMA node): the guard is pessimistic."""
-    model = environment.memory_model
-    return model is not None and model.gpu_memory_is_host_memory
 
 
 def wider_than_the_machine(models: list, environment) -> list[str]:
@@ -246,13 +239,7 @@ def run_measure(
         **searching,
         **around_each_start,
     )
-    guard = (
-        GuardPolicy.disabled()
-        if no_guard
-        else GuardPolicy.default(
-            host_memory()["MemTotal"], read_cgroup_memory().limit_bytes, floor, pessimistic=shares_pool(environment)
-        )
-    )
+    guard = GuardPolicy.for_environment(environment, floor, enabled=not no_guard)
     identity = {
         "models_file_sha256": hashlib.sha256(Path(models_file).read_bytes()).hexdigest(),
         "only": sorted(only),

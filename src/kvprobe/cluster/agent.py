@@ -15,15 +15,13 @@ import contextlib
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from kvprobe.environment.facts import collect
 from kvprobe.environment.gpu import Nvml
-from kvprobe.environment.memory import cgroup_file_bytes, host_memory, read_cgroup_memory
 from kvprobe.results.schema import EngineAtReady, MemorySample, NodeTrial, TrialBaseline
-from kvprobe.trial.monitor import GuardPolicy, MemorySampler, summarise
+from kvprobe.trial.monitor import GuardPolicy, MemorySampler, measure_at_ready, summarise, wait_until_back
 from kvprobe.trial.process_group import end_processes, processes_memory
 
 TRIAL_TAG = "KVPROBE_TRIAL"
@@ -83,17 +81,7 @@ class NodeAgent:
         self.interval_s = interval_s
         self.raylet_pid = os.environ.get(RAYLET_PID)
         self.environment = collect()
-        model = self.environment.memory_model
-        self.guard = (
-            GuardPolicy.default(
-                host_memory()["MemTotal"],
-                read_cgroup_memory().limit_bytes,
-                floor_bytes,
-                pessimistic=model is not None and model.gpu_memory_is_host_memory,
-            )
-            if guard
-            else GuardPolicy.disabled()
-        )
+        self.guard = GuardPolicy.for_environment(self.environment, floor_bytes, enabled=guard)
         self.nvml = Nvml()
         self.sampler = MemorySampler(self.nvml)
         self._lock = threading.Lock()
@@ -120,9 +108,8 @@ class NodeAgent:
         self._tag = tag
         self._samples, self._phases = [], {}
         self._at_ready, self._breach, self._titles, self._other_nodes_bytes = None, None, [], 0.0
-        baseline = self.sampler.sample()
-        self._baseline = TrialBaseline(**baseline.model_dump(), cgroup_file_bytes=cgroup_file_bytes())
-        self._samples.append(baseline)
+        self._baseline = self.sampler.baseline()
+        self._samples.append(self._baseline)
         self._stop.clear()
         self._thread = threading.Thread(target=self._sample_until_stopped, daemon=True)
         self._thread.start()
@@ -149,11 +136,7 @@ class NodeAgent:
         `ready`, first measure the trial's processes here, so the two describe one moment."""
         if phase == "ready":
             found = self._processes(self._tag)
-            self._at_ready = EngineAtReady(
-                **processes_memory(found.here),
-                gpu_processes=self.nvml.processes(),
-                cgroup_file_bytes=cgroup_file_bytes(),
-            )
+            self._at_ready = measure_at_ready(found.here, self.nvml)
             self._other_nodes_bytes = float(processes_memory(found.other_nodes_same_host)["private_bytes"])
             self._titles = sorted(_title(pid) for pid in found.here)
         sample = self.sampler.sample()
@@ -187,18 +170,16 @@ class NodeAgent:
         return trial.model_dump(mode="json")
 
     def _settle(self, timeout_s: float, tolerance_bytes: int) -> bool:
+        """Wait until this node's host memory, and its cgroup's, are back near the baseline."""
         baseline = self._baseline
-        deadline = time.monotonic() + timeout_s
-        while baseline is not None:
-            now = self.sampler.sample()
-            host_ok = now.host_released >= baseline.host_released - tolerance_bytes
+        if baseline is None:
+            return True
+
+        def is_back(now: MemorySample) -> bool:
             cgroup_ok = now.cgroup_usage is None or now.cgroup_usage <= (baseline.cgroup_usage or 0) + tolerance_bytes
-            if host_ok and cgroup_ok:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
-        return True
+            return cgroup_ok and now.host_released >= baseline.host_released - tolerance_bytes
+
+        return wait_until_back(self.sampler, is_back, timeout_s)
 
     def sweep(self, prefix: str) -> int:
         """End every process of the run `prefix` still alive here (left by a killed probe)."""

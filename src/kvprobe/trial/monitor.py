@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kvprobe.environment.gpu import Nvml
-from kvprobe.environment.memory import LAYOUTS, kernel_unaccounted, read_cgroup_memory, read_meminfo
+from kvprobe.environment.memory import LAYOUTS, cgroup_file_bytes, kernel_unaccounted, read_cgroup_memory, read_meminfo
 from kvprobe.environment.memory_model import node_free
-from kvprobe.results.schema import GuardSettings, MemorySample, TrialMemory
+from kvprobe.results.schema import EngineAtReady, Environment, GuardSettings, MemorySample, TrialBaseline, TrialMemory
+from kvprobe.trial.process_group import processes_memory
 from kvprobe.units import GIB, MIB, gib
 
 
@@ -26,6 +28,10 @@ class MemorySampler:
         self._limit = cgroup.limit_bytes
         if self._cgroup_dir is not None:
             self._usage_file = self._cgroup_dir / LAYOUTS["v2" if cgroup.version == "v2" else "v1"].usage
+
+    def baseline(self) -> TrialBaseline:
+        """A sample taken before a trial, with the page cache charged to our cgroup then."""
+        return TrialBaseline(**self.sample().model_dump(), cgroup_file_bytes=cgroup_file_bytes())
 
     def sample(self) -> MemorySample:
         info = read_meminfo(self.root / "proc/meminfo")
@@ -78,6 +84,22 @@ class GuardPolicy:
         return cls(host, cgroup, pessimistic)
 
     @classmethod
+    def for_environment(
+        cls, environment: Environment, floor_override: int | None = None, enabled: bool = True
+    ) -> GuardPolicy:
+        """The default floors of the machine `environment` describes: its memory, its cgroup, and
+        pessimistic where its GPU memory is host memory (see default)."""
+        if not enabled:
+            return cls.disabled()
+        model = environment.memory_model
+        return cls.default(
+            environment.host_memory["MemTotal"],
+            environment.cgroup.limit_bytes,
+            floor_override,
+            pessimistic=model is not None and model.gpu_memory_is_host_memory,
+        )
+
+    @classmethod
     def disabled(cls) -> GuardPolicy:
         return cls(None, None)
 
@@ -106,6 +128,24 @@ class GuardPolicy:
             cgroup_floor_bytes=self.cgroup_floor_bytes,
             pessimistic=self.pessimistic,
         )
+
+
+def measure_at_ready(pids: list[int], nvml: Nvml) -> EngineAtReady:
+    """An engine's processes once it is ready: PSS, NVML's per-process use, and the page cache
+    charged to our cgroup meanwhile."""
+    return EngineAtReady(
+        **processes_memory(pids), gpu_processes=nvml.processes(), cgroup_file_bytes=cgroup_file_bytes()
+    )
+
+
+def wait_until_back(sampler: MemorySampler, is_back: Callable[[MemorySample], bool], timeout_s: float) -> bool:
+    """Sample until `is_back` holds (True), or `timeout_s` has passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not is_back(sampler.sample()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _peak(values: list[float | None]) -> float | None:

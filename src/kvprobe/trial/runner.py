@@ -16,10 +16,9 @@ from kvprobe.cluster.agent import TRIAL_TAG
 from kvprobe.engines.vllm import VllmEngine
 from kvprobe.engines.vllm_worker import PHASE_MARK
 from kvprobe.environment.gpu import Nvml
-from kvprobe.environment.memory import cgroup_file_bytes
-from kvprobe.results.schema import EngineAtReady, MemorySample, TrialBaseline, TrialRecord, WorkerResult
+from kvprobe.results.schema import EngineAtReady, MemorySample, TrialRecord, WorkerResult
 from kvprobe.trial.executor import TrialRequest
-from kvprobe.trial.monitor import GuardPolicy, MemorySampler, summarise
+from kvprobe.trial.monitor import GuardPolicy, MemorySampler, measure_at_ready, summarise, wait_until_back
 from kvprobe.trial.process_group import become_subreaper, members, reap_zombies, resident_memory, terminate
 from kvprobe.units import MIB
 from kvprobe.vocabulary import Outcome
@@ -177,8 +176,7 @@ class TrialRunner:
             tag = f"{self.workdir.name}/{request.number}"  # RUN_ID/NUMBER: a resumed run sweeps its RUN_ID
             spec["ray"] = {"address": self.cluster.address, "tag": tag}
             self.cluster.begin(tag)
-        baseline = self.sampler.sample()
-        baseline_file = cgroup_file_bytes()
+        baseline = self.sampler.baseline()
         started_at = time.time()
         marker = self.workdir / RUNNING_MARKER
         process, prestarted = self._launch(spec, spec_path, result_path, log_path)
@@ -230,7 +228,7 @@ class TrialRunner:
             memory_report=self.engine.memory_report(log_text),
             worker=worker,
             memory=memory,
-            baseline=TrialBaseline(**baseline.model_dump(), cgroup_file_bytes=baseline_file),
+            baseline=baseline,
             log_tail=log_text.splitlines()[-LOG_TAIL_LINES:],
             log_path=str(log_path),
             nodes=nodes,
@@ -272,11 +270,7 @@ class TrialRunner:
                 for phase in list(phases)[seen:]:
                     self.cluster.mark(phase)
             if "ready" in phases and engine_memory is None:
-                engine_memory = EngineAtReady(
-                    **resident_memory(process.pid),
-                    gpu_processes=self.nvml.processes(),
-                    cgroup_file_bytes=cgroup_file_bytes(),
-                )
+                engine_memory = measure_at_ready(members(process.pid), self.nvml)
                 # The sample in whose loop the mark was read was taken before the engine wrote it
                 # (startup's transient memory still held): the ready sample is taken beside the
                 # engine's own measurement instead, while the engine waits idle at ready.
@@ -319,20 +313,16 @@ class TrialRunner:
 
     def _settle(self, baseline: MemorySample) -> bool:
         """Wait until every device's and the host's memory are back near their pre-trial values."""
-        deadline = time.monotonic() + self.limits.settle_timeout_s
-        while True:
-            now = self.sampler.sample()
+
+        def is_back(now: MemorySample) -> bool:
             gpu_ok = all(
                 before is None or after is None or after <= before + self.limits.gpu_baseline_tolerance
                 for before, after in zip(baseline.gpu_used_devices or [], now.gpu_used_devices or [], strict=False)
             )
             released = now.host_released + self._waiting_private_bytes()  # the next trial's worker is not ours
-            host_ok = released >= baseline.host_released - self.limits.host_baseline_tolerance
-            if gpu_ok and host_ok:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
+            return gpu_ok and released >= baseline.host_released - self.limits.host_baseline_tolerance
+
+        return wait_until_back(self.sampler, is_back, self.limits.settle_timeout_s)
 
     def _judge(
         self, record: TrialRecord, verdict: tuple[Outcome, str] | None, worker: WorkerResult, log_text: str
