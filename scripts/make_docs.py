@@ -400,7 +400,7 @@ def gpu_index() -> str:
         " (predicted) fit",
         f"neither card. It was measured on the H200, where 0.9 leaves {gib(qwen.reference.bytes)} GiB of KV,"
         " not on the H100,",
-        "where fp8 leaves under two 8192-token requests at 0.97 (issue 16) and so no real window.",
+        "where issue 16 reports too little KV in fp8 for a real window (not measured here).",
         "",
     ]
     return "\n".join(lines)
