@@ -2,14 +2,20 @@
 
 Each variant is one `kvprobe measure` run (or `kvprobe container` with --container); the rows
 (engine starts, wall time per start, total, the figures found) go to a JSON file that
-scripts/make_docs.py turns into docs/benchmarks.md. Two comparisons:
+scripts/make_docs.py turns into docs/benchmarks.md. A variant is one value of one measure option
+(--vary OPTION=A,B) or a named set of measure flags (--variant NAME=FLAGS). The comparisons:
 
     # the u_max search, bracketed against plain bisection (CPU machine, tiny model in 4 GiB podman)
     .venv/bin/python scripts/bench_search.py --vary strategy=bracketed,bisection --searches u_max \\
         --container 4g --json docs/benchmarks/raw/cpu-strategy.json
-    # the whole search with and without the next worker's imports overlapping a trial (GPU host)
-    python3 scripts/bench_search.py --model deepseek-r1-distill-qwen-7b --range 0.05:1.0 \\
-        --vary prestart=off,on --json /root/bench/prestart.json
+    # the whole search with and without the next workers' imports overlapping a trial (GPU host),
+    # beside the search as it was before (no overlap, physical capacity approached from below)
+    python3 scripts/bench_search.py --model deepseek-r1-distill-qwen-7b --range 0.05:1.0 --warm-up \\
+        --variant "before=--prestart off --kv-approach from-below" \\
+        --variant "prestart-off=--prestart off" --variant "prestart-on=--prestart on" --json /root/bench/h100.json
+
+--warm-up first starts the engine once, untimed, so that the first variant does not pay alone for
+cold file caches, byte-compilation and kernel caches.
 
 A variant can run in a call of its own (--only-variant) and is appended to the JSON file, so a
 comparison that outlasts one command still runs side by side on one machine: every row records
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -34,7 +41,7 @@ def boot_id() -> str:
     return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
-def command_for(args: argparse.Namespace, option: str, value: str, out: Path) -> list[str]:
+def command_for(args: argparse.Namespace, flags: list[str], out: Path) -> list[str]:
     measure = [
         "--only",
         args.model,
@@ -44,8 +51,7 @@ def command_for(args: argparse.Namespace, option: str, value: str, out: Path) ->
         str(args.tolerance),
         "--out",
         str(out),
-        f"--{option}",
-        value,
+        *flags,
         *args.measure_flag,
     ]
     if args.range:
@@ -70,28 +76,36 @@ def command_for(args: argparse.Namespace, option: str, value: str, out: Path) ->
     return [sys.executable, "-m", "kvprobe.cli", "measure", str(ROOT / "models.yaml"), *measure]
 
 
-def run_variant(args: argparse.Namespace, option: str, value: str, keep: Path | None) -> dict:
-    with tempfile.TemporaryDirectory(prefix=f"bench-{option}-{value}-") as tmp:
+def measure_once(args: argparse.Namespace, name: str, flags: list[str], keep: Path | None) -> tuple[dict, float]:
+    """(the result document, wall seconds) of one `kvprobe measure` with `flags`."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         out = Path(tmp)
         started = time.monotonic()
-        done = subprocess.run(command_for(args, option, value, out), capture_output=True, text=True, cwd=ROOT)
+        done = subprocess.run(command_for(args, flags, out), capture_output=True, text=True, cwd=ROOT)
         wall = time.monotonic() - started
         if done.returncode != 0:
-            raise SystemExit(f"{option}={value} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            raise SystemExit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         (result_path,) = sorted(out.glob(f"{args.model}/*.json"))
         if keep is not None:
-            target = keep / f"{option}-{value}"
-            subprocess.run(["cp", "-r", str(out), str(target)], check=True)
-        result = json.loads(result_path.read_text())
+            subprocess.run(["cp", "-r", str(out), str(keep / name.replace("=", "-"))], check=True)
+        return json.loads(result_path.read_text()), wall
+
+
+def run_variant(args: argparse.Namespace, name: str, flags: list[str], keep: Path | None, warm_up_s: float | None):
+    result, wall = measure_once(args, name, flags, keep)
     trials = result["trials"]
     physical = result.get("physical_capacity") or {}
     return {
-        "variant": f"{option}={value}",
+        "variant": name,
+        "flags": flags + args.measure_flag,
+        "warm_up_s": warm_up_s,
         "model": args.model,
         "searches": args.searches,
         "tolerance": args.tolerance,
         "range": args.range,
         "container": args.container,
+        "prestart": result["options"].get("prestart", False),
+        "kv_approach": result["options"].get("kv_approach", "from_below"),
         "engine_starts": len(trials),
         "trial_wall_s": [t["wall_s"] + t["teardown_s"] for t in trials],
         "import_s": [(t.get("worker") or {}).get("timings", {}).get("import_s") for t in trials],
@@ -102,6 +116,9 @@ def run_variant(args: argparse.Namespace, option: str, value: str, keep: Path | 
         "kv_u_max_blocks": (result.get("kv_at_u_max") or {}).get("num_blocks"),
         "physical_blocks": physical.get("num_blocks"),
         "utilizations": [t["utilization"] for t in trials],
+        "kv_cache_memory_bytes": [t["kv_cache_memory_bytes"] for t in trials],
+        "outcomes": [t["outcome"] for t in trials],
+        "fill_s": [((t.get("worker") or {}).get("timings") or {}).get("fill_s") for t in trials],
         "device": result["device"],
         "kvprobe_commit": args.commit,
         "vllm": result["versions"]["vllm"],
@@ -118,8 +135,10 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--range", default=None, help="LO:HI (default: the model's utilization_range)")
     parser.add_argument("--container", default=None, metavar="MEMORY", help="run in podman with this memory limit")
-    parser.add_argument("--vary", required=True, metavar="OPTION=A,B", help="the measure option compared")
-    parser.add_argument("--only-variant", default=None, help="run just this value of the option")
+    parser.add_argument("--vary", metavar="OPTION=A,B", help="compare these values of one measure option")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS", help="a named variant")
+    parser.add_argument("--only-variant", default=None, help="run just this variant (a value of --vary, or a NAME)")
+    parser.add_argument("--warm-up", action="store_true", help="start the engine once, untimed, before the variants")
     parser.add_argument("--measure-flag", action="append", default=[], help="passed to every measure run")
     parser.add_argument("--keep", default=None, help="copy each variant's results directory here")
     parser.add_argument("--commit", default=None, help="the kvprobe commit measured (recorded in every row)")
@@ -127,15 +146,27 @@ def main() -> None:
     args = parser.parse_args()
     if args.container and args.range is None:
         args.range = "0.05:0.99"
-    option, values = args.vary.split("=", 1)
-    chosen = [args.only_variant] if args.only_variant else values.split(",")
+    variants = {}
+    if args.vary:
+        option, values = args.vary.split("=", 1)
+        variants = {f"{option}={value}": [f"--{option}", value] for value in values.split(",")}
+    for named in args.variant:
+        name, flags = named.split("=", 1)
+        variants[name] = shlex.split(flags)
+    if not variants or (args.only_variant and args.only_variant not in variants):
+        parser.error("name the variants with --vary or --variant (and --only-variant one of them)")
+    chosen = [args.only_variant] if args.only_variant else list(variants)
     path = Path(args.json)
     rows = json.loads(path.read_text()) if path.exists() else []
     keep = Path(args.keep) if args.keep else None
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
-    for value in chosen:
-        rows.append(run_variant(args, option, value, keep))
+    warm_up_s = None
+    if args.warm_up:
+        _, warm_up_s = measure_once(args, "warm-up", ["--searches", "reference", "--no-confirm"], None)
+        print(f"warm-up: one start, {warm_up_s:.0f} s", flush=True)
+    for name in chosen:
+        rows.append(run_variant(args, name, variants[name], keep, warm_up_s))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rows, indent=1) + "\n")
         row = rows[-1]

@@ -6,7 +6,7 @@
 #   scripts/gpu_host.sh unpack ZSTD         # unpack /root/b/part-* into /root/site
 #   scripts/gpu_host.sh native  SECONDS [measure options...]   # resumable, stops itself in time
 #   scripts/gpu_host.sh cgroup  SECONDS SIZE [measure options...]   # same, inside a memory-limited cgroup v2
-#   scripts/gpu_host.sh bench VALUE [bench options...]  # scripts/bench_search.py, one --prestart variant
+#   scripts/gpu_host.sh bench [bench options...]  # scripts/bench_search.py, rows into /root/bench/bench.json
 #   scripts/gpu_host.sh env                 # kvprobe env, text and JSON
 #   scripts/gpu_host.sh pack DEST           # results and trial logs as one tarball
 #
@@ -47,9 +47,8 @@ case "${1:?usage: gpu_host.sh receive|unpack|native|cgroup|env|pack}" in
       --out $RESULTS --resume $args || echo measure exited \$?"
     ;;
   bench)
-    shift; value=$1; shift
-    python3 scripts/bench_search.py --model "$MODEL" --vary prestart=off,on --only-variant "$value" \
-      --keep /root/bench --json /root/bench/prestart.json "$@" ;;
+    shift
+    python3 scripts/bench_search.py --model "$MODEL" --keep /root/bench --json /root/bench/bench.json "$@" ;;
   env) python3 -m kvprobe.cli env; python3 -m kvprobe.cli env --json > "${2:-/dev/stdout}" ;;
   pack) tar -C "$RESULTS" -czf "$2" . && ls -la "$2" ;;
 esac

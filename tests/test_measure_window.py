@@ -16,8 +16,9 @@ from kvprobe.measure.executors import JournaledExecutor
 from kvprobe.measure.model import ModelSearches
 from kvprobe.measure.options import MeasureOptions
 from kvprobe.output.progress import TrialProgress
-from kvprobe.results.schema import TrialRecord
+from kvprobe.results.schema import EngineMemoryReport, TrialRecord
 from kvprobe.results.store import Journal
+from kvprobe.units import GIB, MIB
 
 LOW_EDGE, HIGH_EDGE = 0.30, 0.70
 
@@ -113,3 +114,65 @@ def test_each_real_start_waits_for_the_cooldown_and_a_cool_gpu():
         prepared.run(TrialRequest(number=1, search="manual", engine_args={}, utilization=u))
     assert engine.started == [0.4, 0.5]
     assert slept == [5, 5, 30]  # two 5 s waits for the GPU to cool, then the cooldown before the second start
+
+
+class DiscreteGpuEngine:
+    """An 80 GiB discrete GPU with 16 GiB outside the KV cache: a start passes from u = 0.22 (1 GiB
+    of KV) to 0.98, an explicit budget up to CAPACITY bytes; each budget that passes would have run
+    its fill test."""
+
+    TOTAL, NON_KV, FREE, BYTES_PER_BLOCK = 80 * GIB, 16 * GIB, 79 * GIB, 2 * MIB
+    CAPACITY = 62 * GIB + 950 * MIB  # the prediction (free - non-KV = 63 GiB) is 50 MiB high
+
+    def __init__(self):
+        self.fills = 0
+
+    def run(self, request) -> TrialRecord:
+        if request.kv_cache_memory_bytes is not None:
+            kv = request.kv_cache_memory_bytes
+            outcome = "ok" if kv <= self.CAPACITY else "oom"
+            self.fills += outcome == "ok"
+        else:
+            kv = request.utilization * self.TOTAL - self.NON_KV
+            too_much = request.utilization > 0.98 + 1e-9
+            outcome = "oom" if too_much else "kv-too-small" if kv < GIB else "ok"
+        ok = outcome == "ok"
+        blocks = int(kv // self.BYTES_PER_BLOCK)
+        report = EngineMemoryReport(
+            free_at_start_bytes=self.FREE, non_kv_bytes=self.NON_KV, budget_total_bytes=self.TOTAL
+        )
+        return TrialRecord(
+            **request.recorded(),
+            outcome=outcome,
+            reason=outcome,
+            returncode=0 if ok else 1,
+            started_at=0.0,
+            wall_s=1.0,
+            teardown_s=0.0,
+            baseline_restored=True,
+            passed=ok,
+            num_gpu_blocks=blocks if ok else None,
+            block_size=16,
+            bytes_per_block=self.BYTES_PER_BLOCK if ok else None,
+            kv_cache_bytes=blocks * self.BYTES_PER_BLOCK if ok else None,
+            memory_report=report,
+        )
+
+
+def test_where_failures_are_cheap_the_kv_search_pays_for_one_fill(tmp_path):
+    """A discrete GPU: a budget that does not fit fails at its allocation, one that fits runs the
+    fill test (a minute or more). From above, the same capacity is found with one passing start."""
+    found = {}
+    for approach in ("from_below", "from_above"):
+        (settings,) = load_models(MODELS, only=["tiny-llama"])
+        settings = settings.model_copy(update={"gpu_memory_utilization": 0.9})
+        engine = DiscreteGpuEngine()
+        options = MeasureOptions(tolerance=0.01, utilization_range=(0.05, 1.0), kv_approach=approach, confirm=False)
+        progress = TrialProgress(Console(file=io.StringIO()))
+        executor = JournaledExecutor(Journal(tmp_path / f"{approach}.jsonl"), engine, progress)
+        result = ModelSearches(settings, 1, executor, get_engine(), options).run()
+        found[approach] = (result.physical.num_gpu_blocks, engine.fills)
+    (below_blocks, below_fills), (above_blocks, above_fills) = found["from_below"], found["from_above"]
+    assert above_blocks == below_blocks
+    assert above_blocks * DiscreteGpuEngine.BYTES_PER_BLOCK <= DiscreteGpuEngine.CAPACITY
+    assert (above_fills, below_fills) == (1, 2)

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT, load_results, measure_command, needs_engine
 from kvprobe.trial.process_group import members
+from kvprobe.trial.runner import PRESTART_DEPTH
 
 pytestmark = [needs_engine, pytest.mark.engine]
 
@@ -67,6 +68,7 @@ def test_on_the_cpu_backend_no_worker_waits_during_a_trial(tmp_path):
     (result,) = load_results(tmp_path / "out")
     assert result["options"]["prestart"] is False and "CPU backend" in result["options"]["prestart_reason"]
     assert not any(t["prestarted"] for t in result["trials"])
+    assert result["options"]["kv_approach"] == "from_below" and "CPU backend" in result["options"]["kv_approach_reason"]
 
 
 def test_forced_on_the_waiting_worker_never_holds_an_engine_and_nothing_is_left(tmp_path):
@@ -77,12 +79,13 @@ def test_forced_on_the_waiting_worker_never_holds_an_engine_and_nothing_is_left(
     assert waiting, "no worker was seen waiting"
     running = [w for snapshot in seen for w in snapshot.values() if not w["waiting"]]
     assert all(len(w["session"]) == 1 for w in waiting)  # alone in its session: no EngineCore, no engine worker
+    assert max(sum(w["waiting"] for w in snapshot.values()) for snapshot in seen) == PRESTART_DEPTH
     assert any(len(w["session"]) >= 3 for w in running + waiting)  # the check can see an engine's processes
     (result,) = load_results(out)
     assert result["options"]["prestart"] is True and result["options"]["prestart_reason"] == "--prestart on"
     assert [t["prestarted"] for t in result["trials"]] == [False, True]
     assert all(t["baseline_restored"] for t in result["trials"])
-    assert workers(out) == {}  # the worker waiting for a third trial was ended with the run
-    assert not list(out.glob(".trials/*/waiting-worker.json")) and not list(out.glob(".trials/*/waiting-*.log"))
+    assert workers(out) == {}  # the workers waiting for later trials were ended with the run
+    assert not list(out.glob(".trials/*/waiting-*.worker.json")) and not list(out.glob(".trials/*/waiting-*.log"))
     log = json.loads((out / "tiny-llama" / next(p.name for p in (out / "tiny-llama").iterdir())).read_text())
     assert log["trials"][1]["log_tail"]  # the adopted worker's log was kept under its trial's name

@@ -118,3 +118,40 @@ def test_a_second_prediction_uses_what_the_first_failure_revealed():
     result = find_boundary(probe, 0.05, 0.99, 0.01, start=0.2, predict=predict)
     assert result.passing == 0.71 and result.failing == 0.72
     assert result.trials == [(0.2, True), (0.85, False), (0.84, False), (0.71, True), (0.72, False)]
+
+
+def kv_wall(capacity):
+    """An explicit KV budget passes up to `capacity` blocks (each pass would run the fill test)."""
+    return lambda blocks: blocks <= capacity
+
+
+@pytest.mark.parametrize(
+    ("capacity", "guess", "passes", "failures"),
+    [
+        (12_345, 12_320, 1, 1),  # the guess is right: one step above fails, the guess passes
+        (12_345, 12_420, 1, 2),  # a step high: the scan comes down one step at a time
+        (12_345, 12_120, None, None),  # low: the first start passes, bisection goes on upwards
+        (12_345, 19_000, None, None),  # far too high: the scan stops at the start, then bisects
+    ],
+)
+def test_with_cheap_failures_the_kv_search_comes_from_above(capacity, guess, passes, failures):
+    probe = kv_wall(capacity)
+    common = {"start": 12_050, "integer": True, "predict": lambda: guess}
+    above = find_boundary(probe, 1_000, 40_000, 100, failures_cheap=True, **common)
+    below = find_boundary(probe, 1_000, 40_000, 100, **common)
+    assert (above.passing, above.failing) == (below.passing, below.failing)  # the same boundary either way
+    assert above.converged and above.passing <= capacity < above.failing
+    passed = [value for value, ok in above.trials if ok]
+    if passes is not None:
+        assert (len(passed), len(above.trials) - len(passed)) == (passes, failures)
+        assert len([value for value, ok in below.trials if ok]) >= 2  # from below: the start and the guess pass
+    if guess > 15_000:  # after DESCENT_STEPS failures the start is probed, then the search bisects
+        scanned = [value for value, _ in above.trials[: above.trials.index((12_050, True))]]
+        assert scanned == [19_100, 19_000, 18_900]
+
+
+def test_cheap_failures_change_nothing_without_a_prediction():
+    probe = kv_wall(12_345)
+    plain = find_boundary(probe, 1_000, 40_000, 100, start=12_050, integer=True)
+    cheap = find_boundary(probe, 1_000, 40_000, 100, start=12_050, integer=True, failures_cheap=True)
+    assert plain.trials == cheap.trials

@@ -10,6 +10,7 @@ from conftest import ROOT
 from kvprobe.environment.facts import collect
 from kvprobe.environment.gpu import Nvml
 from kvprobe.environment.recorded import RecordedNvml
+from kvprobe.measure.options import resolve_kv_approach, resolve_prestart
 from kvprobe.results.attribution import attribute
 from kvprobe.results.schema import EngineMemoryReport, TrialBaseline, TrialMemory, TrialRecord
 from kvprobe.trial.monitor import GuardPolicy, MemorySampler
@@ -131,3 +132,17 @@ def test_simulation_attribution_on_gh200_counts_the_gpus_own_memory(name):
     assert parts.pool == "gpu" and parts.total_bytes == block.gpu.devices[0].total_bytes
     if name == "gh200-numa":
         assert "node 1 MemFree" in parts.budget_views.views
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_simulation_prestart_and_the_kv_approach_follow_whose_memory_the_pool_is(name):
+    """Where GPU memory is host memory (GB10), a waiting worker would sit in the pool measured and an
+    over-budget KV cache may fail only in its fill: prestart off, kv_blocks from below. A GH200's
+    HBM is the GPU's own: both on, as on any discrete GPU."""
+    block = machine(name)
+    unified = KINDS[name][0] == "unified"
+    prestart, prestart_reason = resolve_prestart("auto", block)
+    approach, approach_reason = resolve_kv_approach("auto", block)
+    assert prestart is not unified and approach == ("from_below" if unified else "from_above")
+    said = "unified memory" if unified else "discrete GPU"
+    assert prestart_reason.startswith(said) and approach_reason.startswith(said)

@@ -20,7 +20,7 @@ from kvprobe.engines import get_engine
 from kvprobe.engines.vllm_args import EngineNotInstalled
 from kvprobe.environment.facts import collect
 from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_drop_caches
-from kvprobe.measure.options import MeasureOptions, resolve_prestart
+from kvprobe.measure.options import MeasureOptions, resolve_kv_approach, resolve_prestart
 from kvprobe.measure.perturb import SCRATCH, PerturbedExecutor, with_condition
 from kvprobe.measure.scheduler import Scheduler
 from kvprobe.output.progress import TrialProgress, print_summary
@@ -60,7 +60,9 @@ MEASURE_HELP = {
     "fill": "Share of KV blocks the fill test must occupy at once.",
     "guard": "Kill a trial when free memory falls below SIZE (default: max(2 GiB, 3%) host, 3% cgroup).",
     "resume": "Continue the last unfinished run in --out, skipping finished work.",
-    "prestart": "Start the next trial's worker (its imports) during a trial; auto: on discrete GPUs only.",
+    "prestart": "Start the next trials' workers (their imports) during a trial; auto: on discrete GPUs only.",
+    "kv_approach": "Side the physical-capacity search comes from; auto: from above on discrete GPUs only (there "
+    "a budget that does not fit fails at its allocation, before the fill test).",
     "ray": "An existing Ray cluster (host:port) for models with distributed_executor_backend: ray; a kvprobe "
     "agent on every node samples, guards and tears down there.",
 }
@@ -89,6 +91,12 @@ def _measure_options(func):
         click.option("--no-confirm", is_flag=True, help="Do not start each boundary once more to confirm it."),
         click.option(
             "--prestart", type=click.Choice(["auto", "on", "off"]), default="auto", help=MEASURE_HELP["prestart"]
+        ),
+        click.option(
+            "--kv-approach",
+            type=click.Choice(["auto", "from-below", "from-above"]),
+            default="auto",
+            help=MEASURE_HELP["kv_approach"],
         ),
         click.option("--annotate", hidden=True, help="How `kvprobe container` started this run (JSON)."),
         click.option("--condition", "condition_json", hidden=True, help="An experiment's condition (JSON)."),
@@ -196,6 +204,7 @@ def run_measure(
     resume: bool,
     no_confirm: bool,
     prestart: str,
+    kv_approach: str = "auto",
     annotate: str | None = None,
     condition_json: str | None = None,
     experiment_json: str | None = None,
@@ -227,6 +236,9 @@ def run_measure(
     container = ContainerRun.model_validate_json(annotate) if annotate else None
     use_prestart, prestart_reason = resolve_prestart(prestart, environment)
     searching["prestart"], searching["prestart_reason"] = ("on" if use_prestart else "off"), prestart_reason
+    searching["kv_approach"], searching["kv_approach_reason"] = resolve_kv_approach(
+        kv_approach.replace("-", "_"), environment
+    )
     options = MeasureOptions(
         label=label,
         repeats=repeats,
@@ -252,6 +264,7 @@ def run_measure(
         "strategy": strategy,
         "confirm": not no_confirm,
         "prestart": prestart,
+        "kv_approach": kv_approach,
         "fill_target": fill_target,
         "throughput": throughput,
         **({"ray_address": ray_address} if ray_address else {}),

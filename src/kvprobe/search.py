@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 Probe = Callable[[float], bool]
 Predictor = Callable[[], float | None]
 
+# From above, the probes that step down from beyond a prediction before the search falls back on
+# its start: the prediction's own step, one on either side of it (a physical-capacity prediction
+# from the u_max start's report was within one step on the H100 and H200 runs in docs/).
+DESCENT_STEPS = 3
+
 
 @dataclass
 class SearchResult:
@@ -152,6 +157,22 @@ class _BoundarySearch:
             if not self.done() and self.bracket.inside(x):
                 self.run(x)  # one step across the guess; if it did not flip, predict again or bisect
 
+    def descend(self, guess: float | None, floor: float | None) -> None:
+        """Failures cheap: from one step beyond `guess` towards the passing side, one step at a
+        time, for DESCENT_STEPS probes at most, until one passes or the next would reach `floor`
+        (a value expected to pass, started next by the caller; bisection follows). A pass right
+        away means the guess was low: bisection goes on above it."""
+        if guess is None:
+            return
+        x = self.clamp(self.axis.snap(self.axis.to_axis(guess)) + self.tolerance)
+        stop = None if floor is None else self.clamp(self.axis.to_axis(floor))
+        for _ in range(DESCENT_STEPS):
+            if self.done() or not self.bracket.inside(x) or (stop is not None and x <= stop + 1e-12):
+                return
+            if self.run(x):
+                return
+            x = self.clamp(x - self.tolerance)
+
     def _inside_bracket(self, x: float) -> float:
         """A guess outside the open bracket moves one step inside it."""
         if x <= self.bracket.passing:
@@ -204,6 +225,7 @@ def find_boundary(
     known: Iterable[tuple[float, bool]] = (),
     integer: bool = False,
     max_trials: int = 40,
+    failures_cheap: bool = False,
 ) -> SearchResult:
     """Search [lo, hi] for the boundary between passing and failing values.
 
@@ -212,7 +234,14 @@ def find_boundary(
     With `predict`, a guess goes to the predicted boundary and then one tolerance step across it;
     if that does not close the bracket, `predict` is asked once more (it may know more by then).
     Without it, and after that, the search bisects. Every value passed to `probe` lies on the
-    search's grid, and the boundary returned is one of them, exactly: callers never round.
+    search's grid (`start` excepted), and the boundary returned is one of them, exactly: callers
+    never round.
+
+    `failures_cheap`: a failing probe costs much less than a passing one (an explicit KV budget
+    that does not fit fails at its allocation on a discrete GPU; one that fits then runs its fill
+    test). The search then comes from the failing side: one step beyond the prediction, then one
+    step at a time back towards `start` (DESCENT_STEPS at most), then `start`, then bisection.
+    Where the prediction is within a step, exactly one probe passes.
     """
     if not lo < hi:
         raise ValueError(f"empty search range [{lo}, {hi}]")
@@ -220,9 +249,11 @@ def find_boundary(
         raise ValueError("tolerance must be positive")
     search = _BoundarySearch(probe, lo, hi, tolerance, passing_below, integer, max_trials)
     search.seed(known)
+    if failures_cheap and predict is not None:
+        search.descend(predict(), start)
     if start is not None:
         search.try_start(start)
-    if predict is not None:
+    if predict is not None and not failures_cheap:
         search.follow_predictions(predict)
     search.bisect()
     return search.result()

@@ -32,6 +32,10 @@ Strategy = Literal["bracketed", "bisection"]
 """bracketed: predict each boundary from the engine's memory report; bisection: plain halving."""
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 
+KvApproach = Literal["from_below", "from_above"]
+"""The side the physical-capacity search comes from: from_below starts at u_max's budget (every
+pass runs a fill); from_above starts beyond the prediction (failures are cheap on a discrete GPU)."""
+
 Status = Literal["complete", "failed"]
 
 Pool = Literal["gpu", "host"]

@@ -182,7 +182,9 @@ class ModelSearches:
                 continue
 
     def search_kv_blocks(self, at_u_max: TrialRecord, hi_fraction: float) -> SearchResult | None:
-        """Largest explicit KV budget (in blocks) that starts and survives the fill test."""
+        """Largest explicit KV budget (in blocks) that starts and survives the fill test: from below
+        (u_max's budget first) or, where a budget that does not fit fails cheaply, from above
+        (`options.kv_approach`)."""
         geometry = block_geometry(at_u_max)
         if geometry is None:
             return None
@@ -208,6 +210,7 @@ class ModelSearches:
             start=blocks_at_u_max,
             integer=True,
             predict=self._predictor(lambda: predicted) if predicted else None,
+            failures_cheap=self.options.kv_approach == "from_above",
         )
 
     def kv_blocks_trial(self, blocks: int, at_u_max: TrialRecord, confirmation: int = 0) -> TrialRecord:

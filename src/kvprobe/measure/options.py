@@ -6,28 +6,53 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kvprobe.results.schema import Condition, ContainerRun, Environment, ExperimentRef, GuardSettings, RunOptions
-from kvprobe.vocabulary import SEARCHES, Label, Search, Strategy
+from kvprobe.vocabulary import SEARCHES, KvApproach, Label, Search, Strategy
 
 Prestart = Literal["auto", "on", "off"]
 
 
-def resolve_prestart(choice: Prestart, environment: Environment) -> tuple[bool, str]:
-    """Whether the next trial's worker may import during a trial, and why.
+def _memory_kind(environment: Environment) -> tuple[str, str]:
+    """("cpu" | "unified" | "discrete", how to say it): whose memory the KV cache and the trial share."""
+    devices = environment.gpu.devices if environment.gpu.available else []
+    if not devices:
+        return "cpu", "CPU backend"
+    if any(d.unified_memory for d in devices):
+        return "unified", "unified memory"
+    return "discrete", "discrete GPU"
 
-    Only on a discrete GPU by default: there the waiting worker's host memory is not the pool
+
+def resolve_prestart(choice: Prestart, environment: Environment) -> tuple[bool, str]:
+    """Whether the next trials' workers may import during a trial, and why.
+
+    Only on a discrete GPU by default: there a waiting worker's host memory is not the pool
     measured. On the CPU backend and on unified memory it would be, so it stays off unless forced.
     Never on a Ray cluster (see cluster.agent: the trial's processes are found by its tag).
     """
-    devices = environment.gpu.devices if environment.gpu.available else []
     if environment.cluster is not None:  # even when forced: the trial's tag is set when its worker starts
         return False, "Ray cluster: a worker started before its trial could not tag that trial's Ray workers"
     if choice != "auto":
         return choice == "on", f"--prestart {choice}"
-    if not devices:
-        return False, "CPU backend: a waiting worker's host memory would be part of the pool measured"
-    if any(d.unified_memory for d in devices):
-        return False, "unified memory: a waiting worker's host memory would be part of the pool measured"
-    return True, "discrete GPU: the waiting worker holds no device memory, and host memory is not the pool"
+    kind, said = _memory_kind(environment)
+    if kind == "discrete":
+        return True, f"{said}: a waiting worker holds no device memory, and host memory is not the pool"
+    return False, f"{said}: a waiting worker's host memory would be part of the pool measured"
+
+
+def resolve_kv_approach(choice: KvApproach | Literal["auto"], environment: Environment) -> tuple[KvApproach, str]:
+    """From which side the physical-capacity search approaches its boundary, and why.
+
+    Every passing kv_blocks start runs the fill test (a minute or more on a large GPU). On a
+    discrete GPU a budget that does not fit fails at its allocation, in seconds, so the search
+    comes from above and, where its prediction is close, pays for one fill only. On the CPU
+    backend and on unified memory an over-budget start may allocate and fail only while it
+    fills, squeezing the host: the search comes from below, from the budget u_max started with.
+    """
+    if choice != "auto":
+        return choice, f"--kv-approach {choice.replace('_', '-')}"
+    kind, said = _memory_kind(environment)
+    if kind == "discrete":
+        return "from_above", f"{said}: a budget that does not fit fails at its allocation, before any fill"
+    return "from_below", f"{said}: a budget that does not fit may fail only in its fill, squeezing the host"
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,8 @@ class MeasureOptions:
     confirm: bool = True  # start each boundary's passing setting once more
     prestart: Prestart = "auto"  # start the next trial's worker (imports) while a trial runs
     prestart_reason: str = ""  # why, once `resolve_prestart` decided "on" or "off"
+    kv_approach: KvApproach = "from_below"  # see resolve_kv_approach
+    kv_approach_reason: str = ""
     retries: int = 1  # a timed-out trial is tried again this often before it counts as a failure
     container: ContainerRun | None = None  # how `kvprobe container` started this run, recorded as-is
     condition: Condition | None = None  # what `kvprobe experiment` does around each start; None: nothing

@@ -16,7 +16,7 @@ from kvprobe.environment.gpu import GpuReport
 from kvprobe.environment.memory import CgroupMemory, headroom
 from kvprobe.environment.memory_model import MemoryModel, NumaNode
 from kvprobe.units import Bytes
-from kvprobe.vocabulary import Label, Outcome, Pool, SearchName, Status, Strategy
+from kvprobe.vocabulary import KvApproach, Label, Outcome, Pool, SearchName, Status, Strategy
 
 SCHEMA_VERSION = 4
 
@@ -436,6 +436,10 @@ class RunOptions(Record):
     confirm: bool = Field(False, description="Each converged boundary was started once more.")
     prestart: bool = Field(False, description="Each next trial's worker imported during the trial before it.")
     prestart_reason: str = ""
+    kv_approach: KvApproach = Field(
+        "from_below", description="The side the kv_blocks search came from (earlier versions: always from below)."
+    )
+    kv_approach_reason: str = ""
     container: ContainerRun | None = None
 
 

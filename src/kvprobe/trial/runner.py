@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,10 @@ if TYPE_CHECKING:
 
 LOG_TAIL_LINES = 40
 RUNNING_MARKER = "running-trial.json"  # present while a trial runs; left behind only if the probe was killed
-WAITING_MARKER = "waiting-worker.json"  # present while a prestarted worker waits for its trial
+WAITING_MARKERS = "waiting-*.worker.json"  # one per prestarted worker, present while it waits for its trial
+# Workers kept importing ahead: a start refused at its check ends in seconds, and the worker of the
+# trial after it must have imported by then too (on an H100 imports take about 21 s).
+PRESTART_DEPTH = 2
 
 
 def _is_engine(pid: int) -> bool:
@@ -42,7 +46,7 @@ def _is_engine(pid: int) -> bool:
 def end_stale_groups(trials_root: Path) -> list[int]:
     """End trial groups that a killed probe (SIGKILL, power loss of the terminal) left running."""
     ended = []
-    markers = [*trials_root.glob(f"*/{RUNNING_MARKER}"), *trials_root.glob(f"*/{WAITING_MARKER}")]
+    markers = [*trials_root.glob(f"*/{RUNNING_MARKER}"), *trials_root.glob(f"*/{WAITING_MARKERS}")]
     for marker in markers:
         try:
             leader = int(json.loads(marker.read_text())["pid"])
@@ -63,6 +67,7 @@ class WaitingWorker:
     process: subprocess.Popen
     spec_path: Path
     log_path: Path
+    marker: Path  # names its pid for a resumed run while it waits
 
 
 @dataclass
@@ -95,7 +100,7 @@ class TrialRunner:
         self.on_sample = on_sample
         self.cluster = cluster
         self.prestart = prestart
-        self.waiting: WaitingWorker | None = None
+        self.waiting: deque[WaitingWorker] = deque()  # the next trials' workers, in the order they will run
         self._prestarted = 0
         self.nvml = Nvml()
         self.sampler = MemorySampler(self.nvml)
@@ -107,7 +112,7 @@ class TrialRunner:
             self._wait_until_memory_is_steady()
 
     def close(self) -> None:
-        """End the worker waiting for a trial that will not come, then let NVML go."""
+        """End the workers waiting for trials that will not come, then let NVML go."""
         self._end_waiting()
         self.nvml.__exit__()
 
@@ -121,39 +126,41 @@ class TrialRunner:
             )
 
     def _start_waiting(self) -> None:
-        """Start the next trial's worker now: it imports while this trial runs (discrete GPUs only:
-        it creates no CUDA context, and its host memory is not the pool measured there)."""
-        self._prestarted += 1
-        stem = self.workdir / f"waiting-{self._prestarted:03d}"
-        spec_path, log_path = Path(f"{stem}.spec.json"), Path(f"{stem}.log")
-        process = self._spawn(self.engine.worker_command(str(spec_path)), log_path)
-        (self.workdir / WAITING_MARKER).write_text(json.dumps({"pid": process.pid}))
-        self.waiting = WaitingWorker(process, spec_path, log_path)
+        """Start the next trials' workers now, up to PRESTART_DEPTH: they import while this trial
+        runs (discrete GPUs only: they create no CUDA context, and their host memory is not the
+        pool measured there)."""
+        while len(self.waiting) < PRESTART_DEPTH:
+            self._prestarted += 1
+            stem = self.workdir / f"waiting-{self._prestarted:03d}"
+            spec_path, log_path, marker = (Path(f"{stem}.{suffix}") for suffix in ("spec.json", "log", "worker.json"))
+            process = self._spawn(self.engine.worker_command(str(spec_path)), log_path)
+            marker.write_text(json.dumps({"pid": process.pid}))
+            self.waiting.append(WaitingWorker(process, spec_path, log_path, marker))
 
     def _end_waiting(self) -> None:
-        if self.waiting is not None:
-            terminate(self.waiting.process.pid)
-            self.waiting.process.wait()
-            self.waiting.log_path.unlink(missing_ok=True)  # it never ran a trial: nothing to keep
-            self.waiting = None
-        (self.workdir / WAITING_MARKER).unlink(missing_ok=True)
+        while self.waiting:
+            worker = self.waiting.popleft()
+            terminate(worker.process.pid)
+            worker.process.wait()
+            worker.log_path.unlink(missing_ok=True)  # it never ran a trial: nothing to keep
+            worker.marker.unlink(missing_ok=True)
 
     def _waiting_private_bytes(self) -> int:
-        """The waiting worker's own pages: not part of the trial being torn down."""
-        return resident_memory(self.waiting.process.pid)["private_bytes"] if self.waiting else 0
+        """The waiting workers' own pages: not part of the trial being torn down."""
+        return sum(resident_memory(worker.process.pid)["private_bytes"] for worker in self.waiting)
 
     def _launch(self, spec: dict, spec_path: Path, result_path: Path, log_path: Path) -> tuple[subprocess.Popen, bool]:
         """(the trial's worker, whether it was prestarted): a waiting worker gets its spec, else a new one starts."""
         spec_path.write_text(json.dumps(spec, indent=1))
-        waiting, self.waiting = self.waiting, None
-        if waiting is None:
+        if not self.waiting:
             command = self.engine.worker_command(str(spec_path), str(result_path))
             return self._spawn(command, log_path, spec.get("ray", {}).get("tag")), False
+        waiting = self.waiting.popleft()
         os.replace(waiting.log_path, log_path)  # the worker keeps writing; the log now bears its trial's name
         ready = waiting.spec_path.with_name(waiting.spec_path.name + ".tmp")
         ready.write_text(json.dumps({**spec, "result_path": str(result_path)}))
         os.replace(ready, waiting.spec_path)  # the worker sees the whole spec or none; spec_path keeps the record
-        (self.workdir / WAITING_MARKER).unlink(missing_ok=True)
+        waiting.marker.unlink(missing_ok=True)
         return waiting.process, True
 
     def run(self, request: TrialRequest) -> TrialRecord:
@@ -224,7 +231,7 @@ class TrialRunner:
             returncode=process.returncode,
             baseline_restored=restored,
             prestarted=prestarted,
-            waiting_worker_pid=self.waiting.process.pid if self.waiting else None,
+            waiting_worker_pid=self.waiting[0].process.pid if self.waiting else None,
             memory_report=self.engine.memory_report(log_text),
             worker=worker,
             memory=memory,
@@ -319,7 +326,7 @@ class TrialRunner:
                 before is None or after is None or after <= before + self.limits.gpu_baseline_tolerance
                 for before, after in zip(baseline.gpu_used_devices or [], now.gpu_used_devices or [], strict=False)
             )
-            released = now.host_released + self._waiting_private_bytes()  # the next trial's worker is not ours
+            released = now.host_released + self._waiting_private_bytes()  # the next trials' workers are not ours
             return gpu_ok and released >= baseline.host_released - self.limits.host_baseline_tolerance
 
         return wait_until_back(self.sampler, is_back, self.limits.settle_timeout_s)
