@@ -1,5 +1,5 @@
-"""The next trial's worker started early (its imports overlap the current trial), with the real CPU
-engine: off by default on the CPU backend, and when forced on, the waiting worker never holds an
+"""The next trials' workers started early (their imports overlap the current trial), with the real CPU
+engine: off by default on the CPU backend, and when forced on, a waiting worker never holds an
 engine and nothing is left when the run ends."""
 
 from __future__ import annotations

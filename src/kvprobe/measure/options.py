@@ -69,7 +69,7 @@ class MeasureOptions:
     drop_caches: bool = False
     strategy: Strategy = "bracketed"
     confirm: bool = True  # start each boundary's passing setting once more
-    prestart: Prestart = "auto"  # start the next trial's worker (imports) while a trial runs
+    prestart: Prestart = "auto"  # start the next trials' workers (imports) while a trial runs
     prestart_reason: str = ""  # why, once `resolve_prestart` decided "on" or "off"
     kv_approach: KvApproach = "from_below"  # see resolve_kv_approach
     kv_approach_reason: str = ""

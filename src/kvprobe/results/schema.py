@@ -434,7 +434,7 @@ class RunOptions(Record):
     searches: list[SearchName]
     strategy: Strategy
     confirm: bool = Field(False, description="Each converged boundary was started once more.")
-    prestart: bool = Field(False, description="Each next trial's worker imported during the trial before it.")
+    prestart: bool = Field(False, description="The next trials' workers imported during the trials before them.")
     prestart_reason: str = ""
     kv_approach: KvApproach = Field(
         "from_below", description="The side the kv_blocks search came from (earlier versions: always from below)."
