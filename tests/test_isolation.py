@@ -17,7 +17,7 @@ from kvprobe.engines import get_engine
 from kvprobe.trial.executor import TrialRequest
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.process_group import members
-from kvprobe.trial.runner import TrialLimits, TrialRunner
+from kvprobe.trial.runner import TrialLimits, TrialRunner, end_stale_groups
 
 GIB = 1 << 30
 
@@ -212,3 +212,30 @@ def test_a_second_measurement_on_the_same_out_refuses_and_the_first_finishes_int
     assert first.returncode == 0, output
     (result,) = load_results(out)
     assert result["status"] == "complete" and [t["outcome"] for t in result["trials"]] == ["ok"]
+
+
+def test_a_resumed_run_ends_the_workers_a_killed_probe_left_waiting(tmp_path):
+    """A probe killed outright leaves its prestarted workers waiting, one marker each: the next run
+    ends those, and leaves a stranger that reused a marker's pid alone."""
+    run = tmp_path / "run-1"
+    run.mkdir()
+
+    def sleeper(*argv: str) -> subprocess.Popen:
+        command = [sys.executable, "-c", "import time; time.sleep(120)", *argv]
+        return subprocess.Popen(command, start_new_session=True)
+
+    waiting = [sleeper("-m", "kvprobe.engines.vllm_worker", str(run / f"waiting-00{n}.spec.json")) for n in (1, 2)]
+    stranger = sleeper("unrelated")
+    for n, process in enumerate([*waiting, stranger], 1):
+        (run / f"waiting-00{n}.worker.json").write_text(json.dumps({"pid": process.pid}))
+    try:
+        ended = end_stale_groups(tmp_path)
+        assert sorted(ended) == sorted(p.pid for p in waiting)
+        for process in waiting:
+            process.wait(timeout=10)  # raises while it lives
+        assert stranger.poll() is None
+        assert not list(run.glob("waiting-*.worker.json"))
+    finally:
+        for process in [*waiting, stranger]:
+            process.kill()
+            process.wait()

@@ -31,7 +31,7 @@ LOG_TAIL_LINES = 40
 RUNNING_MARKER = "running-trial.json"  # present while a trial runs; left behind only if the probe was killed
 WAITING_MARKERS = "waiting-*.worker.json"  # one per prestarted worker, present while it waits for its trial
 # Workers kept importing ahead: a start refused at its check ends in seconds, and the worker of the
-# trial after it must have imported by then too (on an H100 imports take about 21 s).
+# trial after it must have imported by then too (imports took 14-18 s on the H100 in docs/benchmarks.md).
 PRESTART_DEPTH = 2
 
 
