@@ -161,3 +161,29 @@ def test_a_fill_sizes_gpt_oss_requests_by_what_each_holds_once_prefilled():
         peaks[folder] = max(f.peak_kv_usage for f in fills)
     assert peaks["results-before-fill-fix"] < 0.9
     assert peaks["results"] >= 0.95
+
+
+def test_a_fill_stops_once_the_cache_has_stayed_full():
+    """The H100's fill kept decoding for about 10 s of its 41 after vLLM logged 99.4% KV usage
+    (docs/benchmarks/raw/h100-search/2-prestart-off, trial 8): it now stops once the usage has
+    reached the target, requests still wait for blocks, and no new peak came for SATURATED_STEPS."""
+    from kvprobe.engines.vllm_worker import SATURATED_STEPS, KVUsageWatch
+
+    watch = KVUsageWatch()
+    for step in range(150):  # prefill: one more request's blocks each step, the rest waiting
+        watch.record(0.9 * step / 150, step, 150 - step)
+        assert not watch.stayed_full(0.95)
+    for _ in range(SATURATED_STEPS - 1):  # full: decoding, a preemption now and then
+        watch.record(0.98, 146, 5)
+    assert not watch.stayed_full(0.95)
+    watch.record(0.99, 146, 5)
+    assert not watch.stayed_full(0.95)  # a new peak starts the count again
+    for _ in range(SATURATED_STEPS):
+        watch.record(0.97, 145, 6)
+    assert watch.stayed_full(0.95) and watch.peak_usage == 0.99 and watch.peak_running == 149
+    assert not watch.stayed_full(0.995)  # below the target it runs to the end, as before
+
+    nobody_waits = KVUsageWatch()  # every request in: the cache is not what limits them
+    for _ in range(SATURATED_STEPS + 5):
+        nobody_waits.record(0.97, 30, 0)
+    assert not nobody_waits.stayed_full(0.95)

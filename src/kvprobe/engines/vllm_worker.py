@@ -16,6 +16,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kvprobe.predict import blocks_held_per_request, kv_groups, page_layers
@@ -27,40 +28,74 @@ def mark(phase: str) -> None:
     print(f"{PHASE_MARK} {phase} {time.time():.3f}", flush=True)
 
 
-def _peak_stats_logger(peak: dict):
+# Scheduler steps the cache must stay full (requests waiting, no new peak) before a fill stops:
+# then every block has been written, and the rest of the requests' decoding adds nothing but time.
+SATURATED_STEPS = 8
+
+
+class KVUsageWatch:
+    """The scheduler's KV usage step by step: its peak, and whether the cache has stayed full."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.peak_usage, self.peak_running, self.waiting, self.steps_without_new_peak = 0.0, 0, 0, 0
+
+    def record(self, usage: float, running: int, waiting: int) -> None:
+        if usage > self.peak_usage:
+            self.peak_usage, self.steps_without_new_peak = usage, 0
+        else:
+            self.steps_without_new_peak += 1
+        self.peak_running = max(self.peak_running, running)
+        self.waiting = waiting
+
+    def stayed_full(self, target: float) -> bool:
+        """At the fill target, requests still waiting for blocks, and no new peak for a while."""
+        return self.peak_usage >= target and self.waiting > 0 and self.steps_without_new_peak >= SATURATED_STEPS
+
+
+def _stats_logger(watch: KVUsageWatch):
     from vllm.v1.metrics.loggers import StatLoggerBase
 
-    class PeakKVUsage(StatLoggerBase):
-        """Keeps the highest KV-cache usage and running-request count the scheduler reported."""
+    class WatchKVUsage(StatLoggerBase):
+        """Hands each step's scheduler stats to `watch`."""
 
         def __init__(self, vllm_config, engine_index: int = 0):
             pass
 
         def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
             if scheduler_stats is not None:
-                peak["kv_usage"] = max(peak["kv_usage"], scheduler_stats.kv_cache_usage)
-                peak["running"] = max(peak["running"], scheduler_stats.num_running_reqs)
+                stats = scheduler_stats
+                watch.record(stats.kv_cache_usage, stats.num_running_reqs, stats.num_waiting_reqs)
 
         def log_engine_initialized(self):
             pass
 
-    return PeakKVUsage
+    return WatchKVUsage
 
 
-def _run_requests(engine, requests: list[tuple[list[int], int]]) -> tuple[int, float]:
-    """Submit all requests at once, step until done; return generated tokens and seconds."""
+def _run_requests(
+    engine, requests: list[tuple[list[int], int]], stop: Callable[[], bool] | None = None
+) -> tuple[int, float, bool]:
+    """Submit all requests at once, step until done or until `stop()` says so (then abort the rest);
+    return generated tokens, seconds and whether it stopped early."""
     from vllm import SamplingParams
 
     started = time.perf_counter()
-    for index, (prompt, output_len) in enumerate(requests):
+    ids = [f"r{index}-{started}" for index in range(len(requests))]
+    for request_id, (prompt, output_len) in zip(ids, requests, strict=True):
         params = SamplingParams(max_tokens=output_len, min_tokens=output_len, ignore_eos=True, temperature=0.0)
-        engine.add_request(f"r{index}-{started}", {"prompt_token_ids": prompt}, params)
-    generated = 0
+        engine.add_request(request_id, {"prompt_token_ids": prompt}, params)
+    generated, stopped = 0, False
     while engine.has_unfinished_requests():
         for output in engine.step():
             if output.finished:
                 generated += len(output.outputs[0].token_ids)
-    return generated, time.perf_counter() - started
+        if stop is not None and not stopped and stop():
+            engine.abort_request(ids)
+            stopped = True
+    return generated, time.perf_counter() - started, stopped
 
 
 def _prompt(rng: random.Random, length: int, vocab: int) -> list[int]:
@@ -174,7 +209,7 @@ def main(spec_path: str, result_path: str | None) -> int:
     if spec is None:
         spec = wait_for_spec(Path(spec_path))
         result_path = spec["result_path"]
-    peak = {"kv_usage": 0.0, "running": 0}
+    watch = KVUsageWatch()
     join_ray_cluster(spec.get("ray"))
     engine_args = EngineArgs(**spec["engine_args"], disable_log_stats=False)
     mark("engine_start")
@@ -182,7 +217,7 @@ def main(spec_path: str, result_path: str | None) -> int:
     engine = LLMEngine.from_engine_args(
         engine_args,
         usage_context=UsageContext[spec.get("usage_context", "OPENAI_API_SERVER")],
-        stat_loggers=[_peak_stats_logger(peak)],
+        stat_loggers=[_stats_logger(watch)],
     )
     start_s = time.perf_counter() - t_start
     mark("ready")
@@ -205,7 +240,7 @@ def main(spec_path: str, result_path: str | None) -> int:
     }
 
     workload = spec.get("workload", {})
-    _, seconds = _run_requests(engine, [(_prompt(rng, 16, vocab), int(workload.get("generate_tokens", 8)))])
+    _, seconds, _ = _run_requests(engine, [(_prompt(rng, 16, vocab), int(workload.get("generate_tokens", 8)))])
     result["timings"]["generate_s"] = seconds
     mark("generated")
 
@@ -214,14 +249,16 @@ def main(spec_path: str, result_path: str | None) -> int:
         groups = kv_groups(config.model_config.hf_text_config.to_dict())
         per_request = blocks_held_per_request(groups, block_size, max_model_len)
         plan = fill_plan(num_blocks, per_request, max_model_len, result["max_num_seqs"], batched)
-        peak.update(kv_usage=0.0, running=0)
+        watch.reset()
         requests = [(_prompt(rng, plan["prompt_len"], vocab), plan["output_len"]) for _ in range(plan["requests"])]
-        _, seconds = _run_requests(engine, requests)
+        target = float(workload["fill_target"])
+        _, seconds, stopped = _run_requests(engine, requests, stop=lambda: watch.stayed_full(target))
         result["fill"] = {
             **plan,
             "seconds": seconds,
-            "peak_kv_usage": peak["kv_usage"],
-            "peak_running": peak["running"],
+            "peak_kv_usage": watch.peak_usage,
+            "peak_running": watch.peak_running,
+            "stopped_full": stopped,
         }
         result["timings"]["fill_s"] = seconds
         mark("filled")
@@ -230,7 +267,7 @@ def main(spec_path: str, result_path: str | None) -> int:
         shape = workload["throughput"]
         requests = [(_prompt(rng, shape["prompt_len"], vocab), shape["output_len"]) for _ in range(shape["requests"])]
         _run_requests(engine, requests[:1])  # warm-up
-        tokens, seconds = _run_requests(engine, requests)
+        tokens, seconds, _ = _run_requests(engine, requests)
         result["throughput"] = {**shape, "output_tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
         mark("throughput")
 

@@ -126,6 +126,11 @@ class FillResult(Record):
     peak_kv_usage_logged: float | None = Field(
         None, description="The highest 'KV cache usage' vLLM's own stat logger printed (sampled, so at most the peak)."
     )
+    stopped_full: bool = Field(
+        False,
+        description="The requests were aborted once the cache had stayed full (requests waiting, no new peak) "
+        "for a few steps; earlier versions ran every request to its end.",
+    )
 
 
 class ThroughputResult(Record):
