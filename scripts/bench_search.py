@@ -15,7 +15,9 @@ scripts/make_docs.py turns into docs/benchmarks.md. A variant is one value of on
         --variant "prestart-off=--prestart off" --variant "prestart-on=--prestart on" --json /root/bench/h100.json
 
 --warm-up first starts the engine once, untimed, so that the first variant does not pay alone for
-cold file caches, byte-compilation and kernel caches.
+cold file caches, byte-compilation and kernel caches. On both H100 machines in docs/benchmarks.md
+the first fill start after a reference-only warm-up still took 6-9 s longer than every later one:
+`--warm-up reference,u_max,kv_blocks` warms that path too (about two minutes on an H100).
 
 A variant can run in a call of its own (--only-variant) and is appended to the JSON file, so a
 comparison that outlasts one command still runs side by side on one machine: every row records
@@ -138,7 +140,13 @@ def main() -> None:
     parser.add_argument("--vary", metavar="OPTION=A,B", help="compare these values of one measure option")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS", help="a named variant")
     parser.add_argument("--only-variant", default=None, help="run just this variant (a value of --vary, or a NAME)")
-    parser.add_argument("--warm-up", action="store_true", help="start the engine once, untimed, before the variants")
+    parser.add_argument(
+        "--warm-up",
+        nargs="?",
+        const="reference",
+        metavar="SEARCHES",
+        help="run these searches once, untimed, before the variants (alone: one reference start)",
+    )
     parser.add_argument("--measure-flag", action="append", default=[], help="passed to every measure run")
     parser.add_argument("--keep", default=None, help="copy each variant's results directory here")
     parser.add_argument("--commit", default=None, help="the kvprobe commit measured (recorded in every row)")
@@ -163,8 +171,8 @@ def main() -> None:
         keep.mkdir(parents=True, exist_ok=True)
     warm_up_s = None
     if args.warm_up:
-        _, warm_up_s = measure_once(args, "warm-up", ["--searches", "reference", "--no-confirm"], None)
-        print(f"warm-up: one start, {warm_up_s:.0f} s", flush=True)
+        _, warm_up_s = measure_once(args, "warm-up", ["--searches", args.warm_up, "--no-confirm"], None)
+        print(f"warm-up ({args.warm_up}): {warm_up_s:.0f} s", flush=True)
     for name in chosen:
         rows.append(run_variant(args, name, variants[name], keep, warm_up_s))
         path.parent.mkdir(parents=True, exist_ok=True)
