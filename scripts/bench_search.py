@@ -12,7 +12,7 @@ scripts/make_docs.py turns into docs/benchmarks.md. A variant is one value of on
     # beside the search as it was before (no overlap, physical capacity approached from below)
     python3 scripts/bench_search.py --model deepseek-r1-distill-qwen-7b --range 0.05:1.0 --warm-up \\
         --variant "before=--prestart off --kv-approach from-below" \\
-        --variant "prestart-off=--prestart off" --variant "prestart-on=--prestart on" --json /root/bench/h100.json
+        --variant "prestart-off=--prestart off" --variant "prestart-auto=--prestart auto" --json /root/bench/h100.json
 
 --warm-up first starts the engine once, untimed, so that the first variant does not pay alone for
 cold file caches, byte-compilation and kernel caches. On both H100 machines in docs/benchmarks.md
@@ -100,6 +100,7 @@ def run_variant(args: argparse.Namespace, name: str, flags: list[str], keep: Pat
     return {
         "variant": name,
         "flags": flags + args.measure_flag,
+        "warm_up": args.warm_up,
         "warm_up_s": warm_up_s,
         "model": args.model,
         "searches": args.searches,

@@ -66,8 +66,8 @@ def _stats_logger(watch: KVUsageWatch):
 
         def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
             if scheduler_stats is not None:
-                stats = scheduler_stats
-                watch.record(stats.kv_cache_usage, stats.num_running_reqs, stats.num_waiting_reqs)
+                s = scheduler_stats
+                watch.record(s.kv_cache_usage, s.num_running_reqs, s.num_waiting_reqs)
 
         def log_engine_initialized(self):
             pass
@@ -154,29 +154,30 @@ def bytes_per_block(config) -> int | None:
         return None
 
 
-SPEC_POLL_S = 0.02
+POLL_S = 0.02
+READY_GATE_TIMEOUT_S = 60.0
+
+
+def _wait_for_file(path: Path, timeout_s: float | None = None) -> None:
+    """Until the probe creates `path` (or `timeout_s` has passed)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not path.exists() and (deadline is None or time.monotonic() < deadline):
+        time.sleep(POLL_S)
 
 
 def wait_for_spec(spec_path: Path) -> dict:
     """A prestarted worker's wait: for the spec the probe writes (atomically) once the search has
     decided the trial. Nothing here touches CUDA; the probe ends this process if no spec comes."""
     mark("waiting")
-    while not spec_path.exists():
-        time.sleep(SPEC_POLL_S)
+    _wait_for_file(spec_path)
     return json.loads(spec_path.read_text())
-
-
-READY_GATE_TIMEOUT_S = 60.0
 
 
 def hold_until_measured(gate: str | None) -> None:
     """Stay idle at ready until the probe has measured the engine (it then creates `gate`): the first
     request's transient allocations would otherwise fall between its two reads."""
-    if not gate:
-        return
-    deadline = time.monotonic() + READY_GATE_TIMEOUT_S
-    while not Path(gate).exists() and time.monotonic() < deadline:
-        time.sleep(SPEC_POLL_S)
+    if gate:
+        _wait_for_file(Path(gate), READY_GATE_TIMEOUT_S)
 
 
 def join_ray_cluster(cluster: dict | None) -> None:

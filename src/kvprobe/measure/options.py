@@ -11,14 +11,11 @@ from kvprobe.vocabulary import SEARCHES, KvApproach, Label, Search, Strategy
 Prestart = Literal["auto", "on", "off"]
 
 
-def _memory_kind(environment: Environment) -> tuple[str, str]:
-    """("cpu" | "unified" | "discrete", how to say it): whose memory the KV cache and the trial share."""
-    devices = environment.gpu.devices if environment.gpu.available else []
-    if not devices:
-        return "cpu", "CPU backend"
-    if any(d.unified_memory for d in devices):
-        return "unified", "unified memory"
-    return "discrete", "discrete GPU"
+def _pool_in_words(environment: Environment) -> str:
+    """Whose memory the KV cache lives in, as the reasons below say it."""
+    if environment.kv_pool == "gpu":
+        return "discrete GPU"
+    return "unified memory" if environment.gpu.available and environment.gpu.devices else "CPU backend"
 
 
 def resolve_prestart(choice: Prestart, environment: Environment) -> tuple[bool, str]:
@@ -32,8 +29,8 @@ def resolve_prestart(choice: Prestart, environment: Environment) -> tuple[bool, 
         return False, "Ray cluster: a worker started before its trial could not tag that trial's Ray workers"
     if choice != "auto":
         return choice == "on", f"--prestart {choice}"
-    kind, said = _memory_kind(environment)
-    if kind == "discrete":
+    said = _pool_in_words(environment)
+    if environment.kv_pool == "gpu":
         return True, f"{said}: a waiting worker holds no device memory, and host memory is not the pool"
     return False, f"{said}: a waiting worker's host memory would be part of the pool measured"
 
@@ -41,7 +38,7 @@ def resolve_prestart(choice: Prestart, environment: Environment) -> tuple[bool, 
 def resolve_kv_approach(choice: KvApproach | Literal["auto"], environment: Environment) -> tuple[KvApproach, str]:
     """From which side the physical-capacity search approaches its boundary, and why.
 
-    Every passing kv_blocks start runs the fill test (a minute or more on a large GPU). On a
+    Every passing kv_blocks start runs the fill test, the longest part of a start. On a
     discrete GPU a budget that does not fit fails at its allocation, in seconds, so the search
     comes from above and, where its prediction is close, pays for one fill only. On the CPU
     backend and on unified memory an over-budget start may allocate and fail only while it
@@ -49,8 +46,8 @@ def resolve_kv_approach(choice: KvApproach | Literal["auto"], environment: Envir
     """
     if choice != "auto":
         return choice, f"--kv-approach {choice.replace('_', '-')}"
-    kind, said = _memory_kind(environment)
-    if kind == "discrete":
+    said = _pool_in_words(environment)
+    if environment.kv_pool == "gpu":
         return "from_above", f"{said}: a budget that does not fit fails at its allocation, before any fill"
     return "from_below", f"{said}: a budget that does not fit may fail only in its fill, squeezing the host"
 

@@ -20,10 +20,9 @@ from kvprobe.vocabulary import Pool
 
 
 def _physical_total(environment: Environment) -> tuple[float, Pool]:
-    """The memory pool the KV cache lives in: one discrete GPU's memory, else host memory."""
-    devices = [d for d in environment.gpu.devices if d.total_bytes]
-    if devices and not any(d.unified_memory for d in devices):
-        return float(devices[0].total_bytes), "gpu"
+    """The size of the memory pool the KV cache lives in (one GPU's memory, or host memory)."""
+    if environment.kv_pool == "gpu" and environment.gpu.devices[0].total_bytes:
+        return float(environment.gpu.devices[0].total_bytes), "gpu"
     return float(environment.host_memory["MemTotal"]), "host"
 
 

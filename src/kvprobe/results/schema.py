@@ -343,6 +343,13 @@ class Environment(Record):
     simulated_from: str | None = Field(None, description="A recorded machine read instead of this one (tests).")
     cluster: ClusterRecord | None = Field(None, description="The Ray cluster a multi-node run measured on.")
 
+    @property
+    def kv_pool(self) -> Pool:
+        """The memory the KV cache lives in: a discrete GPU's own ("gpu"), or host memory (the CPU
+        backend, and GPUs whose memory is the host's: unified)."""
+        devices = self.gpu.devices if self.gpu.available else []
+        return "gpu" if devices and not any(d.unified_memory for d in devices) else "host"
+
 
 class ClusterNode(Record):
     """One alive node of the Ray cluster: Ray's view, and the environment block its agent collected."""
