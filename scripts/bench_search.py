@@ -19,6 +19,9 @@ cold file caches, byte-compilation and kernel caches. On both H100 machines in d
 the first fill start after a reference-only warm-up still took 6-9 s longer than every later one:
 `--warm-up reference,u_max,kv_blocks` warms that path too (about two minutes on an H100).
 
+--rounds N runs the variants N times, each round in the reverse order of the one before (A B, B A,
+...), so that neither variant always runs first on a warm machine.
+
 A variant can run in a call of its own (--only-variant) and is appended to the JSON file, so a
 comparison that outlasts one command still runs side by side on one machine: every row records
 the machine's boot id, and make_docs.py refuses rows from different boots in one table.
@@ -79,7 +82,8 @@ def command_for(args: argparse.Namespace, flags: list[str], out: Path) -> list[s
 
 
 def measure_once(args: argparse.Namespace, name: str, flags: list[str], keep: Path | None) -> tuple[dict, float]:
-    """(the result document, wall seconds) of one `kvprobe measure` with `flags`."""
+    """(the result document, wall seconds) of one `kvprobe measure` with `flags`; its results
+    directory is copied to `keep` (a new directory) if given."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         out = Path(tmp)
         started = time.monotonic()
@@ -93,9 +97,13 @@ def measure_once(args: argparse.Namespace, name: str, flags: list[str], keep: Pa
         return json.loads(result_path.read_text()), wall
 
 
-def run_variant(args: argparse.Namespace, name: str, flags: list[str], keep: Path | None, warm_up_s: float | None):
-    result, wall = measure_once(args, name, flags, keep)
+def run_variant(
+    args: argparse.Namespace, name: str, flags: list[str], keep: Path | None, warm_up_s: float | None, run: int
+):
+    """One row: variant `name`, the `run`-th row of the JSON file (its kept directory is RUN-NAME)."""
+    result, wall = measure_once(args, name, flags, keep and keep / f"{run}-{name}")
     trials = result["trials"]
+    prepared = [(t.get("worker") or {}).get("prepared") for t in trials]
     physical = result.get("physical_capacity") or {}
     return {
         "variant": name,
@@ -113,6 +121,9 @@ def run_variant(args: argparse.Namespace, name: str, flags: list[str], keep: Pat
         "trial_wall_s": [t["wall_s"] + t["teardown_s"] for t in trials],
         "import_s": [(t.get("worker") or {}).get("timings", {}).get("import_s") for t in trials],
         "prestarted": [t.get("prestarted", False) for t in trials],
+        "prepared_s": [p and p["seconds"] for p in prepared],
+        "prepare_errors": [p["error"] for p in prepared if p and p["error"]],
+        "cuda_initialized_while_waiting": any(p and p["cuda_initialized"] for p in prepared),
         "wall_s": wall,
         "u_max": result["u_max"],
         "u_min": result["u_min"],
@@ -148,6 +159,7 @@ def main() -> None:
         metavar="SEARCHES",
         help="run these searches once, untimed, before the variants (alone: one reference start)",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="run the variants this often, alternating their order")
     parser.add_argument("--measure-flag", action="append", default=[], help="passed to every measure run")
     parser.add_argument("--keep", default=None, help="copy each variant's results directory here")
     parser.add_argument("--commit", default=None, help="the kvprobe commit measured (recorded in every row)")
@@ -174,8 +186,9 @@ def main() -> None:
     if args.warm_up:
         _, warm_up_s = measure_once(args, "warm-up", ["--searches", args.warm_up, "--no-confirm"], None)
         print(f"warm-up ({args.warm_up}): {warm_up_s:.0f} s", flush=True)
-    for name in chosen:
-        rows.append(run_variant(args, name, variants[name], keep, warm_up_s))
+    order = [name for round_ in range(args.rounds) for name in (chosen if round_ % 2 == 0 else chosen[::-1])]
+    for name in order:
+        rows.append(run_variant(args, name, variants[name], keep, warm_up_s, len(rows) + 1))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rows, indent=1) + "\n")
         row = rows[-1]

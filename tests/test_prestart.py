@@ -46,7 +46,8 @@ def workers(root: Path) -> dict[int, dict]:
         if b"kvprobe.engines.vllm_worker" in argv and str(root).encode() in b" ".join(argv):
             pid = int(entry.name)
             args = [a.decode() for a in argv if a]
-            waiting = len(args) == 4 and not Path(args[3]).exists()  # started early, its spec not yet written
+            started_early = len(args) == 4 or args[4] == "--prepare-like"  # no result path
+            waiting = started_early and not Path(args[3]).exists()  # its spec not yet written
             found[pid] = {"waiting": waiting, "engine": engine_processes(members(pid))}
     return found
 
@@ -102,3 +103,7 @@ def test_forced_on_the_waiting_worker_never_holds_an_engine_and_nothing_is_left(
     assert not list(out.glob(".trials/*/waiting-*.worker.json")) and not list(out.glob(".trials/*/waiting-*.log"))
     log = json.loads((out / "tiny-llama" / next(p.name for p in (out / "tiny-llama").iterdir())).read_text())
     assert log["trials"][1]["log_tail"]  # the adopted worker's log was kept under its trial's name
+    prepared = log["trials"][1]["worker"]["prepared"]  # it prepared like the trial running then
+    assert prepared["like"] == "trial-001-reference.spec.json" and prepared["error"] is None
+    assert prepared["steps"] == ["config", "worker", "model", "attention"] and not prepared["cuda_initialized"]
+    assert log["trials"][0]["worker"]["prepared"] is None

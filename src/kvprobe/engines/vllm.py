@@ -92,9 +92,15 @@ class VllmEngine:
     name = "vllm"
     phase_patterns = PHASE_PATTERNS
 
-    def worker_command(self, spec_path: str, result_path: str | None = None) -> list[str]:
-        """The worker process; without a result path it imports, then waits for the spec to appear."""
-        return [sys.executable, "-m", "kvprobe.engines.vllm_worker", spec_path, *([result_path] if result_path else [])]
+    def worker_command(
+        self, spec_path: str, result_path: str | None = None, prepare_like: str | None = None
+    ) -> list[str]:
+        """The worker process; without a result path it imports (and prepares like the trial whose
+        spec is `prepare_like`), then waits for the spec to appear."""
+        command = [sys.executable, "-m", "kvprobe.engines.vllm_worker", spec_path]
+        if result_path:
+            return [*command, result_path]
+        return [*command, *(["--prepare-like", prepare_like] if prepare_like else [])]
 
     def worker_environment(self) -> dict[str, str]:
         # DEBUG logs carry the memory profile (free at start, non-KV memory, activation peak).

@@ -1,7 +1,8 @@
 """One vLLM engine start, run as its own process by a trial: start, generate, optionally fill.
 
     python -m kvprobe.engines.vllm_worker SPEC.json RESULT.json
-    python -m kvprobe.engines.vllm_worker SPEC.json      # started early: import, wait for SPEC.json
+    python -m kvprobe.engines.vllm_worker SPEC.json [--prepare-like TRIAL_SPEC.json]
+        # started early: import (and prepare like the running trial), then wait for SPEC.json
 
 The spec holds the engine arguments and the workload. The result JSON is written only when the
 engine started and every step passed; any failure leaves the log for the parent to classify.
@@ -10,6 +11,8 @@ This is the only kvprobe code that imports vLLM or touches CUDA.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import math
 import os
@@ -132,6 +135,30 @@ def fill_plan(
     }
 
 
+def fill_cache(engine, watch: KVUsageWatch, rng: random.Random, target: float) -> dict:
+    """The fill test (fill_plan's requests, until done or the cache has stayed full): a FillResult."""
+    config = engine.vllm_config
+    num_blocks = int(config.cache_config.num_gpu_blocks or 0)
+    max_model_len = int(config.model_config.max_model_len)
+    groups = kv_groups(config.model_config.hf_text_config.to_dict())
+    per_request = blocks_held_per_request(groups, int(config.cache_config.block_size), max_model_len)
+    scheduler = config.scheduler_config
+    plan = fill_plan(
+        num_blocks, per_request, max_model_len, int(scheduler.max_num_seqs), int(scheduler.max_num_batched_tokens)
+    )
+    vocab = int(config.model_config.get_vocab_size())
+    requests = [(_prompt(rng, plan["prompt_len"], vocab), plan["output_len"]) for _ in range(plan["requests"])]
+    watch.reset()
+    _, seconds, stopped = _run_requests(engine, requests, stop=lambda: watch.stayed_full(target))
+    return {
+        **plan,
+        "seconds": seconds,
+        "peak_kv_usage": watch.peak_usage,
+        "peak_running": watch.peak_running,
+        "stopped_full": stopped,
+    }
+
+
 def bytes_per_block(config) -> int | None:
     """KV bytes one block takes on this rank, from the engine's own model and cache config:
     K and V x the layers a block spans x KV heads x head size x dtype bytes x block size (a block
@@ -173,6 +200,64 @@ def wait_for_spec(spec_path: Path) -> dict:
     return json.loads(spec_path.read_text())
 
 
+def prepare_engine(like: Path) -> dict:
+    """A waiting worker's head start beyond `import vllm`: the modules an engine start imports only
+    once it runs (its worker class, the model class, the attention backends), found through an
+    engine config built from the running trial's arguments (the next trial's are not known yet).
+
+    vLLM forks its engine core from this process, so the engine inherits them. vLLM's own front end
+    builds the same config before that fork without touching CUDA (it asks NVML); whether anything
+    here did is recorded (`cuda_initialized`). A failing step ends the preparation, never the trial."""
+    import torch
+    from vllm import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    mark("prepare")
+    started, steps, error = time.perf_counter(), [], None
+    try:
+        running = json.loads(like.read_text())
+        usage_context = UsageContext[running.get("usage_context", "OPENAI_API_SERVER")]
+        config = EngineArgs(**running["engine_args"]).create_engine_config(usage_context)
+        steps.append("config")
+        worker_cls = config.parallel_config.worker_cls
+        if isinstance(worker_cls, str):
+            importlib.import_module(worker_cls.rpartition(".")[0])
+            steps.append("worker")
+        from vllm.model_executor.models import ModelRegistry
+
+        ModelRegistry.resolve_model_cls(config.model_config.architectures, config.model_config)
+        steps.append("model")
+        _import_attention_backends(config)
+        steps.append("attention")
+    except Exception as exc:  # a head start that fails costs the trial nothing
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    return {
+        "like": like.name,
+        "seconds": time.perf_counter() - started,
+        "steps": steps,
+        "error": error,
+        "cuda_initialized": torch.cuda.is_initialized(),
+    }
+
+
+def _import_attention_backends(config) -> None:
+    """Select the attention backend as the model's layers will (importing the candidates), then forget
+    the choice: the trial's engine selects again for its own config, now without the imports."""
+    from vllm.config import set_current_vllm_config
+    from vllm.v1.attention import selector
+    from vllm.v1.attention.backends import utils
+
+    model = config.model_config
+    try:
+        with set_current_vllm_config(config):
+            selector.get_attn_backend(model.get_head_size(), model.dtype, config.cache_config.cache_dtype)
+    finally:
+        selector._cached_get_attn_backend.cache_clear()
+        reset_layout = getattr(utils, "set_kv_cache_layout", None)  # vLLM 0.26 sets a layout as it selects
+        if reset_layout is not None:
+            reset_layout(None)
+
+
 def hold_until_measured(gate: str | None) -> None:
     """Stay idle at ready until the probe has measured the engine (it then creates `gate`): the first
     request's transient allocations would otherwise fall between its two reads."""
@@ -195,9 +280,10 @@ def join_ray_cluster(cluster: dict | None) -> None:
     ray.init(address=address, runtime_env={"env_vars": {TRIAL_TAG: tag}})
 
 
-def main(spec_path: str, result_path: str | None) -> int:
+def main(spec_path: str, result_path: str | None, prepare_like: str | None = None) -> int:
     """Run one trial. Without `result_path` the worker was started ahead of its trial: it imports,
-    then waits for SPEC_PATH to appear, and the spec names the result path."""
+    prepares like `prepare_like` (if given), then waits for SPEC_PATH to appear, and the spec names
+    the result path."""
     spec = json.loads(Path(spec_path).read_text()) if result_path else None
     mark("import")
     t_import = time.perf_counter()
@@ -207,7 +293,9 @@ def main(spec_path: str, result_path: str | None) -> int:
     from vllm.v1.engine.llm_engine import LLMEngine
 
     import_s = time.perf_counter() - t_import
+    prepared = None
     if spec is None:
+        prepared = prepare_engine(Path(prepare_like)) if prepare_like else None
         spec = wait_for_spec(Path(spec_path))
         result_path = spec["result_path"]
     watch = KVUsageWatch()
@@ -225,19 +313,17 @@ def main(spec_path: str, result_path: str | None) -> int:
     hold_until_measured(spec.get("ready_gate"))
 
     config = engine.vllm_config
-    num_blocks = int(config.cache_config.num_gpu_blocks or 0)
-    block_size = int(config.cache_config.block_size)
-    max_model_len = int(config.model_config.max_model_len)
     vocab = int(config.model_config.get_vocab_size())
     rng = random.Random(0)
     result: dict = {
-        "num_gpu_blocks": num_blocks,
-        "block_size": block_size,
+        "num_gpu_blocks": int(config.cache_config.num_gpu_blocks or 0),
+        "block_size": int(config.cache_config.block_size),
         "bytes_per_block": bytes_per_block(config),
         "max_num_seqs": int(config.scheduler_config.max_num_seqs),
         "max_num_batched_tokens": int(config.scheduler_config.max_num_batched_tokens),
         "timings": {"import_s": import_s, "engine_start_s": start_s},
         "versions": {"vllm": vllm.__version__},
+        "prepared": prepared,
     }
 
     workload = spec.get("workload", {})
@@ -246,22 +332,8 @@ def main(spec_path: str, result_path: str | None) -> int:
     mark("generated")
 
     if workload.get("fill_target"):
-        batched = int(config.scheduler_config.max_num_batched_tokens)
-        groups = kv_groups(config.model_config.hf_text_config.to_dict())
-        per_request = blocks_held_per_request(groups, block_size, max_model_len)
-        plan = fill_plan(num_blocks, per_request, max_model_len, result["max_num_seqs"], batched)
-        watch.reset()
-        requests = [(_prompt(rng, plan["prompt_len"], vocab), plan["output_len"]) for _ in range(plan["requests"])]
-        target = float(workload["fill_target"])
-        _, seconds, stopped = _run_requests(engine, requests, stop=lambda: watch.stayed_full(target))
-        result["fill"] = {
-            **plan,
-            "seconds": seconds,
-            "peak_kv_usage": watch.peak_usage,
-            "peak_running": watch.peak_running,
-            "stopped_full": stopped,
-        }
-        result["timings"]["fill_s"] = seconds
+        result["fill"] = fill_cache(engine, watch, rng, float(workload["fill_target"]))
+        result["timings"]["fill_s"] = result["fill"]["seconds"]
         mark("filled")
 
     if workload.get("throughput"):
@@ -305,4 +377,9 @@ def _cuda_view() -> dict | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))
+    parser = argparse.ArgumentParser(prog="python -m kvprobe.engines.vllm_worker")
+    parser.add_argument("spec")
+    parser.add_argument("result", nargs="?")
+    parser.add_argument("--prepare-like", help="a waiting worker: the running trial's spec to prepare like")
+    args = parser.parse_args()
+    sys.exit(main(args.spec, args.result, args.prepare_like))

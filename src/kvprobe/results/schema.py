@@ -154,6 +154,18 @@ class CudaView(Record):
     error: str | None = Field(None, description="The CUDA error, where reading it failed.")
 
 
+class EnginePreparation(Record):
+    """What a prestarted worker did while it waited, beyond importing vLLM: the engine's own lazy
+    imports (its worker class, the model class, the attention backend), found through a config built
+    like the trial running then. None of it may touch CUDA: `cuda_initialized` says whether it did."""
+
+    like: str = Field(description="The spec file of the trial whose engine arguments the preparation used.")
+    seconds: float
+    steps: list[str] = Field(default_factory=list, description="The steps that completed, in order.")
+    error: str | None = Field(None, description="Why a step failed (the trial then went on unprepared from there).")
+    cuda_initialized: bool = Field(description="torch.cuda.is_initialized() after the preparation.")
+
+
 class SoftwareVersions(Record):
     """Versions as the engine's own process reported them (kvprobe's from the probe)."""
 
@@ -178,6 +190,7 @@ class WorkerResult(Record):
     fill: FillResult | None = None
     throughput: ThroughputResult | None = None
     cuda: CudaView | None = None
+    prepared: EnginePreparation | None = Field(None, description="A prestarted worker's preparation while it waited.")
 
 
 class Perturbation(Record):

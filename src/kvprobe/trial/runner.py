@@ -125,15 +125,17 @@ class TrialRunner:
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
             )
 
-    def _start_waiting(self) -> None:
-        """Start the next trials' workers now, up to PRESTART_DEPTH: they import while this trial
-        runs (discrete GPUs only: they create no CUDA context, and their host memory is not the
-        pool measured there)."""
+    def _start_waiting(self, running_spec: Path) -> None:
+        """Start the next trials' workers now, up to PRESTART_DEPTH: they import, and prepare like the
+        running trial (`running_spec`), while it runs (discrete GPUs only: they create no CUDA
+        context, and their host memory is not the pool measured there). Across Ray nodes they only
+        import: building a config there may reach for the cluster before the trial has joined it."""
+        like = None if self.cluster is not None else str(running_spec)
         while len(self.waiting) < PRESTART_DEPTH:
             self._prestarted += 1
             stem = self.workdir / f"waiting-{self._prestarted:03d}"
             spec_path, log_path, marker = (Path(f"{stem}.{suffix}") for suffix in ("spec.json", "log", "worker.json"))
-            process = self._spawn(self.engine.worker_command(str(spec_path)), log_path)
+            process = self._spawn(self.engine.worker_command(str(spec_path), prepare_like=like), log_path)
             marker.write_text(json.dumps({"pid": process.pid}))
             self.waiting.append(WaitingWorker(process, spec_path, log_path, marker))
 
@@ -190,7 +192,7 @@ class TrialRunner:
         marker.write_text(json.dumps({"pid": process.pid, "started_at": started_at}))
         try:
             if self.prestart:
-                self._start_waiting()
+                self._start_waiting(spec_path)
             verdict, samples, phases, engine_memory = self._watch(process, log_path, ready_gate)
         except BaseException:  # Ctrl-C or SIGTERM: never leave an engine (or a waiting worker) behind
             terminate(process.pid)
