@@ -93,7 +93,7 @@ def measure_once(args: argparse.Namespace, name: str, flags: list[str], keep: Pa
             raise SystemExit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         (result_path,) = sorted(out.glob(f"{args.model}/*.json"))
         if keep is not None:
-            subprocess.run(["cp", "-r", str(out), str(keep / name.replace("=", "-"))], check=True)
+            subprocess.run(["cp", "-r", str(out), str(keep)], check=True)
         return json.loads(result_path.read_text()), wall
 
 

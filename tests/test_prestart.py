@@ -105,5 +105,5 @@ def test_forced_on_the_waiting_worker_never_holds_an_engine_and_nothing_is_left(
     assert log["trials"][1]["log_tail"]  # the adopted worker's log was kept under its trial's name
     prepared = log["trials"][1]["worker"]["prepared"]  # it prepared like the trial running then
     assert prepared["like"] == "trial-001-reference.spec.json" and prepared["error"] is None
-    assert prepared["steps"] == ["config", "worker", "model", "attention"] and not prepared["cuda_initialized"]
+    assert prepared["steps"] == ["config", "worker", "model"] and not prepared["cuda_initialized"]
     assert log["trials"][0]["worker"]["prepared"] is None

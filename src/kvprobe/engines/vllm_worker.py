@@ -201,13 +201,16 @@ def wait_for_spec(spec_path: Path) -> dict:
 
 
 def prepare_engine(like: Path) -> dict:
-    """A waiting worker's head start beyond `import vllm`: the modules an engine start imports only
-    once it runs (its worker class, the model class, the attention backends), found through an
-    engine config built from the running trial's arguments (the next trial's are not known yet).
+    """A waiting worker's head start beyond `import vllm`: modules an engine start imports only once
+    it runs (its worker class and the model class), found through an engine config built from the
+    running trial's arguments (the next trial's are not known yet).
 
     vLLM forks its engine core from this process, so the engine inherits them. vLLM's own front end
     builds the same config before that fork without touching CUDA (it asks NVML); whether anything
-    here did is recorded (`cuda_initialized`). A failing step ends the preparation, never the trial."""
+    here did is recorded (`cuda_initialized`: vLLM would then spawn its engine core, re-importing
+    everything). Not the attention backends: selecting one imports FlashInfer, which initializes
+    CUDA at import (seen on the H100 host, vLLM 0.26). A failing step ends the preparation, never
+    the trial."""
     import torch
     from vllm import EngineArgs
     from vllm.usage.usage_lib import UsageContext
@@ -227,8 +230,6 @@ def prepare_engine(like: Path) -> dict:
 
         ModelRegistry.resolve_model_cls(config.model_config.architectures, config.model_config)
         steps.append("model")
-        _import_attention_backends(config)
-        steps.append("attention")
     except Exception as exc:  # a head start that fails costs the trial nothing
         error = f"{type(exc).__name__}: {exc}"[:500]
     return {
@@ -238,24 +239,6 @@ def prepare_engine(like: Path) -> dict:
         "error": error,
         "cuda_initialized": torch.cuda.is_initialized(),
     }
-
-
-def _import_attention_backends(config) -> None:
-    """Select the attention backend as the model's layers will (importing the candidates), then forget
-    the choice: the trial's engine selects again for its own config, now without the imports."""
-    from vllm.config import set_current_vllm_config
-    from vllm.v1.attention import selector
-    from vllm.v1.attention.backends import utils
-
-    model = config.model_config
-    try:
-        with set_current_vllm_config(config):
-            selector.get_attn_backend(model.get_head_size(), model.dtype, config.cache_config.cache_dtype)
-    finally:
-        selector._cached_get_attn_backend.cache_clear()
-        reset_layout = getattr(utils, "set_kv_cache_layout", None)  # vLLM 0.26 sets a layout as it selects
-        if reset_layout is not None:
-            reset_layout(None)
 
 
 def hold_until_measured(gate: str | None) -> None:

@@ -156,8 +156,8 @@ class CudaView(Record):
 
 class EnginePreparation(Record):
     """What a prestarted worker did while it waited, beyond importing vLLM: the engine's own lazy
-    imports (its worker class, the model class, the attention backend), found through a config built
-    like the trial running then. None of it may touch CUDA: `cuda_initialized` says whether it did."""
+    imports (its worker class and the model class), found through a config built like the trial
+    running then. None of it may touch CUDA: `cuda_initialized` says whether it did."""
 
     like: str = Field(description="The spec file of the trial whose engine arguments the preparation used.")
     seconds: float
