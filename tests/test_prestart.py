@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, load_results, measure_command, needs_engine
+from kvprobe.results.schema import EnginePreparation
 from kvprobe.trial.process_group import members
 from kvprobe.trial.runner import PRESTART_DEPTH
 
@@ -107,3 +109,19 @@ def test_forced_on_the_waiting_worker_never_holds_an_engine_and_nothing_is_left(
     assert prepared["like"] == "trial-001-reference.spec.json" and prepared["error"] is None
     assert prepared["steps"] == ["config", "worker", "model"] and not prepared["cuda_initialized"]
     assert log["trials"][0]["worker"]["prepared"] is None
+
+
+PREPARE = (
+    "import json, sys; from pathlib import Path; from kvprobe.engines.vllm_worker import prepare_engine; "
+    "print(json.dumps(prepare_engine(Path(sys.argv[1]))))"
+)
+
+
+def test_a_preparation_that_fails_is_recorded_and_costs_the_trial_nothing(tmp_path):
+    running = tmp_path / "trial-001-reference.spec.json"
+    running.write_text(json.dumps({"engine_args": {"model": str(tmp_path / "no-such-model"), "load_format": "dummy"}}))
+    done = subprocess.run([sys.executable, "-c", PREPARE, str(running)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    prepared = EnginePreparation.model_validate_json(done.stdout.strip().splitlines()[-1])
+    assert prepared.like == running.name and prepared.steps == [] and prepared.error
+    assert not prepared.cuda_initialized
