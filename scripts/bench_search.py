@@ -15,9 +15,10 @@ scripts/make_docs.py turns into docs/benchmarks.md. A variant is one value of on
         --variant "prestart-off=--prestart off" --variant "prestart-auto=--prestart auto" --json /root/bench/h100.json
 
 --warm-up first starts the engine once, untimed, so that the first variant does not pay alone for
-cold file caches, byte-compilation and kernel caches. On both H100 machines in docs/benchmarks.md
-the first fill start after a reference-only warm-up still took 6-9 s longer than every later one:
-`--warm-up reference,u_max,kv_blocks` warms that path too (about two minutes on an H100).
+cold file caches, byte-compilation and kernel caches. On the two H100 machines in docs/benchmarks.md
+whose warm-up was one reference start, the first fill start still took 6-9 s longer than every
+later one; `--warm-up reference,u_max,kv_blocks` warms that path too (146 s on the third machine,
+where the first fill start was no slower than the rest).
 
 --rounds N runs the variants N times, each round in the reverse order of the one before (A B, B A,
 ...), so that neither variant always runs first on a warm machine.
@@ -101,7 +102,7 @@ def run_variant(
     args: argparse.Namespace, name: str, flags: list[str], keep: Path | None, warm_up_s: float | None, run: int
 ):
     """One row: variant `name`, the `run`-th row of the JSON file (its kept directory is RUN-NAME)."""
-    result, wall = measure_once(args, name, flags, keep and keep / f"{run}-{name}")
+    result, wall = measure_once(args, name, flags, keep and keep / f"{run}-{name.replace('=', '-')}")
     trials = result["trials"]
     prepared = [(t.get("worker") or {}).get("prepared") for t in trials]
     physical = result.get("physical_capacity") or {}

@@ -117,7 +117,7 @@ PREPARE = (
 )
 
 
-def test_a_preparation_that_fails_is_recorded_and_costs_the_trial_nothing(tmp_path):
+def test_a_preparation_that_fails_is_recorded_and_raises_nothing(tmp_path):
     running = tmp_path / "trial-001-reference.spec.json"
     running.write_text(json.dumps({"engine_args": {"model": str(tmp_path / "no-such-model"), "load_format": "dummy"}}))
     done = subprocess.run([sys.executable, "-c", PREPARE, str(running)], capture_output=True, text=True, timeout=600)

@@ -200,6 +200,13 @@ def wait_for_spec(spec_path: Path) -> dict:
     return json.loads(spec_path.read_text())
 
 
+def usage_context(spec: dict):
+    """vLLM's UsageContext that a spec names (its defaults differ between `vllm serve` and `LLM`)."""
+    from vllm.usage.usage_lib import UsageContext
+
+    return UsageContext[spec.get("usage_context", "OPENAI_API_SERVER")]
+
+
 def prepare_engine(like: Path) -> dict:
     """A waiting worker's head start beyond `import vllm`: modules an engine start imports only once
     it runs (its worker class and the model class), found through an engine config built from the
@@ -213,14 +220,12 @@ def prepare_engine(like: Path) -> dict:
     the trial."""
     import torch
     from vllm import EngineArgs
-    from vllm.usage.usage_lib import UsageContext
 
     mark("prepare")
     started, steps, error = time.perf_counter(), [], None
     try:
         running = json.loads(like.read_text())
-        usage_context = UsageContext[running.get("usage_context", "OPENAI_API_SERVER")]
-        config = EngineArgs(**running["engine_args"]).create_engine_config(usage_context)
+        config = EngineArgs(**running["engine_args"]).create_engine_config(usage_context(running))
         steps.append("config")
         worker_cls = config.parallel_config.worker_cls
         if isinstance(worker_cls, str):
@@ -272,7 +277,6 @@ def main(spec_path: str, result_path: str | None, prepare_like: str | None = Non
     t_import = time.perf_counter()
     import vllm
     from vllm import EngineArgs
-    from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.llm_engine import LLMEngine
 
     import_s = time.perf_counter() - t_import
@@ -288,7 +292,7 @@ def main(spec_path: str, result_path: str | None, prepare_like: str | None = Non
     t_start = time.perf_counter()
     engine = LLMEngine.from_engine_args(
         engine_args,
-        usage_context=UsageContext[spec.get("usage_context", "OPENAI_API_SERVER")],
+        usage_context=usage_context(spec),
         stat_loggers=[_stats_logger(watch)],
     )
     start_s = time.perf_counter() - t_start
