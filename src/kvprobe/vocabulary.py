@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Outcome = Literal["ok", "startup-check", "kv-too-small", "oom", "killed", "guard", "timeout", "error"]
-"""How an engine start ended. `ok` may still fail its fill test (see TrialRecord.passed)."""
+Outcome = Literal["ok", "startup-check", "kv-too-small", "oom", "killed", "guard", "timeout", "config-error", "error"]
+"""How an engine start ended. `ok` may still fail its fill test (see TrialRecord.passed).
+`config-error`: the engine refused its own configuration before touching memory; it says nothing
+about any boundary, so a search that meets it stops instead of steering by it."""
 
 ABOVE_WINDOW: tuple[Outcome, ...] = ("startup-check", "oom", "killed", "guard")
 """Refused for asking too much memory: such a start lies above u_max."""

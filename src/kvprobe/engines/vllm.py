@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 # Failure classes, most specific first. Each pattern is a text vLLM (CUDA or CPU build) prints.
 FAILURE_PATTERNS: list[tuple[Outcome, re.Pattern]] = [
+    # vLLM's config classes are pydantic dataclasses: a refused setting is a ValidationError whose
+    # "Value error, ..." line says why (e.g. max_num_batched_tokens below max_num_seqs).
+    ("config-error", re.compile(r"validation errors? for \w*Config|\bValue error, ")),
     (
         "kv-too-small",
         re.compile(

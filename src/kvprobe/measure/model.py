@@ -39,6 +39,14 @@ class OutsideWindow(Exception):
     """A start was refused on the far side of the utilization window from the boundary searched."""
 
 
+class EngineRefusedSettings(Exception):
+    """The engine refused its configuration (a `config-error` start): no boundary lies there, so the
+    model's searches stop instead of steering by it."""
+
+    def __init__(self, search: SearchName, reason: str):
+        super().__init__(f"{search}: the engine refused the settings kvprobe gave it; the searches stopped: {reason}")
+
+
 @dataclass
 class ModelFindings:
     """What one model's searches found, and every trial they started (replayed ones included)."""
@@ -51,6 +59,18 @@ class ModelFindings:
     throughput: TrialRecord | None = None
     utilization_range: tuple[float, float] = (0.0, 1.0)
     errors: list[str] = field(default_factory=list)
+
+
+def fill_scheduler_overrides(requests: int, max_num_seqs: int | None, max_num_batched_tokens: int | None) -> dict:
+    """Scheduler settings that let the fill's `requests` run at once. vLLM refuses a max_num_seqs above
+    max_num_batched_tokens (its SchedulerConfig check), so the batched-token limit rises with it
+    where the u_max start's engine had less; more of either only adds non-KV memory, which makes the
+    physical capacity found conservative, never larger."""
+    seqs = max(max_num_seqs or 0, requests)
+    overrides = {"max_num_seqs": seqs}
+    if max_num_batched_tokens is not None and seqs > max_num_batched_tokens:
+        overrides["max_num_batched_tokens"] = seqs
+    return overrides
 
 
 def find_trial(trials: list[TrialRecord], **match) -> TrialRecord | None:
@@ -100,6 +120,8 @@ class ModelSearches:
             self.trials.append(record)
             if record.outcome != "timeout":
                 break
+        if record.outcome == "config-error":
+            raise EngineRefusedSettings(search, record.reason)
         return record
 
     def utilization_trials(self) -> list[TrialRecord]:
@@ -221,7 +243,9 @@ class ModelSearches:
         groups = kv_groups(self.settings.hf_config())
         per_request = blocks_held_per_request(groups, at_u_max.block_size, self.settings.max_model_len)
         requests = fill_request_count(blocks, per_request)
-        overrides = {"max_num_seqs": max(self.settings.max_num_seqs or 0, requests)}
+        overrides = fill_scheduler_overrides(
+            requests, self.settings.max_num_seqs, at_u_max.worker.max_num_batched_tokens
+        )
         return self.trial(
             "kv_blocks",
             kv_bytes=blocks * bytes_per_block,
@@ -247,16 +271,26 @@ class ModelSearches:
     # --- all of them -------------------------------------------------------------------------
     def run(self) -> ModelFindings:
         """The chosen searches in order: reference, u_max, u_min, kv_blocks, then throughput."""
-        options = self.options
-        lo, hi = options.utilization_range or self.settings.utilization_range
+        lo, hi = self.options.utilization_range or self.settings.utilization_range
         found = ModelFindings(trials=self.trials, utilization_range=(lo, hi))
+        try:
+            self._run_searches(found, lo, hi)
+        except EngineRefusedSettings as refused:
+            found.errors.append(str(refused))
+            return found
+        found.errors += self._missing_figures(found)
+        return found
+
+    def _run_searches(self, found: ModelFindings, lo: float, hi: float) -> None:
+        options = self.options
 
         if "reference" in options.searches:
             found.reference = self.run_reference()
             if found.reference.outcome == "error":
                 found.errors.append(f"reference start failed: {found.reference.reason}")
+                return  # the engine cannot start at all: every search would fail the same way
 
-        if "u_max" in options.searches and not found.errors:
+        if "u_max" in options.searches:
             u_max = found.searches["u_max"] = self.search_u_max(lo, hi)
             if u_max.passing is None:
                 found.errors.append(f"no utilization in [{lo}, {hi}] started the engine")
@@ -283,12 +317,14 @@ class ModelSearches:
             found.throughput = self.trial(
                 "throughput", utilization=found.at_u_max.utilization, throughput=THROUGHPUT_WORKLOAD
             )
-        found.errors += self._missing_figures(found)
-        return found
 
     def _missing_figures(self, found: ModelFindings) -> list[str]:
         """A result is complete only if every figure its searches promise is there."""
         missing = []
+        reference = found.reference
+        if reference is not None and not reference.passed and reference.outcome != "error":
+            said = f" ({reference.reason})" if reference.reason else ""
+            missing.append(f"reference start measured nothing: {reference.outcome}{said}")
         u_max, u_min, kv_blocks = (found.searches.get(name) for name in ("u_max", "u_min", "kv_blocks"))
         if u_max is not None and u_max.passing is not None and found.at_u_max is None:
             missing.append(f"u_max {u_max.passing} passed, but no passing trial at it was found")

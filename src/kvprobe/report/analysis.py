@@ -107,7 +107,9 @@ class Comparison(Model):
 class Flag(Model):
     """Something that makes a figure less trustworthy, as pyperf warns of unstable benchmarks."""
 
-    kind: Literal["few_runs", "unstable_sd", "non_monotone", "boundary_flipped", "baseline_not_restored"]
+    kind: Literal[
+        "few_runs", "unstable_sd", "non_monotone", "boundary_flipped", "baseline_not_restored", "incomplete_run"
+    ]
     label: Label
     metric: str | None = None
     value: float | None = Field(None, description="n, sd/mean, or the setting that flipped.")
@@ -241,6 +243,8 @@ def _flags(group: Group, stats: dict[Label, dict[str, Summary]]) -> list[Flag]:
             if unstable(summary):
                 flags.append(Flag(kind="unstable_sd", label=label, metric=metric, value=summary.sd / summary.mean))
         for doc in runs:
+            if doc.status != "complete":
+                flags.append(Flag(kind="incomplete_run", label=label, run=doc.where()))
             for name, search in doc.searches.items():
                 if search.non_monotone:
                     flags.append(Flag(kind="non_monotone", label=label, metric=name, run=doc.where()))

@@ -120,6 +120,7 @@ FLAG_TEXT = {
     "non_monotone": "{label} {metric}: the search saw a start fail above one that passed, in {run}",
     "boundary_flipped": "{label} {metric}: the same setting {value} both passed and failed, in {run}",
     "baseline_not_restored": "{label}: memory did not come back to its baseline after a trial, in {run}",
+    "incomplete_run": "{label}: {run} did not finish every search; its figures are compared where it has them",
 }
 
 

@@ -27,13 +27,15 @@ class Group:
 
 
 def group_results(documents: Iterable[ResultDocument]) -> tuple[list[Group], list[str]]:
-    """(groups, problems): incomplete results and unmatched groups are described, never mixed in."""
+    """(groups, problems): unmatched groups and results that measured no KV figure are described. A
+    result whose later searches failed still joins its group: what it measured is compared, and the
+    report flags it (analysis.Flag `incomplete_run`)."""
     groups: dict[tuple, Group] = {}
     problems: list[str] = []
     for doc in documents:
         if doc.condition != doc.label:
             continue  # an experiment's own condition: compared with its baseline in report.conditions
-        if doc.status != "complete":
+        if doc.status != "complete" and not _measured_any(doc):
             problems.append(f"{doc.where()}: incomplete ({'; '.join(doc.errors or ['status ' + doc.status])})")
             continue
         key = (doc.model, doc.settings_hash, doc.versions.kvprobe, doc.versions.vllm)
@@ -64,6 +66,10 @@ def group_results(documents: Iterable[ResultDocument]) -> tuple[list[Group], lis
                 differs = f"; the {'/'.join(missing)} runs differ: {', '.join(diffs)}"
             problems.append(f"{model}: {'/'.join(have)} runs have no {'/'.join(missing)} counterpart{differs}")
     return sorted(groups.values(), key=lambda g: (g.model, g.settings_hash)), problems
+
+
+def _measured_any(doc: ResultDocument) -> bool:
+    return any(figure is not None for figure in (doc.reference, doc.kv_at_u_max, doc.physical_capacity))
 
 
 def check_pairs(store: ResultStore, models: list[str]) -> list[str]:
