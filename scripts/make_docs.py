@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from kvprobe.config import load_models  # noqa: E402
 from kvprobe.predict import predict  # noqa: E402
 from kvprobe.report.external import STUDY_MODELS, load_benchmark_spark, summarise_external  # noqa: E402
-from kvprobe.report.layout import external_document  # noqa: E402
+from kvprobe.report.external_layout import external_document  # noqa: E402
 from kvprobe.report.markdown import MarkdownWriter  # noqa: E402
 from kvprobe.report.summary import build_report  # noqa: E402
 from kvprobe.report.writers import FORMATS, ReportOptions, render_report  # noqa: E402
@@ -623,7 +623,7 @@ def simulated_environments() -> dict[Path, bytes]:
 
 
 def external_report() -> bytes:
-    """The original study's table with kvprobe's statistics, checked against the shipped configs."""
+    """The original study read against TensorRT-LLM's sizing equation; its labels beside the shipped configs."""
     models = {m.name: m for m in load_models(ROOT / "models.yaml")}
     predictions = {}
     for study_name, name in STUDY_MODELS.items():

@@ -1,145 +1,281 @@
-"""Tables measured by someone else, brought into a report as a clearly labelled external source.
+"""The original DGX Spark study, read against the equation its engine sized the KV cache with.
 
-An external source is not a kvprobe result: other engine, other machine, its own definitions of
-"KV cache" and "peak". kvprobe only summarises its numbers with the same statistics, names where
-they come from, and checks them against what the models' configs imply (kvprobe.predict).
+The study measured TensorRT-LLM (`trtllm-bench`, C++ engine path) on one GB10, not vLLM, and not with
+kvprobe. Its per-run figures are GiB with two decimals. TensorRT-LLM sizes its KV cache as a fraction
+of *free* device memory, KV = f x (total - in use), f = `free_gpu_memory_fraction` (default 0.9). This
+module fits that equation to every run, decomposes the container's loss by it, and lays out the order
+of the runs, the trend within each side and the labels' throughput. All arithmetic is exact
+(`Fraction` of the study's decimal figures, in bytes); only the layout rounds.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
 
 from kvprobe.predict import Prediction
-from kvprobe.report.stats import Summary, WelchResult, summarise, welch_t_test
+from kvprobe.report.stats import Summary, summarise, t_quantile, t_two_sided_p
 from kvprobe.units import GIB
 from kvprobe.vocabulary import LABELS, Label
 
+ENGINE_FRACTION = Fraction(9, 10)
+"""TensorRT-LLM's `free_gpu_memory_fraction` default, and the fraction the study states it used."""
 
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+FIGURE_STEP = Fraction(1, 100) * GIB
+"""The study gives KV and peak to 0.01 GiB: each figure is off by up to half of this."""
 
+STATED_TOTAL_BYTES = Fraction("119.64") * GIB
+"""The GB10's memory as the study states it (its VERSIONS.md: 119.64 GB unified)."""
 
-class ExternalRun(Model):
-    model: str
-    label: Label
-    kv_cache_bytes: float
-    peak_memory_bytes: float
-    output_tokens_per_s: float | None = None
-
-
-class ExternalSource(Model):
-    """Where the numbers come from, in words a reader can check."""
-
-    name: str
-    origin: str = Field(description="Repository, path and commit, and the license.")
-    engine: str
-    machine: str
-    memory_bytes: float = Field(description="The memory of the machine the source measured on.")
-    runs: list[ExternalRun]
-
-
-class ExternalMetric(Model):
-    native: Summary
-    container: Summary
-    lost: float | None
-    lost_percent: float | None
-    welch: WelchResult
-
-
-class WeightCheck(Model):
-    """The source's own figures beside what the model's config implies: weights + KV against the peak."""
-
-    predicted_weight_bytes: float
-    kv_native_bytes: float
-    peak_native_bytes: float
-    weights_plus_kv_bytes: float
-    room_left_by_peak_bytes: float = Field(description="peak - weights - KV (negative: the figures cannot all hold).")
-    weights_fit_the_machine: bool
-
-
-class ExternalModel(Model):
-    model: str
-    n: dict[Label, int]
-    metrics: dict[str, ExternalMetric]
-    check: WeightCheck | None
-
-
-class ExternalSummary(Model):
-    source: ExternalSource
-    models: list[ExternalModel]
-
-
-def load_benchmark_spark(path: Path) -> ExternalSource:
-    """The original DGX Spark study's `all_benchmark_results.json` (GiB figures, per run)."""
-    data = json.loads(Path(path).read_text())
-    runs = [
-        ExternalRun(
-            model=model,
-            label=label,
-            kv_cache_bytes=run["kv_cache"] * GIB,
-            peak_memory_bytes=run["peak_memory"] * GIB,
-            output_tokens_per_s=run.get("output_throughput"),
-        )
-        for model, sides in data["models"].items()
-        for label, group in sides.items()
-        for run in group
-        if run.get("exit_code") == 0
-    ]
-    return ExternalSource(
-        name="benchmark-spark (the original DGX Spark study)",
-        origin="brandonrc/benchmark-spark, analysis/all_benchmark_results.json, commit f465b5f, MIT License",
-        engine="TensorRT-LLM trtllm-bench, KV cache fraction 0.9",
-        machine="one NVIDIA GB10 (DGX Spark), 119.6 GiB unified memory",
-        memory_bytes=119.6 * GIB,
-        runs=runs,
-    )
-
+LossScope = Literal["all runs", "completed series only"]
+TrendScope = Literal["completed series", "all runs in time order"]
 
 # The study's model names and the shipped models that are the same models.
 STUDY_MODELS = {"deepseek": "deepseek-r1-distill-qwen-7b", "gpt120b": "gpt-oss-120b", "qwen72b": "qwen2.5-72b-instruct"}
 
-FIGURES = {
-    "kv_cache_bytes": "kv_cache_bytes",
-    "peak_memory_bytes": "peak_memory_bytes",
-    "output_tokens_per_s": "output_tokens_per_s",
-}
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One run of the study, as its JSON gives it; bytes are exact multiples of its 0.01 GiB figures."""
+
+    model: str  # the study's label ("deepseek", "gpt120b", "qwen72b")
+    model_id: str  # the Hugging Face name the study's runner recorded for the label
+    label: Label
+    iteration: int  # the runner's counter: 1 again means the runner started its series again
+    timestamp: str  # the runner's start time, YYYYMMDD_HHMMSS, the study machine's clock
+    in_use_bytes: Fraction  # the study's "peak_memory": memory in use when the KV cache was sized
+    kv_bytes: Fraction  # the study's "kv_cache"
+    output_tokens_per_s: float | None
+    restarted: bool = False  # run before the side's last series began (a series the runner abandoned)
+
+
+@dataclass(frozen=True)
+class ExternalSource:
+    """Where the numbers come from, in words a reader can check."""
+
+    name: str
+    origin: str  # repository, path and commit, and the license
+    engine: str
+    machine: str
+    runs: tuple[StudyRun, ...]  # in the order they ran
+
+
+def _mark_restarts(runs: list[StudyRun]) -> list[StudyRun]:
+    """Runs of one model and side, time-ordered: those before the last iteration-1 run are restarts."""
+    starts = [i for i, run in enumerate(runs) if run.iteration == 1]
+    last_start = starts[-1] if starts else 0
+    return [replace(run, restarted=True) if i < last_start else run for i, run in enumerate(runs)]
+
+
+def load_benchmark_spark(path: Path) -> ExternalSource:
+    """The study's `all_benchmark_results.json`; decimals read exactly, runs that exited non-zero left out."""
+    data = json.loads(Path(path).read_text(), parse_float=Fraction)
+    runs: list[StudyRun] = []
+    for model, sides in data["models"].items():
+        for label in LABELS:
+            finished = [run for run in sides.get(label, []) if run.get("exit_code") == 0]
+            group = sorted(finished, key=lambda run: str(run["timestamp"]))
+            runs += _mark_restarts(
+                [
+                    StudyRun(
+                        model=model,
+                        model_id=str(run["model_id"]),
+                        label=label,
+                        iteration=int(run["iteration"]),
+                        timestamp=str(run["timestamp"]),
+                        in_use_bytes=Fraction(run["peak_memory"]) * GIB,
+                        kv_bytes=Fraction(run["kv_cache"]) * GIB,
+                        output_tokens_per_s=_optional_float(run.get("output_throughput")),
+                    )
+                    for run in group
+                ]
+            )
+    return ExternalSource(
+        name="benchmark-spark (the original DGX Spark study)",
+        origin="brandonrc/benchmark-spark, analysis/all_benchmark_results.json, commit f465b5f, MIT License",
+        engine="TensorRT-LLM trtllm-bench (C++ engine path), free_gpu_memory_fraction 0.9",
+        machine="one NVIDIA GB10 (DGX Spark), unified memory, 119.64 GB as the study states it",
+        runs=tuple(sorted(runs, key=lambda run: run.timestamp)),
+    )
+
+
+def _optional_float(value: Fraction | int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class SizingFit:
+    """KV = f x (T - in use), fitted by least squares over every run."""
+
+    fraction: Fraction  # fitted f
+    total_bytes: Fraction  # fitted T
+    residual_bytes: tuple[Fraction, ...]  # per run, in `source.runs` order: KV - f x (T - in use)
+    sum_at_engine_fraction: Summary  # in use + KV / 0.9 over the runs (bytes): T with f fixed at 0.9
+    rounding_bound_bytes: Fraction  # the largest residual rounding to 0.01 GiB alone allows at f = 0.9
+
+    @property
+    def max_abs_residual_bytes(self) -> Fraction:
+        return max(abs(r) for r in self.residual_bytes)
+
+
+def _least_squares(x: Sequence[Fraction], y: Sequence[Fraction]) -> tuple[Fraction, Fraction, Fraction]:
+    """Slope, intercept and Sxx of y on x, exactly."""
+    n = len(x)
+    mean_x, mean_y = sum(x, Fraction(0)) / n, sum(y, Fraction(0)) / n
+    sxx = sum(((a - mean_x) ** 2 for a in x), Fraction(0))
+    sxy = sum(((a - mean_x) * (b - mean_y) for a, b in zip(x, y, strict=True)), Fraction(0))
+    slope = sxy / sxx
+    return slope, mean_y - slope * mean_x, sxx
+
+
+def fit_sizing(runs: Sequence[StudyRun]) -> SizingFit:
+    slope, intercept, _ = _least_squares([r.in_use_bytes for r in runs], [r.kv_bytes for r in runs])
+    fraction = -slope
+    total = intercept / fraction
+    return SizingFit(
+        fraction=fraction,
+        total_bytes=total,
+        residual_bytes=tuple(r.kv_bytes - fraction * (total - r.in_use_bytes) for r in runs),
+        sum_at_engine_fraction=summarise([float(r.in_use_bytes + r.kv_bytes / ENGINE_FRACTION) for r in runs]),
+        rounding_bound_bytes=FIGURE_STEP / 2 * (1 + ENGINE_FRACTION),
+    )
+
+
+@dataclass(frozen=True)
+class LossByEquation:
+    """One model's container loss beside what the equation says it must be: 0.9 x the extra in use."""
+
+    model: str
+    scope: LossScope
+    n: dict[Label, int]
+    kv_mean_bytes: dict[Label, Fraction]
+    in_use_mean_bytes: dict[Label, Fraction]
+
+    @property
+    def kv_lost_bytes(self) -> Fraction:
+        return self.kv_mean_bytes["native"] - self.kv_mean_bytes["container"]
+
+    @property
+    def extra_in_use_bytes(self) -> Fraction:
+        return self.in_use_mean_bytes["container"] - self.in_use_mean_bytes["native"]
+
+    @property
+    def explained_bytes(self) -> Fraction:
+        return ENGINE_FRACTION * self.extra_in_use_bytes
+
+    @property
+    def residual_bytes(self) -> Fraction:
+        return self.kv_lost_bytes - self.explained_bytes
+
+
+def _mean(values: Sequence[Fraction]) -> Fraction:
+    return sum(values, Fraction(0)) / len(values)
+
+
+def loss_by_equation(model: str, runs: Sequence[StudyRun], scope: LossScope) -> LossByEquation:
+    sides = {label: [r for r in runs if r.label == label] for label in LABELS}
+    return LossByEquation(
+        model=model,
+        scope=scope,
+        n={label: len(sides[label]) for label in LABELS},
+        kv_mean_bytes={label: _mean([r.kv_bytes for r in sides[label]]) for label in LABELS},
+        in_use_mean_bytes={label: _mean([r.in_use_bytes for r in sides[label]]) for label in LABELS},
+    )
+
+
+@dataclass(frozen=True)
+class Trend:
+    """KV against run position within one side's series: least-squares slope, its standard error and t-test.
+
+    The test's null hypothesis, no trend, is the exchangeability a test between sides would assume."""
+
+    model: str
+    label: Label
+    scope: TrendScope
+    n: int
+    first_kv_bytes: Fraction
+    last_kv_bytes: Fraction
+    slope_bytes_per_run: Fraction
+    slope_se_bytes: float | None  # None below three runs
+    ci95_bytes: tuple[float, float] | None
+    p_value: float | None
+
+
+def trend(model: str, label: Label, runs: Sequence[StudyRun], scope: TrendScope) -> Trend:
+    kv = [r.kv_bytes for r in runs]
+    slope, intercept, sxx = _least_squares([Fraction(i) for i in range(len(kv))], kv)
+    se = ci = p = None
+    if len(kv) > 2:
+        squared = sum(((y - intercept - slope * i) ** 2 for i, y in enumerate(kv)), Fraction(0))
+        se = math.sqrt(float(squared / (len(kv) - 2) / sxx))
+        df = len(kv) - 2
+        half = t_quantile(0.975, df) * se
+        ci = (float(slope) - half, float(slope) + half)
+        p = 0.0 if se == 0 else t_two_sided_p(float(slope) / se, df)
+    return Trend(model, label, scope, len(kv), kv[0], kv[-1], slope, se, ci, p)
+
+
+@dataclass(frozen=True)
+class LabelCheck:
+    """A label against what its model would need: the weights its config implies must be in memory
+    before the engine sizes its KV cache, so the memory in use then cannot be smaller."""
+
+    model: str
+    model_id: str
+    throughput: Summary  # output tokens/s over all its runs
+    predicted_weight_bytes: float | None  # kvprobe predict from the shipped config; None when not given
+    smallest_in_use_bytes: Fraction
+
+    @property
+    def weights_fit_in_use(self) -> bool | None:
+        if self.predicted_weight_bytes is None:
+            return None
+        return self.predicted_weight_bytes <= self.smallest_in_use_bytes
+
+
+@dataclass(frozen=True)
+class ExternalSummary:
+    source: ExternalSource
+    fit: SizingFit
+    losses: tuple[LossByEquation, ...]
+    trends: tuple[Trend, ...]
+    labels: tuple[LabelCheck, ...]
+
+    @property
+    def restarted_runs(self) -> tuple[StudyRun, ...]:
+        return tuple(run for run in self.source.runs if run.restarted)
 
 
 def summarise_external(source: ExternalSource, predictions: dict[str, Prediction]) -> ExternalSummary:
-    """Each model's figures per side with kvprobe's statistics; `predictions` maps the source's model
-    names to what kvprobe.predict says of the same model."""
-    models = []
-    for model in sorted({run.model for run in source.runs}):
-        sides = {label: [r for r in source.runs if r.model == model and r.label == label] for label in LABELS}
-        metrics = {}
-        for figure in FIGURES:
-            native = [getattr(r, figure) for r in sides["native"] if getattr(r, figure) is not None]
-            container = [getattr(r, figure) for r in sides["container"] if getattr(r, figure) is not None]
-            a, b = summarise(native), summarise(container)
-            lost = a.mean - b.mean if a.mean is not None and b.mean is not None else None
-            metrics[figure] = ExternalMetric(
-                native=a,
-                container=b,
-                lost=lost,
-                lost_percent=100 * lost / a.mean if lost is not None and a.mean else None,
-                welch=welch_t_test(native, container),
+    """The study read against its engine's equation; `predictions` maps the study's model names to
+    what kvprobe.predict says of the model each label names (for the label check)."""
+    losses: list[LossByEquation] = []
+    trends: list[Trend] = []
+    labels: list[LabelCheck] = []
+    models = sorted({run.model for run in source.runs})
+    for model in models:
+        runs = [run for run in source.runs if run.model == model]
+        completed = [run for run in runs if not run.restarted]
+        losses.append(loss_by_equation(model, runs, "all runs"))
+        if completed != runs:
+            losses.append(loss_by_equation(model, completed, "completed series only"))
+        for label in LABELS:
+            side = [run for run in runs if run.label == label]
+            trends.append(trend(model, label, [run for run in side if not run.restarted], "completed series"))
+            if any(run.restarted for run in side):
+                trends.append(trend(model, label, side, "all runs in time order"))
+        labels.append(
+            LabelCheck(
+                model=model,
+                model_id=runs[0].model_id,
+                throughput=summarise([run.output_tokens_per_s for run in runs]),
+                predicted_weight_bytes=predictions[model].weight_bytes if model in predictions else None,
+                smallest_in_use_bytes=min(run.in_use_bytes for run in runs),
             )
-        check = None
-        if model in predictions and metrics["kv_cache_bytes"].native.mean is not None:
-            weights = predictions[model].weight_bytes
-            kv, peak = metrics["kv_cache_bytes"].native.mean, metrics["peak_memory_bytes"].native.mean
-            check = WeightCheck(
-                predicted_weight_bytes=weights,
-                kv_native_bytes=kv,
-                peak_native_bytes=peak,
-                weights_plus_kv_bytes=weights + kv,
-                room_left_by_peak_bytes=peak - weights - kv,
-                weights_fit_the_machine=weights < source.memory_bytes,
-            )
-        models.append(
-            ExternalModel(model=model, n={label: len(sides[label]) for label in LABELS}, metrics=metrics, check=check)
         )
-    return ExternalSummary(source=source, models=models)
+    return ExternalSummary(source, fit_sizing(source.runs), tuple(losses), tuple(trends), tuple(labels))

@@ -29,7 +29,6 @@ from kvprobe.report.document import (
     strong,
 )
 from kvprobe.report.document import code as code_span
-from kvprobe.report.external import ExternalModel, ExternalSummary
 from kvprobe.report.stats import Summary
 from kvprobe.report.summary import ReportSummary
 from kvprobe.units import gib
@@ -288,89 +287,5 @@ def build_document(summary: ReportSummary, title: str | None, date: str, charts:
             Heading(2, "Not compared"),
             Paragraph.of("These results have no matched counterpart or are incomplete:"),
             BulletList(tuple(Paragraph.of(problem) for problem in summary.unmatched)),
-        ]
-    return Document(title=title, blocks=blocks, front_matter=FrontMatter(title=title, date=date, tags=TAGS))
-
-
-EXTERNAL_ROWS = (
-    ("kv_cache_bytes", "KV cache (GiB)", "GiB"),
-    ("peak_memory_bytes", "peak memory (GiB)", "GiB"),
-    ("output_tokens_per_s", "output throughput (tokens/s)", "tok/s"),
-)
-
-
-def _external_model(model: ExternalModel) -> list[Block]:
-    rows = []
-    for name, title, unit in EXTERNAL_ROWS:
-        metric = model.metrics[name]
-        lost = "-" if metric.lost is None else (gib(metric.lost) if unit == "GiB" else f"{metric.lost:.1f}")
-        pct = "-" if metric.lost_percent is None else f"{metric.lost_percent:.1f}%"
-        verdict = metric.welch.verdict
-        p = (
-            VERDICT_TEXT.get(verdict, "-")
-            if verdict != "tested"
-            else ("<0.001" if metric.welch.p_value < 0.001 else f"{metric.welch.p_value:.2g}")
-        )
-        rows.append((title, fmt_stat(metric.native, unit), fmt_stat(metric.container, unit), lost, pct, p))
-    header = (
-        "figure",
-        f"native (n = {model.n['native']})",
-        f"container (n = {model.n['container']})",
-        "lost",
-        "lost %",
-        "p",
-    )
-    return [Heading(3, model.model), Table(header, tuple(rows), (False, True, True, True, True, True))]
-
-
-def external_document(summary: ExternalSummary, date: str) -> Document:
-    """An external table's own figures, with kvprobe's statistics and a check against the configs."""
-    source = summary.source
-    title = f"External source: {source.name}"
-    blocks: list[Block] = [
-        Paragraph.of(
-            "Not kvprobe measurements. Source: ",
-            code_span(source.origin),
-            f". Engine: {source.engine}. "
-            f"Machine: {source.machine}. Figures are the source's own (its definitions of KV cache and "
-            "peak memory), summarised here with kvprobe's statistics: mean ± sd [95% CI], Welch's t-test.",
-        ),
-    ]
-    for model in summary.models:
-        blocks += _external_model(model)
-    checks = [m for m in summary.models if m.check]
-    if checks:
-        rows = tuple(
-            (
-                m.model,
-                gib(m.check.predicted_weight_bytes),
-                gib(m.check.kv_native_bytes),
-                gib(m.check.weights_plus_kv_bytes),
-                gib(m.check.peak_native_bytes),
-                gib(m.check.room_left_by_peak_bytes, sign=True),
-                "yes" if m.check.weights_fit_the_machine else "no",
-            )
-            for m in checks
-        )
-        header = (
-            "model",
-            "weights, predicted from config.json",
-            "KV native, reported",
-            "weights + KV",
-            "peak native, reported",
-            "peak - weights - KV",
-            f"weights fit {gib(source.memory_bytes)} GiB",
-        )
-        blocks += [
-            Heading(2, "Checked against the models' configs"),
-            Paragraph.of(
-                "Weights as ",
-                code_span("kvprobe predict"),
-                " gives them from each model's config.json (its dtype; MXFP4 "
-                "experts for GPT-OSS), beside the source's native means, in GiB. A negative last-but-one "
-                "column means the reported KV, the reported peak and the weights cannot all hold at once; "
-                "which of them is off is not something these figures tell.",
-            ),
-            Table(header, rows, (False, True, True, True, True, True, False)),
         ]
     return Document(title=title, blocks=blocks, front_matter=FrontMatter(title=title, date=date, tags=TAGS))

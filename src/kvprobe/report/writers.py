@@ -18,9 +18,10 @@ from kvprobe.report.conditions_layout import experiment_blocks
 from kvprobe.report.csv_writer import CsvWriter
 from kvprobe.report.document import Document, Heading
 from kvprobe.report.external import ExternalSummary
+from kvprobe.report.external_layout import external_document
 from kvprobe.report.html import HtmlWriter
 from kvprobe.report.json_writer import JsonWriter
-from kvprobe.report.layout import build_document, external_document
+from kvprobe.report.layout import build_document
 from kvprobe.report.markdown import MarkdownWriter
 from kvprobe.report.summary import ReportSummary
 from kvprobe.results.store import write_bytes_atomic
