@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from kvprobe.cluster.ray_cluster import ClusterError, RayCluster
 from kvprobe.config import ConfigError, load_models, parse_utilization_range
-from kvprobe.engines import get_engine
+from kvprobe.engines import engine_unavailable, get_engine
 from kvprobe.engines.vllm_args import EngineNotInstalled
 from kvprobe.environment.facts import collect
 from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_drop_caches
@@ -168,6 +168,9 @@ def _measure_input(
         raise BadInput(f"--range: {exc}") from None
     except EngineNotInstalled as exc:
         raise BadInput(f"{models_file}: {exc}") from None
+    missing = [(m.name, engine_unavailable(m.engine)) for m in models]
+    if any(sentence for _, sentence in missing):
+        raise BadInput("\n".join(f"{models_file}: model '{n}': field 'engine': {s}" for n, s in missing if s))
     chosen = tuple(s.strip() for s in searches.split(",") if s.strip())
     unknown = [s for s in chosen if s not in SEARCHES]
     if unknown:

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from kvprobe.engines.vllm_args import ENGINE_CONTROLLED_ARGS, known_engine_args
+from kvprobe.vocabulary import EngineName
 
 DEFAULT_UTILIZATION_RANGE = (0.05, 0.99)
 MAX_MODELS_FILE_BYTES = 1 << 20  # a models file is a few KiB; anything far larger is not one
@@ -59,6 +60,12 @@ class ModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="Unique name used in results and reports.")
+    engine: EngineName = Field(
+        "vllm",
+        description="The serving engine: 'vllm', or 'tensorrt-llm' (its LLM API, PyTorch backend; there "
+        "free_gpu_memory_fraction, a fraction of FREE memory, is searched where vLLM's utilization is). "
+        "The TensorRT-LLM adapter has not been run against a real TensorRT-LLM here.",
+    )
     model: str = Field(
         description="A weight directory, or a directory holding only a public config.json "
         "(then load_format must be dummy). Relative paths start at the models file."
@@ -125,7 +132,7 @@ class ModelSettings(BaseModel):
 
     @field_validator("extra_engine_args")
     @classmethod
-    def _engine_args_known(cls, args: dict[str, Any]) -> dict[str, Any]:
+    def _engine_args_known(cls, args: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         if not args:
             return args
         try:
@@ -140,6 +147,8 @@ class ModelSettings(BaseModel):
         first_class = sorted(set(args) & set(ModelSettings.model_fields))
         if first_class:
             raise ValueError(f"{', '.join(first_class)} has its own field; set it there")
+        if info.data.get("engine", "vllm") != "vllm":
+            return args  # TensorRT-LLM's LLM API checks its own arguments at start (it is not importable here)
         known = known_engine_args()
         unknown = sorted(a for a in args if a not in known)
         if unknown:
@@ -192,6 +201,8 @@ class ModelSettings(BaseModel):
     def capacity_settings(self) -> dict[str, Any]:
         """Everything that changes KV capacity: matched runs have equal settings (and hash)."""
         fields = self.model_dump(exclude={"name", "model", "utilization_range"})
+        if fields["engine"] == "vllm":
+            del fields["engine"]  # vLLM settings hash as before the field existed: committed results still match
         fields["architecture_sha256"] = self.architecture_digest
         return fields
 

@@ -42,3 +42,6 @@ Status = Literal["complete", "failed"]
 
 Pool = Literal["gpu", "host"]
 """The memory the KV cache lives in: one discrete GPU's, or host memory (CPU backend, unified)."""
+
+EngineName = Literal["vllm", "tensorrt-llm"]
+"""The serving engine a model is measured with (models file field `engine`)."""

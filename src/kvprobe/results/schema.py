@@ -110,6 +110,31 @@ class EngineMemoryReport(Record):
     available_bytes: Bytes | None = Field(None, description="Free memory named by a refused start-up check.")
     kv_cache_tokens_logged: int | None = None
     max_concurrency_logged: float | None = None
+    peak_bytes: Bytes | None = Field(
+        None,
+        description="TensorRT-LLM: peak memory of its profiling run, torch + non-torch (everything in use on "
+        "the device, other processes' memory included).",
+    )
+    device_total_bytes: Bytes | None = Field(None, description="TensorRT-LLM: the device total it sized against.")
+    temporary_kv_bytes: Bytes | None = Field(
+        None, description="TensorRT-LLM: the profiling run's own KV cache, added back when sizing."
+    )
+    free_at_sizing_bytes: Bytes | None = Field(
+        None, description="TensorRT-LLM's C++ KV manager: cudaMemGetInfo free + pool free when it sized the cache."
+    )
+    kv_estimate_bytes: Bytes | None = Field(
+        None,
+        description="TensorRT-LLM: its equation's KV budget before the max_tokens and max_gpu_total_bytes caps.",
+    )
+    kv_fraction_logged: float | None = Field(
+        None, description="TensorRT-LLM: free_gpu_memory_fraction as it printed it (a fraction of FREE memory)."
+    )
+    kv_bytes_per_token: int | None = Field(None, description="TensorRT-LLM: KV bytes per token it printed.")
+    prefetched_checkpoint_bytes: Bytes | None = Field(
+        None,
+        description="TensorRT-LLM: checkpoint bytes its weight loader read into the page cache before loading "
+        "(printed to 2 decimals of GiB, labelled GB).",
+    )
 
 
 class FillResult(Record):

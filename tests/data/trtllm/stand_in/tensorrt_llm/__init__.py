@@ -1,0 +1,29 @@
+"""A recorded-engine STAND-IN for TensorRT-LLM, used only by tests/test_trtllm.py: it is not TensorRT-LLM.
+
+LLM(...) records its arguments, prints the recorded log lines of trtllm-1.1.0rc3-dgx-spark.log (a public
+TensorRT-LLM 1.1.0rc3 log), and generate() returns `max_tokens` token ids per prompt.
+"""
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+__version__ = "stand-in"
+RECORDED_LOG = Path(__file__).resolve().parents[2] / "trtllm-1.1.0rc3-dgx-spark.log"
+
+
+class SamplingParams:
+    def __init__(self, max_tokens, **kwargs):
+        self.max_tokens = max_tokens
+
+
+class LLM:
+    def __init__(self, **kwargs):
+        kwargs["kv_cache_config"] = vars(kwargs["kv_cache_config"])
+        Path(os.environ["STAND_IN_ARGS"]).write_text(json.dumps(kwargs))
+        for line in RECORDED_LOG.read_text().splitlines()[1:]:
+            print(line, flush=True)
+
+    def generate(self, prompts, params):
+        return [SimpleNamespace(outputs=[SimpleNamespace(token_ids=[0] * params.max_tokens)]) for _ in prompts]
