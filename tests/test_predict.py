@@ -25,7 +25,8 @@ def test_dense_tiny_llama():
     assert predict("t", config("tiny-llama"), dtype="float32").bytes_per_token == 8 * 2 * 4 * 128 * 4
 
 
-MEASURED = sorted({p.parent.parent for p in ROOT.glob("docs/**/results/*/*.json")})
+# Every committed results directory, found by its run manifest (docs/benchmarks/raw/ and results-* too).
+MEASURED = sorted({p.parent for p in ROOT.glob("docs/**/.kvprobe-run-*.json")})
 # Results name their model's config by its SHA-256 (the directory they ran from may be elsewhere).
 CONFIGS = {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in ROOT.glob("configs/*/config.json")}
 
@@ -111,9 +112,12 @@ def test_kvprobe_predict_on_the_shipped_models_file():
     )
     assert done.returncode == 0, done.stderr
     lines = {line.split(" | ")[0]: line for line in done.stdout.splitlines() if line.startswith("model ")}
-    assert "KV bytes/token 57,344" in lines["model deepseek-r1-distill-qwen-7b"]
-    assert "KV left GiB -27.78" in lines["model qwen2.5-72b-instruct"]  # bf16 72B does not fit 119.6 GiB
+    assert "bytes per token in a block 57,344" in lines["model deepseek-r1-distill-qwen-7b"]
+    assert "KV left GiB -27.8 " in lines["model qwen2.5-72b-instruct"]  # bf16 72B does not fit 119.6 GiB
+    assert "verdict does not fit | why weights alone (135.4 GiB) exceed the pool" in lines["model qwen2.5-72b-instruct"]
     assert "Not included: activation peak, non-torch memory" in done.stdout
+    assert "Pool: --memory 119.6g." in done.stdout
+    assert max(len(line) for line in done.stdout.splitlines()) > 200  # piped: one record a line, never hard-wrapped
 
 
 def test_gpt_oss_blocks_span_one_attention_group_and_tokens_follow_the_groups():
