@@ -315,11 +315,11 @@ def assess(
 
 
 def significant(value: float, digits: int = SIGNIFICANT_DIGITS) -> str:
-    """A count rounded to `digits` significant figures for display, e.g. 1,749,904 -> '1,750,000'."""
+    """A count rounded to `digits` significant figures for display: 1,749,904 -> '1,750,000', 15.04 -> '15.0'."""
     if value == 0:
         return "0"
-    rounded = round(value, digits - 1 - math.floor(math.log10(abs(value))))
-    return f"{rounded:,.0f}" if abs(rounded) >= 10 ** (digits - 1) else f"{rounded:,.{digits - 1}g}"
+    decimals = digits - 1 - math.floor(math.log10(abs(value)))
+    return f"{round(value, decimals):,.{max(0, decimals)}f}"
 
 
 # --- the pool ---------------------------------------------------------------------------------------------
