@@ -717,63 +717,82 @@ def _external(path: str, models_file: str | None):
     return summarise_external(source, predictions)
 
 
-PREDICT_FROM_HELP = "A result of the same model whose activation peak and non-torch memory to subtract too."
+PREDICT_HELP = {
+    "memory": "The pool gpu_memory_utilization multiplies, with its unit: 119.6g, 119.6GiB, 80g (k, m, g, t are "
+    "powers of 1024; GB is read as GiB). A bare number is refused.",
+    "utilization": "gpu_memory_utilization, a fraction of the pool (0-1].",
+    "from": "A result of the same model whose activation peak and non-torch memory to subtract too.",
+    "json": "Print every figure as JSON (bytes, blocks and tokens exact), with the pool and its source.",
+}
+PREDICT_EPILOG = """\b
+Examples:
+  kvprobe predict models.yaml                       this machine's pool
+  kvprobe predict models.yaml --memory 119.6g --only gpt-oss-120b
+  kvprobe predict models.yaml --memory 80g --from results/MODEL/RESULT.json --json
+"""
 
 
-@main.command(name="predict")
+@main.command(name="predict", epilog=PREDICT_EPILOG, short_help="KV and verdicts from config.json, no engine.")
 @click.argument("models_file", type=click.Path(dir_okay=False))
-@click.option("--memory", required=True, metavar="SIZE", help="The memory the budget comes from, e.g. 80g or 119.6g.")
+@click.option("--memory", metavar="SIZE", show_default="this machine's pool", help=PREDICT_HELP["memory"])
 @click.option(
     "--utilization",
     type=click.FloatRange(0.0, 1.0, min_open=True),
     default=None,
-    help="gpu_memory_utilization (default: each model's own).",
+    show_default="each model's own",
+    help=PREDICT_HELP["utilization"],
 )
 @click.option("--only", multiple=True, help="Only this model (repeatable).")
-@click.option("--from", "from_result", type=click.Path(dir_okay=False), help=PREDICT_FROM_HELP)
+@click.option("--from", "from_result", type=click.Path(dir_okay=False), help=PREDICT_HELP["from"])
+@click.option("--json", "as_json", is_flag=True, help=PREDICT_HELP["json"])
 def predict_command(
-    models_file: str, memory: str, utilization: float | None, only: tuple, from_result: str | None
+    models_file: str, memory: str | None, utilization: float | None, only: tuple, from_result: str | None, as_json: bool
 ) -> None:
-    """KV bytes per token and block, weights, and the KV a budget leaves: from config.json, no engine."""
-    from kvprobe.output.prediction import print_predictions
-    from kvprobe.predict import predict
+    """KV bytes per token and block, weights, the KV a budget leaves and whether a max_model_len request fits:
+    from config.json, no engine."""
+    import json
 
+    from kvprobe.output.prediction import PredictedModel, predictions_json, print_predictions
+    from kvprobe.predict import Pool, assess, machine_pool, parse_pool_size, predict
+
+    problems, models, pool, earlier = [], [], None, None
     try:
         models = load_models(models_file, list(only) or None)
-        memory_bytes = parse_size(memory)
-        earlier = load_result(Path(from_result)) if from_result else None
     except (ConfigError, EngineNotInstalled) as exc:
-        raise BadInput(str(exc)) from None
+        problems.append(str(exc))
+    try:
+        pool = Pool(parse_pool_size(memory), "given", f"--memory {memory}") if memory else machine_pool()
+    except ValueError as exc:
+        problems.append(str(exc))
+    try:
+        earlier = load_result(Path(from_result)) if from_result else None
     except (ValueError, ResultFileError) as exc:
-        raise BadInput(str(exc)) from None
+        problems.append(str(exc))
+    if problems or pool is None:
+        raise BadInput("\n".join(problems))
     other = None
     if earlier is not None and earlier.memory_breakdown is not None:
         report = earlier.memory_breakdown
         other = (report.activation_peak_bytes or 0.0) + (report.non_torch_bytes or 0.0)
     rows = []
     for settings in models:
-        config = settings.hf_config()
-        quantization = settings.extra_engine_args.get("quantization")
-        rows.append(
-            predict(
-                settings.name,
-                config,
-                settings.kv_cache_dtype,
-                settings.dtype,
-                settings.tensor_parallel_size,
-                settings.block_size or 16,
-                quantization,
-            )
+        prediction = predict(
+            settings.name,
+            settings.hf_config(),
+            settings.kv_cache_dtype,
+            settings.dtype,
+            settings.tensor_parallel_size,
+            settings.block_size or 16,
+            settings.extra_engine_args.get("quantization"),
         )
-    print_predictions(
-        Console(),
-        rows,
-        memory_bytes,
-        utilization,
-        {m.name: m.gpu_memory_utilization for m in models},
-        other,
-        {m.name: m.max_model_len for m in models},
-    )
+        fit = assess(
+            prediction, pool.bytes, utilization or settings.gpu_memory_utilization, settings.max_model_len, other
+        )
+        rows.append(PredictedModel(prediction, fit))
+    if as_json:
+        click.echo(json.dumps(predictions_json(rows, pool, other), indent=1))
+    else:
+        print_predictions(Console(), rows, pool, from_result=other is not None)
 
 
 if __name__ == "__main__":

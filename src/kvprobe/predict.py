@@ -5,13 +5,26 @@ and sliding-window attention (KV heads split across tensor-parallel ranks, repli
 ranks), one latent of kv_lora_rank + rope dims per token with MLA. Weight bytes count the parameters of
 a decoder (embeddings, attention, dense or MoE MLP, LM head) at the dtype or quantization given.
 What this cannot know (the activation peak, non-torch memory) is said by `Prediction.unknown`.
+
+`assess` turns a prediction and a pool into a verdict (fits, fits without one full request, does not fit,
+and why); `machine_pool` reads the pool vLLM would multiply by gpu_memory_utilization on this machine (or
+on a recorded one); `MEASURED_ERROR` is how far the KV left was from the engine's on committed GPU runs.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
+
+from kvprobe.environment.gpu import Nvml
+from kvprobe.environment.memory import read_meminfo
+from kvprobe.environment.memory_model import MemoryKind, classify, coherent_memory_mode, read_numa_nodes
+from kvprobe.environment.recorded import RecordedNvml
+from kvprobe.units import gib, parse_size
 
 AttentionKind = Literal["full", "sliding", "mla"]
 DTYPE_BYTES = {
@@ -49,6 +62,22 @@ class Prediction:
     def bytes_per_token(self) -> int:
         """Every layer's KV for one token (what the engine's bytes per block holds, per token)."""
         return sum(group.layers * group.bytes_per_token_per_layer for group in self.groups)
+
+    @property
+    def hybrid(self) -> bool:
+        """Full and sliding-window layers: a block then holds one group's layers, not every layer's."""
+        return len(self.groups) > 1
+
+    @property
+    def group_bytes_per_token(self) -> int:
+        """What one block holds per token: bytes per block / block size (one KV cache group's layers)."""
+        return page_layers(self.groups) * self.groups[0].bytes_per_token_per_layer
+
+    @property
+    def long_context_bytes_per_token(self) -> int:
+        """What each further token of a long request costs: the layers without a window (a sliding-window
+        layer holds at most its window, whatever the length)."""
+        return sum(g.layers * g.bytes_per_token_per_layer for g in self.groups if not g.window)
 
     @property
     def bytes_per_block(self) -> int:
@@ -191,3 +220,179 @@ def kv_budget_left(
     """KV bytes a budget of utilization x memory leaves after the weights (and, if known from an
     earlier result, the activation peak and non-torch memory)."""
     return utilization * memory_bytes - prediction.weight_bytes - (activation_and_other_bytes or 0.0)
+
+
+Verdict = Literal["fits", "fits without one full request", "does not fit"]
+
+
+@dataclass(frozen=True)
+class MeasuredError:
+    """How far the predicted KV left was from the engine's own KV bytes, (predicted - engine) / engine, on
+    committed GPU runs: at each model's own gpu_memory_utilization, the pool being the GPU's NVML total and
+    the run's own activation peak and non-torch memory subtracted (`kvprobe predict --from`). tests/
+    test_predict.py recomputes these from the committed results."""
+
+    low: float  # the smallest error of the models with one attention kind
+    high: float  # the largest of them
+    hybrid: float  # full and sliding-window attention (GPT-OSS-120B on an H100: 6.75 GiB of KV)
+    low_bytes: int  # the same errors in bytes: the smallest of all runs
+    high_bytes: int  # and the largest
+    runs: str  # which runs, in words
+
+    def text(self) -> str:
+        return (
+            f"measured error on committed GPU runs ({self.runs}): {self.low:+.1%}..{self.high:+.1%}, "
+            f"{self.hybrid:+.0%} for hybrid attention ({gib(self.low_bytes, 1, unit=True)}.."
+            f"{gib(self.high_bytes, 1, unit=True)} too much KV)"
+        )
+
+
+MEASURED_ERROR = MeasuredError(
+    low=0.0062,
+    high=0.0126,
+    hybrid=0.1722,
+    low_bytes=599_000_000,
+    high_bytes=1_247_000_000,
+    runs="DeepSeek-R1-Distill-Qwen-7B on H100 and H200, Qwen2.5-72B fp8 on H200, GPT-OSS-120B on H100",
+)
+SIGNIFICANT_DIGITS = 3  # tokens and concurrency as shown: the error above is about 1%
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What one budget (utilization x pool) leaves one model, in exact bytes, blocks and tokens."""
+
+    utilization: float
+    budget_bytes: int  # utilization x pool
+    kv_bytes: int  # the budget less the weights (and an earlier result's other memory); below 0: short by that
+    blocks: int  # whole blocks of that
+    blocks_per_request: int  # what one max_model_len request takes (vLLM's count)
+    tokens: int  # as vLLM counts them
+    max_model_len: int
+    verdict: Verdict
+    reason: str
+
+    @property
+    def max_concurrency(self) -> float:
+        """Requests of max_model_len at once, as vLLM logs it ("Maximum concurrency for N tokens")."""
+        return self.tokens / self.max_model_len
+
+
+def assess(
+    prediction: Prediction,
+    pool_bytes: int,
+    utilization: float,
+    max_model_len: int,
+    activation_and_other_bytes: float | None = None,
+) -> Assessment:
+    """The verdict for one model: does not fit (weights, or weights and the earlier result's other memory,
+    leave no KV), fits without one full request (vLLM refuses to start at this max_model_len), or fits."""
+    budget = utilization * pool_bytes
+    left = kv_budget_left(prediction, pool_bytes, utilization, activation_and_other_bytes)
+    blocks = max(0, int(left // prediction.bytes_per_block))
+    per_request = blocks_per_request(prediction.groups, prediction.block_size, max_model_len, max_model_len)
+    tokens = prediction.tokens(left, max_model_len)
+    weights = gib(prediction.weight_bytes, 1, unit=True)
+    verdict: Verdict
+    if prediction.weight_bytes >= pool_bytes:
+        verdict, reason = "does not fit", f"weights alone ({weights}) exceed the pool ({gib(pool_bytes, 1, unit=True)})"
+    elif prediction.weight_bytes >= budget:
+        verdict, reason = "does not fit", f"weights ({weights}) exceed the budget {utilization:.2f} x pool"
+    elif left <= 0:
+        verdict, reason = "does not fit", "no room for KV after the weights and the earlier result's other memory"
+    elif blocks < per_request:
+        need = gib(per_request * prediction.bytes_per_block, 1, unit=True)
+        verdict = "fits without one full request"
+        reason = (
+            f"room for KV ({gib(left, 1, unit=True)}) but less than one {max_model_len:,}-token request "
+            f"({need}): vLLM refuses to start unless max_model_len is lowered"
+        )
+    else:
+        verdict, reason = "fits", f"room for at least one {max_model_len:,}-token request"
+        if int(left * (1 - MEASURED_ERROR.high) // prediction.bytes_per_block) < per_request:
+            reason += f"; within the measured error ({MEASURED_ERROR.high:+.1%}) of holding none"
+    return Assessment(utilization, int(budget), int(left), blocks, per_request, tokens, max_model_len, verdict, reason)
+
+
+def significant(value: float, digits: int = SIGNIFICANT_DIGITS) -> str:
+    """A count rounded to `digits` significant figures for display: 1,749,904 -> '1,750,000', 15.04 -> '15.0'."""
+    if value == 0:
+        return "0"
+    decimals = digits - 1 - math.floor(math.log10(abs(value)))
+    return f"{round(value, decimals):,.{max(0, decimals)}f}"
+
+
+# --- the pool ---------------------------------------------------------------------------------------------
+
+PoolKind = Literal["given"] | MemoryKind
+BARE_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The memory gpu_memory_utilization multiplies, and where that figure came from."""
+
+    bytes: int
+    kind: PoolKind  # "given" for --memory, else the machine's memory model
+    source: str  # in words, e.g. "MemTotal of /proc/meminfo: unified memory (...)"
+
+
+def parse_pool_size(text: str) -> int:
+    """--memory: a size with its unit; a bare number is refused (is 119.6 bytes, GiB or GB?)."""
+    if BARE_NUMBER.fullmatch(text):
+        raise ValueError(
+            f"--memory {text!r} has no unit: write it as {text.strip()}g or {text.strip()}GiB (k, m, g, t are "
+            "powers of 1024, and GB is read as GiB)"
+        )
+    return parse_size(text)
+
+
+def _cpus(cpulist: str) -> set[int]:
+    """'0-3,8' -> {0, 1, 2, 3, 8}."""
+    cpus: set[int] = set()
+    for part in filter(None, cpulist.strip().split(",")):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def _cpu_pool(mem_total: int, root: Path, first_cpu: int | None) -> Pool:
+    """vLLM's CPU backend multiplies the MemTotal of the NUMA node of the worker's first CPU (the system's
+    MemTotal where the kernel lists no nodes)."""
+    nodes = [n for n in read_numa_nodes(root) if n.cpus and n.mem_total_bytes]
+    matching = [n for n in nodes if first_cpu is not None and first_cpu in _cpus(n.cpus)]
+    if not (matching or nodes):
+        return Pool(mem_total, "cpu", "MemTotal of /proc/meminfo (no NUMA node listed): vLLM's CPU backend")
+    node = (matching or nodes)[0]
+    which = f"the node of CPU {first_cpu}, this process's first" if matching else "the first node with CPUs"
+    return Pool(
+        int(node.mem_total_bytes or 0),
+        "cpu",
+        f"MemTotal of NUMA node {node.node} ({which}): vLLM's CPU backend sizes its budget by the node of "
+        "its first CPU",
+    )
+
+
+def machine_pool(recorded: Path | None = None) -> Pool:
+    """The pool vLLM multiplies on this machine: MemTotal on unified memory, GPU 0's NVML total on a discrete
+    or coherent GPU, the NUMA node's MemTotal on the CPU backend. With `recorded`, a recorded machine's files
+    and NVML answers (a simulation, environment.recorded) instead of this machine's."""
+    root = recorded or Path("/")
+    mem_total = read_meminfo(root / "proc/meminfo").get("MemTotal", 0)
+    with Nvml(RecordedNvml(recorded / "nvml.json") if recorded else None) as nvml:
+        gpus = nvml.report(mem_total)
+    model = classify(gpus, read_numa_nodes(root), coherent_memory_mode(root))
+    simulated = f" (simulated from {recorded.name})" if recorded else ""
+    if model.kind == "unified":
+        return Pool(mem_total, "unified", f"MemTotal of /proc/meminfo: unified memory, {model.signal}{simulated}")
+    if model.kind == "cpu":
+        first_cpu = None if recorded else min(os.sched_getaffinity(0))
+        pool = _cpu_pool(mem_total, root, first_cpu)
+        return Pool(pool.bytes, pool.kind, f"{pool.source} ({model.signal}){simulated}")
+    device = gpus.devices[0]
+    of = f" of {len(gpus.devices)}" if len(gpus.devices) > 1 else ""
+    return Pool(
+        int(device.total_bytes or 0),
+        model.kind,
+        f"GPU 0{of} ({device.name}) memory total from NVML: {model.kind} memory, {model.signal}{simulated}",
+    )
