@@ -10,8 +10,9 @@ import pytest
 
 from conftest import MODELS, kvprobe, needs_podman
 from kvprobe.config import load_models
-from kvprobe.container_launcher import ContainerSpec, build_command, mounts, version_mismatch
+from kvprobe.container_launcher import build_command, mounts, settings_problems, version_mismatch
 from kvprobe.report.pairing import check_pairs
+from kvprobe.results.schema import ContainerSettings
 from kvprobe.results.store import ResultStore
 
 DATA = Path(__file__).parent / "data" / "results"
@@ -19,7 +20,7 @@ DATA = Path(__file__).parent / "data" / "results"
 
 def test_the_argument_list_is_a_list_with_read_only_models_and_a_writable_results_dir(tmp_path):
     models = load_models(MODELS, only=["tiny-llama"])
-    spec = ContainerSpec(runtime="docker", image="kvprobe-vllm", memory="8g", gpus="all")
+    spec = ContainerSettings(runtime="docker", image="kvprobe-vllm", memory="8g", gpus="all")
     flags = mounts(models, MODELS, tmp_path, [])
     command = build_command(spec, ["kvprobe", "measure", str(MODELS)], flags)
     assert command[:2] == ["docker", "run"]
@@ -31,8 +32,9 @@ def test_the_argument_list_is_a_list_with_read_only_models_and_a_writable_result
     assert f"{Path(models[0].model)}:{Path(models[0].model)}:ro" in command
     assert f"{tmp_path}:{tmp_path}" in command
     assert command[-3:] == ["kvprobe", "measure", str(MODELS)] and command[-4] == "kvprobe-vllm"
-    with pytest.raises(ValueError):
-        ContainerSpec(runtime="docker", rootfs="/")  # --rootfs is podman's
+    assert settings_problems(ContainerSettings(runtime="docker", rootfs="/")) == [
+        "--rootfs needs podman; docker runs images (--image)"
+    ]
 
 
 def test_a_missing_runtime_is_named(tmp_path, monkeypatch):

@@ -272,7 +272,7 @@ def _cells(row: str) -> list[str]:
 
 def test_a_model_wider_than_the_machines_gpus_is_refused():
     from conftest import environment
-    from kvprobe.cli import wider_than_the_machine
+    from kvprobe.measure.session import wider_than_the_machine
 
     (model,) = load_models(ROOT / "models.yaml", only=["deepseek-r1-distill-qwen-7b"])
     wide = model.model_copy(update={"tensor_parallel_size": 2})

@@ -401,10 +401,10 @@ def test_json_holds_every_row_exact_the_verdicts_and_the_pool():
 
 
 def test_without_memory_the_machines_pool_is_used_and_named(monkeypatch):
-    import kvprobe.predict
+    import kvprobe.output.prediction
 
     spark = machine_pool(MACHINES / "dgx-spark-native")
-    monkeypatch.setattr(kvprobe.predict, "machine_pool", lambda: spark)  # stand-in: a recorded DGX Spark
+    monkeypatch.setattr(kvprobe.output.prediction, "machine_pool", lambda: spark)  # stand-in: a recorded DGX Spark
     done = run_predict("--only", "qwen2.5-72b-instruct-fp8")
     assert done.exit_code == 0, done.output
     assert f"a pool of {spark.bytes / GIB:.2f} GiB" in done.output

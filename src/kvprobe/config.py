@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from kvprobe.engines.vllm_args import ENGINE_CONTROLLED_ARGS, known_engine_args
+from kvprobe.errors import InputError
 from kvprobe.vocabulary import EngineName
 
 DEFAULT_UTILIZATION_RANGE = (0.05, 0.99)
@@ -26,7 +27,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 Document = TypeVar("Document", bound=BaseModel)
 
 
-class ConfigError(Exception):
+class ConfigError(InputError):
     """Bad input: the message names the file, the model and the field. The CLI exits 2."""
 
 

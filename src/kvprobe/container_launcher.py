@@ -12,39 +12,31 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvprobe.config import ModelSettings
-from kvprobe.results.schema import Environment
+from kvprobe.errors import InputError
+from kvprobe.measure.request import kvprobe_command
+from kvprobe.results.schema import ContainerSettings, Environment
 
 
-class ContainerError(Exception):
+class ContainerError(InputError):
     """The runtime is missing, its daemon is down, the image is absent, or the container failed."""
 
 
-@dataclass
-class ContainerSpec:
-    runtime: str  # docker or podman
-    image: str | None = None
-    rootfs: str | None = None
-    memory: str | None = None
-    shm_size: str | None = "60g"
-    ipc_host: bool = True  # the original study's docker flags: --ipc=host --shm-size=60g
-    gpus: str | None = None  # "all", a device list, or None for no GPU flag
-    memlock: str | None = "-1"  # --ulimit memlock=VALUE; None leaves the runtime's default
-    stack: str | None = "67108864"  # --ulimit stack=VALUE (the study's); None leaves the runtime's default
-    network: str = "none"
-    oci_runtime: str | None = None  # podman --runtime (runc where crun is missing)
-    python: str | None = None  # interpreter inside; default: this one for --rootfs, `kvprobe` for images
-    runtime_flags: list[str] = field(default_factory=list)
-    name: str | None = None
+def settings_problems(settings: ContainerSettings) -> list[str]:
+    """What makes these container settings unusable, one sentence each."""
+    problems = []
+    if (settings.image is None) == (settings.rootfs is None):
+        problems.append("give exactly one of --image and --rootfs")
+    if settings.rootfs and settings.runtime != "podman":
+        problems.append("--rootfs needs podman; docker runs images (--image)")
+    return problems
 
-    def __post_init__(self) -> None:
-        if (self.image is None) == (self.rootfs is None):
-            raise ValueError("give exactly one of --image and --rootfs")
-        if self.rootfs and self.runtime != "podman":
-            raise ValueError("--rootfs needs podman; docker runs images (--image)")
+
+def _limit(value: str | None) -> str | None:
+    """A ulimit or size flag's value; 'none' (or nothing) leaves the runtime's default."""
+    return None if value in (None, "", "none") else value
 
 
 def default_oci_runtime(runtime: str) -> str | None:
@@ -74,41 +66,52 @@ def mounts(models: list[ModelSettings], models_file: Path, out_dir: Path, extra_
     return flags
 
 
-def build_command(spec: ContainerSpec, inner: list[str], volume_flags: list[str]) -> list[str]:
+def runtime_base(settings: ContainerSettings) -> list[str]:
+    """The runtime and its global flags, for run, info, stop and rm alike."""
+    return [settings.runtime] + (["--runtime", settings.oci_runtime] if settings.oci_runtime else [])
+
+
+def resolve_gpus(settings: ContainerSettings, devices_seen: int) -> ContainerSettings:
+    """`gpus: auto` decided: all when NVML sees a GPU, else no GPU flag."""
+    if settings.gpus != "auto":
+        return settings
+    return settings.model_copy(update={"gpus": "all" if devices_seen else "none"})
+
+
+def build_command(
+    settings: ContainerSettings, inner: list[str], volume_flags: list[str], name: str | None = None
+) -> list[str]:
     """The full runtime argument list: runtime, global flags, run flags, image or rootfs, command."""
-    command = [spec.runtime]
-    if spec.oci_runtime:
-        command += ["--runtime", spec.oci_runtime]
-    command += ["run", "--rm", "--network", spec.network, "--pull", "never"]
-    if spec.name:
-        command += ["--name", spec.name]
-    if spec.memory:
-        command += ["--memory", spec.memory]
-    if spec.ipc_host:
+    command = [*runtime_base(settings), "run", "--rm", "--network", settings.network, "--pull", "never"]
+    if name:
+        command += ["--name", name]
+    if settings.memory:
+        command += ["--memory", settings.memory]
+    if settings.ipc_host:
         command += ["--ipc", "host"]
-    elif spec.shm_size:
-        command += ["--shm-size", spec.shm_size]
-    if spec.memlock:
-        command += ["--ulimit", f"memlock={spec.memlock}:{spec.memlock}"]
-    if spec.stack:
-        command += ["--ulimit", f"stack={spec.stack}:{spec.stack}"]
-    if spec.gpus:
-        command += ["--gpus", spec.gpus]
+    elif _limit(settings.shm_size):
+        command += ["--shm-size", settings.shm_size]
+    for ulimit in ("memlock", "stack"):
+        value = _limit(getattr(settings, ulimit))
+        if value:
+            command += ["--ulimit", f"{ulimit}={value}:{value}"]
+    gpus = _limit(settings.gpus)
+    if gpus and gpus != "auto":
+        command += ["--gpus", gpus]
     command += ["-w", os.getcwd(), "-e", "PYTHONUNBUFFERED=1"]
-    command += volume_flags + list(spec.runtime_flags)
-    if spec.rootfs:
-        command += ["--rootfs", spec.rootfs]
-    else:
-        command += [spec.image]
+    command += volume_flags + list(settings.runtime_flags)
+    command += ["--rootfs", settings.rootfs] if settings.rootfs else [str(settings.image)]
     return command + inner
 
 
-def inner_command(spec: ContainerSpec, arguments: list[str]) -> list[str]:
-    if spec.python:
-        return [spec.python, "-m", "kvprobe.cli", *arguments]
-    if spec.rootfs:
-        return [sys.executable, "-m", "kvprobe.cli", *arguments]
-    return ["kvprobe", *arguments]
+def kvprobe_inside(settings: ContainerSettings) -> list[str]:
+    """How kvprobe is run inside: the given interpreter, this one on a --rootfs of this machine, or
+    the image's `kvprobe` entry point."""
+    if settings.python:
+        return kvprobe_command(settings.python)
+    if settings.rootfs:
+        return kvprobe_command()
+    return ["kvprobe"]
 
 
 def last_line(done: subprocess.CompletedProcess, default: str) -> str:
@@ -117,11 +120,11 @@ def last_line(done: subprocess.CompletedProcess, default: str) -> str:
     return said[-1] if said else default
 
 
-def preflight(spec: ContainerSpec) -> None:
+def preflight(spec: ContainerSettings) -> None:
     """Clear errors before any measurement: runtime missing, daemon down, image absent."""
     if shutil.which(spec.runtime) is None:
         raise ContainerError(f"container runtime {spec.runtime!r} is not installed (not on PATH)")
-    base = [spec.runtime] + (["--runtime", spec.oci_runtime] if spec.oci_runtime else [])
+    base = runtime_base(spec)
     info = subprocess.run([*base, "info"], capture_output=True, text=True, timeout=60)
     if info.returncode != 0:
         hint = " (is the daemon running?)" if spec.runtime == "docker" else ""
@@ -139,14 +142,14 @@ def preflight(spec: ContainerSpec) -> None:
 STOP_GRACE_S = 10  # the measurement inside ends its trial (and engine) on SIGTERM within this
 
 
-def stop_container(spec: ContainerSpec) -> None:
+def stop_container(spec: ContainerSettings, name: str) -> None:
     """Stop the named container (SIGTERM, then SIGKILL after the grace period) and remove it."""
-    base = [spec.runtime] + (["--runtime", spec.oci_runtime] if spec.oci_runtime else [])
-    subprocess.run([*base, "stop", "-t", str(STOP_GRACE_S), spec.name], capture_output=True, timeout=120)
-    subprocess.run([*base, "rm", "-f", spec.name], capture_output=True, timeout=120)
+    base = runtime_base(spec)
+    subprocess.run([*base, "stop", "-t", str(STOP_GRACE_S), name], capture_output=True, timeout=120)
+    subprocess.run([*base, "rm", "-f", name], capture_output=True, timeout=120)
 
 
-def run_in_container(spec: ContainerSpec, command: list[str]) -> subprocess.CompletedProcess:
+def run_in_container(spec: ContainerSettings, name: str, command: list[str]) -> subprocess.CompletedProcess:
     """Run the named container; stream its output through; keep the tail of stderr for error messages.
     Interrupted (Ctrl-C, SIGTERM as KeyboardInterrupt), it stops the container before passing it on:
     the runtime's client dying does not stop a container."""
@@ -159,15 +162,15 @@ def run_in_container(spec: ContainerSpec, command: list[str]) -> subprocess.Comp
             tail = ([*tail, line.rstrip()])[-20:]
         process.wait()
     except BaseException:
-        stop_container(spec)
+        stop_container(spec, name)
         process.wait()
         raise
     return subprocess.CompletedProcess(command, process.returncode, stdout="", stderr="\n".join(tail))
 
 
-def probe_environment(spec: ContainerSpec, volume_flags: list[str]) -> Environment:
+def probe_environment(spec: ContainerSettings, volume_flags: list[str]) -> Environment:
     """`kvprobe env --json` inside the container: its versions and the limits it sees."""
-    command = build_command(spec, inner_command(spec, ["env", "--json", "--label", "container"]), volume_flags)
+    command = build_command(spec, [*kvprobe_inside(spec), "env", "--json", "--label", "container"], volume_flags)
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise ContainerError(f"the container exited early (exit {done.returncode}): {last_line(done, 'no output')}")

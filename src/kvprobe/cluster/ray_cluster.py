@@ -11,10 +11,11 @@ from __future__ import annotations
 import socket
 
 from kvprobe.cluster.agent import NodeAgent
+from kvprobe.errors import InputError
 from kvprobe.results.schema import ClusterNode, ClusterRecord, Environment, GuardSettings, NodeTrial
 
 
-class ClusterError(RuntimeError):
+class ClusterError(InputError):
     """The cluster cannot be reached or used; the message says why."""
 
 

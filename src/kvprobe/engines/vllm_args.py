@@ -7,6 +7,8 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
+from kvprobe.errors import InputError
+
 # Arguments the probe sets on every trial; a models file may not override them.
 ENGINE_CONTROLLED_ARGS = frozenset(
     {
@@ -18,7 +20,7 @@ ENGINE_CONTROLLED_ARGS = frozenset(
 )
 
 
-class EngineNotInstalled(Exception):
+class EngineNotInstalled(InputError):
     """vLLM cannot be found in this Python environment."""
 
 

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 from kvprobe.environment.memory import LAYOUTS, read_cgroup_memory
+from kvprobe.errors import RunFailed
 
 REMOVE_TIMEOUT_S = 30.0
 
 
-class CgroupError(RuntimeError):
+class CgroupError(RunFailed):
     """The cgroup could not be made (not root, no memory controller, v2 without delegation)."""
 
 

@@ -14,15 +14,17 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kvprobe.config import parse_utilization_range
 from kvprobe.experiment.cgroup import CellCgroup
 from kvprobe.experiment.plan import Cell, schedule
 from kvprobe.experiment.spec import Experiment
+from kvprobe.measure.request import MeasureRequest, SearchSettings, StartSettings, kvprobe_command
 from kvprobe.results.store import RunLock, write_json_atomic
+from kvprobe.units import parse_size
 
 MANIFEST = "experiment.json"
 LOCK = ".kvprobe-experiment.lock"
@@ -35,42 +37,34 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def measure_arguments(experiment: Experiment, cell: Cell, out_dir: Path, run_id: str, resume: bool) -> list[str]:
-    """The cell's `kvprobe measure` (or `kvprobe container`) command line; `resume` continues the
-    cell's own unfinished measurement (its journal), as after an interrupted experiment."""
+def cell_request(experiment: Experiment, cell: Cell, out_dir: Path, run_id: str, resume: bool) -> MeasureRequest:
+    """The cell's measurement: the experiment file's settings, the cell's condition and repeat;
+    `resume` continues the cell's own unfinished measurement (its journal), as after an interrupt."""
     file, condition = experiment.file, cell.condition
-    reference = experiment.reference.model_copy(update={"run_id": run_id})
-    options = ["--out", str(out_dir), "--repeats", str(file.repeats), "--only-repeat", str(cell.repeat)]
-    options += ["--searches", ",".join(file.searches), "--strategy", file.strategy]
-    options += ["--tolerance", str(file.tolerance), "--cooldown", str(file.cooldown)]
-    options += ["--trial-timeout", str(file.trial_timeout)]
-    options += ["--condition", condition.model_dump_json(), "--experiment-ref", reference.model_dump_json()]
-    for name in file.only:
-        options += ["--only", name]
-    if file.range is not None:
-        low, high = file.range.split(":") if isinstance(file.range, str) else file.range
-        options += ["--range", f"{low}:{high}"]
-    if not file.confirm:
-        options.append("--no-confirm")
-    if resume:
-        options.append("--resume")
-    if file.guard_floor:
-        options += ["--guard-floor", file.guard_floor]
-    base = [sys.executable, "-m", "kvprobe.cli"]
-    if condition.container is None:
-        return [*base, "measure", str(experiment.models_file), "--label", "native", *options]
-    return [*base, "container", str(experiment.models_file), *container_flags(condition.container), *options]
-
-
-def container_flags(settings) -> list[str]:
-    flags = ["--runtime", settings.runtime, "--shm-size", settings.shm_size, "--gpus", settings.gpus]
-    flags += ["--memlock", settings.memlock, "--stack", settings.stack, "--network", settings.network]
-    for name in ("image", "rootfs", "memory", "oci_runtime", "python"):
-        value = getattr(settings, name)
-        if value is not None:
-            flags += ["--" + name.replace("_", "-"), value]
-    flags.append("--ipc-host" if settings.ipc_host else "--ipc-private")
-    return flags + [f"--runtime-flag={flag}" for flag in settings.runtime_flags]
+    span = parse_utilization_range(file.range) if file.range is not None else None
+    search = SearchSettings(
+        tolerance=file.tolerance,
+        utilization_range=span,
+        searches=tuple(file.searches),
+        strategy=file.strategy,
+        confirm=file.confirm,
+    )
+    floor = parse_size(file.guard_floor) if file.guard_floor else None
+    start = StartSettings(cooldown_s=file.cooldown, trial_timeout_s=file.trial_timeout, guard_floor_bytes=floor)
+    return MeasureRequest(
+        models_file=str(experiment.models_file),
+        only=tuple(file.only),
+        out_dir=str(out_dir),
+        label="native" if condition.container is None else "auto",
+        repeats=file.repeats,
+        only_repeat=cell.repeat,
+        search=search,
+        start=start,
+        condition=condition,
+        experiment=experiment.reference.model_copy(update={"run_id": run_id}),
+        container=condition.container,
+        resume=resume,
+    )
 
 
 class ExperimentRun:
@@ -119,7 +113,8 @@ class ExperimentRun:
 
     def _run_cell(self, cell: Cell, run_id: str, resume: bool) -> tuple[int, bool]:
         """(the cell's exit code, whether the experiment was interrupted meanwhile)."""
-        command = measure_arguments(self.experiment, cell, self.out_dir, run_id, resume)
+        request = cell_request(self.experiment, cell, self.out_dir, run_id, resume)
+        command = [*kvprobe_command(), *request.arguments()]
         limit = cell.condition.cgroup_limit_bytes
         cgroup = CellCgroup(f"kvprobe-{os.getpid()}-{cell.condition.name}", limit) if limit else None
         if cgroup is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from kvprobe.config import ModelSettings
 from kvprobe.engines.vllm import VllmEngine
 from kvprobe.engines.vllm_worker import fill_request_count
+from kvprobe.errors import KvprobeError
 from kvprobe.measure.estimates import (
     block_geometry,
     budget_total,
@@ -35,11 +36,11 @@ U_MIN_FAILURES: tuple[Outcome, ...] = BELOW_WINDOW
 THROUGHPUT_WORKLOAD = {"requests": 16, "prompt_len": 64, "output_len": 64}
 
 
-class OutsideWindow(Exception):
+class OutsideWindow(KvprobeError):
     """A start was refused on the far side of the utilization window from the boundary searched."""
 
 
-class EngineRefusedSettings(Exception):
+class EngineRefusedSettings(KvprobeError):
     """The engine refused its configuration (a `config-error` start): no boundary lies there, so the
     model's searches stop instead of steering by it."""
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kvprobe.config import ModelSettings
 from kvprobe.environment.memory import read_meminfo
+from kvprobe.errors import RunFailed
 from kvprobe.results.schema import Condition, Perturbation, TrialRecord
 from kvprobe.trial.executor import TrialExecutor, TrialRequest
 from kvprobe.units import MIB
@@ -27,7 +28,7 @@ CHUNK = 64 * MIB
 HELPER_READY_TIMEOUT_S = 120.0
 
 
-class PerturbationFailed(RuntimeError):
+class PerturbationFailed(RunFailed):
     """The condition could not be put in place (the helper died, the file could not be written)."""
 
 

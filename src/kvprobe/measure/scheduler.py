@@ -40,7 +40,7 @@ class Scheduler:
 
     def start(self, resume: bool) -> tuple[str, bool]:
         """Open (or resume) the run; return its id and whether it was resumed."""
-        self.run_id, resumed = self.store.open_run(resume, self.identity)
+        self.run_id, resumed = self.store.open_run(self.options.condition_name, resume, self.identity)
         return self.run_id, resumed
 
     def journal(self) -> Journal:
@@ -82,4 +82,4 @@ class Scheduler:
         return documents
 
     def finish(self) -> None:
-        self.store.close_run(self.run_id, self.identity)
+        self.store.close_run(self.options.condition_name, self.run_id, self.identity)

@@ -4,6 +4,7 @@ verdict and why, and what it cannot know and how far it was off on committed run
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -11,8 +12,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kvprobe.config import load_models
+from kvprobe.errors import InputError
 from kvprobe.output.progress import print_rows
-from kvprobe.predict import MEASURED_ERROR, SIGNIFICANT_DIGITS, Assessment, Pool, Prediction, significant
+from kvprobe.predict import (
+    MEASURED_ERROR,
+    SIGNIFICANT_DIGITS,
+    Assessment,
+    Pool,
+    Prediction,
+    assess,
+    machine_pool,
+    parse_pool_size,
+    predict,
+    significant,
+)
+from kvprobe.results.loader import load_result
 from kvprobe.units import gib
 
 IN_A_BLOCK, LONG_CONTEXT = "bytes per token in a block", "bytes per token, long context"
@@ -134,3 +149,51 @@ def predictions_json(rows: list[PredictedModel], pool: Pool, other_bytes: float 
         + ["engine overheads"],
         "models": models,
     }
+
+
+@dataclass
+class PredictionRun:
+    """`kvprobe predict`'s answer: a row per model, the pool, and the earlier result's other memory."""
+
+    rows: list[PredictedModel]
+    pool: Pool
+    other_bytes: float | None
+
+
+def predict_models(
+    models_file: str, memory: str | None, utilization: float | None, only: tuple, from_result: str | None
+) -> PredictionRun:
+    """Each model's prediction and verdict; every problem with the inputs at once (InputError)."""
+    problems, models, pool, earlier = [], [], None, None
+    try:
+        models = load_models(models_file, list(only) or None)
+    except InputError as exc:
+        problems.append(str(exc))
+    try:
+        pool = Pool(parse_pool_size(memory), "given", f"--memory {memory}") if memory else machine_pool()
+    except ValueError as exc:
+        problems.append(str(exc))
+    try:
+        earlier = load_result(Path(from_result)) if from_result else None
+    except ValueError as exc:
+        problems.append(str(exc))
+    if problems or pool is None:
+        raise InputError("\n".join(problems))
+    other = None
+    if earlier is not None and earlier.memory_breakdown is not None:
+        report = earlier.memory_breakdown
+        other = (report.activation_peak_bytes or 0.0) + (report.non_torch_bytes or 0.0)
+    rows = []
+    for settings in models:
+        prediction = predict(
+            settings.name,
+            settings.hf_config(),
+            settings.kv_cache_dtype,
+            settings.dtype,
+            settings.tensor_parallel_size,
+            settings.block_size or 16,
+            settings.extra_engine_args.get("quantization"),
+        )
+        share = utilization or settings.gpu_memory_utilization
+        rows.append(PredictedModel(prediction, assess(prediction, pool.bytes, share, settings.max_model_len, other)))
+    return PredictionRun(rows, pool, other)

@@ -18,7 +18,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
-from kvprobe.predict import Prediction
+from kvprobe.config import load_models
+from kvprobe.errors import InputError
+from kvprobe.predict import Prediction, predict
 from kvprobe.report.stats import Summary, summarise, t_quantile, t_two_sided_p
 from kvprobe.units import GIB
 from kvprobe.vocabulary import LABELS, Label
@@ -279,3 +281,19 @@ def summarise_external(source: ExternalSource, predictions: dict[str, Prediction
             )
         )
     return ExternalSummary(source, fit_sizing(source.runs), tuple(losses), tuple(trends), tuple(labels))
+
+
+def external_from_files(path: str, models_file: str | None) -> ExternalSummary:
+    """The study's table summarised, checked against the configs of the matching shipped models
+    (`kvprobe report --external`); InputError where either file cannot be used."""
+    try:
+        source = load_benchmark_spark(Path(path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"--external {path}: not the study's results file ({exc})") from None
+    models = {m.name: m for m in load_models(models_file)} if models_file else {}
+    predictions = {}
+    for study_name, name in STUDY_MODELS.items():
+        if name in models:
+            settings = models[name]
+            predictions[study_name] = predict(name, settings.hf_config(), settings.kv_cache_dtype, settings.dtype)
+    return summarise_external(source, predictions)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kvprobe.errors import InputError
 from kvprobe.results.schema import SCHEMA_VERSION, ResultDocument
 from kvprobe.search import contradicts
 from kvprobe.vocabulary import ABOVE_WINDOW, BELOW_WINDOW
@@ -22,7 +23,7 @@ from kvprobe.vocabulary import ABOVE_WINDOW, BELOW_WINDOW
 MAX_RESULT_BYTES = 64 << 20  # a result with all its trials is well under a MiB
 
 
-class ResultFileError(ValueError):
+class ResultFileError(InputError, ValueError):
     """A result file that cannot be used; the message names the file and the problem."""
 
 

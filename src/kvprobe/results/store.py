@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kvprobe.errors import InputError
 from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.schema import ResultDocument, TrialRecord
 
@@ -48,11 +49,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=1, allow_nan=False) + "\n").encode())
 
 
-class BadManifest(Exception):
+class BadManifest(InputError):
     """The run manifest cannot be trusted (corrupt, or a run id that is not one kvprobe makes)."""
 
 
-class DirectoryInUse(Exception):
+class DirectoryInUse(InputError):
     """Another measurement owns this results directory."""
 
 
@@ -120,12 +121,13 @@ class ResultStore:
         return documents, problems
 
     # --- run manifest -------------------------------------------------------------------------
-    def _manifest(self, identity: dict) -> Path:
-        return self.root / MANIFEST.format(condition=identity["condition"])
+    def _manifest(self, condition: str) -> Path:
+        return self.root / MANIFEST.format(condition=condition)
 
-    def open_run(self, resume: bool, identity: dict) -> tuple[str, bool]:
-        """Return (run_id, resumed). Resuming needs an unfinished run with the same identity."""
-        manifest_path = self._manifest(identity)
+    def open_run(self, condition: str, resume: bool, identity: dict) -> tuple[str, bool]:
+        """Return (run_id, resumed): the run of `condition` (native, container or an experiment's
+        condition). Resuming needs an unfinished run with the same identity."""
+        manifest_path = self._manifest(condition)
         identity = json.loads(json.dumps(identity))  # tuples become lists, as they are stored
         if resume and manifest_path.exists():
             manifest = self._read_manifest(manifest_path)
@@ -151,8 +153,8 @@ class ResultStore:
             )
         return manifest
 
-    def close_run(self, run_id: str, identity: dict) -> None:
-        manifest_path = self._manifest(identity)
+    def close_run(self, condition: str, run_id: str, identity: dict) -> None:
+        manifest_path = self._manifest(condition)
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("run_id") == run_id:
             manifest["status"] = "finished"
