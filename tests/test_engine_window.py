@@ -22,6 +22,13 @@ def test_a_reference_refused_for_too_little_kv_sends_u_max_up(tmp_path):
     assert all(t["passed"] or t["outcome"] == "kv-too-small" for t in searched)
     assert result["u_max"] == 0.06 and result["searches"]["u_max"]["censored"]
     assert result["kv_at_u_max"]["bytes"] > 0
+    # Moved here from the resume test in test_isolation.py (that one now replays recorded starts):
+    # natively the pool is the host's, with no cgroup cut, and the real engine's memory adds up.
+    # A start seconds after another's: in 2 of 7 runs on the CI VM the engine's private pages at ready
+    # read 0.38 GiB lower than in the other 5 (unexplained +0.40 GiB, 1.6%); not explained yet: 2% here.
+    attribution = result["attribution"]
+    assert attribution["pool"] == "host" and attribution["parts"]["cgroup_cut"] == 0
+    assert abs(attribution["unexplained_bytes"]) <= 0.02 * attribution["total_bytes"], attribution
     # Piped (not a terminal), the summary is one readable line per result, not a table cut to "tin…".
     (line,) = [text for text in done.stdout.splitlines() if text.startswith("model tiny-llama | label native")]
     assert "| u_max >=0.06 |" in line and "…" not in done.stdout

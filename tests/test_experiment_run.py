@@ -1,5 +1,9 @@
-"""`kvprobe experiment` with the real CPU engine: one small matrix, interrupted and resumed, feeds
-every test here (two conditions x two repeats, the reference start only, on the tiny model)."""
+"""`kvprobe experiment`: one small matrix, interrupted and resumed, feeds every test here (two
+conditions x two repeats, the reference start only, on the tiny model).
+
+The engine is a stand-in that replays recorded vLLM starts (tests/replay_engine.py): the scheduling,
+resume, perturbations (a real page cache, a real helper holding memory) and report are kvprobe's
+own, run for real; the engine is not the subject here."""
 
 from __future__ import annotations
 
@@ -12,12 +16,11 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, kvprobe, load_results, needs_engine, tiny_models_file, wait_until
+from conftest import ROOT, kvprobe, load_results, tiny_models_file, wait_until
+from replay_engine import standin_environment
 
 PAGE_CACHE = 1 << 30
 HOLD = 1 << 30
-
-pytestmark = needs_engine
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +44,14 @@ def matrix(tmp_path_factory) -> dict:
     )
     out = directory / "out"
     command = [sys.executable, "-m", "kvprobe.cli", "experiment", str(path), "--out", str(out)]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    wait_until(lambda: len(list(out.glob("*/*.json"))) >= 1, timeout_s=600, message="no first result")
+    env = standin_environment()
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
+    wait_until(lambda: len(list(out.glob("*/*.json"))) >= 1, timeout_s=300, message="no first result")
     first.send_signal(signal.SIGINT)
     interrupted_output, _ = first.communicate(timeout=300)
     cells_after_interrupt = json.loads((out / "experiment.json").read_text())["done"]
-    resumed = kvprobe("experiment", str(path), "--out", str(out), "--resume", timeout=1800)
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     return {
         "out": out,
         "interrupted_rc": first.returncode,

@@ -1,6 +1,7 @@
-"""The next trials' workers started early (their imports overlap the current trial), with the real CPU
-engine: off by default on the CPU backend, and when forced on, a waiting worker never holds an
-engine and nothing is left when the run ends."""
+"""The next trials' workers started early (their imports overlap the current trial): off by default
+on the CPU backend (kvprobe's own decision, checked with the stand-in engine of tests/replay_engine.py),
+and when forced on, with the real CPU engine, a waiting worker never holds an engine and nothing is
+left when the run ends."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from conftest import ROOT, load_results, measure_command, needs_engine
 from kvprobe.results.schema import EnginePreparation
 from kvprobe.trial.process_group import members
 from kvprobe.trial.runner import PRESTART_DEPTH
+from replay_engine import standin_environment
 
-pytestmark = [needs_engine, pytest.mark.engine]
+VLLM_WORKER = b"kvprobe.engines.vllm_worker"
+STANDIN_WORKER = b"kvprobe_replay_worker"
 
 
 def engine_processes(pids: list[int]) -> list[int]:
@@ -34,7 +37,7 @@ def engine_processes(pids: list[int]) -> list[int]:
     return engines
 
 
-def workers(root: Path) -> dict[int, dict]:
+def workers(root: Path, worker: bytes = VLLM_WORKER) -> dict[int, dict]:
     """Every vllm_worker process under `root`: waiting (started without a result path, its spec not
     written yet) or running a trial, and the engine processes in its session."""
     found = {}
@@ -45,22 +48,25 @@ def workers(root: Path) -> dict[int, dict]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"kvprobe.engines.vllm_worker" in argv and str(root).encode() in b" ".join(argv):
+        if any(worker in arg for arg in argv) and str(root).encode() in b" ".join(argv):
             pid = int(entry.name)
             args = [a.decode() for a in argv if a]
-            started_early = len(args) == 4 or args[4] == "--prepare-like"  # no result path
-            waiting = started_early and not Path(args[3]).exists()  # its spec not yet written
+            at = next(i for i, arg in enumerate(args) if worker.decode() in arg)  # then SPEC [RESULT | --prepare-like]
+            started_early = len(args) == at + 2 or args[at + 2] == "--prepare-like"  # no result path
+            waiting = started_early and not Path(args[at + 1]).exists()  # its spec not yet written
             found[pid] = {"waiting": waiting, "engine": engine_processes(members(pid))}
     return found
 
 
-def measure_watched(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, list[dict[int, dict]]]:
+def measure_watched(
+    out: Path, *extra: str, standin: bool = False
+) -> tuple[subprocess.CompletedProcess, list[dict[int, dict]]]:
     seen: list[dict[int, dict]] = []
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
-            seen.append(workers(out))
+            seen.append(workers(out, STANDIN_WORKER if standin else VLLM_WORKER))
             time.sleep(0.2)
 
     watcher = threading.Thread(target=watch)
@@ -69,7 +75,8 @@ def measure_watched(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess
         command = measure_command(
             out, "--searches", "reference,u_max", "--range", "0.1:0.3", "--tolerance", "0.1", *extra
         )
-        finished = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
+        env = standin_environment() if standin else None
+        finished = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
     finally:
         done.set()
         watcher.join()
@@ -77,7 +84,7 @@ def measure_watched(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess
 
 
 def test_on_the_cpu_backend_no_worker_waits_during_a_trial(tmp_path):
-    done, seen = measure_watched(tmp_path / "out")
+    done, seen = measure_watched(tmp_path / "out", standin=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert any(seen), "the watcher saw no trial"
     assert not any(w["waiting"] for snapshot in seen for w in snapshot.values())
@@ -87,6 +94,8 @@ def test_on_the_cpu_backend_no_worker_waits_during_a_trial(tmp_path):
     assert result["options"]["kv_approach"] == "from_below" and "CPU backend" in result["options"]["kv_approach_reason"]
 
 
+@needs_engine
+@pytest.mark.engine
 def test_forced_on_the_waiting_worker_never_holds_an_engine_and_nothing_is_left(tmp_path):
     out = tmp_path / "out"
     done, seen = measure_watched(out, "--prestart", "on")
@@ -117,6 +126,8 @@ PREPARE = (
 )
 
 
+@needs_engine
+@pytest.mark.engine  # imports vLLM and builds its engine config (no engine start)
 def test_a_preparation_that_fails_is_recorded_and_raises_nothing(tmp_path):
     running = tmp_path / "trial-001-reference.spec.json"
     running.write_text(json.dumps({"engine_args": {"model": str(tmp_path / "no-such-model"), "load_format": "dummy"}}))
