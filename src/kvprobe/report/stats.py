@@ -7,6 +7,7 @@ verdict that says why no test ran (too few runs, no variance), so a report never
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -60,6 +61,10 @@ class WelchResult:
     t: float | None = None
     df: float | None = None
     p_value: float | None = None
+    difference: float | None = None  # mean(a) - mean(b)
+    se: float | None = None  # Welch's standard error of the difference
+    ci95_low: float | None = None  # the difference's 95% interval, on Welch's df
+    ci95_high: float | None = None
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchResult:
@@ -69,12 +74,27 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchResult:
         return WelchResult("too_few")
     if (sa.sd or 0.0) == 0 and (sb.sd or 0.0) == 0:
         return WelchResult("identical" if sa.mean == sb.mean else "no_variance")
-    tested = scipy_stats.ttest_ind(list(a), list(b), equal_var=False)
-    return WelchResult("tested", float(tested.statistic), float(tested.df), float(tested.pvalue))
+    with warnings.catch_warnings():  # nearly identical data: SciPy warns, the interval below shows it
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tested = scipy_stats.ttest_ind(list(a), list(b), equal_var=False)
+    difference = sa.mean - sb.mean
+    se = math.sqrt(sa.sd**2 / sa.n + sb.sd**2 / sb.n)
+    half = t_quantile(0.975, float(tested.df)) * se
+    return WelchResult(
+        "tested",
+        float(tested.statistic),
+        float(tested.df),
+        float(tested.pvalue),
+        difference,
+        se,
+        difference - half,
+        difference + half,
+    )
 
 
 UNSTABLE_SD_FRACTION = 0.10  # pyperf's threshold: a standard deviation above 10% of the mean
 FEW_RUNS = 3
+SIGNIFICANT_P = 0.05  # a change is called a change below this p (or when both sides are constant and differ)
 
 
 def unstable(summary: Summary) -> bool:
