@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import kvprobe
+from conftest import ROOT, kvprobe
 from kvprobe.report.conditions import analyse_experiments
 from kvprobe.report.summary import build_report
 from kvprobe.report.writers import render_report
@@ -89,3 +89,22 @@ def test_a_change_below_a_baseline_that_is_only_a_bound_is_shown_as_a_bound():
     assert changes["cache"].evidence == "bound"  # 0.9 is not below the bound 0.9: nothing can be said
     text = render_report(build_report(censored), ["markdown"])["report.md"].decode()
     assert "at most -0.400 (every run below the reference's lower bound; no test)" in text
+
+
+def test_the_committed_experiment_says_which_boundary_and_keeps_every_run():
+    """docs/experiments/cpu-2026-11-26: u_max set by kvprobe's guard in most cells and by vLLM's own check
+    under container-limit; guard and engine boundaries are not compared as alike; every run is in runs.csv."""
+    loaded, problems = ResultStore(ROOT / "docs" / "experiments" / "cpu-2026-11-26" / "results").load_all()
+    assert problems == []
+    summary = build_report([doc for _, doc in loaded])
+    (model,) = summary.experiments
+    kinds = {c.name: c.boundary for c in model.conditions}
+    assert kinds["container-limit"] == ["engine-refused"] and kinds["page-cache"] == ["guard"]
+    assert kinds["native"] == ["guard", "top-of-range"]
+    verdicts = {v.name: v.changes["u_max"] for v in model.verdicts}
+    assert verdicts["container-limit"].evidence == "unlike_boundaries" and verdicts["container-limit"].welch is None
+    # native's exact repeats (2 and 3, guard) are compared with page-cache's guard boundaries; repeat 1 is left out
+    assert verdicts["page-cache"].compared and verdicts["page-cache"].left_out == 1
+    csv_text = render_report(summary, ["csv"])["runs.csv"].decode()
+    lines = csv_text.splitlines()
+    assert len(lines) == 1 + 21 and "u_max_lower_bound" in lines[0] and "u_max [fraction]" in lines[0]
