@@ -5,8 +5,9 @@
 
 Reports are `kvprobe report` of committed results; the GPU pages and docs/benchmarks.md are
 tables computed here from the same files. tests/test_docs.py runs --check, so a figure in
-docs/ that its data no longer gives fails the tests. (Chart images are written but not
-compared: matplotlib draws them slightly differently from one version to the next.)
+docs/ that its data no longer gives fails the tests. report.html is compared too: it embeds the
+charts' SVGs, drawn with fixed ids and no date, so it is the same on every run of one matplotlib
+version (the PNG files are written but not compared).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from kvprobe.results.schema import ResultDocument  # noqa: E402
 from kvprobe.results.store import ResultStore  # noqa: E402
 from kvprobe.units import gib  # noqa: E402
 
-COMPARED_FILES = ("report.md", "summary.json", "runs.csv")
+COMPARED_FILES = ("report.md", "report.html", "summary.json", "runs.csv")
 EXPERIMENT = "docs/experiments/cpu-2026-11-26"  # the committed CPU experiment (issue 14)
 # The discrete-GPU control of the study's models, one results directory per model and card.
 GPU_RESULTS = (

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import kvprobe
+from conftest import ROOT, kvprobe
 from kvprobe.report.conditions import analyse_experiments
 from kvprobe.report.summary import build_report
 from kvprobe.report.writers import render_report
@@ -39,7 +39,7 @@ def test_the_share_of_the_explained_loss(experiment):
     verdicts = {v.name: v for v in experiment.verdicts}
     assert verdicts["hidden"].share_of_loss["kv_reference_bytes"] == pytest.approx(630 / 665)
     cache = verdicts["cache"].changes["kv_reference_bytes"]
-    assert cache.evidence == "not_significant" and cache.p_value == pytest.approx(1.0)
+    assert cache.evidence == "not_significant" and cache.welch.p_value == pytest.approx(1.0)
     assert verdicts["cache"].share_of_loss["kv_reference_bytes"] is None  # no share of a change not shown
     assert verdicts["container"].share_of_loss == {}  # the loss itself is not held against itself
 
@@ -60,7 +60,8 @@ def test_the_report_states_the_verdicts_in_words(tmp_path):
 def test_no_variance_is_no_test_statistic(experiment):
     for verdict in experiment.verdicts:
         for change in verdict.changes.values():
-            assert change.p_value is None or change.evidence in ("changed", "not_significant")
+            tested = change.welch is not None and change.welch.verdict == "tested"
+            assert not tested or change.evidence in ("changed", "not_significant")
 
 
 def test_results_from_several_directories_are_merged(tmp_path):
@@ -84,7 +85,26 @@ def test_a_change_below_a_baseline_that_is_only_a_bound_is_shown_as_a_bound():
     (model,) = analyse_experiments(censored)
     changes = {v.name: v.changes["u_max"] for v in model.verdicts}
     assert changes["hidden"].evidence == "below_bound" and changes["hidden"].change == pytest.approx(-0.4)
-    assert changes["hidden"].p_value is None  # no test statistic without two real samples
+    assert changes["hidden"].welch is None  # no test statistic without two real samples
     assert changes["cache"].evidence == "bound"  # 0.9 is not below the bound 0.9: nothing can be said
     text = render_report(build_report(censored), ["markdown"])["report.md"].decode()
-    assert "at most -0.400 (every run below the baseline's lower bound; no test)" in text
+    assert "at most -0.400 (every run below the reference's lower bound; no test)" in text
+
+
+def test_the_committed_experiment_says_which_boundary_and_keeps_every_run():
+    """docs/experiments/cpu-2026-11-26: u_max set by kvprobe's guard in most cells and by vLLM's own check
+    under container-limit; guard and engine boundaries are not compared as alike; every run is in runs.csv."""
+    loaded, problems = ResultStore(ROOT / "docs" / "experiments" / "cpu-2026-11-26" / "results").load_all()
+    assert problems == []
+    summary = build_report([doc for _, doc in loaded])
+    (model,) = summary.experiments
+    kinds = {c.name: c.boundary for c in model.conditions}
+    assert kinds["container-limit"] == ["engine-refused"] and kinds["page-cache"] == ["guard"]
+    assert kinds["native"] == ["guard", "top-of-range"]
+    verdicts = {v.name: v.changes["u_max"] for v in model.verdicts}
+    assert verdicts["container-limit"].evidence == "unlike_boundaries" and verdicts["container-limit"].welch is None
+    # native's exact repeats (2 and 3, guard) are compared with page-cache's guard boundaries; repeat 1 is left out
+    assert verdicts["page-cache"].compared and verdicts["page-cache"].left_out == 1
+    csv_text = render_report(summary, ["csv"])["runs.csv"].decode()
+    lines = csv_text.splitlines()
+    assert len(lines) == 1 + 21 and "u_max_lower_bound" in lines[0] and "u_max [fraction]" in lines[0]

@@ -123,8 +123,8 @@ def test_ratios_come_from_blocks_not_rounded_gib():
         reference = doc.reference.model_copy(update={"num_blocks": blocks, "bytes": int(gib), "bytes_per_block": None})
         docs += [doc.model_copy(update={"reference": reference, "repeat": r}) for r in (1, 2)]
     comparison = build_report(docs).models[0].comparison["kv_reference_bytes"]
-    assert comparison.ratio_native_over_container == pytest.approx(712 / 35)
-    assert comparison.lost_percent == pytest.approx(100 * (712 - 35) / 712)
+    assert 1 / comparison.ratio == pytest.approx(712 / 35)  # native / container; native is the reference
+    assert -comparison.change_percent == pytest.approx(100 * (712 - 35) / 712)
     assert comparison.exact is False  # the bytes themselves came from the log: said so beside the loss
 
 
@@ -136,13 +136,14 @@ def test_a_censored_side_is_a_bound_in_every_format():
     summary = build_report(native + documents()[3:])
     model = summary.models[0]
     for metric in ("u_max", "kv_u_max_bytes"):
-        assert model.comparison[metric].available is False and model.comparison[metric].not_compared == "censored"
+        # the container's every run lies below native's lower bound: a loss of at least that much, no test
+        assert model.comparison[metric].evidence == "below_bound" and not model.comparison[metric].compared
         assert model.comparison[metric].welch is None
     files = render_report(summary, ["markdown", "html", "json", "csv"])
     markdown = files["report.md"].decode()
     assert "| u_max (largest utilization that starts) | >= 0.900" in markdown
     assert "| KV cache at u_max (GiB) | >= 15.70" in markdown
-    assert "| KV at u_max (GiB) | not compared: a lower bound" in markdown
+    assert "| KV at u_max | at least 13.61 GiB (every run below the reference's lower bound; no test)" in markdown
     assert "u_max drops" not in markdown  # no finding from a bound
     assert "&gt;= 15.70" in files["report.html"].decode()
     assert json.loads(files["summary.json"])["models"][0]["bounds"]["native"][:2] == ["u_max", "kv_u_max_bytes"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kvprobe.report.charts import chart_specs
+from kvprobe.report.charts import KvCacheChart, WindowChart, alt_text, chart_specs
 from kvprobe.report.csv_writer import CsvWriter
 from kvprobe.report.html import HtmlWriter
 from kvprobe.report.json_writer import JsonWriter
@@ -37,10 +37,13 @@ def rendered() -> dict[str, bytes]:
     summary = build_report(documents(), problems=["broken.json: not valid JSON"])
     specs = chart_specs(summary)
     images = {f"{spec.stem}.svg": f'<?xml version="1.0"?>\n<svg id="{spec.stem}"></svg>'.encode() for spec in specs}
-    document = build_document(summary, TITLE, DATE, [spec.stem for spec in specs])
-    files: dict[str, bytes] = {}
-    for writer in (MarkdownWriter(front_matter=True), HtmlWriter(), CsvWriter(), JsonWriter()):
-        files.update(writer.render(summary, document, images))
+    document = build_document(summary, TITLE, DATE, {spec.stem: alt_text(spec) for spec in specs}, [])
+    files: dict[str, bytes] = {
+        **MarkdownWriter(front_matter=True).render(document),
+        **HtmlWriter().render(document, images),
+        **CsvWriter().render(summary),
+        **JsonWriter().render(summary),
+    }
     specs_json = [{"kind": type(spec).__name__, **dataclasses.asdict(spec)} for spec in specs]
     files["charts.json"] = (json.dumps(specs_json, indent=1) + "\n").encode()
     return files
@@ -69,3 +72,20 @@ def test_the_golden_report_is_what_the_numbers_say(rendered):
     html = rendered["report.html"].decode()
     assert "<title>KV cache: &quot;native&quot; vs &lt;container&gt;</title>" in html
     assert html.count("<svg") == 3 and "<?xml" not in html
+
+
+def test_a_lower_bound_is_drawn_as_a_bound_in_the_chart_spec():
+    """A u_max at the top of its range: its KV bar is open-ended (hatched, >=), its window has an arrow."""
+    docs = documents()
+    native = []
+    for doc in docs[:3]:
+        search = doc.searches["u_max"].model_copy(update={"censored": True, "failing": None, "converged": False})
+        native.append(doc.model_copy(update={"searches": {**doc.searches, "u_max": search}}))
+    specs = chart_specs(build_report(native + docs[3:]))
+    (kv,) = [s for s in specs if isinstance(s, KvCacheChart)]
+    at_u_max = kv.panels[1]
+    assert at_u_max.bounds == {"native": (True,), "container": (False,)}
+    assert kv.panels[0].bounds == {"native": (False,), "container": (False,)}  # the reference start is exact
+    assert "native >=" in alt_text(kv)
+    (window,) = [s for s in specs if isinstance(s, WindowChart)]
+    assert [row.high_bound for row in window.rows] == [True, False]

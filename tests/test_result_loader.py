@@ -23,6 +23,8 @@ REPLACED = {
     "advice",  # sentences then; findings (numbers) now, the layout writes the sentences
     "comparison",  # ratios and percentages of KV from exact blocks, bounds kept out, verdicts (test_exact_figures.py)
     "peak_memory_bytes",  # one row that mixed two accounts; now each account its own row (test_exact_figures.py)
+    "metrics",  # units named for what they are: "fraction" for u_max, "requests" for concurrency
+    "runs",  # every run of every condition, now once in the summary (runs.csv), not per pair
 }
 
 
@@ -37,6 +39,8 @@ def numbers_equal(before, after, path: str = "") -> list[str]:
             return [f"{path}: {len(before)} items before, {len(after)} now"]
         pairs = enumerate(zip(before, after, strict=True))
         return [d for i, (a, b) in pairs for d in numbers_equal(a, b, f"{path}[{i}]")]
+    if isinstance(before, float) and isinstance(after, float):  # t quantiles now SciPy's: the last digit may move
+        return [] if after == pytest.approx(before, rel=1e-12) else [f"{path}: {before!r} before, {after!r} now"]
     return [] if before == after else [f"{path}: {before!r} before, {after!r} now"]
 
 

@@ -37,3 +37,13 @@ def test_welch_matches_a_worked_example():
 
 def test_welch_needs_two_values_a_side():
     assert welch_t_test([1.0], [2.0, 3.0]).p_value is None
+
+
+def test_welch_gives_the_difference_with_its_interval():
+    a, b = [10.0, 11.0, 12.0], [7.0, 8.0, 10.0]
+    result = welch_t_test(a, b)
+    se = math.sqrt(1.0 / 3 + (7 / 3) / 3)
+    assert result.difference == pytest.approx(8 / 3) and result.se == pytest.approx(se)
+    half = t_quantile(0.975, result.df) * se
+    assert (result.ci95_low, result.ci95_high) == pytest.approx((8 / 3 - half, 8 / 3 + half))
+    assert result.ci95_low < result.difference < result.ci95_high

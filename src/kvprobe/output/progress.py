@@ -86,6 +86,11 @@ def _u_max_text(doc: ResultDocument) -> str:
     return f">={doc.u_max:.2f}" if doc.u_max_censored else f"{doc.u_max:.2f}"
 
 
+def _at_u_max(doc: ResultDocument, text: str) -> str:
+    """A figure taken at u_max is a lower bound wherever u_max is: never a bare value beside u_max >=x."""
+    return f">={text}" if doc.u_max_censored and text != "-" else text
+
+
 SUMMARY_COLUMNS = (
     "model",
     "label",
@@ -110,8 +115,8 @@ def _summary_row(doc: ResultDocument) -> tuple[str, ...]:
         gib(doc.reference.bytes if doc.reference else None),
         _u_max_text(doc),
         "-" if doc.u_min is None else f"{doc.u_min:.2f}",
-        gib(at_max.bytes if at_max else None),
-        "-" if not (at_max and at_max.tokens) else f"{at_max.tokens:,}",
+        _at_u_max(doc, gib(at_max.bytes if at_max else None)),
+        _at_u_max(doc, "-" if not (at_max and at_max.tokens) else f"{at_max.tokens:,}"),
         gib(doc.physical_capacity.bytes if doc.physical_capacity else None),
         str(doc.engine_starts),
         doc.status if not doc.errors else f"{doc.status}: {doc.errors[0][:60]}",

@@ -1,4 +1,4 @@
-"""From result documents to the report's numbers: per model, native against container, with statistics.
+"""From result documents to a pair report's numbers: per model, the container against native, with statistics.
 
 Nothing here starts an engine or formats text; `report.layout` turns the `ReportSummary` into
 words and tables, and `summary.json` is this model as JSON.
@@ -6,102 +6,26 @@ words and tables, and `summary.json` is this model as JSON.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from kvprobe.report.compare import (
+    Comparison,
+    Model,
+    boundary_kinds,
+    bounds,
+    compare,
+    summarise_metrics,
+)
 from kvprobe.report.pairing import Group
-from kvprobe.report.stats import FEW_RUNS, Summary, WelchResult, summarise, unstable, welch_t_test
-from kvprobe.results.schema import ContainerRun, ResultDocument
+from kvprobe.report.stats import FEW_RUNS, Summary, unstable
+from kvprobe.results.schema import BoundaryKind, ContainerRun, ResultDocument
 from kvprobe.units import GIB
 from kvprobe.vocabulary import LABELS, Label, Pool
 
-Unit = Literal["GiB", "tokens", "blocks", "bytes", "", "x", "tok/s"]
-
-
-def _peak_host_in_use(doc: ResultDocument) -> float | None:
-    """MemTotal less the lowest MemAvailable (+ unlisted pages) seen during the u_max start."""
-    phases = doc.memory_phases
-    lowest = None if phases is None else (phases.lowest_host_released or phases.lowest_host_available)
-    return None if lowest is None else doc.environment.host_memory["MemTotal"] - lowest
-
-
-def _phase(field: str) -> Callable[[ResultDocument], float | None]:
-    return lambda doc: None if doc.memory_phases is None else getattr(doc.memory_phases, field)
-
-
-def _figure(name: str, field: str) -> Callable[[ResultDocument], float | None]:
-    def extract(doc: ResultDocument) -> float | None:
-        figure = getattr(doc, name)
-        return None if figure is None else getattr(figure, field)
-
-    return extract
-
-
-def _reference_total(doc: ResultDocument) -> float | None:
-    """The memory total the engine multiplied gpu_memory_utilization by at the reference start (its log)."""
-    if doc.reference is None:
-        return None
-    trial = next((t for t in doc.trials if t.number == doc.reference.trial), None)
-    return None if trial is None else trial.memory_report.budget_total_bytes
-
-
-# name -> (unit, extractor). "GiB" values are stored in bytes and shown in GiB.
-METRICS: dict[str, tuple[Unit, Callable[[ResultDocument], float | None]]] = {
-    "kv_reference_bytes": ("GiB", _figure("reference", "bytes")),
-    "kv_reference_blocks": ("blocks", _figure("reference", "num_blocks")),
-    "kv_reference_tokens": ("tokens", _figure("reference", "tokens")),
-    "reference_engine_total_bytes": ("GiB", _reference_total),
-    "u_max": ("", lambda d: d.u_max),
-    "u_min": ("", lambda d: d.u_min),
-    "kv_u_max_bytes": ("GiB", _figure("kv_at_u_max", "bytes")),
-    "kv_u_max_blocks": ("blocks", _figure("kv_at_u_max", "num_blocks")),
-    "kv_u_max_tokens": ("tokens", _figure("kv_at_u_max", "tokens")),
-    "max_concurrency": ("x", _figure("kv_at_u_max", "max_concurrency")),
-    "physical_kv_bytes": ("GiB", _figure("physical_capacity", "bytes")),
-    "physical_kv_blocks": ("blocks", _figure("physical_capacity", "num_blocks")),
-    "physical_kv_tokens": ("tokens", _figure("physical_capacity", "tokens")),
-    "peak_host_in_use_bytes": ("GiB", _peak_host_in_use),
-    "peak_cgroup_usage_bytes": ("GiB", _phase("peak_cgroup_usage")),
-    "peak_gpu_used_bytes": ("GiB", _phase("peak_gpu_used")),
-    "throughput_tokens_per_s": ("tok/s", _figure("throughput", "tokens_per_s")),
-    "bytes_per_block": ("bytes", _figure("kv_at_u_max", "bytes_per_block")),
-    "predicted_bytes_per_block": ("bytes", _figure("prediction", "bytes_per_block")),
-    "weights_logged_bytes": ("GiB", _figure("memory_breakdown", "weights_bytes")),
-    "predicted_weight_bytes": ("GiB", _figure("prediction", "weight_bytes")),
-}
-
-# The capacities the blog post compares: KV at the matched serving utilization, then at u_max.
+# The capacities a pair report holds the container against native with, in its loss table.
 COMPARED = ("kv_reference_bytes", "kv_u_max_bytes", "physical_kv_bytes", "u_max", "throughput_tokens_per_s")
-# A KV capacity's ratio and percentage come from its blocks: exact, where its bytes may come from a
-# two-decimal log line (schema 1). Matched runs share the settings hash, so the same bytes per block.
-BLOCKS_OF = {
-    "kv_reference_bytes": "kv_reference_blocks",
-    "kv_u_max_bytes": "kv_u_max_blocks",
-    "physical_kv_bytes": "physical_kv_blocks",
-}
-# u_max, and every figure taken at it, is only a lower bound when the search passed at the top of its range.
-AT_U_MAX = ("u_max", "kv_u_max_bytes", "kv_u_max_blocks", "kv_u_max_tokens", "max_concurrency")
-SEARCH_OF = {"u_max": "u_max", "u_min": "u_min", "physical_kv_bytes": "kv_blocks"}
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Comparison(Model):
-    """Native minus container for one metric, from the means of the runs."""
-
-    available: bool = Field(description="Both sides have values and neither is a bound; see `not_compared`.")
-    not_compared: Literal["missing", "censored"] | None = None
-    native_mean: float | None = None
-    container_mean: float | None = None
-    lost: float | None = Field(None, description="native_mean - container_mean, in the metric's unit.")
-    lost_percent: float | None = None
-    ratio_native_over_container: float | None = None
-    exact: bool = Field(True, description="False where KV bytes came from the engine's rounded GiB log (schema 1).")
-    welch: WelchResult | None = Field(None, description="Welch's t-test, or why there is none (its verdict).")
 
 
 class Flag(Model):
@@ -180,56 +104,15 @@ class ModelComparison(Model):
     n: dict[Label, int]
     u_max_censored: dict[Label, bool]
     bounds: dict[Label, list[str]] = Field(description="Metrics that are only lower bounds on that side.")
+    boundary: dict[Label, list[BoundaryKind]] = Field(description="What set u_max on that side.")
     stats: dict[Label, dict[str, Summary]]
-    comparison: dict[str, Comparison]
+    comparison: dict[str, Comparison] = Field(description="The container against native as its reference.")
     attribution: dict[Label, MeanAttribution | None]
     attribution_difference: dict[str, float] | None
     findings: list[Finding]
     flags: list[Flag]
     container: ContainerRun | None
     caption: dict[Label, Caption]
-    runs: dict[Label, list[dict[str, str | int | float | None]]]
-
-
-def compare(first: list[ResultDocument], second: list[ResultDocument], metric: str, bounded: bool) -> Comparison:
-    """`first` minus `second` for one metric (native and container in the classic report). A KV
-    capacity's ratio and percentage come from its blocks, exact where its bytes may not be."""
-    native, container = values_of(first, metric), values_of(second, metric)
-    a, b = summarise(native), summarise(container)
-    if a.mean is None or b.mean is None:
-        return Comparison(available=False, not_compared="missing")
-    if bounded:
-        return Comparison(available=False, not_compared="censored", native_mean=a.mean, container_mean=b.mean)
-    blocks = BLOCKS_OF.get(metric)
-    exact = blocks is None or all(_kv_bytes_exact(d, metric) for d in [*first, *second])
-    ratio_a, ratio_b = (a.mean, b.mean)
-    if blocks is not None:
-        ratio_a = summarise(values_of(first, blocks)).mean
-        ratio_b = summarise(values_of(second, blocks)).mean
-    return Comparison(
-        available=True,
-        native_mean=a.mean,
-        container_mean=b.mean,
-        lost=a.mean - b.mean,
-        lost_percent=100.0 * (ratio_a - ratio_b) / ratio_a if ratio_a else None,
-        ratio_native_over_container=ratio_a / ratio_b if ratio_b else None,
-        exact=exact,
-        welch=welch_t_test(native, container),
-    )
-
-
-def _kv_bytes_exact(doc: ResultDocument, metric: str) -> bool:
-    name = {
-        "kv_reference_bytes": "reference",
-        "kv_u_max_bytes": "kv_at_u_max",
-        "physical_kv_bytes": "physical_capacity",
-    }
-    figure = getattr(doc, name[metric])
-    return figure is None or figure.bytes_per_block is not None
-
-
-def _bounds(group: Group) -> dict[Label, list[str]]:
-    return {label: list(AT_U_MAX) if any(d.u_max_censored for d in group.runs[label]) else [] for label in LABELS}
 
 
 def _flags(group: Group, stats: dict[Label, dict[str, Summary]]) -> list[Flag]:
@@ -310,29 +193,10 @@ def _caption(docs: list[ResultDocument]) -> Caption:
     )
 
 
-def _run_row(doc: ResultDocument) -> dict[str, str | int | float | None]:
-    row: dict[str, str | int | float | None] = {
-        "model": doc.model,
-        "label": doc.label,
-        "run_id": doc.run_id,
-        "repeat": doc.repeat,
-        "settings_hash": doc.settings_hash,
-        "device": doc.device,
-        "engine_starts": doc.engine_starts,
-    }
-    for name, (_, extract) in METRICS.items():
-        row[name] = extract(doc)
-    return row
-
-
-def values_of(docs: list[ResultDocument], metric: str) -> list[float]:
-    extract = METRICS[metric][1]
-    return [v for v in (extract(d) for d in docs) if v is not None]
-
-
 def analyse_group(group: Group) -> ModelComparison:
-    bounds = _bounds(group)
-    stats = {label: {name: summarise(values_of(group.runs[label], name)) for name in METRICS} for label in LABELS}
+    """Native and container runs of one model as a two-condition experiment: native is the reference."""
+    side_bounds = {label: bounds(group.runs[label]) for label in LABELS}
+    stats = {label: summarise_metrics(group.runs[label]) for label in LABELS}
     attribution = {label: mean_attribution(group.runs[label]) for label in LABELS}
     where = None
     if attribution["native"] and attribution["container"]:
@@ -345,19 +209,14 @@ def analyse_group(group: Group) -> ModelComparison:
         versions={"kvprobe": group.kvprobe, "vllm": group.vllm},
         n={label: len(group.runs[label]) for label in LABELS},
         u_max_censored={label: any(d.u_max_censored for d in group.runs[label]) for label in LABELS},
-        bounds=bounds,
+        bounds=side_bounds,
+        boundary={label: boundary_kinds(group.runs[label]) for label in LABELS},
         stats=stats,
-        comparison={
-            name: compare(
-                group.runs["native"], group.runs["container"], name, any(name in bounds[side] for side in LABELS)
-            )
-            for name in COMPARED
-        },
+        comparison={name: compare(group.runs["native"], group.runs["container"], name) for name in COMPARED},
         attribution=attribution,
         attribution_difference=where,
-        findings=_findings(stats, attribution, bounds),
+        findings=_findings(stats, attribution, side_bounds),
         flags=_flags(group, stats),
         container=group.runs["container"][0].options.container,
         caption={label: _caption(group.runs[label]) for label in LABELS},
-        runs={label: [_run_row(d) for d in group.runs[label]] for label in LABELS},
     )

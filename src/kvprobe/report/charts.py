@@ -16,13 +16,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from kvprobe.report.analysis import ModelComparison
-from kvprobe.report.conditions import ExperimentModel, attribution_stem, condition_stem
-from kvprobe.report.document import Document
-from kvprobe.report.layout import PART_LABELS, caption_text
+from kvprobe.report.compare import AT_U_MAX
+from kvprobe.report.conditions import ConditionResult, ExperimentModel, attribution_stem, condition_stem
+from kvprobe.report.formatting import caption_text
 from kvprobe.report.summary import ReportSummary
+from kvprobe.report.words import PART_LABELS
 from kvprobe.units import GIB
 from kvprobe.vocabulary import LABELS
 
+SAME_EVERY_RUN = {"svg.hashsalt": "kvprobe"}  # fixed SVG ids: report.html, which embeds them, is compared in docs/
 COLOURS = {"native": "#2b6cb0", "container": "#dd6b20"}
 
 
@@ -30,8 +32,9 @@ COLOURS = {"native": "#2b6cb0", "container": "#dd6b20"}
 class BarPanel:
     title: str
     categories: tuple[str, ...]
-    means: dict[str, tuple[float, ...]]  # label -> GiB per category
+    means: dict[str, tuple[float | None, ...]]  # label -> GiB per category; None: not measured, drawn absent
     errors: dict[str, tuple[float, ...]]  # label -> sd in GiB
+    bounds: dict[str, tuple[bool, ...]]  # label -> a lower bound per category, drawn open-ended (hatched, >=)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +55,7 @@ class WindowRow:
     label: str
     low: float | None
     high: float | None
+    high_bound: bool  # u_max is only a lower bound: drawn with an arrow past it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,8 +74,9 @@ class ConditionBars(Chart):
     """One bar group per condition: each series (a KV figure) mean ± sd in GiB."""
 
     conditions: tuple[str, ...]
-    means: dict[str, tuple[float, ...]]
+    means: dict[str, tuple[float | None, ...]]  # None: not measured in that condition, drawn absent
     errors: dict[str, tuple[float, ...]]
+    bounds: dict[str, tuple[bool, ...]]  # a lower bound, drawn open-ended (hatched, >=)
 
 
 ChartSpec = KvCacheChart | WindowChart | StackedBars | ConditionBars
@@ -79,6 +84,10 @@ ChartSpec = KvCacheChart | WindowChart | StackedBars | ConditionBars
 
 def _caption(models: list[ModelComparison]) -> str:
     return caption_text(models[0]) if models else ""
+
+
+def _gib(value: float | None) -> float | None:
+    return None if value is None else value / GIB
 
 
 def kv_cache_spec(summary: ReportSummary) -> KvCacheChart:
@@ -89,77 +98,153 @@ def kv_cache_spec(summary: ReportSummary) -> KvCacheChart:
             BarPanel(
                 title=f"KV cache {title} (mean ± sd)",
                 categories=tuple(m.model for m in models),
-                means={label: tuple((m.stats[label][metric].mean or 0) / GIB for m in models) for label in LABELS},
+                means={label: tuple(_gib(m.stats[label][metric].mean) for m in models) for label in LABELS},
                 errors={label: tuple((m.stats[label][metric].sd or 0) / GIB for m in models) for label in LABELS},
+                bounds={label: tuple(metric in m.bounds[label] for m in models) for label in LABELS},
             )
         )
     return KvCacheChart(stem="kv_cache", title="KV cache", panels=tuple(panels), caption=_caption(models))
 
 
-def window_spec(summary: ReportSummary) -> WindowChart:
+def window_spec(summary: ReportSummary) -> WindowChart | None:
     rows = tuple(
-        WindowRow(m.model, label, m.stats[label]["u_min"].mean, m.stats[label]["u_max"].mean)
+        WindowRow(
+            m.model, label, m.stats[label]["u_min"].mean, m.stats[label]["u_max"].mean, "u_max" in m.bounds[label]
+        )
         for m in summary.models
         for label in LABELS
     )
+    if not any(row.low is not None and row.high is not None for row in rows):
+        return None  # no window measured on either side: nothing to draw
     return WindowChart(
         stem="utilization_window", title="Utilization window", rows=rows, caption=_caption(summary.models)
     )
 
 
-def breakdown_spec(summary: ReportSummary) -> StackedBars:
-    models = [m for m in summary.models if m.attribution["native"] and m.attribution["container"]]
-    blocks = [(f"{m.model}\n{label}", m.attribution[label]) for m in models for label in LABELS]
+def _stacked_parts(blocks: list) -> dict[str, tuple[float, ...]]:
     parts = {}
     for part, text in PART_LABELS.items():
         values = tuple(max(0.0, block.parts.get(part, 0.0)) / GIB for _, block in blocks)
         if any(values):
             parts[text] = values
+    return parts
+
+
+def breakdown_spec(summary: ReportSummary) -> StackedBars | None:
+    models = [m for m in summary.models if m.attribution["native"] and m.attribution["container"]]
+    blocks = [(f"{m.model}\n{label}", m.attribution[label]) for m in models for label in LABELS]
+    if not blocks:
+        return None
     return StackedBars(
         stem="memory_breakdown",
         title="Where the memory went at u_max",
         bars=tuple(name for name, _ in blocks),
-        parts=parts,
+        parts=_stacked_parts(blocks),
         caption=_caption(models),
     )
 
 
+def _condition_series(conditions: list[ConditionResult], metric: str) -> tuple[tuple, tuple, tuple]:
+    means = tuple(_gib(c.stats[metric].mean) for c in conditions)
+    errors = tuple((c.stats[metric].sd or 0) / GIB for c in conditions)
+    return means, errors, tuple(metric in c.bounds and metric in AT_U_MAX for c in conditions)
+
+
 def condition_specs(model: ExperimentModel, index: int) -> list[ChartSpec]:
     """The experiment's KV figures per condition, and its attribution stacked per condition."""
-    names = tuple(c.name for c in model.conditions)
     series = {"kv_reference_bytes": "at gpu_memory_utilization", "kv_u_max_bytes": "at u_max"}
     caption = f"experiment {model.experiment}, {model.model}; baseline {model.baseline}"
-    bars = ConditionBars(
-        stem=condition_stem(index),
-        title=f"KV cache per condition (mean ± sd), {model.model}",
-        caption=caption,
-        conditions=names,
-        means={t: tuple((c.stats[m].mean or 0) / GIB for c in model.conditions) for m, t in series.items()},
-        errors={t: tuple((c.stats[m].sd or 0) / GIB for c in model.conditions) for m, t in series.items()},
-    )
+    drawn = {title: _condition_series(model.conditions, metric) for metric, title in series.items()}
+    specs: list[ChartSpec] = []
+    if any(v is not None for means, _, _ in drawn.values() for v in means):
+        specs.append(
+            ConditionBars(
+                stem=condition_stem(index),
+                title=f"KV cache per condition (mean ± sd), {model.model}",
+                caption=caption,
+                conditions=tuple(c.name for c in model.conditions),
+                means={title: means for title, (means, _, _) in drawn.items()},
+                errors={title: errors for title, (_, errors, _) in drawn.items()},
+                bounds={title: bound for title, (_, _, bound) in drawn.items()},
+            )
+        )
     blocks = [(c.name, c.attribution) for c in model.conditions if c.attribution]
-    parts = {}
-    for part, text in PART_LABELS.items():
-        values = tuple(max(0.0, block.parts.get(part, 0.0)) / GIB for _, block in blocks)
-        if any(values):
-            parts[text] = values
-    stacked = StackedBars(
-        stem=attribution_stem(index),
-        title=f"Where the memory went at u_max, per condition, {model.model}",
-        bars=tuple(name for name, _ in blocks),
-        parts=parts,
-        caption=caption,
-    )
-    return [bars, stacked] if blocks else [bars]
+    if blocks:
+        specs.append(
+            StackedBars(
+                stem=attribution_stem(index),
+                title=f"Where the memory went at u_max, per condition, {model.model}",
+                bars=tuple(name for name, _ in blocks),
+                parts=_stacked_parts(blocks),
+                caption=caption,
+            )
+        )
+    return specs
 
 
 def chart_specs(summary: ReportSummary) -> list[ChartSpec]:
+    """Every chart that has data to draw; a chart with nothing in it is not made."""
     specs: list[ChartSpec] = []
     if summary.models:
-        specs += [kv_cache_spec(summary), window_spec(summary), breakdown_spec(summary)]
+        made = (kv_cache_spec(summary), window_spec(summary), breakdown_spec(summary))
+        specs += [spec for spec in made if spec is not None]
     for index, model in enumerate(summary.experiments, start=1):
         specs += condition_specs(model, index)
     return specs
+
+
+def _value_text(value: float | None, bound: bool) -> str:
+    return "not measured" if value is None else (">=" if bound else "") + f"{value:.2f}"
+
+
+def alt_text(spec: ChartSpec) -> str:
+    """The chart's data in words (the figure's alt text): every value drawn, bounds and gaps said."""
+    if isinstance(spec, KvCacheChart):
+        return "; ".join(
+            f"{panel.title}: "
+            + ", ".join(
+                f"{name} {label} {_value_text(panel.means[label][i], panel.bounds[label][i])} GiB"
+                for i, name in enumerate(panel.categories)
+                for label in panel.means
+            )
+            for panel in spec.panels
+        )
+    if isinstance(spec, WindowChart):
+        return f"{spec.title}: " + ", ".join(
+            f"{row.name} {row.label} {_value_text(row.low, False)} to {_value_text(row.high, row.high_bound)}"
+            for row in spec.rows
+        )
+    if isinstance(spec, ConditionBars):
+        return (
+            f"{spec.title}: "
+            + "; ".join(
+                f"{series}: "
+                + ", ".join(
+                    f"{name} {_value_text(means[i], spec.bounds[series][i])}" for i, name in enumerate(spec.conditions)
+                )
+                for series, means in spec.means.items()
+            )
+            + " (GiB)"
+        )
+    totals = [sum(values[i] for values in spec.parts.values()) for i in range(len(spec.bars))]
+    return f"{spec.title}: " + ", ".join(
+        f"{bar.replace(chr(10), ' ')} {total:.2f} GiB in {len(spec.parts)} parts"
+        for bar, total in zip(spec.bars, totals, strict=True)
+    )
+
+
+def _bars(axis, xs: list[float], means: tuple, errors: tuple, bounds: tuple, width: float, **style) -> None:
+    """Measured bars with their sd; a lower bound hatched and open-ended (an arrow up, '>=');
+    a value not measured drawn as nothing, labelled so."""
+    for x, mean, error, bound in zip(xs, means, errors, bounds, strict=True):
+        if mean is None:
+            axis.text(x, 0, "not\nmeasured", ha="center", va="bottom", fontsize=6, color="#777")
+            continue
+        bar = axis.bar(x, mean, width, yerr=None if bound else error, capsize=3, hatch="//" if bound else None, **style)
+        style.pop("label", None)
+        if bound:
+            axis.annotate("", (x, mean * 1.12), (x, mean), arrowprops={"arrowstyle": "->", "color": "#333"})
+        axis.bar_label(bar, labels=[_value_text(mean, bound)], fontsize=7, padding=2)
 
 
 def _draw_kv_cache(spec: KvCacheChart):
@@ -168,10 +253,16 @@ def _draw_kv_cache(spec: KvCacheChart):
     for axis, panel in zip(axes[0], spec.panels, strict=True):
         for offset, label in ((-width / 2, "native"), (width / 2, "container")):
             xs = [i + offset for i in range(len(panel.categories))]
-            bars = axis.bar(
-                xs, panel.means[label], width, yerr=panel.errors[label], capsize=4, color=COLOURS[label], label=label
+            _bars(
+                axis,
+                xs,
+                panel.means[label],
+                panel.errors[label],
+                panel.bounds[label],
+                width,
+                color=COLOURS[label],
+                label=label,
             )
-            axis.bar_label(bars, labels=[f"{v:.2f}" for v in panel.means[label]], fontsize=8, padding=2)
         axis.set_xticks(range(len(panel.categories)), panel.categories, rotation=15, ha="right")
         axis.set_ylabel("KV cache (GiB)")
         axis.set_title(panel.title)
@@ -186,12 +277,24 @@ def _draw_window(spec: WindowChart):
     for index, row in enumerate(spec.rows):
         y = (index // 2) * 2.5 + index % 2
         if row.low is not None and row.high is not None:
-            axis.barh(y, row.high - row.low, left=row.low, color=COLOURS[row.label], height=0.8)
-            axis.text(row.high + 0.005, y, f"{row.low:.2f}-{row.high:.2f}", va="center", fontsize=8)
+            axis.barh(
+                y,
+                row.high - row.low,
+                left=row.low,
+                color=COLOURS[row.label],
+                height=0.8,
+                hatch="//" if row.high_bound else None,
+            )
+            end = row.high
+            if row.high_bound:
+                axis.annotate("", (row.high + 0.05, y), (row.high, y), arrowprops={"arrowstyle": "->"})
+                end = row.high + 0.05
+            text = f"{row.low:.2f}-{'>=' if row.high_bound else ''}{row.high:.2f}"
+            axis.text(end + 0.005, y, text, va="center", fontsize=8)
         ticks.append(y)
         names.append(f"{row.name} ({row.label})")
     axis.set_yticks(ticks, names, fontsize=8)
-    axis.set_xlim(0, 1.08)
+    axis.set_xlim(0, 1.15)
     axis.set_xlabel("gpu_memory_utilization that starts the engine (u_min to u_max)")
     axis.set_title(spec.title)
     fig.text(0.01, -0.20, spec.caption, fontsize=8, color="#555")
@@ -222,8 +325,7 @@ def _draw_conditions(spec: ConditionBars):
     cmap = plt.get_cmap("tab10")
     for number, (series, means) in enumerate(spec.means.items()):
         xs = [i + (number - (len(spec.means) - 1) / 2) * width for i in range(len(spec.conditions))]
-        bars = axis.bar(xs, means, width, yerr=spec.errors[series], capsize=3, color=cmap(number), label=series)
-        axis.bar_label(bars, labels=[f"{v:.2f}" for v in means], fontsize=7, padding=2)
+        _bars(axis, xs, means, spec.errors[series], spec.bounds[series], width, color=cmap(number), label=series)
     axis.set_xticks(range(len(spec.conditions)), spec.conditions, rotation=20, ha="right", fontsize=8)
     axis.set_ylabel("KV cache (GiB)")
     axis.set_title(spec.title)
@@ -245,14 +347,8 @@ def draw(spec: ChartSpec) -> dict[str, bytes]:
     for suffix in ("png", "svg"):
         buffer = io.BytesIO()
         metadata = {"Date": None} if suffix == "svg" else None
-        fig.savefig(buffer, format=suffix, dpi=130, bbox_inches="tight", metadata=metadata)
+        with plt.rc_context(SAME_EVERY_RUN):
+            fig.savefig(buffer, format=suffix, dpi=130, bbox_inches="tight", metadata=metadata)
         files[f"{spec.stem}.{suffix}"] = buffer.getvalue()
     plt.close(fig)
     return files
-
-
-class ChartWriter:
-    name = "charts"
-
-    def render(self, summary: ReportSummary, document: Document, images: dict[str, bytes]) -> dict[str, bytes]:
-        return images

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from kvprobe.report.analysis import Model
+from kvprobe.report.compare import Model
 from kvprobe.results.schema import NodeAttribution, ResultDocument
 
 

@@ -10,27 +10,17 @@ the share of that loss it reproduces. Numbers only; `report.layout` writes the w
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Literal
 
 from pydantic import Field
 
-from kvprobe.report.analysis import (
-    AT_U_MAX,
-    Comparison,
-    MeanAttribution,
-    Model,
-    compare,
-    mean_attribution,
-    summarise,
-    values_of,
-)
+from kvprobe.report.analysis import MeanAttribution, mean_attribution
+from kvprobe.report.compare import Comparison, Model, boundary_kinds, bounds, compare, summarise_metrics
 from kvprobe.report.stats import Summary
-from kvprobe.results.schema import Condition, ResultDocument
+from kvprobe.results.schema import BoundaryKind, Condition, ResultDocument
 from kvprobe.units import MIB
 
 CONDITION_METRICS = ("kv_reference_bytes", "reference_engine_total_bytes", "u_max", "kv_u_max_bytes")
 MOVED_PART_BYTES = 64 * MIB  # attribution parts that moved less than this are not named as a cause
-SIGNIFICANT_P = 0.05
 
 
 def condition_stem(index: int) -> str:
@@ -40,22 +30,6 @@ def condition_stem(index: int) -> str:
 
 def attribution_stem(index: int) -> str:
     return f"conditions_{index}_memory"
-
-
-Evidence = Literal["changed", "below_bound", "no_change", "not_significant", "too_few", "bound", "missing"]
-"""below_bound: the baseline is only a lower bound (u_max at the top of its range) and every run of the
-condition lies below all of it: the condition lowered the metric by at least the (negative) change."""
-
-
-class Change(Model):
-    """A condition's mean minus the baseline's for one metric, and whether the data show a change."""
-
-    baseline_mean: float | None
-    condition_mean: float | None
-    change: float | None = Field(description="condition - baseline, in the metric's unit.")
-    change_percent: float | None = Field(description="From blocks for KV capacities (exact).")
-    p_value: float | None
-    evidence: Evidence
 
 
 class PerturbationMeasured(Model):
@@ -73,6 +47,7 @@ class ConditionResult(Model):
     n: int
     stats: dict[str, Summary]
     bounds: list[str] = Field(description="Metrics that are only lower bounds (u_max at the top of its range).")
+    boundary: list[BoundaryKind] = Field(description="What set u_max in this condition's runs.")
     attribution: MeanAttribution | None
     measured: PerturbationMeasured
 
@@ -81,7 +56,7 @@ class ConditionVerdict(Model):
     """One condition against the baseline, and against the loss it may explain."""
 
     name: str
-    changes: dict[str, Change]
+    changes: dict[str, Comparison] = Field(description="Metric -> this condition against the baseline.")
     moved_parts: dict[str, float] = Field(description="Attribution part -> condition minus baseline, largest first.")
     share_of_loss: dict[str, float | None] = Field(
         description="The change as a share of the explained condition's change (1.0: reproduces all of it)."
@@ -100,56 +75,6 @@ class ExperimentModel(Model):
     missing_baseline: bool
 
 
-def _evidence(comparison: Comparison) -> tuple[Evidence, float | None]:
-    if comparison.not_compared is not None:
-        return ("bound" if comparison.not_compared == "censored" else "missing"), None
-    welch = comparison.welch
-    if welch is None or welch.verdict == "too_few":
-        return "too_few", None
-    if welch.verdict == "identical":
-        return "no_change", None
-    if welch.verdict == "no_variance":  # each side repeated its own value: a difference is exact
-        return ("changed" if comparison.lost else "no_change"), None
-    return ("changed" if welch.p_value < SIGNIFICANT_P else "not_significant"), welch.p_value
-
-
-def _below_a_bound(baseline: list[ResultDocument], runs: list[ResultDocument], metric: str) -> Change | None:
-    """A condition whose every value lies under a baseline that is only a lower bound: the change is an
-    upper bound (at most this much, i.e. lowered by at least its size); no test statistic applies."""
-    base, mine = values_of(baseline, metric), values_of(runs, metric)
-    if not base or not mine or max(mine) >= min(base):
-        return None
-    base_mean, mean = sum(base) / len(base), sum(mine) / len(mine)
-    return Change(
-        baseline_mean=base_mean,
-        condition_mean=mean,
-        change=mean - base_mean,
-        change_percent=100.0 * (mean / base_mean - 1.0),
-        p_value=None,
-        evidence="below_bound",
-    )
-
-
-def _change(baseline: list[ResultDocument], runs: list[ResultDocument], metric: str) -> Change:
-    base_bound, own_bound = metric in _bounds(baseline), metric in _bounds(runs)
-    if base_bound and not own_bound:
-        below = _below_a_bound(baseline, runs, metric)
-        if below is not None:
-            return below
-    comparison = compare(runs, baseline, metric, base_bound or own_bound)  # condition minus baseline
-    evidence, p_value = _evidence(comparison)
-    return Change(
-        baseline_mean=comparison.container_mean,
-        condition_mean=comparison.native_mean,
-        change=comparison.lost,
-        change_percent=None
-        if comparison.lost_percent is None or not comparison.ratio_native_over_container
-        else 100.0 * (comparison.ratio_native_over_container - 1.0),
-        p_value=p_value,
-        evidence=evidence,
-    )
-
-
 def _measured(runs: list[ResultDocument]) -> PerturbationMeasured:
     done = [t.perturbation for d in runs for t in d.trials if t.perturbation is not None]
 
@@ -166,17 +91,14 @@ def _measured(runs: list[ResultDocument]) -> PerturbationMeasured:
     )
 
 
-def _bounds(runs: list[ResultDocument]) -> list[str]:
-    return [m for m in CONDITION_METRICS if m in AT_U_MAX] if any(d.u_max_censored for d in runs) else []
-
-
 def _condition_result(name: str, runs: list[ResultDocument]) -> ConditionResult:
     return ConditionResult(
         name=name,
         condition=runs[0].environment.condition if runs else None,
         n=len(runs),
-        stats={m: summarise(values_of(runs, m)) for m in CONDITION_METRICS},
-        bounds=_bounds(runs),
+        stats={m: summary for m, summary in summarise_metrics(runs).items() if m in CONDITION_METRICS},
+        bounds=[m for m in bounds(runs) if m in CONDITION_METRICS],
+        boundary=boundary_kinds(runs),
         attribution=mean_attribution(runs),
         measured=_measured(runs),
     )
@@ -191,7 +113,7 @@ def _moved(baseline: MeanAttribution | None, other: MeanAttribution | None) -> d
     return dict(sorted(large.items(), key=lambda item: -abs(item[1])))
 
 
-def _share(change: Change, loss: Change | None) -> float | None:
+def _share(change: Comparison, loss: Comparison | None) -> float | None:
     """The change as a share of the explained condition's; only where both are shown by the data."""
     if loss is None or change.evidence not in ("changed", "no_change") or loss.evidence != "changed":
         return None
@@ -204,7 +126,7 @@ def _experiment_model(name: str, model: str, baseline: str, explains: str | None
     order = list(dict.fromkeys(c for c in order if runs.get(c) or c == baseline))
     results = [_condition_result(c, runs.get(c, [])) for c in order]
     base_runs = runs.get(baseline, [])
-    changes_of = {c: {m: _change(base_runs, runs[c], m) for m in CONDITION_METRICS} for c in order[1:]}
+    changes_of = {c: {m: compare(base_runs, runs[c], m) for m in CONDITION_METRICS} for c in order[1:]}
     loss = changes_of.get(explains) if explains else None
     verdicts = [
         ConditionVerdict(

@@ -8,9 +8,9 @@ section says it is not significant, too few, or a bound.
 from __future__ import annotations
 
 from kvprobe.output.experiment import describe
+from kvprobe.report.compare import UNITS, Comparison
 from kvprobe.report.conditions import (
     CONDITION_METRICS,
-    Change,
     ConditionResult,
     ConditionVerdict,
     ExperimentModel,
@@ -18,36 +18,11 @@ from kvprobe.report.conditions import (
     condition_stem,
 )
 from kvprobe.report.document import Block, BulletList, Figure, Heading, Paragraph, Table, code, strong
-from kvprobe.report.layout import PART_LABELS, fmt, fmt_stat
+from kvprobe.report.formatting import boundary_text, change_text, fmt_stat, interval_text, p_text, with_unit
+from kvprobe.report.words import BOUND_NOTE, EVIDENCE_TEXT, PART_LABELS, SHORT_TITLES
 from kvprobe.units import gib
 
-METRIC_TITLES = {
-    "kv_reference_bytes": "KV at gpu_memory_utilization",
-    "reference_engine_total_bytes": "engine's memory total there (its log)",
-    "u_max": "u_max",
-    "kv_u_max_bytes": "KV at u_max",
-}
-UNITS = {"kv_reference_bytes": "GiB", "reference_engine_total_bytes": "GiB", "u_max": "", "kv_u_max_bytes": "GiB"}
-EVIDENCE_TEXT = {
-    "no_change": "no change",
-    "not_significant": "not significant",
-    "too_few": "too few runs to test",
-    "bound": "not compared (a lower bound: u_max at the top of its range)",
-    "missing": "not measured",
-}
-
-
-def change_text(change: Change, metric: str) -> str:
-    if change.evidence == "below_bound":
-        amount = gib(change.change, sign=True) + " GiB" if UNITS[metric] == "GiB" else f"{change.change:+.3f}"
-        return f"at most {amount} (every run below the baseline's lower bound; no test)"
-    if change.evidence != "changed":
-        detail = f" ({fmt(change.change, UNITS[metric])}, p = {change.p_value:.2g})" if change.p_value else ""
-        return EVIDENCE_TEXT[change.evidence] + detail
-    amount = gib(change.change, sign=True) + " GiB" if UNITS[metric] == "GiB" else f"{change.change:+.3f}"
-    percent = "" if change.change_percent is None else f" ({change.change_percent:+.1f}%)"
-    p_value = "both sides constant" if change.p_value is None else f"p = {change.p_value:.2g}"
-    return f"{amount}{percent}, {p_value}"
+HEADLINE_METRICS = ("kv_reference_bytes", "kv_u_max_bytes")  # the KV figures an experiment's answer speaks of
 
 
 def _moved_text(verdict: ConditionVerdict) -> str:
@@ -74,38 +49,38 @@ def _measured_text(result: ConditionResult) -> str:
 def _conditions_table(model: ExperimentModel) -> Table:
     rows = []
     for result in model.conditions:
-        cells = [
-            (">= " if metric in result.bounds else "") + fmt_stat(result.stats[metric], UNITS[metric])
-            for metric in CONDITION_METRICS
-        ]
+        cells = [fmt_stat(result.stats[m], UNITS[m], m in result.bounds) for m in CONDITION_METRICS]
         what = describe(result.condition) if result.condition else "-"
-        rows.append((result.name, what, str(result.n), *cells, _measured_text(result)))
+        boundary = boundary_text(result.boundary)
+        rows.append((result.name, what, str(result.n), *cells, boundary, _measured_text(result)))
     header = (
         "condition",
         "what",
         "n",
-        *(f"{METRIC_TITLES[m]}{' (GiB)' * (UNITS[m] == 'GiB')}" for m in CONDITION_METRICS),
+        *(f"{SHORT_TITLES[m]}{' (GiB)' * (UNITS[m] == 'GiB')}" for m in CONDITION_METRICS),
+        "u_max set by",
         "measured",
     )
-    return Table(header, tuple(rows), (False, False, True, *[True] * len(CONDITION_METRICS), False))
+    return Table(header, tuple(rows), (False, False, True, *[True] * len(CONDITION_METRICS), False, False))
 
 
 def _changes_table(model: ExperimentModel) -> Table:
     rows = tuple(
-        (v.name, *(change_text(v.changes[m], m) for m in CONDITION_METRICS), _moved_text(v)) for v in model.verdicts
+        (v.name, *(change_text(v.changes[m], UNITS[m]) for m in CONDITION_METRICS), _moved_text(v))
+        for v in model.verdicts
     )
-    header = ("condition", *(METRIC_TITLES[m] for m in CONDITION_METRICS), "why: attribution parts that moved (GiB)")
+    header = ("condition", *(SHORT_TITLES[m] for m in CONDITION_METRICS), "why: attribution parts that moved (GiB)")
     return Table(header, rows, (False, *[True] * len(CONDITION_METRICS), False))
 
 
 def _verdict(model: ExperimentModel, verdict: ConditionVerdict) -> Paragraph:
     shares = [
-        f"{share:.0%} of the change in {METRIC_TITLES[m]}"
+        f"{share:.0%} of the change in {SHORT_TITLES[m]}"
         for m, share in verdict.share_of_loss.items()
         if share is not None
     ]
     changed = [
-        METRIC_TITLES[m]
+        SHORT_TITLES[m]
         + (" (at least; the baseline is a bound)" if verdict.changes[m].evidence == "below_bound" else "")
         for m in CONDITION_METRICS
         if verdict.changes[m].evidence in ("changed", "below_bound")
@@ -123,7 +98,7 @@ def _verdict(model: ExperimentModel, verdict: ConditionVerdict) -> Paragraph:
     return Paragraph.of(strong(verdict.name), f": {text}.")
 
 
-def experiment_blocks(experiments: list[ExperimentModel], charts: list[str]) -> list[Block]:
+def experiment_blocks(experiments: list[ExperimentModel], charts: dict[str, str]) -> list[Block]:
     blocks: list[Block] = []
     for index, model in enumerate(experiments, start=1):
         blocks += [
@@ -131,8 +106,10 @@ def experiment_blocks(experiments: list[ExperimentModel], charts: list[str]) -> 
             Paragraph.of(
                 "Conditions run interleaved, compared with the baseline ",
                 code(model.baseline),
-                ". Cells: mean ± sd [95% CI]; changes: condition minus baseline, Welch's t-test. "
-                "The attribution is the u_max start's.",
+                f". Cells: mean ± sd [95% CI]; {BOUND_NOTE}. Changes: condition minus baseline with its 95% "
+                "interval, Welch's t-test, from the runs with an exact u_max where u_max is involved; a u_max "
+                "set by kvprobe's guard is not compared with one the engine set. The attribution is the u_max "
+                "start's.",
             ),
             _conditions_table(model),
             Paragraph.of(strong("Against the baseline"), ":"),
@@ -146,6 +123,52 @@ def experiment_blocks(experiments: list[ExperimentModel], charts: list[str]) -> 
                 Paragraph.of(strong("Verdicts"), f" (each condition held against the change {model.explains} shows):")
             )
         blocks.append(BulletList(tuple(_verdict(model, v) for v in explained)))
-        captions = {condition_stem(index): "KV cache per condition", attribution_stem(index): "memory per condition"}
-        blocks += [Figure(stem, caption) for stem, caption in captions.items() if stem in charts]
+        captions = {
+            condition_stem(index): (
+                f"KV cache per condition, {model.model} (mean ± sd, GiB). A hatched bar marked >= is a lower "
+                "bound; a condition not measured has no bar."
+            ),
+            attribution_stem(index): f"Where the memory went at the u_max start, per condition, {model.model} (GiB).",
+        }
+        blocks += [Figure(stem, caption, charts[stem]) for stem, caption in captions.items() if stem in charts]
+    return blocks
+
+
+def _largest_move(model: ExperimentModel) -> tuple[ConditionVerdict, str, Comparison] | None:
+    """The condition whose KV moved most against the baseline, among the changes the data show."""
+    shown = [
+        (verdict, metric, verdict.changes[metric])
+        for metric in HEADLINE_METRICS
+        for verdict in model.verdicts
+        if verdict.changes[metric].evidence in ("changed", "below_bound") and verdict.changes[metric].change
+    ]
+    return max(shown, key=lambda item: abs(item[2].change_percent or 0.0), default=None)
+
+
+def experiment_answer(experiments: list[ExperimentModel]) -> list[Block]:
+    """One sentence per experiment model, on top: which condition moves the KV, by how much, its interval."""
+    blocks: list[Block] = []
+    for model in experiments:
+        found = _largest_move(model)
+        if found is None:
+            text = (
+                f"Experiment {model.experiment}, {model.model}: no condition moved the KV cache against the "
+                f"baseline {model.baseline} by more than its runs vary."
+            )
+        else:
+            verdict, metric, change = found
+            percent = "" if change.change_percent is None else f" ({change.change_percent:+.1f}%)"
+            if change.evidence == "below_bound":
+                lowered = with_unit(-(change.change or 0.0), "GiB", sign=False)
+                amount = f"lowered by at least {lowered} (the baseline is a lower bound)"
+            else:
+                percent = [] if change.change_percent is None else [f"{change.change_percent:+.1f}%"]
+                detail = ", ".join(x for x in (*percent, interval_text(change, "GiB"), p_text(change)) if x)
+                amount = f"{with_unit(change.change, 'GiB')} ({detail})"
+            text = (
+                f"Experiment {model.experiment}, {model.model}: {verdict.name} moves the {SHORT_TITLES[metric]} "
+                f"most against the baseline {model.baseline}: {amount}, from "
+                f"{gib(change.reference_mean)} to {gib(change.changed_mean)} GiB."
+            )
+        blocks.append(Paragraph.of(strong(text)))
     return blocks

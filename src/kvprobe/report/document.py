@@ -58,7 +58,8 @@ class Table:
 @dataclass(frozen=True)
 class Figure:
     stem: str  # the chart's file name without suffix
-    caption: str
+    caption: str  # what the chart shows and how to read it
+    alt: str  # the chart's data in words, for readers who cannot see it
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from kvprobe.report.external import (
     StudyRun,
     Trend,
 )
-from kvprobe.report.layout import TAGS, fmt_stat
+from kvprobe.report.formatting import fmt_stat
 from kvprobe.report.stats import Summary, summarise
+from kvprobe.report.words import TAGS
 from kvprobe.units import gib
 
 SIGNIFICANT = 0.05

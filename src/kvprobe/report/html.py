@@ -8,7 +8,6 @@ from typing import ClassVar
 
 from kvprobe.report.document import Document, Figure, Table
 from kvprobe.report.markup import MarkupWriter, visible
-from kvprobe.report.summary import ReportSummary
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #1a202c; }
@@ -34,7 +33,7 @@ class HtmlWriter(MarkupWriter):
     def __init__(self) -> None:
         self._images: dict[str, bytes] = {}
 
-    def render(self, summary: ReportSummary, document: Document, images: dict[str, bytes]) -> dict[str, bytes]:
+    def render(self, document: Document, images: dict[str, bytes]) -> dict[str, bytes]:
         self._images = images
         return {"report.html": self.render_document(document).encode()}
 
@@ -63,7 +62,11 @@ class HtmlWriter(MarkupWriter):
     def figure(self, figure: Figure) -> str:
         # Only the SVG this run's chart writer made is embedded; nothing is read from disk.
         svg = self._images.get(f"{figure.stem}.svg", b"").decode()
-        return f"<figure>{_PROLOG.sub('', svg)}<figcaption>{self.escape(figure.caption)}</figcaption></figure>"
+        alt = self.escape(figure.alt)
+        return (
+            f'<figure role="img" aria-label="{alt}">{_PROLOG.sub("", svg)}'
+            f"<figcaption>{self.escape(figure.caption)}</figcaption></figure>"
+        )
 
     def bullet_list(self, items: list[str]) -> str:
         return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"

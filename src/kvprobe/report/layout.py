@@ -6,7 +6,6 @@ Every figure is rounded here, for display only; the numbers themselves stay in t
 from __future__ import annotations
 
 from kvprobe.report.analysis import (
-    Comparison,
     Finding,
     Flag,
     LimitCut,
@@ -14,8 +13,8 @@ from kvprobe.report.analysis import (
     PageCacheCharged,
     RecoverableKv,
     UMaxDrop,
-    Unit,
 )
+from kvprobe.report.compare import UNITS, Comparison
 from kvprobe.report.document import (
     Block,
     BulletList,
@@ -29,89 +28,49 @@ from kvprobe.report.document import (
     strong,
 )
 from kvprobe.report.document import code as code_span
-from kvprobe.report.stats import Summary
+from kvprobe.report.formatting import boundary_text, caption_text, change_text, fmt, fmt_stat, interval_text, p_text
 from kvprobe.report.summary import ReportSummary
+from kvprobe.report.words import BOUND_NOTE, PART_LABELS, SHORT_TITLES, TAGS, TITLES
 from kvprobe.units import gib
 from kvprobe.vocabulary import LABELS
 
 DEFAULT_TITLE = "KV cache: native vs container"
-TAGS = ("vllm", "kv-cache", "containers")
-PART_LABELS = {
-    "kv_cache": "KV cache",
-    "weights": "weights",
-    "activation_peak": "activation peak",
-    "non_torch": "non-torch",
-    "other_engine": "other engine (budget)",
-    "other_processes": "other processes",
-    "page_cache": "page cache (cgroup)",
-    "engine_beyond_request": "engine beyond its request",
-    "cgroup_cut": "cut by cgroup limit",
-    "kernel_unaccounted": "kernel, in no meminfo account",
-    "free_at_ready": "free at ready",
-}
 ROWS = (
-    ("kv_reference_bytes", "KV cache at gpu_memory_utilization (GiB)"),
-    ("kv_reference_blocks", "KV blocks at gpu_memory_utilization"),
-    ("kv_reference_tokens", "KV tokens at gpu_memory_utilization"),
-    ("reference_engine_total_bytes", "memory total the engine multiplied it by (its log, GiB)"),
-    ("u_max", "u_max (largest utilization that starts)"),
-    ("u_min", "u_min (smallest that holds one max_model_len request)"),
-    ("kv_u_max_bytes", "KV cache at u_max (GiB)"),
-    ("kv_u_max_blocks", "KV blocks at u_max"),
-    ("kv_u_max_tokens", "KV tokens at u_max"),
-    ("max_concurrency", "max concurrency at max_model_len"),
-    ("physical_kv_bytes", "physical KV capacity, fill-tested (GiB)"),
-    ("physical_kv_blocks", "physical KV capacity, fill-tested (blocks)"),
-    ("peak_host_in_use_bytes", "host memory in use at peak, u_max start (MemTotal - lowest MemAvailable, GiB)"),
-    ("peak_cgroup_usage_bytes", "cgroup memory usage at peak, u_max start (GiB)"),
-    ("peak_gpu_used_bytes", "GPU memory used at peak, u_max start (NVML, GiB)"),
-    ("throughput_tokens_per_s", "decode throughput (tokens/s)"),
-    ("bytes_per_block", "KV bytes per block, measured (engine's config)"),
-    ("predicted_bytes_per_block", "KV bytes per block, predicted from config.json"),
-    ("weights_logged_bytes", "weights, the engine's log (GiB)"),
-    ("predicted_weight_bytes", "weights, predicted from config.json (GiB)"),
+    "kv_reference_bytes",
+    "kv_reference_blocks",
+    "kv_reference_tokens",
+    "reference_engine_total_bytes",
+    "u_max",
+    "u_min",
+    "kv_u_max_bytes",
+    "kv_u_max_blocks",
+    "kv_u_max_tokens",
+    "max_concurrency",
+    "physical_kv_bytes",
+    "physical_kv_blocks",
+    "physical_kv_failing_blocks",
+    "physical_kv_gap_percent",
+    "peak_host_in_use_bytes",
+    "peak_host_in_use_by_available_bytes",
+    "peak_cgroup_usage_bytes",
+    "peak_gpu_used_bytes",
+    "throughput_tokens_per_s",
+    "bytes_per_block",
+    "predicted_bytes_per_block",
+    "weights_logged_bytes",
+    "predicted_weight_bytes",
 )
-LOSS_ROWS = (
-    ("kv_reference_bytes", "KV at gpu_memory_utilization (GiB)"),
-    ("kv_u_max_bytes", "KV at u_max (GiB)"),
-    ("physical_kv_bytes", "physical KV (GiB)"),
-    ("u_max", "u_max"),
-    ("throughput_tokens_per_s", "throughput (tokens/s)"),
-)
+LOSS_ROWS = ("kv_reference_bytes", "kv_u_max_bytes", "physical_kv_bytes", "u_max", "throughput_tokens_per_s")
 CHART_CAPTIONS = {
-    "kv_cache": "kv cache",
-    "utilization_window": "utilization window",
-    "memory_breakdown": "memory breakdown",
-}
-
-
-def fmt(value: float | None, unit: Unit) -> str:
-    if value is None:
-        return "-"
-    if unit == "GiB":
-        return gib(value)
-    if unit in ("tokens", "blocks", "bytes"):
-        return f"{value:,.0f}"
-    if unit == "":
-        return f"{value:.3f}"
-    return f"{value:.1f}"
-
-
-def fmt_stat(stat: Summary, unit: Unit) -> str:
-    if not stat.n:
-        return "-"
-    text = fmt(stat.mean, unit)
-    if stat.sd is not None:
-        text += f" ± {fmt(stat.sd, unit)}"
-    if stat.ci95_low is not None:
-        text += f" [{fmt(stat.ci95_low, unit)}, {fmt(stat.ci95_high, unit)}]"
-    return text
-
-
-VERDICT_TEXT = {
-    "identical": "identical in every repeat",
-    "no_variance": "no variance to test (each side repeated its own value)",
-    "too_few": "n too small for a test",
+    "kv_cache": (
+        "KV cache per model, native and container, at gpu_memory_utilization and at u_max (mean ± sd, GiB). "
+        "A hatched bar marked >= is a lower bound: its u_max search passed at the top of its range."
+    ),
+    "utilization_window": (
+        "The gpu_memory_utilization window that starts the engine, u_min to u_max, native and container. "
+        "An arrow past u_max marks a lower bound."
+    ),
+    "memory_breakdown": "Where the memory went at the u_max start, part by part, native and container (GiB).",
 }
 FLAG_TEXT = {
     "few_runs": "{label}: only {value:.0f} run(s); repeat at least 3 times before quoting",
@@ -123,29 +82,19 @@ FLAG_TEXT = {
 }
 
 
-def p_text(comparison: Comparison) -> str:
-    welch = comparison.welch
-    if welch is None or welch.verdict != "tested":
-        return VERDICT_TEXT.get(welch.verdict if welch else "too_few", "-")
-    return "<0.001" if welch.p_value < 0.001 else f"{welch.p_value:.2g}"
-
-
-def comparison_cells(comparison: Comparison, unit: Unit) -> tuple[str, str, str, str]:
-    """lost, lost %, native/container, p (or why there is no test)."""
-    lost = fmt(comparison.lost, unit) if unit == "GiB" else f"{comparison.lost:.3f}"
+def loss_cells(comparison: Comparison, metric: str) -> tuple[str, str, str, str]:
+    """lost (native minus container) with its interval, lost %, native/container, p (or why no test)."""
+    unit = UNITS[metric]
+    if not comparison.compared:
+        return change_text(comparison, unit, negate=True), "", "", ""
+    lost = fmt(-(comparison.change or 0.0), unit)
     if not comparison.exact:
         lost = f"≈{lost} (from the engine's 2-decimal GiB log)"
-    pct = "-" if comparison.lost_percent is None else f"{comparison.lost_percent:.1f}%"
-    ratio = "-" if comparison.ratio_native_over_container is None else f"{comparison.ratio_native_over_container:.2f}x"
+    interval = interval_text(comparison, unit, negate=True)
+    lost += f" {interval}" if interval else ""
+    pct = "-" if comparison.change_percent is None else f"{-comparison.change_percent:.1f}%"
+    ratio = "-" if not comparison.ratio else f"{1.0 / comparison.ratio:.2f}x"
     return lost, pct, ratio, p_text(comparison)
-
-
-def caption_text(model: ModelComparison) -> str:
-    cap = model.caption["native"]
-    return (
-        f"{cap.device} | vLLM {cap.vllm}, torch {cap.torch}, kvprobe {cap.kvprobe} | "
-        f"n = {model.n['native']} native, {model.n['container']} container"
-    )
 
 
 def finding_text(finding: Finding) -> str:
@@ -175,30 +124,21 @@ def flag_text(flag: Flag) -> str:
     return FLAG_TEXT[flag.kind].format(label=flag.label, metric=flag.metric, value=flag.value or 0, run=flag.run)
 
 
-def _metric_table(model: ModelComparison, metrics: dict[str, Unit]) -> Table:
+def _metric_table(model: ModelComparison) -> Table:
     rows = []
-    for name, title in ROWS:
+    for name in ROWS:
         native, container = model.stats["native"][name], model.stats["container"][name]
         if not native.n and not container.n:
             continue
-        cells = [fmt_stat(stat, metrics[name]) for stat in (native, container)]
-        # a search that passed at the top of its range only bounds u_max, and what was measured there, from below
-        cells = [(">= " + c if name in model.bounds[label] else c) for c, label in zip(cells, LABELS, strict=True)]
-        rows.append((title, *cells))
+        cells = [fmt_stat(model.stats[label][name], UNITS[name], name in model.bounds[label]) for label in LABELS]
+        rows.append((TITLES[name], *cells))
+    rows.append(("u_max set by (the failing start above it)", *(boundary_text(model.boundary[x]) for x in LABELS)))
     return Table(("metric", "native", "container"), tuple(rows), (False, True, True))
 
 
-def _loss_table(model: ModelComparison, metrics: dict[str, Unit]) -> Table:
-    rows = []
-    for name, title in LOSS_ROWS:
-        comparison = model.comparison[name]
-        if comparison.not_compared == "censored":
-            rows.append(
-                (title, "not compared: a lower bound (a u_max search ended at the top of its range)", "", "", "")
-            )
-        elif comparison.available:
-            rows.append((title, *comparison_cells(comparison, metrics[name])))
-    return Table(("capacity", "lost", "lost %", "native/container", "p"), tuple(rows), (False, True, True, True, True))
+def _loss_table(model: ModelComparison) -> Table:
+    rows = tuple((SHORT_TITLES[name], *loss_cells(model.comparison[name], name)) for name in LOSS_ROWS)
+    return Table(("capacity", "lost", "lost %", "native/container", "p"), rows, (False, True, True, True, True))
 
 
 def _attribution_blocks(model: ModelComparison) -> list[Block]:
@@ -221,7 +161,7 @@ def _attribution_blocks(model: ModelComparison) -> list[Block]:
     return [heading, table]
 
 
-def model_section(model: ModelComparison, metrics: dict[str, Unit]) -> list[Block]:
+def model_section(model: ModelComparison) -> list[Block]:
     blocks: list[Block] = [
         Heading(2, model.model),
         Paragraph.of(
@@ -229,11 +169,14 @@ def model_section(model: ModelComparison, metrics: dict[str, Unit]) -> list[Bloc
             code_span(model.settings_hash),
             " (matched on both sides), "
             f"n = {model.n['native']} native and {model.n['container']} container runs. "
-            "Cells: mean ± sd [95% CI].",
+            f"Cells: mean ± sd [95% CI]; {BOUND_NOTE}.",
         ),
-        _metric_table(model, metrics),
-        Paragraph.of(strong("Lost in the container"), " (native minus container, Welch's t-test):"),
-        _loss_table(model, metrics),
+        _metric_table(model),
+        Paragraph.of(
+            strong("Lost in the container"),
+            " (native is the reference; native minus container with its 95% interval, Welch's t-test):",
+        ),
+        _loss_table(model),
         *_attribution_blocks(model),
     ]
     if model.findings:
@@ -256,32 +199,61 @@ def _headline(summary: ReportSummary) -> Table:
     rows = []
     for model in summary.models:
         comparison = model.comparison["kv_reference_bytes"]
-        if comparison.available:
-            rows.append(
-                (
-                    model.model,
-                    gib(comparison.native_mean),
-                    gib(comparison.container_mean),
-                    *comparison_cells(comparison, "GiB"),
-                )
-            )
+        if comparison.compared:
+            means = (gib(comparison.reference_mean), gib(comparison.changed_mean))
+            rows.append((model.model, *means, *loss_cells(comparison, "kv_reference_bytes")))
     header = ("model", "KV native (GiB)", "KV container (GiB)", "lost", "lost %", "native/container", "p")
     return Table(header, tuple(rows), (False, *[True] * 6))
 
 
-def build_document(summary: ReportSummary, title: str | None, date: str, charts: list[str]) -> Document:
-    """The whole report; `charts` are the stems of the chart files written beside it."""
+def answer(model: ModelComparison) -> str:
+    """The pair's answer in one sentence: the KV lost at gpu_memory_utilization, with its interval."""
+    comparison = model.comparison["kv_reference_bytes"]
+    if not comparison.compared or comparison.change is None:
+        return f"{model.model}: the KV cache at gpu_memory_utilization is {change_text(comparison, 'GiB', True)}."
+    lost = -comparison.change
+    verb = "loses" if lost > 0 else "gains"
+    interval = interval_text(comparison, "GiB", negate=True)
+    detail = ", ".join(x for x in (interval.replace("95% CI", "95% CI of the loss"), p_text(comparison)) if x)
+    percent = "" if comparison.change_percent is None else f" ({abs(comparison.change_percent):.1f}%)"
+    return (
+        f"{model.model}: the container {verb} {gib(abs(lost))} GiB{percent} of KV cache at the same "
+        f"gpu_memory_utilization ({gib(comparison.reference_mean)} GiB native, {gib(comparison.changed_mean)} GiB "
+        f"in the container; {detail}; {EVIDENCE_WORD[comparison.evidence]})."
+    )
+
+
+EVIDENCE_WORD = {
+    "changed": "a change the data show",
+    "no_change": "no change",
+    "not_significant": "not significant",
+    "too_few": "too few runs to test",
+}
+
+
+def _figures(charts: dict[str, str], captions: dict[str, str]) -> list[Block]:
+    """The charts drawn in this run (stem -> alt text) that these captions name, in their order."""
+    return [Figure(stem, caption, charts[stem]) for stem, caption in captions.items() if stem in charts]
+
+
+def build_document(
+    summary: ReportSummary, title: str | None, date: str, charts: dict[str, str], answer_first: list[Block]
+) -> Document:
+    """The pair report; `charts` maps the stems of the chart files written beside it to their alt text;
+    `answer_first` leads (an experiment's answer), else each pair's answer does."""
     title = title or DEFAULT_TITLE
+    lead = answer_first or [Paragraph.of(strong(answer(model))) for model in summary.models]
     blocks: list[Block] = [
+        *lead,
         Paragraph.of(
             f"{len(summary.models)} model(s) with matched native and container runs, "
             f"from {summary.documents} result file(s)."
         ),
     ]
     if summary.models:
-        blocks += [_headline(summary), *[Figure(s, CHART_CAPTIONS[s]) for s in charts if s in CHART_CAPTIONS]]
+        blocks += [_headline(summary), *_figures(charts, CHART_CAPTIONS)]
     for model in summary.models:
-        blocks += model_section(model, summary.metrics)
+        blocks += model_section(model)
     if summary.unmatched:
         blocks += [
             Heading(2, "Not compared"),

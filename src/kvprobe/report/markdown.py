@@ -6,9 +6,8 @@ import json
 import re
 from typing import ClassVar
 
-from kvprobe.report.document import Document, Figure, Span, Table
+from kvprobe.report.document import Document, Figure, Span, Table, emphasis
 from kvprobe.report.markup import MarkupWriter, visible
-from kvprobe.report.summary import ReportSummary
 
 # What gives plain text a meaning in CommonMark/GFM (Hugo's goldmark): a backslash before it makes
 # it literal. Escaped only where it can act, so that ordinary text stays readable in the raw file:
@@ -29,7 +28,7 @@ class MarkdownWriter(MarkupWriter):
     def __init__(self, front_matter: bool = False):
         self.front_matter = front_matter
 
-    def render(self, summary: ReportSummary, document: Document, images: dict[str, bytes]) -> dict[str, bytes]:
+    def render(self, document: Document) -> dict[str, bytes]:
         return {"report.md": self.render_document(document).encode()}
 
     def escape(self, text: str) -> str:
@@ -55,7 +54,7 @@ class MarkdownWriter(MarkupWriter):
         return "| " + " | ".join(self.escape(c) for c in cells) + " |"
 
     def figure(self, figure: Figure) -> str:
-        return f"![{self.escape(figure.caption)}]({figure.stem}.png)"
+        return f"![{self.escape(figure.alt)}]({figure.stem}.png)\n\n{self._line(self.inline(emphasis(figure.caption)))}"
 
     def bullet_list(self, items: list[str]) -> str:
         return "\n".join(f"- {self._line(item)}" for item in items)

@@ -1,73 +1,28 @@
 """Small statistics for repeated runs: mean, standard deviation, 95% interval, Welch's t-test.
 
-Student's t distribution comes from the regularized incomplete beta function, so the report
-needs no SciPy.
+Student's t distribution and Welch's test are SciPy's (`scipy.stats`); what is kvprobe's own is the
+verdict that says why no test ran (too few runs, no variance), so a report never prints a bare p-value.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """Lentz's method for the incomplete beta continued fraction (Numerical Recipes 6.4)."""
-    tiny, eps = 1e-300, 3e-16
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            break
-    return h
-
-
-def regularized_beta(a: float, b: float, x: float) -> float:
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
+from scipy import stats as scipy_stats
 
 
 def t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t with df degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
-    return regularized_beta(df / 2.0, 0.5, df / (df + t * t))
+    return float(2.0 * scipy_stats.t.sf(abs(t), df))
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The t value with P(T <= t) = p, by bisection on the two-sided p-value."""
-    target = 2.0 * (1.0 - p)  # two-sided tail mass beyond the quantile
-    lo, hi = 0.0, 1e3
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if t_two_sided_p(mid, df) > target:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    """The t value with P(T <= t) = p."""
+    return float(scipy_stats.t.ppf(p, df))
 
 
 @dataclass
@@ -106,6 +61,10 @@ class WelchResult:
     t: float | None = None
     df: float | None = None
     p_value: float | None = None
+    difference: float | None = None  # mean(a) - mean(b)
+    se: float | None = None  # Welch's standard error of the difference
+    ci95_low: float | None = None  # the difference's 95% interval, on Welch's df
+    ci95_high: float | None = None
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchResult:
@@ -113,16 +72,29 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchResult:
     sa, sb = summarise(a), summarise(b)
     if sa.n < 2 or sb.n < 2:
         return WelchResult("too_few")
-    va, vb = sa.sd**2 / sa.n, sb.sd**2 / sb.n
-    if va + vb == 0:
+    if (sa.sd or 0.0) == 0 and (sb.sd or 0.0) == 0:
         return WelchResult("identical" if sa.mean == sb.mean else "no_variance")
-    t = (sa.mean - sb.mean) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (sa.n - 1) + vb**2 / (sb.n - 1))
-    return WelchResult("tested", t, df, t_two_sided_p(t, df))
+    with warnings.catch_warnings():  # nearly identical data: SciPy warns, the interval below shows it
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tested = scipy_stats.ttest_ind(list(a), list(b), equal_var=False)
+    difference = sa.mean - sb.mean
+    se = math.sqrt(sa.sd**2 / sa.n + sb.sd**2 / sb.n)
+    half = t_quantile(0.975, float(tested.df)) * se
+    return WelchResult(
+        "tested",
+        float(tested.statistic),
+        float(tested.df),
+        float(tested.pvalue),
+        difference,
+        se,
+        difference - half,
+        difference + half,
+    )
 
 
 UNSTABLE_SD_FRACTION = 0.10  # pyperf's threshold: a standard deviation above 10% of the mean
 FEW_RUNS = 3
+SIGNIFICANT_P = 0.05  # a change is called a change below this p (or when both sides are constant and differ)
 
 
 def unstable(summary: Summary) -> bool:

@@ -1,8 +1,8 @@
-"""One writer per output format, made per run with its options; files are written atomically.
+"""The report's files: charts drawn, the document built, each chosen format rendered; written atomically.
 
-Every writer renders the same inputs (the numbers, the document, this run's chart images) to
-file contents; `write_report` writes them. Markdown links and HTML embeds only the charts
-drawn in the same run.
+Each writer takes only what it renders (Markdown the document, HTML the document and this run's
+SVGs, CSV and JSON the numbers). Markdown links and HTML embeds only the charts drawn in the same run;
+a chart with no data is not drawn, so it is neither written nor linked.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from kvprobe.report.charts import ChartWriter, chart_specs, draw
+from kvprobe.report.charts import alt_text, chart_specs, draw
 from kvprobe.report.cluster_layout import cluster_blocks
-from kvprobe.report.conditions_layout import experiment_blocks
+from kvprobe.report.conditions_layout import experiment_answer, experiment_blocks
 from kvprobe.report.csv_writer import CsvWriter
-from kvprobe.report.document import Document, Heading
+from kvprobe.report.document import Heading
 from kvprobe.report.external import ExternalSummary
 from kvprobe.report.external_layout import external_document
 from kvprobe.report.html import HtmlWriter
@@ -27,25 +26,6 @@ from kvprobe.report.summary import ReportSummary
 from kvprobe.results.store import write_bytes_atomic
 
 FORMATS = ("charts", "markdown", "html", "csv", "json")
-
-
-class Writer(Protocol):
-    name: str
-
-    def render(self, summary: ReportSummary, document: Document, images: dict[str, bytes]) -> dict[str, bytes]:
-        """File name -> contents."""
-
-
-def make_writers(formats: list[str], front_matter: bool = False) -> list[Writer]:
-    """The chosen formats' writers, each made for this run with its options."""
-    made: dict[str, Writer] = {
-        "charts": ChartWriter(),
-        "markdown": MarkdownWriter(front_matter=front_matter),
-        "html": HtmlWriter(),
-        "csv": CsvWriter(),
-        "json": JsonWriter(),
-    }
-    return [made[name] for name in FORMATS if name in formats]
 
 
 @dataclass(frozen=True)
@@ -61,22 +41,31 @@ class ReportOptions:
 def render_report(
     summary: ReportSummary, formats: list[str], options: ReportOptions = ReportOptions()
 ) -> dict[str, bytes]:
-    """Every chosen format's files, in memory."""
+    """Every chosen format's files, in memory. Each writer gets only what it renders."""
     images: dict[str, bytes] = {}
-    stems: list[str] = []
+    charts: dict[str, str] = {}  # stem -> alt text, of the charts drawn in this run
     if "charts" in formats:
         for spec in chart_specs(summary):
             images.update(draw(spec))
-            stems.append(spec.stem)
-    document = build_document(summary, options.title, options.date or time.strftime("%Y-%m-%d"), stems)
-    document.blocks += experiment_blocks(summary.experiments, stems)
+            charts[spec.stem] = alt_text(spec)
+    date = options.date or time.strftime("%Y-%m-%d")
+    document = build_document(summary, options.title, date, charts, experiment_answer(summary.experiments))
+    document.blocks += experiment_blocks(summary.experiments, charts)
     document.blocks += cluster_blocks(summary.clusters)
     if options.external is not None:  # a labelled section of its own, after kvprobe's measurements
-        section = external_document(options.external, document.front_matter.date)
+        section = external_document(options.external, date)
         document.blocks += [Heading(2, section.title), *section.blocks]
     files: dict[str, bytes] = {}
-    for writer in make_writers(formats, options.front_matter):
-        files.update(writer.render(summary, document, images))
+    if "charts" in formats:
+        files.update(images)
+    if "markdown" in formats:
+        files.update(MarkdownWriter(front_matter=options.front_matter).render(document))
+    if "html" in formats:
+        files.update(HtmlWriter().render(document, images))
+    if "csv" in formats:
+        files.update(CsvWriter().render(summary))
+    if "json" in formats:
+        files.update(JsonWriter().render(summary))
     return files
 
 

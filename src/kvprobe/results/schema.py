@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kvprobe.environment.container_detection import ContainerFacts
 from kvprobe.environment.gpu import GpuReport
@@ -19,6 +19,19 @@ from kvprobe.units import Bytes
 from kvprobe.vocabulary import KvApproach, Label, Outcome, Pool, SearchName, Status, Strategy
 
 SCHEMA_VERSION = 4
+
+BoundaryKind = Literal["engine-refused", "engine-oom", "killed", "guard", "top-of-range", "other"]
+"""What set a utilization search's boundary, from the outcome of the failing start above it:
+engine-refused (the engine's own startup check), engine-oom (it ran out of memory), killed (ended by a
+signal, e.g. the kernel's OOM killer), guard (kvprobe's guard stopped it: kvprobe's boundary, not the
+engine's), top-of-range (nothing failed: the boundary is only a lower bound), other (timeout, error)."""
+BOUNDARY_OF_OUTCOME: dict[Outcome, BoundaryKind] = {
+    "startup-check": "engine-refused",
+    "kv-too-small": "engine-refused",
+    "oom": "engine-oom",
+    "killed": "killed",
+    "guard": "guard",
+}
 
 
 class Record(BaseModel):
@@ -448,6 +461,9 @@ class SearchSummary(Record):
     trials: list[int] = Field(description="Every trial of this search, the confirmation included.")
     confirmed: bool | None = Field(None, description="The boundary started again and passed (None: not repeated).")
     flipped: list[float] = Field(default_factory=list, description="Settings that both passed and failed.")
+    failed_by: BoundaryKind | None = Field(
+        None, description="What set the boundary (utilization searches); filled from the trials when read."
+    )
 
     @property
     def unstable(self) -> bool:
@@ -618,6 +634,29 @@ class ResultDocument(Record):
     def u_max_censored(self) -> bool:
         search = self.searches.get("u_max")
         return bool(search and search.censored)
+
+    @property
+    def u_max_boundary(self) -> BoundaryKind | None:
+        search = self.searches.get("u_max")
+        return None if search is None else search.failed_by
+
+    @model_validator(mode="after")
+    def _name_each_boundary(self) -> ResultDocument:
+        """Each utilization search's `failed_by`, from the failing start's outcome (older files too)."""
+        for name, search in self.searches.items():
+            if search.failed_by is not None:
+                continue
+            if search.censored or search.failing is None:
+                search.failed_by = "top-of-range" if search.censored else None
+                continue
+            failing = [
+                t
+                for t in self.trials
+                if t.search == name and t.is_utilization_start and not t.passed and t.utilization == search.failing
+            ]
+            if failing:
+                search.failed_by = BOUNDARY_OF_OUTCOME.get(failing[-1].outcome, "other")
+        return self
 
     def where(self) -> str:
         """How messages name this result."""
