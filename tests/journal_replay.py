@@ -17,11 +17,11 @@ from rich.console import Console
 
 from kvprobe.config import ModelSettings
 from kvprobe.engines import get_engine
+from kvprobe.measure.build import build_document
 from kvprobe.measure.executors import JournaledExecutor
 from kvprobe.measure.model import ModelSearches
 from kvprobe.measure.options import MeasureOptions
 from kvprobe.output.progress import TrialProgress
-from kvprobe.results.build import build_document
 from kvprobe.results.loader import load_result
 from kvprobe.results.schema import ResultDocument, TrialRecord
 from kvprobe.results.store import Journal

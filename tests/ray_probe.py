@@ -21,12 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from kvprobe.cluster.agent import TRIAL_TAG
 from kvprobe.cluster.ray_cluster import RayCluster
-from kvprobe.results.attribution import attribute_node
+from kvprobe.measure.attribution import attribute_node
 from kvprobe.trial.process_group import terminate
 from kvprobe.trial.runner import RUNNING_MARKER, end_stale_groups
 from kvprobe.units import GIB, MIB
+from kvprobe.worker_protocol import TRIAL_TAG
 
 HERE = Path(__file__).parent
 

@@ -17,7 +17,7 @@ import time
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from kvprobe.cluster.agent import TRIAL_TAG
+from kvprobe.worker_protocol import TRIAL_TAG
 
 
 @ray.remote(num_cpus=0, max_restarts=0)

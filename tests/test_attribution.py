@@ -7,7 +7,7 @@ test_engine_pair.py; this pins down the arithmetic of the unlisted kernel pages.
 import pytest
 
 from conftest import environment
-from kvprobe.results.attribution import attribute
+from kvprobe.measure.attribution import attribute
 from kvprobe.results.schema import GpuProcess, GuardSettings
 from kvprobe.units import GIB, MIB
 from synthetic import trial as make_trial
@@ -74,7 +74,7 @@ def test_on_unified_memory_the_engines_cuda_pages_count_once():
 
 def test_a_discrete_gpu_node_is_attributed_per_device_like_one_machine():
     """A Ray node with an 80 GiB card: its pool is device 0, the trial's part is NVML's per process."""
-    from kvprobe.results.attribution import attribute_node
+    from kvprobe.measure.attribution import attribute_node
     from kvprobe.results.schema import ClusterNode, NodeTrial
 
     node = NodeTrial.model_validate(

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import MODELS, kvprobe, needs_podman
 from kvprobe.config import load_models
-from kvprobe.container_launcher import build_command, mounts, settings_problems, version_mismatch
+from kvprobe.measure.containers import build_command, mounts, settings_problems, version_mismatch
 from kvprobe.report.pairing import check_pairs
 from kvprobe.results.schema import ContainerSettings
 from kvprobe.results.store import ResultStore

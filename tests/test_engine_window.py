@@ -13,10 +13,14 @@ def test_a_reference_refused_for_too_little_kv_sends_u_max_up(tmp_path):
     # At 0.02 of this machine's 17 GiB node vLLM's budget (0.34 GiB) is less than its non-KV memory.
     models = tiny_models_file(tmp_path, gpu_memory_utilization=0.02, utilization_range=[0.02, 0.06])
     out = tmp_path / "out"
-    done = kvprobe("measure", str(models), "--out", str(out), "--label", "native", "--searches", "reference,u_max")
+    command = ("measure", str(models), "--out", str(out), "--label", "native", "--searches", "reference,u_max")
+    done = kvprobe(*command, check=False)
     (result,) = load_results(out)
     reference = next(t for t in result["trials"] if t["search"] == "reference")
     assert reference["outcome"] == "kv-too-small", reference["reason"]
+    # The reference measured nothing, so the result is not complete (and the run exits 1), though u_max was found.
+    assert done.returncode == 1 and result["status"] == "failed"
+    assert result["errors"] == [f"reference start measured nothing: kv-too-small ({reference['reason']})"]
     searched = [t for t in result["trials"] if t["search"] == "u_max"]
     assert searched and all(t["utilization"] > 0.02 for t in searched)
     assert all(t["passed"] or t["outcome"] == "kv-too-small" for t in searched)

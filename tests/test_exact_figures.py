@@ -14,6 +14,7 @@ import synthetic
 from conftest import MODELS
 from kvprobe.config import load_models
 from kvprobe.engines import get_engine
+from kvprobe.measure.build import build_document
 from kvprobe.measure.executors import JournaledExecutor
 from kvprobe.measure.model import ModelSearches
 from kvprobe.measure.options import MeasureOptions
@@ -21,7 +22,6 @@ from kvprobe.output.progress import TrialProgress
 from kvprobe.report.stats import welch_t_test
 from kvprobe.report.summary import build_report
 from kvprobe.report.writers import render_report
-from kvprobe.results.build import build_document
 from kvprobe.results.schema import GuardSettings, TrialRecord
 from kvprobe.results.store import Journal
 from kvprobe.trial.runner import _kv_bytes

@@ -20,12 +20,12 @@ from rich.console import Console
 from conftest import MODELS, needs_engine
 from kvprobe.config import load_models
 from kvprobe.engines import get_engine
+from kvprobe.measure.build import build_document
 from kvprobe.measure.executors import JournaledExecutor
 from kvprobe.measure.model import ModelSearches, fill_scheduler_overrides
 from kvprobe.measure.options import MeasureOptions
 from kvprobe.output.progress import TrialProgress
 from kvprobe.report.pairing import group_results
-from kvprobe.results.build import build_document
 from kvprobe.results.schema import GuardSettings, TrialRecord, WorkerResult
 from kvprobe.results.store import Journal
 from kvprobe.units import MIB

@@ -284,7 +284,7 @@ def test_a_model_wider_than_the_machines_gpus_is_refused():
 
 
 def test_a_model_path_a_runtime_cannot_mount_is_named(tmp_path):
-    from kvprobe.container_launcher import ContainerError, mounts
+    from kvprobe.measure.containers import ContainerError, mounts
 
     odd = tmp_path / "a:b"
     (odd / "tiny").mkdir(parents=True)

@@ -8,7 +8,7 @@ is per GPU.
 from conftest import MODELS, environment
 from kvprobe.config import load_models
 from kvprobe.engines import get_engine
-from kvprobe.results.attribution import attribute
+from kvprobe.measure.attribution import attribute
 from kvprobe.results.schema import MemorySample
 from kvprobe.trial.runner import TrialLimits, TrialRunner
 from kvprobe.units import GIB

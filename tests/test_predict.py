@@ -147,7 +147,7 @@ def test_gpt_oss_blocks_span_one_attention_group_and_tokens_follow_the_groups():
 
 
 def test_a_result_takes_the_engines_token_count_not_blocks_times_block_size():
-    from kvprobe.results.build import kv_figure
+    from kvprobe.measure.build import kv_figure
     from kvprobe.results.schema import EngineMemoryReport
     from kvprobe.trial.runner import kv_tokens
     from synthetic import trial

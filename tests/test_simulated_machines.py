@@ -10,8 +10,8 @@ from conftest import ROOT
 from kvprobe.environment.facts import collect
 from kvprobe.environment.gpu import Nvml
 from kvprobe.environment.recorded import RecordedNvml
+from kvprobe.measure.attribution import attribute
 from kvprobe.measure.options import resolve_kv_approach, resolve_prestart
-from kvprobe.results.attribution import attribute
 from kvprobe.results.schema import EngineMemoryReport, TrialBaseline, TrialMemory, TrialRecord
 from kvprobe.trial.monitor import GuardPolicy, MemorySampler
 from kvprobe.units import GIB

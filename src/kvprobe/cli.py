@@ -134,8 +134,8 @@ def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool) 
     import importlib.util
 
     from kvprobe.experiment.run import ExperimentRun
+    from kvprobe.experiment.schedule_view import print_schedule
     from kvprobe.experiment.spec import load_experiment
-    from kvprobe.output.experiment import print_schedule
     from kvprobe.results.store import ResultStore
 
     loaded = load_experiment(experiment_file)

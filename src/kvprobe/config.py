@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from kvprobe.engines.vllm_args import ENGINE_CONTROLLED_ARGS, known_engine_args
+from kvprobe.engine_args import ENGINE_CONTROLLED_ARGS, known_engine_args
 from kvprobe.errors import InputError
 from kvprobe.vocabulary import EngineName
 

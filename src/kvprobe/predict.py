@@ -22,9 +22,10 @@ from typing import Literal
 
 from kvprobe.environment.gpu import Nvml
 from kvprobe.environment.memory import read_meminfo
-from kvprobe.environment.memory_model import MemoryKind, classify, coherent_memory_mode, read_numa_nodes
+from kvprobe.environment.memory_model import classify, coherent_memory_mode, read_numa_nodes
 from kvprobe.environment.recorded import RecordedNvml
 from kvprobe.units import gib, parse_size
+from kvprobe.vocabulary import MemoryKind
 
 AttentionKind = Literal["full", "sliding", "mla"]
 DTYPE_BYTES = {

@@ -45,3 +45,6 @@ Pool = Literal["gpu", "host"]
 
 EngineName = Literal["vllm", "tensorrt-llm"]
 """The serving engine a model is measured with (models file field `engine`)."""
+
+MemoryKind = Literal["cpu", "discrete", "unified", "coherent_numa", "coherent_cdmm"]
+"""How a machine's GPU memory relates to host memory (environment.memory_model.classify decides)."""

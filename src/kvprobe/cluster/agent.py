@@ -23,8 +23,8 @@ from kvprobe.environment.gpu import Nvml
 from kvprobe.results.schema import EngineAtReady, MemorySample, NodeTrial, TrialBaseline
 from kvprobe.trial.monitor import GuardPolicy, MemorySampler, measure_at_ready, summarise, wait_until_back
 from kvprobe.trial.process_group import end_processes, processes_memory
+from kvprobe.worker_protocol import TRIAL_TAG
 
-TRIAL_TAG = "KVPROBE_TRIAL"
 RAYLET_PID = "RAY_RAYLET_PID"
 
 

@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from kvprobe.engines.vllm_worker import _cuda_view, _prompt, _torch_versions, hold_until_measured, mark, wait_for_spec
+from kvprobe.engines.vllm_worker import _cuda_view, _prompt, _torch_versions
+from kvprobe.worker_protocol import hold_until_measured, mark, read_spec, wait_for_spec
 
 PROMPT_VOCAB = 1000  # token ids below every model's vocabulary: the worker starts without a tokenizer
 
@@ -39,7 +40,7 @@ def generate(llm, rng: random.Random, requests: int, prompt_len: int, output_len
 
 def main(spec_path: str, result_path: str | None) -> int:
     """Run one trial; without `result_path` import first, then wait for SPEC_PATH (which names it)."""
-    spec = json.loads(Path(spec_path).read_text()) if result_path else None
+    spec = read_spec(Path(spec_path)) if result_path else None
     mark("import")
     t_import = time.perf_counter()
     import tensorrt_llm
@@ -49,27 +50,29 @@ def main(spec_path: str, result_path: str | None) -> int:
     import_s = time.perf_counter() - t_import
     if spec is None:
         spec = wait_for_spec(Path(spec_path))
-        result_path = spec["result_path"]
-    args = dict(spec["engine_args"])
+        result_path = spec.result_path
+    assert result_path is not None, "a waiting worker's spec names its result path"
+    args = dict(spec.engine_args)
     kv_cache_config = KvCacheConfig(**args.pop("kv_cache_config", {}))
     mark("engine_start")
     t_start = time.perf_counter()
     llm = LLM(**args, kv_cache_config=kv_cache_config)
     start_s = time.perf_counter() - t_start
     mark("ready")
-    hold_until_measured(spec.get("ready_gate"))
+    gate_came = hold_until_measured(spec.ready_gate)
 
     rng = random.Random(0)
-    workload = spec.get("workload", {})
-    _, generate_s = generate(llm, rng, 1, 16, int(workload.get("generate_tokens", 8)))
+    workload = spec.workload
+    _, generate_s = generate(llm, rng, 1, 16, workload.generate_tokens)
     mark("generated")
     result: dict = {
         "engine": "tensorrt-llm",
         "timings": {"import_s": import_s, "engine_start_s": start_s, "generate_s": generate_s},
         "versions": {"tensorrt_llm": tensorrt_llm.__version__, **_torch_versions()},
+        "ready_gate_expired": not gate_came,
     }
-    if workload.get("throughput"):
-        shape = workload["throughput"]
+    if workload.throughput:
+        shape = workload.throughput.model_dump()
         generate(llm, rng, 1, shape["prompt_len"], shape["output_len"])  # warm-up
         tokens, seconds = generate(llm, rng, shape["requests"], shape["prompt_len"], shape["output_len"])
         result["throughput"] = {**shape, "output_tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}

@@ -23,13 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kvprobe.predict import blocks_held_per_request, kv_groups, page_layers
-
-PHASE_MARK = "KVPROBE_PHASE"
-
-
-def mark(phase: str) -> None:
-    print(f"{PHASE_MARK} {phase} {time.time():.3f}", flush=True)
-
+from kvprobe.worker_protocol import (
+    TRIAL_TAG,
+    RayJoin,
+    WorkerSpec,
+    hold_until_measured,
+    mark,
+    read_spec,
+    wait_for_spec,
+)
 
 # Scheduler steps the cache must stay full (requests waiting, no new peak) before a fill stops:
 # then every block has been written, and the rest of the requests' decoding adds nothing but time.
@@ -181,30 +183,11 @@ def bytes_per_block(config) -> int | None:
         return None
 
 
-POLL_S = 0.02
-READY_GATE_TIMEOUT_S = 60.0
-
-
-def _wait_for_file(path: Path, timeout_s: float | None = None) -> None:
-    """Until the probe creates `path` (or `timeout_s` has passed)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while not path.exists() and (deadline is None or time.monotonic() < deadline):
-        time.sleep(POLL_S)
-
-
-def wait_for_spec(spec_path: Path) -> dict:
-    """A prestarted worker's wait: for the spec the probe writes (atomically) once the search has
-    decided the trial. Nothing here touches CUDA; the probe ends this process if no spec comes."""
-    mark("waiting")
-    _wait_for_file(spec_path)
-    return json.loads(spec_path.read_text())
-
-
-def usage_context(spec: dict):
+def usage_context(spec: WorkerSpec):
     """vLLM's UsageContext that a spec names (its defaults differ between `vllm serve` and `LLM`)."""
     from vllm.usage.usage_lib import UsageContext
 
-    return UsageContext[spec.get("usage_context", "OPENAI_API_SERVER")]
+    return UsageContext[spec.usage_context]
 
 
 def prepare_engine(like: Path) -> dict:
@@ -224,8 +207,8 @@ def prepare_engine(like: Path) -> dict:
     mark("prepare")
     started, steps, error = time.perf_counter(), [], None
     try:
-        running = json.loads(like.read_text())
-        config = EngineArgs(**running["engine_args"]).create_engine_config(usage_context(running))
+        running = read_spec(like)
+        config = EngineArgs(**running.engine_args).create_engine_config(usage_context(running))
         steps.append("config")
         worker_cls = config.parallel_config.worker_cls
         if isinstance(worker_cls, str):
@@ -246,14 +229,7 @@ def prepare_engine(like: Path) -> dict:
     }
 
 
-def hold_until_measured(gate: str | None) -> None:
-    """Stay idle at ready until the probe has measured the engine (it then creates `gate`): the first
-    request's transient allocations would otherwise fall between its two reads."""
-    if gate:
-        _wait_for_file(Path(gate), READY_GATE_TIMEOUT_S)
-
-
-def join_ray_cluster(cluster: dict | None) -> None:
+def join_ray_cluster(cluster: RayJoin | None) -> None:
     """Connect to the probe's Ray cluster (if the spec names one) with the trial's tag in every
     worker's environment: vLLM passes the driver's runtime_env on to the workers it places, so each
     node's kvprobe agent can find (and end) this trial's processes there."""
@@ -261,9 +237,7 @@ def join_ray_cluster(cluster: dict | None) -> None:
         return
     import ray
 
-    from kvprobe.cluster.agent import TRIAL_TAG
-
-    address, tag = cluster["address"], cluster["tag"]
+    address, tag = cluster.address, cluster.tag
     os.environ["RAY_ADDRESS"] = address  # the engine core process (a child) joins the same cluster
     ray.init(address=address, runtime_env={"env_vars": {TRIAL_TAG: tag}})
 
@@ -272,7 +246,7 @@ def main(spec_path: str, result_path: str | None, prepare_like: str | None = Non
     """Run one trial. Without `result_path` the worker was started ahead of its trial: it imports,
     prepares like `prepare_like` (if given), then waits for SPEC_PATH to appear, and the spec names
     the result path."""
-    spec = json.loads(Path(spec_path).read_text()) if result_path else None
+    spec = read_spec(Path(spec_path)) if result_path else None
     mark("import")
     t_import = time.perf_counter()
     import vllm
@@ -284,10 +258,11 @@ def main(spec_path: str, result_path: str | None, prepare_like: str | None = Non
     if spec is None:
         prepared = prepare_engine(Path(prepare_like)) if prepare_like else None
         spec = wait_for_spec(Path(spec_path))
-        result_path = spec["result_path"]
+        result_path = spec.result_path
+    assert result_path is not None, "a waiting worker's spec names its result path"
     watch = KVUsageWatch()
-    join_ray_cluster(spec.get("ray"))
-    engine_args = EngineArgs(**spec["engine_args"], disable_log_stats=False)
+    join_ray_cluster(spec.ray)
+    engine_args = EngineArgs(**spec.engine_args, disable_log_stats=False)
     mark("engine_start")
     t_start = time.perf_counter()
     engine = LLMEngine.from_engine_args(
@@ -297,7 +272,7 @@ def main(spec_path: str, result_path: str | None, prepare_like: str | None = Non
     )
     start_s = time.perf_counter() - t_start
     mark("ready")
-    hold_until_measured(spec.get("ready_gate"))
+    gate_came = hold_until_measured(spec.ready_gate)
 
     config = engine.vllm_config
     vocab = int(config.model_config.get_vocab_size())
@@ -311,20 +286,21 @@ def main(spec_path: str, result_path: str | None, prepare_like: str | None = Non
         "timings": {"import_s": import_s, "engine_start_s": start_s},
         "versions": {"vllm": vllm.__version__},
         "prepared": prepared,
+        "ready_gate_expired": not gate_came,
     }
 
-    workload = spec.get("workload", {})
-    _, seconds, _ = _run_requests(engine, [(_prompt(rng, 16, vocab), int(workload.get("generate_tokens", 8)))])
+    workload = spec.workload
+    _, seconds, _ = _run_requests(engine, [(_prompt(rng, 16, vocab), workload.generate_tokens)])
     result["timings"]["generate_s"] = seconds
     mark("generated")
 
-    if workload.get("fill_target"):
-        result["fill"] = fill_cache(engine, watch, rng, float(workload["fill_target"]))
+    if workload.fill_target:
+        result["fill"] = fill_cache(engine, watch, rng, workload.fill_target)
         result["timings"]["fill_s"] = result["fill"]["seconds"]
         mark("filled")
 
-    if workload.get("throughput"):
-        shape = workload["throughput"]
+    if workload.throughput:
+        shape = workload.throughput.model_dump()
         requests = [(_prompt(rng, shape["prompt_len"], vocab), shape["output_len"]) for _ in range(shape["requests"])]
         _run_requests(engine, requests[:1])  # warm-up
         tokens, seconds, _ = _run_requests(engine, requests)

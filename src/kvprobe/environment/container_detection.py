@@ -8,16 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvprobe.environment.memory import read_text_or_none
+from kvprobe.results.schema import ContainerFacts
 
 ORCHESTRATOR_VARIABLES = ("KUBERNETES_SERVICE_HOST", "container")
-
-
-@dataclass
-class ContainerFacts:
-    detected: bool
-    runtime: str  # docker, podman, containerd/kubernetes, unknown, none
-    evidence: dict[str, object] = field(default_factory=dict)
-    score: int = 0
 
 
 @dataclass

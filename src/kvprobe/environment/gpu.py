@@ -3,33 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+
+from kvprobe.results.schema import GpuInfo, GpuReport
 
 # GB10 (DGX Spark) has one memory pool for CPU and GPU. GH200/GB200 have HBM of their own, reached
 # coherently by the CPU: environment.memory_model tells their two modes apart.
 UNIFIED_MEMORY_NAMES = ("GB10",)
-
-
-@dataclass
-class GpuInfo:
-    index: int
-    name: str
-    total_bytes: int | None
-    used_bytes: int | None
-    unified_memory: bool
-    unified_memory_signal: str
-    processes: list[dict] = field(default_factory=list)  # pid, used_bytes
-
-
-@dataclass
-class GpuReport:
-    """What NVML says of this machine's GPUs (`reason` says why nothing, where it cannot)."""
-
-    available: bool
-    devices: list[GpuInfo] = field(default_factory=list)
-    reason: str | None = None
-    driver_version: str | None = None
-    cuda_driver_version: str | None = None
 
 
 def _text(value) -> str:

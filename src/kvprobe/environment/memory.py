@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from kvprobe.results.schema import CgroupMemory
 
 UNLIMITED = 1 << 62  # cgroup v1 reports "no limit" as a number near PAGE_COUNTER_MAX
 
@@ -112,28 +114,6 @@ def _read_stat(path: Path) -> dict[str, int]:
         if value.strip().lstrip("-").isdigit():
             stat[key] = int(value)
     return stat
-
-
-def headroom(limit: float | None, usage: float | None) -> float | None:
-    """What a cgroup can still take before its limit (None without a limit)."""
-    if limit is None or usage is None:
-        return None
-    return limit - usage
-
-
-@dataclass
-class CgroupMemory:
-    """The memory cgroup this process runs in, as its own files describe it."""
-
-    version: str  # "v1", "v2", "hybrid" or "none"
-    path: str | None = None  # the cgroup's directory as read
-    limit_bytes: int | None = None
-    usage_bytes: int | None = None
-    peak_bytes: int | None = None
-    stat: dict[str, int] = field(default_factory=dict)  # anon, file, shmem, kernel (bytes)
-
-    def headroom_bytes(self) -> float | None:
-        return headroom(self.limit_bytes, self.usage_bytes)
 
 
 def _own_cgroup_paths(proc_cgroup: str) -> dict[str, str]:

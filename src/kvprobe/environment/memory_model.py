@@ -17,40 +17,15 @@ in /proc/driver/nvidia/params as CoherentGPUMemoryMode.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from kvprobe.environment.gpu import GpuReport
 from kvprobe.environment.memory import read_text_or_none
+from kvprobe.results.schema import MemoryModel, NumaNode
 
-MemoryKind = Literal["cpu", "discrete", "unified", "coherent_numa", "coherent_cdmm"]
 COHERENT_NAMES = ("GH200", "GB200", "GB300", "Grace Hopper", "Grace Blackwell")
 NODE_MATCH = 0.10  # a CPU-less node within 10% of a GPU's memory total is that GPU's memory
 NODE_LINE = re.compile(r"Node \d+ (\S+):\s+(\d+)( kB)?")
-
-
-@dataclass
-class NumaNode:
-    """One NUMA node as /sys/devices/system/node/nodeN describes it."""
-
-    node: int
-    mem_total_bytes: int | None
-    mem_free_bytes: int | None
-    cpus: str  # the cpulist, "" for a node without CPUs
-
-
-@dataclass
-class MemoryModel:
-    kind: MemoryKind
-    signal: str  # what decided it, in words
-    gpu_nodes: list[int]  # NUMA nodes holding GPU memory (coherent_numa)
-
-    @property
-    def gpu_memory_is_host_memory(self) -> bool:
-        """GPU allocations come from memory the kernel also hands to processes (unified, or HBM
-        onlined as a NUMA node): the guard then watches the lower of MemAvailable and MemFree."""
-        return self.kind in ("unified", "coherent_numa")
 
 
 def read_node_meminfo(path: Path) -> dict[str, int]:

@@ -14,7 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from kvprobe.config import load_models
-from kvprobe.container_launcher import (
+from kvprobe.environment.facts import collect
+from kvprobe.environment.gpu import Nvml
+from kvprobe.errors import InputError, RunFailed
+from kvprobe.measure.containers import (
     build_command,
     default_oci_runtime,
     kvprobe_inside,
@@ -27,9 +30,6 @@ from kvprobe.container_launcher import (
     settings_problems,
     version_mismatch,
 )
-from kvprobe.environment.facts import collect
-from kvprobe.environment.gpu import Nvml
-from kvprobe.errors import InputError, RunFailed
 from kvprobe.measure.request import MeasureRequest
 from kvprobe.measure.session import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, run_measure
 from kvprobe.results.schema import ContainerLimits, ContainerRun, ContainerSettings, Environment

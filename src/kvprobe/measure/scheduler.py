@@ -10,10 +10,10 @@ from typing import Protocol
 
 from kvprobe.config import ModelSettings
 from kvprobe.engines.vllm import VllmEngine
+from kvprobe.measure.build import build_document
 from kvprobe.measure.executors import JournaledExecutor
 from kvprobe.measure.model import ModelSearches
 from kvprobe.measure.options import MeasureOptions
-from kvprobe.results.build import build_document
 from kvprobe.results.loader import load_result
 from kvprobe.results.schema import Environment, GuardSettings, ResultDocument
 from kvprobe.results.store import Journal, ResultStore

@@ -7,7 +7,7 @@ section says it is not significant, too few, or a bound.
 
 from __future__ import annotations
 
-from kvprobe.output.experiment import describe
+from kvprobe.experiment.schedule_view import describe
 from kvprobe.report.compare import UNITS, Comparison
 from kvprobe.report.conditions import (
     CONDITION_METRICS,

@@ -7,18 +7,94 @@ integers where kvprobe counted them and floats where the engine logged GiB figur
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from kvprobe.environment.container_detection import ContainerFacts
-from kvprobe.environment.gpu import GpuReport
-from kvprobe.environment.memory import CgroupMemory, headroom
-from kvprobe.environment.memory_model import MemoryModel, NumaNode
 from kvprobe.units import Bytes
-from kvprobe.vocabulary import KvApproach, Label, Outcome, Pool, SearchName, Status, Strategy
+from kvprobe.vocabulary import KvApproach, Label, MemoryKind, Outcome, Pool, SearchName, Status, Strategy
 
 SCHEMA_VERSION = 4
+
+
+# --- machine facts, as kvprobe.environment reads them -------------------------------------------
+
+
+@dataclass
+class ContainerFacts:
+    detected: bool
+    runtime: str  # docker, podman, containerd/kubernetes, unknown, none
+    evidence: dict[str, object] = field(default_factory=dict)
+    score: int = 0
+
+
+@dataclass
+class GpuInfo:
+    index: int
+    name: str
+    total_bytes: int | None
+    used_bytes: int | None
+    unified_memory: bool
+    unified_memory_signal: str
+    processes: list[dict] = field(default_factory=list)  # pid, used_bytes
+
+
+@dataclass
+class GpuReport:
+    """What NVML says of this machine's GPUs (`reason` says why nothing, where it cannot)."""
+
+    available: bool
+    devices: list[GpuInfo] = field(default_factory=list)
+    reason: str | None = None
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
+
+
+def headroom(limit: float | None, usage: float | None) -> float | None:
+    """What a cgroup can still take before its limit (None without a limit)."""
+    if limit is None or usage is None:
+        return None
+    return limit - usage
+
+
+@dataclass
+class CgroupMemory:
+    """The memory cgroup this process runs in, as its own files describe it."""
+
+    version: str  # "v1", "v2", "hybrid" or "none"
+    path: str | None = None  # the cgroup's directory as read
+    limit_bytes: int | None = None
+    usage_bytes: int | None = None
+    peak_bytes: int | None = None
+    stat: dict[str, int] = field(default_factory=dict)  # anon, file, shmem, kernel (bytes)
+
+    def headroom_bytes(self) -> float | None:
+        return headroom(self.limit_bytes, self.usage_bytes)
+
+
+@dataclass
+class NumaNode:
+    """One NUMA node as /sys/devices/system/node/nodeN describes it."""
+
+    node: int
+    mem_total_bytes: int | None
+    mem_free_bytes: int | None
+    cpus: str  # the cpulist, "" for a node without CPUs
+
+
+@dataclass
+class MemoryModel:
+    kind: MemoryKind
+    signal: str  # what decided it, in words
+    gpu_nodes: list[int]  # NUMA nodes holding GPU memory (coherent_numa)
+
+    @property
+    def gpu_memory_is_host_memory(self) -> bool:
+        """GPU allocations come from memory the kernel also hands to processes (unified, or HBM
+        onlined as a NUMA node): the guard then watches the lower of MemAvailable and MemFree."""
+        return self.kind in ("unified", "coherent_numa")
+
 
 BoundaryKind = Literal["engine-refused", "engine-oom", "killed", "guard", "top-of-range", "other"]
 """What set a utilization search's boundary, from the outcome of the failing start above it:
@@ -229,6 +305,9 @@ class WorkerResult(Record):
     throughput: ThroughputResult | None = None
     cuda: CudaView | None = None
     prepared: EnginePreparation | None = Field(None, description="A prestarted worker's preparation while it waited.")
+    ready_gate_expired: bool = Field(
+        False, description="The worker stopped waiting for the probe at ready (a stalled or vanished probe)."
+    )
 
 
 class Perturbation(Record):

@@ -11,21 +11,30 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from kvprobe.cluster.agent import TRIAL_TAG
 from kvprobe.engines.vllm import VllmEngine
-from kvprobe.engines.vllm_worker import PHASE_MARK
 from kvprobe.environment.gpu import Nvml
-from kvprobe.results.schema import EngineAtReady, MemorySample, TrialRecord, WorkerResult
+from kvprobe.results.schema import EngineAtReady, MemorySample, NodeTrial, TrialRecord, WorkerResult
 from kvprobe.trial.executor import TrialRequest
 from kvprobe.trial.monitor import GuardPolicy, MemorySampler, measure_at_ready, summarise, wait_until_back
 from kvprobe.trial.process_group import become_subreaper, members, reap_zombies, resident_memory, terminate
 from kvprobe.units import MIB
 from kvprobe.vocabulary import Outcome
+from kvprobe.worker_protocol import PHASE_MARK, TRIAL_TAG
 
-if TYPE_CHECKING:
-    from kvprobe.cluster.ray_cluster import RayCluster
+
+class ClusterAgents(Protocol):
+    """What a trial asks of the Ray cluster's node agents (cluster.ray_cluster.RayCluster)."""
+
+    address: str
+
+    def begin(self, tag: str) -> None: ...
+    def breach(self) -> str | None: ...
+    def mark(self, phase: str) -> None: ...
+    def end(self, settle_timeout_s: float, tolerance_bytes: int) -> list[NodeTrial]: ...
+    def sweep(self, prefix: str) -> dict[str, int]: ...
+
 
 LOG_TAIL_LINES = 40
 RUNNING_MARKER = "running-trial.json"  # present while a trial runs; left behind only if the probe was killed
@@ -90,7 +99,7 @@ class TrialRunner:
         limits: TrialLimits,
         on_sample: Callable[[MemorySample], None] | None = None,
         prestart: bool = False,
-        cluster: RayCluster | None = None,
+        cluster: ClusterAgents | None = None,
     ):
         """`cluster`: the engine spans Ray nodes; their agents sample, guard and tear down there too."""
         self.engine = engine

@@ -6,10 +6,10 @@ import time
 
 from kvprobe.config import ModelSettings
 from kvprobe.environment.facts import probe_rss
+from kvprobe.measure.attribution import attribute, attribute_nodes
 from kvprobe.measure.model import ModelFindings
 from kvprobe.measure.options import MeasureOptions
 from kvprobe.predict import predict
-from kvprobe.results.attribution import attribute, attribute_nodes
 from kvprobe.results.schema import (
     CudaView,
     Environment,
