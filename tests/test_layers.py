@@ -114,3 +114,15 @@ def test_the_check_sees_an_upward_import(tmp_path):
     (planted / "bad.py").write_text("from kvprobe.report.stats import summarise\n")
     assert runtime_imports(planted / "bad.py") == {"kvprobe.report.stats"}
     assert LAYER_OF[unit("kvprobe.report.stats")] < LAYER_OF[unit("kvprobe.results.bad")]
+
+
+def test_the_readmes_layout_table_names_every_package_and_module():
+    """The README's Layout table matches the code: every path it names exists, and every package
+    and top-level module of src/kvprobe has a row."""
+    readme = (SOURCE.parent / "README.md").read_text()
+    table = readme[readme.index("## Layout") :].split("\n## ", 1)[0]
+    named = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    assert [path for path in sorted(named) if not (SOURCE.parent / path).exists()] == []
+    units = {f"src/kvprobe/{p.name}" + ("/" if p.is_dir() else "") for p in (SOURCE / "kvprobe").iterdir()}
+    units = {u for u in units if not u.endswith(("__init__.py", "__pycache__/", "py.typed"))}
+    assert sorted(units - named) == []
