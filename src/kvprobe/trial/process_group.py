@@ -83,30 +83,70 @@ def resident_memory(leader: int) -> dict:
     return processes_memory(members(leader))
 
 
+def ignores_sigterm(pid: int) -> bool:
+    """Whether the process ignores SIGTERM (its SigIgn mask): Python's multiprocessing resource
+    tracker does, by design, and exits by itself once the processes it watches are gone, unlinking
+    the shared-memory segments they left behind."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), "0")
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def _wait_until_none(find: Callable[[], list[int]], seconds: float, poll_s: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        reap_zombies()
+        if not find():
+            return
+        time.sleep(poll_s)
+
+
+# The grace a process that handles SIGTERM gets. vLLM's CPU worker (VLLM::Worker) spins in its
+# compute threads and took 5-6 s to act on SIGTERM, though its trial had ended (result written);
+# the engine core and the driver exit within 0.1 s.
+SIGTERM_GRACE_S = 1.0
+# What a process that ignores SIGTERM gets, once the others are gone, to exit by itself.
+CLEANUP_GRACE_S = 5.0
+
+
 def end_processes(
     find: Callable[[], list[int]],
-    grace_s: float = 5.0,
-    poll_s: float = 0.1,
+    grace_s: float = SIGTERM_GRACE_S,
+    poll_s: float = 0.05,
     signal_group: Callable[[int], None] | None = None,
 ) -> float:
-    """SIGTERM what `find` names, then SIGKILL what remains; return seconds until it names none.
+    """SIGTERM what `find` names; after `grace_s` SIGKILL what still runs, except processes that
+    ignore SIGTERM (a resource tracker cleaning up after the others), which get CLEANUP_GRACE_S
+    more to exit on their own before they are killed too. Return seconds until `find` names none.
     `signal_group` also gets each signal (a process group, which catches members born meanwhile)."""
     started = time.monotonic()
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30.0)):
-        pids = find()
-        if not pids:
-            break
+    if not find():
+        return 0.0
+    if signal_group is not None:
+        signal_group(signal.SIGTERM)
+    for pid in find():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    _wait_until_none(find, grace_s, poll_s)
+
+    def handlers() -> list[int]:
+        return [pid for pid in find() if not ignores_sigterm(pid)]
+
+    for pid in handlers():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_until_none(handlers, 30.0, poll_s)
+    _wait_until_none(find, CLEANUP_GRACE_S, poll_s)
+    if find():
         if signal_group is not None:
-            signal_group(sig)
-        for pid in pids:
+            signal_group(signal.SIGKILL)
+        for pid in find():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            reap_zombies()
-            if not find():
-                break
-            time.sleep(poll_s)
+                os.kill(pid, signal.SIGKILL)
+        _wait_until_none(find, 30.0, poll_s)
     reap_zombies()
     left = find()
     if left:
@@ -114,7 +154,7 @@ def end_processes(
     return time.monotonic() - started
 
 
-def terminate(leader: int, grace_s: float = 5.0, poll_s: float = 0.1) -> float:
+def terminate(leader: int, grace_s: float = SIGTERM_GRACE_S, poll_s: float = 0.05) -> float:
     """End the whole trial group (a member that changed its group is still in the session)."""
 
     def signal_group(sig: int) -> None:
