@@ -26,7 +26,8 @@ from kvprobe.measure.scheduler import Scheduler
 from kvprobe.output.progress import TrialProgress, print_summary
 from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.schema import Condition, ContainerLimits, ContainerRun, Environment, ExperimentRef
-from kvprobe.results.store import BadManifest, DirectoryInUse, ResultStore, RunLock
+from kvprobe.results.store import BadManifest, DirectoryRefused, ResultStore, RunLock
+from kvprobe.safe_io import UnsafeFile
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.runner import TrialLimits, TrialRunner
 from kvprobe.units import parse_size
@@ -272,16 +273,16 @@ def run_measure(
     lock = RunLock(Path(out_dir))
     try:
         lock.acquire()  # before anything else touches the directory, stale trial groups included
-    except DirectoryInUse as exc:
+    except DirectoryRefused as exc:
         raise BadInput(str(exc)) from None
     except OSError as exc:
         raise BadInput(f"--out {out_dir}: cannot be used: {exc.strerror}") from None
     scheduler = Scheduler(ResultStore(Path(out_dir)), models, options, identity)
     try:
         run_id, resumed = scheduler.start(resume)
-    except BadManifest as exc:
+        journal = scheduler.journal()
+    except (BadManifest, UnsafeFile) as exc:
         raise BadInput(str(exc)) from None
-    journal = scheduler.journal()
     console.print(
         f"run {run_id} ({'resumed, ' + str(len(journal)) + ' trials journaled' if resumed else 'new'}), "
         f"label {label}, results in {escape(out_dir)}",
@@ -333,6 +334,8 @@ def run_measure(
 def _warn_of_leftovers(console: Console, runner: TrialRunner) -> None:
     for leader in runner.stale_groups_ended:
         console.print(f"[yellow]warning:[/] ended trial group {leader} left running by a killed earlier run")
+    for spared in runner.stale_markers_spared:
+        console.print(f"[yellow]warning:[/] {escape(spared)}", highlight=False)
     for node, ended in runner.stale_on_nodes.items():
         console.print(f"[yellow]warning:[/] ended {ended} processes a killed earlier run left on node {escape(node)}")
 
@@ -406,7 +409,7 @@ def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool) 
     _sigterm_as_interrupt()
     try:
         status = ExperimentRun(loaded, Path(out_dir), on_cell).run(resume)
-    except DirectoryInUse as exc:
+    except DirectoryRefused as exc:
         raise BadInput(str(exc)) from None
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED

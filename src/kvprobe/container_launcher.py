@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kvprobe.config import ModelSettings
 from kvprobe.results.schema import Environment
+from kvprobe.safe_io import child_python
 
 
 class ContainerError(Exception):
@@ -107,7 +108,7 @@ def inner_command(spec: ContainerSpec, arguments: list[str]) -> list[str]:
     if spec.python:
         return [spec.python, "-m", "kvprobe.cli", *arguments]
     if spec.rootfs:
-        return [sys.executable, "-m", "kvprobe.cli", *arguments]
+        return [*child_python(), "-m", "kvprobe.cli", *arguments]
     return ["kvprobe", *arguments]
 
 

@@ -14,7 +14,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from kvprobe.experiment.cgroup import CellCgroup
 from kvprobe.experiment.plan import Cell, schedule
 from kvprobe.experiment.spec import Experiment
 from kvprobe.results.store import RunLock, write_json_atomic
+from kvprobe.safe_io import child_python
 
 MANIFEST = "experiment.json"
 LOCK = ".kvprobe-experiment.lock"
@@ -56,7 +56,7 @@ def measure_arguments(experiment: Experiment, cell: Cell, out_dir: Path, run_id:
         options.append("--resume")
     if file.guard_floor:
         options += ["--guard-floor", file.guard_floor]
-    base = [sys.executable, "-m", "kvprobe.cli"]
+    base = [*child_python(), "-m", "kvprobe.cli"]
     if condition.container is None:
         return [*base, "measure", str(experiment.models_file), "--label", "native", *options]
     return [*base, "container", str(experiment.models_file), *container_flags(condition.container), *options]

@@ -15,11 +15,14 @@ from pydantic import ValidationError
 
 from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.schema import ResultDocument, TrialRecord
+from kvprobe.safe_io import UnsafeFile, create_new, decode_json, open_existing_or_new, read_json, read_text
 
 MANIFEST = ".kvprobe-run-{condition}.json"  # one per condition: native and container runs share a directory
 RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{4}")  # what open_run makes; nothing else names files here
 LOCK = ".kvprobe.lock"  # held by the one measurement that owns the directory; the kernel drops it with its holder
 JOURNAL_DIR = ".journal"
+TRIALS_DIR = ".trials"
+SCRATCH = ".scratch"  # an experiment condition's page-cache file, removed when the run ends
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -29,7 +32,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as handle:
+        with os.fdopen(create_new(tmp), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -52,8 +55,42 @@ class BadManifest(Exception):
     """The run manifest cannot be trusted (corrupt, or a run id that is not one kvprobe makes)."""
 
 
-class DirectoryInUse(Exception):
+class DirectoryRefused(Exception):
+    """A measurement cannot use this results directory; the message says why in one sentence."""
+
+
+class DirectoryInUse(DirectoryRefused):
     """Another measurement owns this results directory."""
+
+
+class LinkedDirectory(DirectoryRefused):
+    """Files or folders kvprobe writes in this results directory are symbolic links."""
+
+
+def planted_links(root: Path) -> list[Path]:
+    """Symbolic links where kvprobe writes: the directory's own entries (lock, manifests, model
+    folders, .journal, .trials, .scratch) and those one and two levels into these three."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    candidates = [*root.iterdir()]
+    for own in (JOURNAL_DIR, TRIALS_DIR, SCRATCH):
+        folder = root / own
+        if folder.is_dir() and not folder.is_symlink():
+            candidates += [*folder.iterdir(), *folder.glob("*/*")]
+    return sorted(path for path in candidates if path.is_symlink())
+
+
+def refuse_links(root: Path) -> None:
+    """LinkedDirectory when `planted_links` finds any: a prepared directory must not steer root's writes."""
+    links = planted_links(root)
+    if links:
+        shown = ", ".join(str(path.relative_to(root)) for path in links[:5])
+        more = f" and {len(links) - 5} more" if len(links) > 5 else ""
+        raise LinkedDirectory(
+            f"{root}: holds symbolic links where kvprobe writes ({shown}{more}); kvprobe does not follow "
+            "links in a results directory, remove them or use another --out"
+        )
 
 
 class RunLock:
@@ -67,7 +104,12 @@ class RunLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the whole run
+        refuse_links(self.path.parent)
+        try:
+            fd = open_existing_or_new(self.path, os.O_RDWR)
+        except UnsafeFile as exc:
+            raise LinkedDirectory(f"{exc}; remove it or use another --out") from None
+        handle = os.fdopen(fd, "r+")  # held open for the whole run
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -113,6 +155,9 @@ class ResultStore:
             if not path.resolve().is_relative_to(root):
                 problems.append(f"{path}: a link to {path.resolve()}, outside the results directory; not read")
                 continue
+            if path.is_symlink():
+                problems.append(f"{path}: a symbolic link; not read")
+                continue
             try:
                 documents.append((path, load_result(path)))
             except ResultFileError as exc:
@@ -141,9 +186,11 @@ class ResultStore:
     def _read_manifest(path: Path) -> dict:
         """The run manifest, checked: its run id names files and folders under the results directory."""
         try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise BadManifest(f"{path}: unreadable run manifest ({exc}); remove it to start anew") from None
+            manifest = read_json(path)
+        except OSError as exc:
+            raise BadManifest(f"{path}: unreadable run manifest ({exc.strerror}); remove it to start anew") from None
+        except UnsafeFile as exc:
+            raise BadManifest(f"{exc}; remove it to start anew") from None
         if not isinstance(manifest, dict) or not RUN_ID.fullmatch(str(manifest.get("run_id"))):
             raise BadManifest(
                 f"{path}: not a kvprobe run manifest (its run_id must look like "
@@ -153,7 +200,7 @@ class ResultStore:
 
     def close_run(self, run_id: str, identity: dict) -> None:
         manifest_path = self._manifest(identity)
-        manifest = json.loads(manifest_path.read_text())
+        manifest = self._read_manifest(manifest_path)
         if manifest.get("run_id") == run_id:
             manifest["status"] = "finished"
             manifest["finished_at"] = time.time()
@@ -175,12 +222,12 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, TrialRecord] = {}
         self.skipped: list[int] = []
-        if self.path.exists():
-            for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), start=1):
+        if self.path.exists() or self.path.is_symlink():
+            for number, line in enumerate(read_text(self.path, errors="replace").splitlines(), start=1):
                 try:
-                    entry = json.loads(line)
+                    entry = decode_json(line, f"{self.path}:{number}")
                     self.entries[entry["key"]] = TrialRecord.model_validate(entry["trial"])
-                except (ValueError, TypeError, KeyError, ValidationError):
+                except (ValueError, TypeError, KeyError, ValidationError):  # UnsafeFile is a ValueError
                     self.skipped.append(number)
 
     def get(self, key: str) -> TrialRecord | None:
@@ -189,7 +236,7 @@ class Journal:
     def append(self, key: str, trial: TrialRecord) -> None:
         self.entries[key] = trial
         line = json.dumps({"key": key, "trial": trial.model_dump(mode="json")}) + "\n"
-        with open(self.path, "a+b") as handle:
+        with os.fdopen(open_existing_or_new(self.path, os.O_RDWR | os.O_APPEND), "a+b") as handle:
             handle.seek(0, os.SEEK_END)
             if handle.tell():
                 handle.seek(-1, os.SEEK_END)
