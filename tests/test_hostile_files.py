@@ -5,10 +5,8 @@ No engine starts here; the processes signalled are sleepers started by the tests
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -33,6 +31,7 @@ from kvprobe.safe_io import UnsafeFile, read_json, write_new
 from kvprobe.trial.process_group import process_identity
 from kvprobe.trial.runner import end_stale_groups, write_marker
 from synthetic import trial
+from test_hostile_cli import within
 
 IDENTITY = {"condition": "native", "models": ["m"]}
 VICTIM_TEXT = "a file outside the results directory\n"
@@ -44,22 +43,6 @@ def victim(tmp_path: Path) -> Path:
     path = tmp_path / "victim.txt"
     path.write_text(VICTIM_TEXT)
     return path
-
-
-@contextlib.contextmanager
-def within(seconds: int):
-    """Fail instead of hanging: a read of a FIFO blocks until a writer comes, which none does."""
-
-    def expired(signum, frame):
-        raise AssertionError(f"still blocked after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --- links inside --out ------------------------------------------------------------------------

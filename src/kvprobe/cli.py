@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import math
 import os
 import signal
 import sys
@@ -19,14 +20,15 @@ from kvprobe.config import ConfigError, load_models, parse_utilization_range
 from kvprobe.engines import get_engine
 from kvprobe.engines.vllm_args import EngineNotInstalled
 from kvprobe.environment.facts import collect
+from kvprobe.environment.recorded import recorded_problems
 from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_drop_caches
 from kvprobe.measure.options import MeasureOptions, resolve_kv_approach, resolve_prestart
-from kvprobe.measure.perturb import SCRATCH, PerturbedExecutor, with_condition
+from kvprobe.measure.perturb import PerturbedExecutor, with_condition
 from kvprobe.measure.scheduler import Scheduler
 from kvprobe.output.progress import TrialProgress, print_summary
 from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.schema import Condition, ContainerLimits, ContainerRun, Environment, ExperimentRef
-from kvprobe.results.store import BadManifest, DirectoryRefused, ResultStore, RunLock
+from kvprobe.results.store import SCRATCH, BadManifest, DirectoryRefused, ResultStore, RunLock, distinct_results
 from kvprobe.safe_io import UnsafeFile
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.runner import TrialLimits, TrialRunner
@@ -38,6 +40,17 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 class BadInput(click.ClickException):
     exit_code = EXIT_BAD_INPUT
+
+
+class FiniteFloat(click.FloatRange):
+    """click's FloatRange, less nan and inf: nan passes every comparison a range makes
+    (`--trial-timeout nan` would turn the timeout off) and inf is no duration."""
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,21 +83,21 @@ MEASURE_HELP = {
 
 
 def _measure_options(func):
-    labels, fill_range = click.Choice(["native", "container", "auto"]), click.FloatRange(0.1, 1.0)
+    labels, fill_range = click.Choice(["native", "container", "auto"]), FiniteFloat(0.1, 1.0)
     options = [
         click.option("--out", "out_dir", default="results", type=click.Path(file_okay=False), help=MEASURE_HELP["out"]),
         click.option("--label", type=labels, default="auto", help=MEASURE_HELP["label"]),
         click.option("--only", multiple=True, help="Measure only this model (repeatable)."),
         click.option("--repeats", type=click.IntRange(1), default=1, show_default=True),
-        click.option("--cooldown", "cooldown_s", type=click.FloatRange(0), default=0.0, help="Seconds between starts."),
+        click.option("--cooldown", "cooldown_s", type=FiniteFloat(0), default=0.0, help="Seconds between starts."),
         click.option("--max-gpu-temp", type=int, help="Wait before each start until the GPU is this cool (C)."),
-        click.option("--tolerance", type=click.FloatRange(0.001, 0.5), default=0.01, help=MEASURE_HELP["tolerance"]),
+        click.option("--tolerance", type=FiniteFloat(0.001, 0.5), default=0.01, help=MEASURE_HELP["tolerance"]),
         click.option("--range", "utilization_range", metavar="LO:HI", help=MEASURE_HELP["range"]),
         click.option("--searches", default=",".join(SEARCHES), show_default=True, help="Comma-separated searches."),
         click.option("--strategy", type=click.Choice(STRATEGIES), default="bracketed", help=MEASURE_HELP["strategy"]),
         click.option("--fill-target", type=fill_range, default=0.95, show_default=True, help=MEASURE_HELP["fill"]),
         click.option("--throughput", is_flag=True, help="Also time a fixed decode workload at u_max."),
-        click.option("--trial-timeout", type=click.FloatRange(10), default=900.0, show_default=True),
+        click.option("--trial-timeout", type=FiniteFloat(10), default=900.0, show_default=True),
         click.option("--guard-floor", metavar="SIZE", help=MEASURE_HELP["guard"]),
         click.option("--no-guard", is_flag=True, help="Disable the host-memory guard (not advised on unified memory)."),
         click.option("--drop-caches", is_flag=True, help="Drop the page cache before each trial (root only)."),
@@ -170,6 +183,8 @@ def _measure_input(
     except EngineNotInstalled as exc:
         raise BadInput(f"{models_file}: {exc}") from None
     chosen = tuple(s.strip() for s in searches.split(",") if s.strip())
+    if not chosen:
+        raise BadInput(f"--searches: no search named (known: {', '.join(SEARCHES)})")
     unknown = [s for s in chosen if s not in SEARCHES]
     if unknown:
         raise BadInput(f"--searches: unknown search {unknown[0]!r} (known: {', '.join(SEARCHES)})")
@@ -439,6 +454,9 @@ def _sigterm_as_interrupt() -> None:
 )
 def env(as_json: bool, label: str | None, recorded: str | None) -> None:
     """Print where a measurement would be taken: container, cgroup, memory, GPUs, software."""
+    problems = recorded_problems(Path(recorded)) if recorded else []
+    if problems:
+        raise BadInput("\n".join(problems))
     block = collect(label, Path(recorded) if recorded else None)
     if as_json:
         click.echo(block.model_dump_json(indent=1))
@@ -660,13 +678,36 @@ def report(
     """Compare native and container results, and an experiment's conditions: statistics, tables, charts.
 
     Several RESULTS_DIRS (from several machines, say) are read as one set of results."""
+    try:
+        _report(results_dirs, out_dir, formats, title, front_matter, date, external, models_file)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[yellow]interrupted[/]: the report files written so far are whole")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _report(
+    results_dirs: tuple[str, ...],
+    out_dir: str | None,
+    formats: str,
+    title: str | None,
+    front_matter: bool,
+    date: str | None,
+    external: str | None,
+    models_file: str | None,
+) -> None:
     from kvprobe.report.summary import build_report
     from kvprobe.report.writers import FORMATS, ReportOptions, write_report
 
     chosen = list(FORMATS) if formats == "all" else [f.strip() for f in formats.split(",") if f.strip()]
+    if not chosen:
+        raise BadInput(f"--format: no format named (known: {', '.join(FORMATS)}, all)")
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown:
         raise BadInput(f"--format: unknown format {unknown[0]!r} (known: {', '.join(FORMATS)}, all)")
+    try:
+        options = ReportOptions(title=title, front_matter=front_matter, date=date)
+    except ValueError as exc:
+        raise BadInput(f"--date: {exc}") from None
     loaded, problems = [], []
     for results_dir in results_dirs:
         root = Path(results_dir)
@@ -678,14 +719,17 @@ def report(
         detail = "".join(f"\n  {p}" for p in problems)
         where = ", ".join(results_dirs)
         raise BadInput(f"{where}: no kvprobe result files found (expected MODEL/CONDITION-RUN-rN.json){detail}")
+    loaded, counted_once = distinct_results(loaded)
     summary = build_report([doc for _, doc in loaded], problems)
     target = Path(out_dir) if out_dir else Path(results_dirs[0]) / "report"
-    outside = _external(external, models_file) if external else None
-    options = ReportOptions(title=title, front_matter=front_matter, date=date, external=outside)
+    if external:
+        options = dataclasses.replace(options, external=_external(external, models_file))
     written = write_report(summary, target, chosen, options)
     console = Console()
     if problems:
         console.print(f"[yellow]skipped {len(problems)} unreadable result file(s)[/]")
+    for duplicate in counted_once:
+        console.print(f"[yellow]warning:[/] {escape(duplicate)}", highlight=False)
     for problem in summary.unmatched:
         console.print(f"[yellow]not compared:[/] {escape(problem)}", highlight=False)
     console.print(
@@ -725,7 +769,7 @@ PREDICT_FROM_HELP = "A result of the same model whose activation peak and non-to
 @click.option("--memory", required=True, metavar="SIZE", help="The memory the budget comes from, e.g. 80g or 119.6g.")
 @click.option(
     "--utilization",
-    type=click.FloatRange(0.0, 1.0, min_open=True),
+    type=FiniteFloat(0.0, 1.0, min_open=True),
     default=None,
     help="gpu_memory_utilization (default: each model's own).",
 )
@@ -750,21 +794,26 @@ def predict_command(
     if earlier is not None and earlier.memory_breakdown is not None:
         report = earlier.memory_breakdown
         other = (report.activation_peak_bytes or 0.0) + (report.non_torch_bytes or 0.0)
-    rows = []
+    rows, unusable = [], []
     for settings in models:
-        config = settings.hf_config()
         quantization = settings.extra_engine_args.get("quantization")
-        rows.append(
-            predict(
-                settings.name,
-                config,
-                settings.kv_cache_dtype,
-                settings.dtype,
-                settings.tensor_parallel_size,
-                settings.block_size or 16,
-                quantization,
+        try:
+            config = settings.hf_config()
+            rows.append(
+                predict(
+                    settings.name,
+                    config,
+                    settings.kv_cache_dtype,
+                    settings.dtype,
+                    settings.tensor_parallel_size,
+                    settings.block_size or 16,
+                    quantization,
+                )
             )
-        )
+        except (OSError, ValueError) as exc:  # UnusableConfig and UnsafeFile are ValueErrors
+            unusable.append(f"{models_file}: {exc}".replace("\n", f"\n{models_file}: "))
+    if unusable:
+        raise BadInput("\n".join(unusable))
     print_predictions(
         Console(),
         rows,

@@ -42,11 +42,12 @@ def _check_regular(path: Path, fd: int, limit: int | None) -> None:
         raise UnsafeFile(f"{path}: {info.st_size} bytes, more than the {limit} a file of its kind can hold")
 
 
-def read_bytes(path: Path | str, limit: int = MAX_JSON_BYTES) -> bytes:
-    """A regular file's bytes, at most `limit` of them; UnsafeFile for a link, a special file or more."""
+def read_bytes(path: Path | str, limit: int = MAX_JSON_BYTES, follow: bool = False) -> bytes:
+    """A regular file's bytes, at most `limit` of them; UnsafeFile for a link (unless `follow`: a
+    user's own input, such as a config.json in a Hugging Face snapshot, is a link), a special file or more."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW) | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
             raise
@@ -64,10 +65,10 @@ def read_bytes(path: Path | str, limit: int = MAX_JSON_BYTES) -> bytes:
         os.close(fd)
 
 
-def read_text(path: Path | str, limit: int = MAX_JSON_BYTES, errors: str = "strict") -> str:
+def read_text(path: Path | str, limit: int = MAX_JSON_BYTES, errors: str = "strict", follow: bool = False) -> str:
     """`read_bytes` decoded as UTF-8; with errors='strict', UnsafeFile for text that is not UTF-8."""
     try:
-        return read_bytes(path, limit).decode("utf-8", errors=errors)
+        return read_bytes(path, limit, follow).decode("utf-8", errors=errors)
     except UnicodeDecodeError:
         raise UnsafeFile(f"{path}: not UTF-8 text") from None
 
@@ -87,9 +88,9 @@ def decode_json(text: str | bytes, source: str, kind: str = "a result") -> Any:
         raise UnsafeFile(f"{source}: not valid JSON ({exc})") from None
 
 
-def read_json(path: Path | str, limit: int = MAX_JSON_BYTES, kind: str = "a result") -> Any:
+def read_json(path: Path | str, limit: int = MAX_JSON_BYTES, kind: str = "a result", follow: bool = False) -> Any:
     """A JSON file read by `read_bytes` and decoded by `decode_json`."""
-    return decode_json(read_bytes(path, limit), str(path), kind)
+    return decode_json(read_bytes(path, limit, follow), str(path), kind)
 
 
 def create_new(path: Path | str) -> int:

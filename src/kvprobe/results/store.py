@@ -21,6 +21,8 @@ MANIFEST = ".kvprobe-run-{condition}.json"  # one per condition: native and cont
 RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{4}")  # what open_run makes; nothing else names files here
 LOCK = ".kvprobe.lock"  # held by the one measurement that owns the directory; the kernel drops it with its holder
 JOURNAL_DIR = ".journal"
+# kvprobe's own JSON files that are not results: an experiment's manifest, a report's summary
+NOT_RESULTS = ("experiment.json", "summary.json")
 TRIALS_DIR = ".trials"
 SCRATCH = ".scratch"  # an experiment condition's page-cache file, removed when the run ends
 
@@ -145,7 +147,13 @@ class ResultStore:
         write_bytes_atomic(path, (document.model_dump_json(indent=1) + "\n").encode())
 
     def result_files(self) -> list[Path]:
-        return sorted(self.root.glob("*/*.json"))
+        """MODEL/*.json, less kvprobe's own manifests (run manifests, experiment.json, summary.json)
+        where a directory of several results directories or a report is named."""
+        return sorted(
+            path
+            for path in self.root.glob("*/*.json")
+            if path.name not in NOT_RESULTS and not path.name.startswith(".")  # .kvprobe-run-*.json, temporaries
+        )
 
     def load_all(self) -> tuple[list[tuple[Path, ResultDocument]], list[str]]:
         """(readable results, one message per file that could not be used)."""
@@ -208,6 +216,29 @@ class ResultStore:
 
     def journal(self, run_id: str) -> Journal:
         return Journal(self.root / JOURNAL_DIR / f"{run_id}.jsonl")
+
+
+def distinct_results(
+    found: list[tuple[Path, ResultDocument]],
+) -> tuple[list[tuple[Path, ResultDocument]], list[str]]:
+    """Each result once, by its identity (run id, model, condition, repeat): a directory named twice
+    or a copy of a result would otherwise count it twice. Returns (the first of each, one line per
+    file left out, naming the one counted)."""
+    kept: dict[tuple[str, str, str, int], tuple[Path, ResultDocument]] = {}
+    left_out = []
+    for path, document in found:
+        identity = (document.run_id, document.model, document.condition, document.repeat)
+        if identity not in kept:
+            kept[identity] = (path, document)
+            continue
+        first, earlier = kept[identity]
+        same = (
+            "the same result"
+            if earlier == document
+            else "the same run, model, condition and repeat (different content)"
+        )
+        left_out.append(f"{path}: {same} as {first}; counted once")
+    return list(kept.values()), left_out
 
 
 class Journal:
