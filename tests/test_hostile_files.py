@@ -260,3 +260,12 @@ def test_a_planted_module_in_the_working_directory_does_not_run_in_a_helper(tmp_
     finally:
         holder.end()
     assert not ran.exists()
+
+
+def test_json_nested_deeper_than_any_kvprobe_file_is_refused_though_python_could_decode_it(tmp_path):
+    """950 levels decode, but pydantic cannot serialise them again: the report would crash later."""
+    path = tmp_path / "model" / "native-x-r1.json"
+    path.parent.mkdir()
+    path.write_text('{"schema_version": 4, "settings": ' + "[" * 950 + "]" * 950 + "}")
+    with pytest.raises(ResultFileError, match=r"nested too deeply to read \(more than 64 levels\)"):
+        load_result(path)

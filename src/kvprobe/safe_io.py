@@ -22,6 +22,7 @@ from typing import Any
 
 MAX_JSON_BYTES = 64 << 20  # a result with all its trials, a journal, a config.json: well under this
 MAX_LOG_BYTES = 1 << 30  # a trial's engine log
+MAX_JSON_DEPTH = 64  # kvprobe's own files nest about 8 deep; far deeper fails later, in serialising a report
 
 
 class UnsafeFile(ValueError):
@@ -81,11 +82,28 @@ def decode_json(text: str | bytes, source: str, kind: str = "a result") -> Any:
         raise ValueError(f"{name} is not a number {kind} can hold")
 
     try:
-        return json.loads(text, parse_constant=refuse_constant)
+        data = json.loads(text, parse_constant=refuse_constant)
     except RecursionError:
         raise UnsafeFile(f"{source}: JSON nested too deeply to read") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise UnsafeFile(f"{source}: not valid JSON ({exc})") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise UnsafeFile(f"{source}: JSON nested too deeply to read (more than {MAX_JSON_DEPTH} levels)")
+    return data
+
+
+def _depth(data: Any) -> int:
+    """How deeply lists and objects nest in `data` (walked without recursion)."""
+    deepest, level = 0, [data]
+    while level:
+        deepest += 1
+        level = [
+            child
+            for value in level
+            if isinstance(value, (list, dict))
+            for child in (value.values() if isinstance(value, dict) else value)
+        ]
+    return deepest
 
 
 def read_json(path: Path | str, limit: int = MAX_JSON_BYTES, kind: str = "a result", follow: bool = False) -> Any:
