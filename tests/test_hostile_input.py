@@ -49,7 +49,7 @@ def problems(path: Path) -> list[str]:
 @pytest.mark.parametrize(
     "body,config,says",
     [
-        ("  - {name: t, model: tiny, max_model_len: 256}\n", "{not json", "config.json is not valid JSON"),
+        ("  - {name: t, model: tiny, max_model_len: 256}\n", "{not json", "config.json: not valid JSON"),
         (
             "  - {name: t, model: tiny, max_model_len: true}\n",
             None,

@@ -21,7 +21,7 @@ from kvprobe.engines import get_engine
 from kvprobe.trial.executor import TrialRequest
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.process_group import members
-from kvprobe.trial.runner import TrialLimits, TrialRunner, end_stale_groups
+from kvprobe.trial.runner import TrialLimits, TrialRunner, end_stale_groups, write_marker
 from replay_engine import ReplayEngine, standin_environment
 
 GIB = 1 << 30
@@ -241,10 +241,13 @@ def test_a_resumed_run_ends_the_workers_a_killed_probe_left_waiting(tmp_path):
     waiting = [sleeper("-m", "kvprobe.engines.vllm_worker", str(run / f"waiting-00{n}.spec.json")) for n in (1, 2)]
     stranger = sleeper("unrelated")
     for n, process in enumerate([*waiting, stranger], 1):
-        (run / f"waiting-00{n}.worker.json").write_text(json.dumps({"pid": process.pid}))
+        write_marker(run / f"waiting-00{n}.worker.json", process.pid)
     try:
-        ended = end_stale_groups(tmp_path)
+        ended, spared = end_stale_groups(tmp_path)
         assert sorted(ended) == sorted(p.pid for p in waiting)
+        assert spared == [
+            f"{run / 'waiting-003.worker.json'}: pid {stranger.pid} runs no engine any more; not signalled"
+        ]
         for process in waiting:
             process.wait(timeout=10)  # raises while it lives
         assert stranger.poll() is None

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
         "kvprobe.errors",
         "kvprobe.engine_args",
         "kvprobe.worker_protocol",
+        "kvprobe.safe_io",
     ),
 ]
 LAYER_OF = {unit: depth for depth, row in enumerate(LAYERS) for unit in row}

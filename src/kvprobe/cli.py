@@ -203,11 +203,16 @@ def report(
     from kvprobe.report.run import make_report
     from kvprobe.report.writers import ReportOptions
 
-    options = ReportOptions(title=title, front_matter=front_matter, date=date)
+    try:
+        options = ReportOptions(title=title, front_matter=front_matter, date=date)
+    except ValueError as exc:
+        raise InputError(f"--date: {exc}") from None
     done = make_report(list(results_dirs), out_dir, formats, options, (external, models_file) if external else None)
     console = Console()
     if done.unreadable:
         console.print(f"[yellow]skipped {len(done.unreadable)} unreadable result file(s)[/]")
+    for duplicate in done.counted_once:
+        console.print(f"[yellow]warning:[/] {escape(duplicate)}", highlight=False)
     for problem in done.summary.unmatched:
         console.print(f"[yellow]not compared:[/] {escape(problem)}", highlight=False)
     console.print(
@@ -236,8 +241,12 @@ def report(
 def env(as_json: bool, label: str | None, recorded: str | None) -> None:
     """Print where a measurement would be taken: container, cgroup, memory, GPUs, software."""
     from kvprobe.environment.facts import collect
+    from kvprobe.environment.recorded import recorded_problems
     from kvprobe.output.environment import print_environment
 
+    problems = recorded_problems(Path(recorded)) if recorded else []
+    if problems:
+        raise InputError("\n".join(problems))
     block = collect(label, Path(recorded) if recorded else None)  # type: ignore[arg-type]
     if as_json:
         click.echo(block.model_dump_json(indent=1))

@@ -23,10 +23,10 @@ class FiniteFloat(click.FloatRange):
     """A FloatRange that refuses nan and inf (click's own lets nan through every bound)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = super().convert(value, param, ctx)
+        number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
+        return super().convert(number, param, ctx)
 
 
 MEASURE_HELP = {

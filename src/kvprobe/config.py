@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from kvprobe.engine_args import ENGINE_CONTROLLED_ARGS, known_engine_args
 from kvprobe.errors import InputError
+from kvprobe.safe_io import UnsafeFile, read_bytes, read_json, read_text
 from kvprobe.vocabulary import EngineName
 
 DEFAULT_UTILIZATION_RANGE = (0.05, 0.99)
@@ -21,6 +23,7 @@ MAX_MODELS_FILE_BYTES = 1 << 20  # a models file is a few KiB; anything far larg
 MAX_MODEL_LEN = 1 << 24
 MAX_NAME_LENGTH = 100
 MAX_ENGINE_ARGS_BYTES = 64 << 10
+MAX_CONFIG_BYTES = 16 << 20  # a model's config.json is a few KiB
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
@@ -162,12 +165,14 @@ class ModelSettings(BaseModel):
         path = Path(model)
         if not path.is_dir():
             raise ValueError(f"directory {model} does not exist")
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").exists():
             raise ValueError(f"{model} has no config.json")
         try:
-            config = json.loads((path / "config.json").read_bytes())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{model}/config.json is not valid JSON ({exc})") from None
+            config = read_json(path / "config.json", MAX_CONFIG_BYTES, kind="a config", follow=True)
+        except OSError as exc:
+            raise ValueError(f"{model}/config.json: cannot read: {exc.strerror}") from None
+        except UnsafeFile as exc:
+            raise ValueError(str(exc)) from None
         if not isinstance(config, dict):
             raise ValueError(f"{model}/config.json is not a JSON object")
         return model
@@ -193,11 +198,11 @@ class ModelSettings(BaseModel):
     @property
     def architecture_digest(self) -> str:
         """SHA-256 of config.json: the architecture, independent of where the directory is mounted."""
-        return hashlib.sha256((Path(self.model) / "config.json").read_bytes()).hexdigest()
+        return hashlib.sha256(read_bytes(Path(self.model) / "config.json", MAX_CONFIG_BYTES, follow=True)).hexdigest()
 
     def hf_config(self) -> dict[str, Any]:
         """The model's config.json (checked to be a JSON object when the models file was loaded)."""
-        return json.loads((Path(self.model) / "config.json").read_text())
+        return read_json(Path(self.model) / "config.json", MAX_CONFIG_BYTES, kind="a config", follow=True)
 
     def capacity_settings(self) -> dict[str, Any]:
         """Everything that changes KV capacity: matched runs have equal settings (and hash)."""
@@ -242,11 +247,13 @@ def read_yaml(path: Path) -> Any:
         size = path.stat().st_size
         if size > MAX_MODELS_FILE_BYTES:
             raise ConfigError(f"{path}: {size} bytes; a models file is at most {MAX_MODELS_FILE_BYTES} bytes")
-        return yaml.load(path.read_text(), Loader=_NoAliasLoader)
+        return yaml.load(read_text(path, MAX_MODELS_FILE_BYTES, follow=True), Loader=_NoAliasLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except UnsafeFile as exc:
+        raise ConfigError(str(exc)) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -304,6 +311,44 @@ def _model_settings(
         return None, problems
 
 
+# Letters of other scripts drawn like Latin ones (Unicode's confusables for the scripts model names
+# mix in practice): a name that differs from another only by these is the same name to a reader.
+_LOOK_ALIKES = str.maketrans(
+    "аеорсухіјѕԁԛԝвнкмтӏαβεικνορτυχ",  # Cyrillic, then Greek
+    "aeopcyxijsdqwbhkmtlabeiknoptux",
+)
+_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
+
+
+def _look(name: str) -> str:
+    """What a reader (and a normalising filesystem) sees: NFKC form, no case, look-alike letters as Latin."""
+    return unicodedata.normalize("NFKC", name).casefold().translate(_LOOK_ALIKES)
+
+
+def _scripts(name: str) -> set[str]:
+    return {script for c in name if c.isalpha() for script in _SCRIPTS if unicodedata.name(c, "").startswith(script)}
+
+
+def name_problems(path: Path, names: list[str]) -> list[str]:
+    """Names that a reader or a filesystem cannot tell apart: equal after NFKC, case folding and
+    look-alike letters (NFC/NFD forms collide on macOS, case on case-insensitive filesystems), and
+    names that mix Latin, Cyrillic and Greek letters (a homoglyph disguised as its neighbours)."""
+    problems = []
+    seen: dict[str, str] = {}
+    for name in names:
+        mixed = _scripts(name)
+        if len(mixed) > 1:
+            scripts = " and ".join(sorted(mixed)).lower()
+            problems.append(f"{path}: model {name!a}: field 'name': mixes {scripts} letters")
+        first = seen.setdefault(_look(name), name)
+        if first != name:
+            problems.append(
+                f"{path}: model {name!a}: field 'name': looks like model {first!a} (differs only in Unicode "
+                "form, case or look-alike letters)"
+            )
+    return problems
+
+
 def load_models(path: str | Path, only: list[str] | None = None) -> list[ModelSettings]:
     """Read and check a models file; raise ConfigError with one line per problem, all of them,
     each naming the file, the model and the field."""
@@ -322,6 +367,7 @@ def load_models(path: str | Path, only: list[str] | None = None) -> list[ModelSe
         if n > 1
     ]
     names = [m.name for m in models]
+    problems += name_problems(path, list(dict.fromkeys(names)))
     if only and not problems:
         missing = sorted(set(only) - set(names))
         problems += [f"{path}: --only names unknown model '{m}' (known: {', '.join(names)})" for m in missing]

@@ -24,6 +24,7 @@ from kvprobe.environment.gpu import Nvml
 from kvprobe.environment.memory import read_meminfo
 from kvprobe.environment.memory_model import classify, coherent_memory_mode, read_numa_nodes
 from kvprobe.environment.recorded import RecordedNvml
+from kvprobe.errors import InputError
 from kvprobe.units import gib, parse_size
 from kvprobe.vocabulary import MemoryKind
 
@@ -39,6 +40,66 @@ DTYPE_BYTES = {
     "fp8_e5m2": 1.0,
 }
 MXFP4_BYTES = 4.25 / 8  # 4-bit values and one 8-bit scale per 32
+MAX_DIMENSION = 1 << 31  # far above any real model's layer, head, hidden or vocabulary count
+# config.json fields the arithmetic reads: (required, smallest allowed value)
+COUNTS: dict[str, tuple[bool, int]] = {
+    "num_hidden_layers": (True, 1),
+    "hidden_size": (True, 1),
+    "num_attention_heads": (True, 1),
+    "vocab_size": (True, 1),
+    "head_dim": (False, 1),
+    "num_key_value_heads": (False, 1),
+    "intermediate_size": (False, 1),
+    "moe_intermediate_size": (False, 1),
+    "num_local_experts": (False, 0),
+    "num_experts": (False, 0),
+    "kv_lora_rank": (False, 0),
+    "qk_rope_head_dim": (False, 0),
+    "sliding_window": (False, 1),
+    "max_window_layers": (False, 0),
+}
+
+
+class UnusableConfig(InputError, ValueError):
+    """A config.json the prediction cannot use; the message has one line per problem."""
+
+
+def _count_problems(config: dict) -> list[str]:
+    problems = []
+    for name, (required, least) in COUNTS.items():
+        value = config.get(name)
+        if value is None:
+            if required:
+                problems.append(f"field '{name}': missing")
+        elif isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_DIMENSION:
+            problems.append(f"field '{name}': must be a whole number from {least} to {MAX_DIMENSION}, got {value!r}")
+    return problems
+
+
+def config_problems(config: object, kv_cache_dtype: str = "auto", dtype: str = "auto") -> list[str]:
+    """Every field of config.json the arithmetic would trip on (missing, not a whole number in its
+    range, an unknown dtype), one line each; none for a config a prediction can use."""
+    if not isinstance(config, dict):
+        return [f"expected a JSON object, got {type(config).__name__}"]
+    problems = _count_problems(config)
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    if config.get("head_dim") is None and isinstance(hidden, int) and isinstance(heads, int) and 0 < hidden < heads:
+        problems.append(f"field 'hidden_size': {hidden} is smaller than num_attention_heads {heads} (no head_dim)")
+    if config.get("intermediate_size") is None and config.get("moe_intermediate_size") is None:
+        problems.append("field 'intermediate_size': missing")
+    if config.get("use_sliding_window") and config.get("sliding_window") is None:
+        problems.append("field 'sliding_window': missing (use_sliding_window is set)")
+    layer_types = config.get("layer_types")
+    if layer_types is not None and not (isinstance(layer_types, list) and all(isinstance(t, str) for t in layer_types)):
+        problems.append("field 'layer_types': must be a list of names")
+    elif layer_types and "sliding_attention" in layer_types and config.get("sliding_window") is None:
+        problems.append("field 'sliding_window': missing (layer_types has sliding_attention)")
+    for setting in (kv_cache_dtype, dtype):
+        name = setting if setting != "auto" else config.get("torch_dtype") or config.get("dtype") or "bfloat16"
+        if str(name) not in DTYPE_BYTES:
+            problems.append(f"dtype {name!r}: unknown (known: {', '.join(DTYPE_BYTES)})")
+            break
+    return problems
 
 
 @dataclass(frozen=True)
@@ -210,6 +271,10 @@ def predict(
     block_size: int = 16,
     quantization: str | None = None,
 ) -> Prediction:
+    """UnusableConfig (one line per problem, naming the model) when config.json cannot give one."""
+    problems = config_problems(config, kv_cache_dtype, dtype)
+    if problems:
+        raise UnusableConfig("\n".join(f"model '{name}': config.json {problem}" for problem in problems))
     groups = kv_groups(config, kv_cache_dtype, dtype, tensor_parallel_size)
     weights = weight_bytes(config, dtype, quantization) / tensor_parallel_size
     return Prediction(name, groups, block_size, weights)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kvprobe.results.schema import EngineMemoryReport
+from kvprobe.safe_io import child_python
 from kvprobe.units import GIB
 from kvprobe.vocabulary import Outcome
 
@@ -100,7 +100,7 @@ class VllmEngine:
     ) -> list[str]:
         """The worker process; without a result path it imports (and prepares like the trial whose
         spec is `prepare_like`), then waits for the spec to appear."""
-        command = [sys.executable, "-m", "kvprobe.engines.vllm_worker", spec_path]
+        command = [*child_python(), "-m", "kvprobe.engines.vllm_worker", spec_path]
         if result_path:
             return [*command, result_path]
         return [*command, *(["--prepare-like", prepare_like] if prepare_like else [])]

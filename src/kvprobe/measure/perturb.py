@@ -13,17 +13,16 @@ import os
 import select
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from kvprobe.config import ModelSettings
 from kvprobe.environment.memory import read_meminfo
 from kvprobe.errors import RunFailed
 from kvprobe.results.schema import Condition, Perturbation, TrialRecord
+from kvprobe.safe_io import child_python, create_new, no_follow
 from kvprobe.trial.executor import TrialExecutor, TrialRequest
 from kvprobe.units import MIB
 
-SCRATCH = ".scratch"  # under the results directory: the page-cache file, removed when the run ends
 CHUNK = 64 * MIB
 HELPER_READY_TIMEOUT_S = 120.0
 
@@ -41,12 +40,12 @@ class PageCacheFile:
 
     def ensure(self) -> None:
         """Write the file once (random bytes, so no filesystem can store it sparse or compressed)."""
-        if self.path.exists() and self.path.stat().st_size == self.size:
+        if not self.path.is_symlink() and self.path.is_file() and self.path.stat().st_size == self.size:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         block = os.urandom(CHUNK)
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as handle:
+        with os.fdopen(create_new(tmp), "wb") as handle:
             left = self.size
             while left > 0:
                 left -= handle.write(block[: min(left, CHUNK)])
@@ -59,7 +58,7 @@ class PageCacheFile:
         """Read the whole file; return how much Cached rose (the kernel's own account)."""
         self.evict()
         before = read_meminfo()["Cached"]
-        with open(self.path, "rb", buffering=0) as handle:
+        with open(self.path, "rb", buffering=0, opener=no_follow) as handle:
             while handle.read(CHUNK):
                 pass
         return read_meminfo()["Cached"] - before
@@ -67,7 +66,7 @@ class PageCacheFile:
     def evict(self) -> None:
         if not self.path.exists():
             return
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
@@ -84,7 +83,7 @@ class MemoryHolder:
 
     def start(self) -> tuple[int, int]:
         """(pid, resident bytes) once the helper holds its memory."""
-        command = [sys.executable, "-m", "kvprobe.measure.hold_memory", str(self.size)]
+        command = [*child_python(), "-m", "kvprobe.measure.hold_memory", str(self.size)]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True, text=True
         )

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sys
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kvprobe.results.schema import Condition, ContainerRun, ContainerSettings, ExperimentRef
+from kvprobe.safe_io import child_python
 from kvprobe.vocabulary import SEARCHES, KvApproach, Search, Strategy
 
 Prestart = Literal["auto", "on", "off"]
@@ -116,8 +116,5 @@ class MeasureRequest(Settings):
 
 
 def kvprobe_command(python: str | None = None) -> list[str]:
-    """How a child process runs kvprobe: this interpreter (or `python`, such as a container's) with
-    the working directory kept off its import path (-P; -I where the interpreter may predate 3.11),
-    so a `random.py` or `yaml.py` where kvprobe was started is never imported."""
-    safe = "-P" if python is None and sys.version_info >= (3, 11) else "-I"
-    return [python or sys.executable, safe, "-m", "kvprobe.cli"]
+    """How a child process runs kvprobe (see safe_io.child_python: never from the working directory)."""
+    return [*child_python(python), "-m", "kvprobe.cli"]

@@ -21,13 +21,13 @@ from kvprobe.environment.facts import collect
 from kvprobe.errors import InputError
 from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_drop_caches
 from kvprobe.measure.options import MeasureOptions, resolve_kv_approach, resolve_prestart
-from kvprobe.measure.perturb import SCRATCH, PerturbedExecutor, with_condition
+from kvprobe.measure.perturb import PerturbedExecutor, with_condition
 from kvprobe.measure.request import MeasureRequest
 from kvprobe.measure.scheduler import Scheduler
 from kvprobe.output.progress import TrialProgress, print_summary
 from kvprobe.results.loader import ResultFileError
 from kvprobe.results.schema import Condition, Environment
-from kvprobe.results.store import ResultStore, RunLock
+from kvprobe.results.store import SCRATCH, ResultStore, RunLock
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.runner import TrialLimits, TrialRunner
 
@@ -220,5 +220,7 @@ def run_measure(request: MeasureRequest, console: Console) -> int:
 def _warn_of_leftovers(console: Console, runner: TrialRunner) -> None:
     for leader in runner.stale_groups_ended:
         console.print(f"[yellow]warning:[/] ended trial group {leader} left running by a killed earlier run")
+    for spared in runner.stale_markers_spared:
+        console.print(f"[yellow]warning:[/] {escape(spared)}", highlight=False)
     for node, ended in runner.stale_on_nodes.items():
         console.print(f"[yellow]warning:[/] ended {ended} processes a killed earlier run left on node {escape(node)}")

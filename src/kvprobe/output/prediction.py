@@ -183,17 +183,23 @@ def predict_models(
     if earlier is not None and earlier.memory_breakdown is not None:
         report = earlier.memory_breakdown
         other = (report.activation_peak_bytes or 0.0) + (report.non_torch_bytes or 0.0)
-    rows = []
+    rows, unusable = [], []
     for settings in models:
-        prediction = predict(
-            settings.name,
-            settings.hf_config(),
-            settings.kv_cache_dtype,
-            settings.dtype,
-            settings.tensor_parallel_size,
-            settings.block_size or 16,
-            settings.extra_engine_args.get("quantization"),
-        )
+        try:
+            prediction = predict(
+                settings.name,
+                settings.hf_config(),
+                settings.kv_cache_dtype,
+                settings.dtype,
+                settings.tensor_parallel_size,
+                settings.block_size or 16,
+                settings.extra_engine_args.get("quantization"),
+            )
+        except (OSError, ValueError) as exc:  # UnusableConfig and UnsafeFile are ValueErrors
+            unusable.append(f"{models_file}: {exc}".replace("\n", f"\n{models_file}: "))
+            continue
         share = utilization or settings.gpu_memory_utilization
         rows.append(PredictedModel(prediction, assess(prediction, pool.bytes, share, settings.max_model_len, other)))
+    if unusable:
+        raise InputError("\n".join(unusable))
     return PredictionRun(rows, pool, other)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from typing import ClassVar
@@ -19,6 +20,24 @@ _ACTIVE = re.compile(
 )
 _BLOCK_START = re.compile(r"^(\s*|\s*\d+)((?<=\d)[.)](?=\s|$)|(?<!\d)(?:[#+=-](?=\s|$)|>))")  # heading, list, quote
 _LINE_BREAKS = re.compile(r"[\r\n\t\f\v\u2028\u2029\x85]+")
+# Hugo expands shortcodes ({{< name >}}, {{% name %}}) before Markdown is read, in code spans too:
+# a backslash between the braces keeps Hugo from seeing one and renders as the brace itself.
+_SHORTCODE = re.compile(r"\{(?=\{\s*[<%])")
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?")
+
+
+def hugo_date(value: str) -> str:
+    """The front matter's date as given if it is an ISO 8601 date (YYYY-MM-DD) or date and time, else
+    ValueError: it is written unquoted, and anything else could add keys or raw HTML to the page."""
+    if _ISO_DATE.fullmatch(value):
+        try:
+            datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return value
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not an ISO date (YYYY-MM-DD) or date and time (YYYY-MM-DDTHH:MM:SS)")
 
 
 class MarkdownWriter(MarkupWriter):
@@ -32,7 +51,7 @@ class MarkdownWriter(MarkupWriter):
         return {"report.md": self.render_document(document).encode()}
 
     def escape(self, text: str) -> str:
-        text = _ALWAYS.sub(r"\\\1", visible(_LINE_BREAKS.sub(" ", text)))
+        text = _SHORTCODE.sub(r"{\\", _ALWAYS.sub(r"\\\1", visible(_LINE_BREAKS.sub(" ", text))))
         return _ACTIVE.sub(lambda match: "\\" + match.group(0), text)
 
     def _line(self, text: str) -> str:
@@ -64,6 +83,8 @@ class MarkdownWriter(MarkupWriter):
             return super().inline(span)
         # Code spans take no backslash escapes: a fence longer than any run of backticks inside keeps them.
         text = visible(_LINE_BREAKS.sub(" ", span.text))
+        if _SHORTCODE.search(text):  # a code span cannot escape it: the text is shown as text instead
+            return self.escape(text)
         fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
         pad = " " if text.startswith("`") or text.endswith("`") else ""
         return f"{fence}{pad}{text}{pad}{fence}"
@@ -76,7 +97,7 @@ class MarkdownWriter(MarkupWriter):
             lines += [
                 "---",
                 f"title: {json.dumps(matter.title)}",
-                f"date: {matter.date}",
+                f"date: {hugo_date(matter.date)}",
                 f"draft: {str(matter.draft).lower()}",
                 f"tags: {json.dumps(list(matter.tags))}",
                 "---",

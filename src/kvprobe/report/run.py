@@ -10,7 +10,7 @@ from kvprobe.errors import InputError
 from kvprobe.report.external import external_from_files
 from kvprobe.report.summary import ReportSummary, build_report
 from kvprobe.report.writers import FORMATS, ReportOptions, write_report
-from kvprobe.results.store import ResultStore
+from kvprobe.results.store import ResultStore, distinct_results
 
 
 @dataclass
@@ -19,6 +19,7 @@ class WrittenReport:
     target: Path
     written: list[Path]
     unreadable: list[str]
+    counted_once: list[str]  # a result named twice (or copied) is counted once: what was left out
 
 
 def chosen_formats(formats: str) -> list[str]:
@@ -46,8 +47,9 @@ def make_report(
         detail = "".join(f"\n  {p}" for p in unreadable)
         where = ", ".join(results_dirs)
         raise InputError(f"{where}: no kvprobe result files found (expected MODEL/CONDITION-RUN-rN.json){detail}")
+    loaded, counted_once = distinct_results(loaded)
     if external is not None:
         options = dataclasses.replace(options, external=external_from_files(*external))
     summary = build_report([doc for _, doc in loaded], unreadable)
     target = Path(out_dir) if out_dir else Path(results_dirs[0]) / "report"
-    return WrittenReport(summary, target, write_report(summary, target, chosen, options), unreadable)
+    return WrittenReport(summary, target, write_report(summary, target, chosen, options), unreadable, counted_once)

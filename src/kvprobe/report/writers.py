@@ -21,7 +21,7 @@ from kvprobe.report.external_layout import external_document
 from kvprobe.report.html import HtmlWriter
 from kvprobe.report.json_writer import JsonWriter
 from kvprobe.report.layout import build_document
-from kvprobe.report.markdown import MarkdownWriter
+from kvprobe.report.markdown import MarkdownWriter, hugo_date
 from kvprobe.report.summary import ReportSummary
 from kvprobe.results.store import write_bytes_atomic
 
@@ -36,6 +36,10 @@ class ReportOptions:
     front_matter: bool = False
     date: str | None = None  # the front matter's; today when None
     external: ExternalSummary | None = None
+
+    def __post_init__(self) -> None:
+        if self.date is not None:
+            hugo_date(self.date)  # ValueError for anything but an ISO date: it goes into the page unquoted
 
 
 def render_report(

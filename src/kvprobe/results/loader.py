@@ -7,8 +7,6 @@ files raise `ResultFileError`, whose message names the file and what is wrong wi
 
 from __future__ import annotations
 
-import json
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from pydantic import ValidationError
 
 from kvprobe.errors import InputError
 from kvprobe.results.schema import SCHEMA_VERSION, ResultDocument
+from kvprobe.safe_io import UnsafeFile, read_json
 from kvprobe.search import contradicts
 from kvprobe.vocabulary import ABOVE_WINDOW, BELOW_WINDOW
 
@@ -111,25 +110,13 @@ def parse_result(data: Any, source: str = "result") -> ResultDocument:
         raise ResultFileError(f"{source}: not a valid kvprobe result: {problems}{more}") from None
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a number a result can hold")
-
-
 def load_result(path: Path) -> ResultDocument:
-    """Read one result file; only regular files of sane size are opened (a FIFO would hang)."""
+    """Read one result file: a regular file of sane size, not a link, JSON of sane depth."""
     path = Path(path)
     try:
-        info = path.stat()
+        data = read_json(path, MAX_RESULT_BYTES)
     except OSError as exc:
         raise ResultFileError(f"{path}: cannot read: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ResultFileError(f"{path}: not a regular file")
-    if info.st_size > MAX_RESULT_BYTES:
-        raise ResultFileError(f"{path}: {info.st_size} bytes, larger than any kvprobe result ({MAX_RESULT_BYTES})")
-    try:
-        data = json.loads(path.read_bytes(), parse_constant=_refuse_constant)
-    except OSError as exc:
-        raise ResultFileError(f"{path}: cannot read: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-        raise ResultFileError(f"{path}: not valid JSON ({exc})") from None
+    except UnsafeFile as exc:
+        raise ResultFileError(str(exc)) from None
     return parse_result(data, str(path))

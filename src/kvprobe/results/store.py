@@ -16,11 +16,16 @@ from pydantic import ValidationError
 from kvprobe.errors import InputError
 from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.schema import ResultDocument, TrialRecord
+from kvprobe.safe_io import UnsafeFile, create_new, decode_json, open_existing_or_new, read_json, read_text
 
 MANIFEST = ".kvprobe-run-{condition}.json"  # one per condition: native and container runs share a directory
 RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{4}")  # what open_run makes; nothing else names files here
 LOCK = ".kvprobe.lock"  # held by the one measurement that owns the directory; the kernel drops it with its holder
 JOURNAL_DIR = ".journal"
+# kvprobe's own JSON files that are not results: an experiment's manifest, a report's summary
+NOT_RESULTS = ("experiment.json", "summary.json")
+TRIALS_DIR = ".trials"
+SCRATCH = ".scratch"  # an experiment condition's page-cache file, removed when the run ends
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -30,7 +35,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as handle:
+        with os.fdopen(create_new(tmp), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -53,8 +58,42 @@ class BadManifest(InputError):
     """The run manifest cannot be trusted (corrupt, or a run id that is not one kvprobe makes)."""
 
 
-class DirectoryInUse(InputError):
+class DirectoryRefused(InputError):
+    """A measurement cannot use this results directory; the message says why in one sentence."""
+
+
+class DirectoryInUse(DirectoryRefused):
     """Another measurement owns this results directory."""
+
+
+class LinkedDirectory(DirectoryRefused):
+    """Files or folders kvprobe writes in this results directory are symbolic links."""
+
+
+def planted_links(root: Path) -> list[Path]:
+    """Symbolic links where kvprobe writes: the directory's own entries (lock, manifests, model
+    folders, .journal, .trials, .scratch) and those one and two levels into these three."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    candidates = [*root.iterdir()]
+    for own in (JOURNAL_DIR, TRIALS_DIR, SCRATCH):
+        folder = root / own
+        if folder.is_dir() and not folder.is_symlink():
+            candidates += [*folder.iterdir(), *folder.glob("*/*")]
+    return sorted(path for path in candidates if path.is_symlink())
+
+
+def refuse_links(root: Path) -> None:
+    """LinkedDirectory when `planted_links` finds any: a prepared directory must not steer root's writes."""
+    links = planted_links(root)
+    if links:
+        shown = ", ".join(str(path.relative_to(root)) for path in links[:5])
+        more = f" and {len(links) - 5} more" if len(links) > 5 else ""
+        raise LinkedDirectory(
+            f"{root}: holds symbolic links where kvprobe writes ({shown}{more}); kvprobe does not follow "
+            "links in a results directory, remove them or use another --out"
+        )
 
 
 class RunLock:
@@ -68,7 +107,12 @@ class RunLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the whole run
+        refuse_links(self.path.parent)
+        try:
+            fd = open_existing_or_new(self.path, os.O_RDWR)
+        except UnsafeFile as exc:
+            raise LinkedDirectory(f"{exc}; remove it or use another --out") from None
+        handle = os.fdopen(fd, "r+")  # held open for the whole run
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -104,7 +148,13 @@ class ResultStore:
         write_bytes_atomic(path, (document.model_dump_json(indent=1) + "\n").encode())
 
     def result_files(self) -> list[Path]:
-        return sorted(self.root.glob("*/*.json"))
+        """MODEL/*.json, less kvprobe's own manifests (run manifests, experiment.json, summary.json)
+        where a directory of several results directories or a report is named."""
+        return sorted(
+            path
+            for path in self.root.glob("*/*.json")
+            if path.name not in NOT_RESULTS and not path.name.startswith(".")  # .kvprobe-run-*.json, temporaries
+        )
 
     def load_all(self) -> tuple[list[tuple[Path, ResultDocument]], list[str]]:
         """(readable results, one message per file that could not be used)."""
@@ -113,6 +163,9 @@ class ResultStore:
         for path in self.result_files():
             if not path.resolve().is_relative_to(root):
                 problems.append(f"{path}: a link to {path.resolve()}, outside the results directory; not read")
+                continue
+            if path.is_symlink():
+                problems.append(f"{path}: a symbolic link; not read")
                 continue
             try:
                 documents.append((path, load_result(path)))
@@ -143,9 +196,11 @@ class ResultStore:
     def _read_manifest(path: Path) -> dict:
         """The run manifest, checked: its run id names files and folders under the results directory."""
         try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise BadManifest(f"{path}: unreadable run manifest ({exc}); remove it to start anew") from None
+            manifest = read_json(path)
+        except OSError as exc:
+            raise BadManifest(f"{path}: unreadable run manifest ({exc.strerror}); remove it to start anew") from None
+        except UnsafeFile as exc:
+            raise BadManifest(f"{exc}; remove it to start anew") from None
         if not isinstance(manifest, dict) or not RUN_ID.fullmatch(str(manifest.get("run_id"))):
             raise BadManifest(
                 f"{path}: not a kvprobe run manifest (its run_id must look like "
@@ -155,7 +210,7 @@ class ResultStore:
 
     def close_run(self, condition: str, run_id: str, identity: dict) -> None:
         manifest_path = self._manifest(condition)
-        manifest = json.loads(manifest_path.read_text())
+        manifest = self._read_manifest(manifest_path)
         if manifest.get("run_id") == run_id:
             manifest["status"] = "finished"
             manifest["finished_at"] = time.time()
@@ -163,6 +218,29 @@ class ResultStore:
 
     def journal(self, run_id: str) -> Journal:
         return Journal(self.root / JOURNAL_DIR / f"{run_id}.jsonl")
+
+
+def distinct_results(
+    found: list[tuple[Path, ResultDocument]],
+) -> tuple[list[tuple[Path, ResultDocument]], list[str]]:
+    """Each result once, by its identity (run id, model, condition, repeat): a directory named twice
+    or a copy of a result would otherwise count it twice. Returns (the first of each, one line per
+    file left out, naming the one counted)."""
+    kept: dict[tuple[str, str, str, int], tuple[Path, ResultDocument]] = {}
+    left_out = []
+    for path, document in found:
+        identity = (document.run_id, document.model, document.condition, document.repeat)
+        if identity not in kept:
+            kept[identity] = (path, document)
+            continue
+        first, earlier = kept[identity]
+        same = (
+            "the same result"
+            if earlier == document
+            else "the same run, model, condition and repeat (different content)"
+        )
+        left_out.append(f"{path}: {same} as {first}; counted once")
+    return list(kept.values()), left_out
 
 
 class Journal:
@@ -177,12 +255,12 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, TrialRecord] = {}
         self.skipped: list[int] = []
-        if self.path.exists():
-            for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), start=1):
+        if self.path.exists() or self.path.is_symlink():
+            for number, line in enumerate(read_text(self.path, errors="replace").splitlines(), start=1):
                 try:
-                    entry = json.loads(line)
+                    entry = decode_json(line, f"{self.path}:{number}")
                     self.entries[entry["key"]] = TrialRecord.model_validate(entry["trial"])
-                except (ValueError, TypeError, KeyError, ValidationError):
+                except (ValueError, TypeError, KeyError, ValidationError):  # UnsafeFile is a ValueError
                     self.skipped.append(number)
 
     def get(self, key: str) -> TrialRecord | None:
@@ -191,7 +269,7 @@ class Journal:
     def append(self, key: str, trial: TrialRecord) -> None:
         self.entries[key] = trial
         line = json.dumps({"key": key, "trial": trial.model_dump(mode="json")}) + "\n"
-        with open(self.path, "a+b") as handle:
+        with os.fdopen(open_existing_or_new(self.path, os.O_RDWR | os.O_APPEND), "a+b") as handle:
             handle.seek(0, os.SEEK_END)
             if handle.tell():
                 handle.seek(-1, os.SEEK_END)

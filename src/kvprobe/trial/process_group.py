@@ -44,6 +44,22 @@ def _stat_fields(pid: str) -> tuple[str, int, int] | None:
     return rest[0], int(rest[2]), int(rest[3])
 
 
+START_TIME_FIELD = 22  # /proc/PID/stat: the process's start time in clock ticks after boot
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def process_identity(pid: int) -> dict[str, str | int] | None:
+    """What ties a pid to one process: its start time after boot and the boot's id (a pid is reused,
+    and counted anew after a reboot; both together are not). None if the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        boot_id = BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+    rest = text[text.rfind(")") + 2 :].split()  # fields 3 onwards
+    return {"pid": pid, "start_time": int(rest[START_TIME_FIELD - 3]), "boot_id": boot_id}
+
+
 def members(leader: int) -> list[int]:
     """Live (non-zombie) processes whose process group or session is the trial's leader pid."""
     found = []

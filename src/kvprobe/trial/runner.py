@@ -16,9 +16,26 @@ from typing import Protocol
 from kvprobe.engines.vllm import VllmEngine
 from kvprobe.environment.gpu import Nvml
 from kvprobe.results.schema import EngineAtReady, MemorySample, NodeTrial, TrialRecord, WorkerResult
+from kvprobe.safe_io import (
+    MAX_LOG_BYTES,
+    UnsafeFile,
+    create_new,
+    no_follow,
+    read_bytes,
+    read_json,
+    read_text,
+    write_new,
+)
 from kvprobe.trial.executor import TrialRequest
 from kvprobe.trial.monitor import GuardPolicy, MemorySampler, measure_at_ready, summarise, wait_until_back
-from kvprobe.trial.process_group import become_subreaper, members, reap_zombies, resident_memory, terminate
+from kvprobe.trial.process_group import (
+    become_subreaper,
+    members,
+    process_identity,
+    reap_zombies,
+    resident_memory,
+    terminate,
+)
 from kvprobe.units import MIB
 from kvprobe.vocabulary import Outcome
 from kvprobe.worker_protocol import PHASE_MARK, TRIAL_TAG
@@ -52,21 +69,54 @@ def _is_engine(pid: int) -> bool:
     return b"vllm" in command.lower() or b"kvprobe" in command
 
 
-def end_stale_groups(trials_root: Path) -> list[int]:
-    """End trial groups that a killed probe (SIGKILL, power loss of the terminal) left running."""
-    ended = []
+MAX_MARKER_BYTES = 4096
+
+
+def write_marker(path: Path, pid: int, **extra: float) -> None:
+    """Name the trial's worker `pid` by the process it is now (start time, boot id), not the pid alone."""
+    identity = process_identity(pid) or {"pid": pid}
+    write_new(path, json.dumps({**identity, **extra}))
+
+
+def _why_not_to_signal(named: dict, leader: int) -> str | None:
+    """None when the marker's pid is the very process kvprobe started and it still runs an engine;
+    else why that pid must not be signalled (an empty reason: the process is simply gone)."""
+    if leader <= 1 or leader in (os.getpid(), os.getpgrp(), os.getsid(0)):
+        return f"pid {leader} is kvprobe's own process, group or session"
+    now = process_identity(leader)
+    if now is None:
+        return ""
+    if "start_time" not in named or "boot_id" not in named:
+        return f"pid {leader}: the marker predates start times and boot ids, so the process cannot be told apart"
+    if named["boot_id"] != now["boot_id"]:
+        return f"pid {leader}: the marker was written before the last reboot"
+    if named["start_time"] != now["start_time"]:
+        return f"pid {leader} is now another process (its start time differs)"
+    if not any(_is_engine(pid) for pid in members(leader)):
+        return f"pid {leader} runs no engine any more"
+    return None
+
+
+def end_stale_groups(trials_root: Path) -> tuple[list[int], list[str]]:
+    """End trial groups that a killed probe (SIGKILL, power loss of the terminal) left running:
+    (the groups ended, one line per marker whose pid was not signalled, saying why)."""
+    ended, spared = [], []
     markers = [*trials_root.glob(f"*/{RUNNING_MARKER}"), *trials_root.glob(f"*/{WAITING_MARKERS}")]
     for marker in markers:
         try:
-            leader = int(json.loads(marker.read_text())["pid"])
-        except (OSError, ValueError, KeyError):
+            named = read_json(marker, MAX_MARKER_BYTES)
+            leader = int(named["pid"])
+        except (OSError, ValueError, KeyError, TypeError):  # UnsafeFile is a ValueError
             marker.unlink(missing_ok=True)
             continue
-        if any(_is_engine(pid) for pid in members(leader)):  # not a stranger that reused the pid
+        reason = _why_not_to_signal(named, leader)
+        if reason is None:
             terminate(leader)
             ended.append(leader)
+        elif reason:
+            spared.append(f"{marker}: {reason}; not signalled")
         marker.unlink(missing_ok=True)
-    return ended
+    return ended, spared
 
 
 @dataclass
@@ -114,7 +164,7 @@ class TrialRunner:
         self.nvml = Nvml()
         self.sampler = MemorySampler(self.nvml)
         become_subreaper()
-        self.stale_groups_ended = end_stale_groups(self.workdir.parent)
+        self.stale_groups_ended, self.stale_markers_spared = end_stale_groups(self.workdir.parent)
         # what a killed earlier run of this id left on any node (its driver group just ended above)
         self.stale_on_nodes = cluster.sweep(self.workdir.name) if cluster else {}
         if self.stale_groups_ended or self.stale_on_nodes:
@@ -129,7 +179,7 @@ class TrialRunner:
         """A worker in its own session and process group, its output in `log_path`; `tag` names its
         trial in its environment (cluster.agent finds the trial's processes by it)."""
         env = {**os.environ, **self.engine.worker_environment(), **({TRIAL_TAG: tag} if tag else {})}
-        with open(log_path, "wb") as log:
+        with os.fdopen(create_new(log_path), "wb") as log:
             return subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
             )
@@ -145,7 +195,7 @@ class TrialRunner:
             stem = self.workdir / f"waiting-{self._prestarted:03d}"
             spec_path, log_path, marker = (Path(f"{stem}.{suffix}") for suffix in ("spec.json", "log", "worker.json"))
             process = self._spawn(self.engine.worker_command(str(spec_path), prepare_like=like), log_path)
-            marker.write_text(json.dumps({"pid": process.pid}))
+            write_marker(marker, process.pid)
             self.waiting.append(WaitingWorker(process, spec_path, log_path, marker))
 
     def _end_waiting(self) -> None:
@@ -162,14 +212,14 @@ class TrialRunner:
 
     def _launch(self, spec: dict, spec_path: Path, result_path: Path, log_path: Path) -> tuple[subprocess.Popen, bool]:
         """(the trial's worker, whether it was prestarted): a waiting worker gets its spec, else a new one starts."""
-        spec_path.write_text(json.dumps(spec, indent=1))
+        write_new(spec_path, json.dumps(spec, indent=1))
         if not self.waiting:
             command = self.engine.worker_command(str(spec_path), str(result_path))
             return self._spawn(command, log_path, spec.get("ray", {}).get("tag")), False
         waiting = self.waiting.popleft()
         os.replace(waiting.log_path, log_path)  # the worker keeps writing; the log now bears its trial's name
         ready = waiting.spec_path.with_name(waiting.spec_path.name + ".tmp")
-        ready.write_text(json.dumps({**spec, "result_path": str(result_path)}))
+        write_new(ready, json.dumps({**spec, "result_path": str(result_path)}))
         os.replace(ready, waiting.spec_path)  # the worker sees the whole spec or none; spec_path keeps the record
         waiting.marker.unlink(missing_ok=True)
         return waiting.process, True
@@ -178,7 +228,7 @@ class TrialRunner:
         stem = self.workdir / f"trial-{request.number:03d}-{request.search}"
         spec_path, result_path, log_path = (Path(f"{stem}.{suffix}") for suffix in ("spec.json", "result.json", "log"))
         ready_gate = Path(f"{stem}.measured")
-        for stale in (result_path, ready_gate):
+        for stale in (result_path, ready_gate, Path(f"{result_path}.tmp")):  # .tmp: the worker writes it
             stale.unlink(missing_ok=True)
         spec = {
             "engine_args": request.engine_args,
@@ -198,7 +248,7 @@ class TrialRunner:
         started_at = time.time()
         marker = self.workdir / RUNNING_MARKER
         process, prestarted = self._launch(spec, spec_path, result_path, log_path)
-        marker.write_text(json.dumps({"pid": process.pid, "started_at": started_at}))
+        write_marker(marker, process.pid, started_at=started_at)
         try:
             if self.prestart:
                 self._start_waiting(spec_path)
@@ -226,8 +276,8 @@ class TrialRunner:
             restored = restored and all(node.baseline_restored for node in nodes)
         teardown_s = time.monotonic() - teardown_started
 
-        log_text = log_path.read_text(errors="replace")
-        worker = WorkerResult.model_validate_json(result_path.read_text()) if result_path.exists() else WorkerResult()
+        log_text = read_text(log_path, MAX_LOG_BYTES, errors="replace")
+        worker = _worker_result(result_path)
         memory = summarise(samples, phases)
         memory.engine_at_ready = engine_memory
         memory.probe_gpu_bytes = sum(
@@ -275,7 +325,7 @@ class TrialRunner:
             samples.append(sample)
             if self.on_sample:
                 self.on_sample(sample)
-            with open(log_path, "rb") as log:
+            with open(log_path, "rb", opener=no_follow) as log:
                 log.seek(offset)
                 chunk = log.read()
             offset += len(chunk)
@@ -295,7 +345,7 @@ class TrialRunner:
                 at_ready = self.sampler.sample()
                 samples.append(at_ready)
                 phases["ready"] = at_ready.t
-                ready_gate.touch()  # the engine waited idle at ready for these reads
+                write_new(ready_gate, b"")  # the engine waited idle at ready for these reads
             verdict = None
             if process.poll() is not None:
                 reap_zombies()
@@ -376,6 +426,14 @@ class TrialRunner:
             return
         record.passed = True
         record.reason = record.reason or "started and generated"
+
+
+def _worker_result(path: Path) -> WorkerResult:
+    """What the worker wrote; none (the log then tells what happened) if it wrote nothing usable."""
+    try:
+        return WorkerResult.model_validate_json(read_bytes(path))
+    except (FileNotFoundError, UnsafeFile):
+        return WorkerResult()
 
 
 def kv_tokens(record: TrialRecord) -> int | None:
