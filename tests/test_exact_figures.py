@@ -24,7 +24,7 @@ from kvprobe.report.summary import build_report
 from kvprobe.report.writers import render_report
 from kvprobe.results.schema import GuardSettings, TrialRecord
 from kvprobe.results.store import Journal
-from kvprobe.trial.runner import _kv_bytes
+from kvprobe.trial.judge import kv_bytes
 from kvprobe.units import GIB, MIB
 from synthetic import documents
 
@@ -109,8 +109,9 @@ def test_kv_bytes_are_blocks_times_bytes_per_block_not_the_logged_gib():
     trial = synthetic.trial(
         num_gpu_blocks=712, bytes_per_block=BYTES_PER_BLOCK, memory_report={"kv_cache_bytes": 2.78 * GIB}
     )
-    assert _kv_bytes(trial) == 712 * BYTES_PER_BLOCK == 2986344448
-    assert _kv_bytes(trial) != int(2.78 * GIB)
+    figure = kv_bytes(trial.num_gpu_blocks, trial.bytes_per_block, None, trial.memory_report.kv_cache_bytes)
+    assert figure == 712 * BYTES_PER_BLOCK == 2986344448
+    assert figure != int(2.78 * GIB)
 
 
 def test_ratios_come_from_blocks_not_rounded_gib():

@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,24 @@ def test_a_trial_past_its_timeout_is_ended_and_classified(tmp_path, monkeypatch)
     assert "engine_start" in record.memory.phases and "ready" not in record.memory.phases
     assert sessions and alive(sessions) == []
     assert record.baseline_restored
+
+
+def test_a_trial_whose_probe_stalled_is_marked_stalled_not_ok(tmp_path, monkeypatch):
+    """The probe's loop stops for 1.5 s (as a paused VM or a swapping host stops it) while the
+    stand-in engine starts: the start came up, but the trial is `stalled`, not `ok`."""
+    for name, value in standin_environment().items():
+        monkeypatch.setenv(name, value)
+    calls = []
+
+    def stall_once(sample):
+        calls.append(sample)
+        if len(calls) == 5:
+            time.sleep(1.5)
+
+    record = start_tiny_trial(tmp_path, TrialLimits(timeout_s=120, stall_s=1.0), stall_once, ReplayEngine())
+    assert record.outcome == "stalled" and not record.passed, record.reason
+    assert record.largest_sample_gap_s is not None and record.largest_sample_gap_s >= 1.5
+    assert "no memory sample for" in record.reason
 
 
 def journal_lines(out: Path) -> int:

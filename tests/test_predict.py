@@ -149,12 +149,12 @@ def test_gpt_oss_blocks_span_one_attention_group_and_tokens_follow_the_groups():
 def test_a_result_takes_the_engines_token_count_not_blocks_times_block_size():
     from kvprobe.measure.build import kv_figure
     from kvprobe.results.schema import EngineMemoryReport
-    from kvprobe.trial.runner import kv_tokens
+    from kvprobe.trial.judge import kv_tokens
     from synthetic import trial
 
     report = EngineMemoryReport(kv_cache_tokens_logged=98_184)
     record = trial(num_gpu_blocks=12_285, block_size=16, memory_report=report, passed=True)
-    record.kv_cache_tokens = kv_tokens(record)
+    record.kv_cache_tokens = kv_tokens(98_184, record.num_gpu_blocks, record.block_size)
     figure = kv_figure(record, 8192)
     assert figure.tokens == 98_184
     assert figure.max_concurrency == pytest.approx(98_184 / 8192)

@@ -43,13 +43,15 @@ class KvprobeGroup(click.Group):
 
 
 def _interrupts() -> None:
-    """SIGTERM and SIGINT both interrupt a run (trials ended, journal kept). SIGINT is set explicitly:
-    a process started as a shell's background job inherits it ignored, and would not stop on it."""
+    """SIGINT, SIGTERM, SIGHUP (a closed terminal or SSH session) and SIGQUIT all interrupt a run:
+    trials ended, journal kept. SIGINT is set explicitly: a process started as a shell's background
+    job inherits it ignored, and would not stop on it."""
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    for interrupt in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(interrupt, handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Outcome = Literal["ok", "startup-check", "kv-too-small", "oom", "killed", "guard", "timeout", "config-error", "error"]
+Outcome = Literal[
+    "ok", "startup-check", "kv-too-small", "oom", "killed", "guard", "timeout", "stalled", "config-error", "error"
+]
 """How an engine start ended. `ok` may still fail its fill test (see TrialRecord.passed).
 `config-error`: the engine refused its own configuration before touching memory; it says nothing
-about any boundary, so a search that meets it stops instead of steering by it."""
+about any boundary, so a search that meets it stops instead of steering by it. `stalled`: the start
+came up, but the probe was stopped meanwhile (no samples for seconds), so it is started again."""
+
+RETRIED: tuple[Outcome, ...] = ("timeout", "stalled")
+"""Outcomes that say nothing about the setting: such a start is tried again."""
 
 ABOVE_WINDOW: tuple[Outcome, ...] = ("startup-check", "oom", "killed", "guard")
 """Refused for asking too much memory: such a start lies above u_max."""

@@ -29,7 +29,7 @@ from kvprobe.predict import blocks_held_per_request, kv_groups
 from kvprobe.results.schema import TrialRecord
 from kvprobe.search import SearchResult, find_boundary
 from kvprobe.trial.executor import TrialExecutor, TrialRequest
-from kvprobe.vocabulary import ABOVE_WINDOW, BELOW_WINDOW, Outcome, SearchName
+from kvprobe.vocabulary import ABOVE_WINDOW, BELOW_WINDOW, RETRIED, Outcome, SearchName
 
 U_MAX_FAILURES: tuple[Outcome, ...] = (*ABOVE_WINDOW, "error")
 U_MIN_FAILURES: tuple[Outcome, ...] = BELOW_WINDOW
@@ -109,7 +109,7 @@ class ModelSearches:
         overrides: dict | None = None,
         confirmation: int = 0,
     ) -> TrialRecord:
-        """One engine start (a timed-out one is tried again `options.retries` times)."""
+        """One engine start (a timed-out or stalled one is tried again `options.retries` times)."""
         engine_args = {**self.engine.engine_args(self.settings, utilization, kv_bytes), **(overrides or {})}
         workload = {"fill_target": fill, "throughput": throughput, "confirmation": confirmation}
         request = self._request(
@@ -119,7 +119,7 @@ class ModelSearches:
         for attempt in range(1 + self.options.retries):
             record = self.executor.run(dataclasses.replace(request, attempt=attempt))
             self.trials.append(record)
-            if record.outcome != "timeout":
+            if record.outcome not in RETRIED:
                 break
         if record.outcome == "config-error":
             raise EngineRefusedSettings(search, record.reason)

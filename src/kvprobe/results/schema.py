@@ -360,6 +360,9 @@ class TrialRecord(Record):
     prestarted: bool = Field(False, description="Its worker was started (and imported) during the previous trial.")
     waiting_worker_pid: int | None = Field(None, description="The next trial's worker, waiting during this one.")
     kill_s: float = Field(0.0, description="The part of teardown until no process of the group was left.")
+    largest_sample_gap_s: float | None = Field(
+        None, description="The longest time between two memory samples (10 Hz): seconds mean the probe stalled."
+    )
     passed: bool = Field(False, description="ok, and the fill test (if any) reached its target.")
     num_gpu_blocks: int | None = None
     block_size: int | None = None

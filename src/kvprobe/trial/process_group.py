@@ -7,12 +7,26 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kvprobe.environment.memory import read_kernel_fields
 
 PR_SET_CHILD_SUBREAPER = 36
+
+
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold interrupts back while a trial's processes are ended: a second Ctrl-C (or a closing
+    terminal) then takes effect once the teardown is done, instead of abandoning the engine."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def become_subreaper() -> bool:

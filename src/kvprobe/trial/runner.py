@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -27,9 +28,11 @@ from kvprobe.safe_io import (
     write_new,
 )
 from kvprobe.trial.executor import TrialRequest
+from kvprobe.trial.judge import Observed, judge
 from kvprobe.trial.monitor import GuardPolicy, MemorySampler, measure_at_ready, summarise, wait_until_back
 from kvprobe.trial.process_group import (
     become_subreaper,
+    interrupts_held,
     members,
     process_identity,
     reap_zombies,
@@ -38,7 +41,7 @@ from kvprobe.trial.process_group import (
 )
 from kvprobe.units import MIB
 from kvprobe.vocabulary import Outcome
-from kvprobe.worker_protocol import PHASE_MARK, TRIAL_TAG
+from kvprobe.worker_protocol import PHASE_MARK, TRIAL_TAG, RayJoin, Throughput, WorkerSpec, Workload
 
 
 class ClusterAgents(Protocol):
@@ -133,6 +136,7 @@ class WaitingWorker:
 class TrialLimits:
     timeout_s: float = 900.0
     sample_interval_s: float = 0.1  # 10 Hz
+    stall_s: float = 5.0  # a gap this long between samples: the probe was stalled (see judge.STALLED)
     settle_timeout_s: float = 60.0
     gpu_baseline_tolerance: int = 512 * MIB
     host_baseline_tolerance: int = 512 * MIB
@@ -172,7 +176,8 @@ class TrialRunner:
 
     def close(self) -> None:
         """End the workers waiting for trials that will not come, then let NVML go."""
-        self._end_waiting()
+        with interrupts_held():
+            self._end_waiting()
         self.nvml.__exit__()
 
     def _spawn(self, command: list[str], log_path: Path, tag: str | None = None) -> subprocess.Popen:
@@ -210,16 +215,18 @@ class TrialRunner:
         """The waiting workers' own pages: not part of the trial being torn down."""
         return sum(resident_memory(worker.process.pid)["private_bytes"] for worker in self.waiting)
 
-    def _launch(self, spec: dict, spec_path: Path, result_path: Path, log_path: Path) -> tuple[subprocess.Popen, bool]:
+    def _launch(
+        self, spec: WorkerSpec, spec_path: Path, result_path: Path, log_path: Path
+    ) -> tuple[subprocess.Popen, bool]:
         """(the trial's worker, whether it was prestarted): a waiting worker gets its spec, else a new one starts."""
-        write_new(spec_path, json.dumps(spec, indent=1))
+        write_new(spec_path, spec.model_dump_json(indent=1))
         if not self.waiting:
             command = self.engine.worker_command(str(spec_path), str(result_path))
-            return self._spawn(command, log_path, spec.get("ray", {}).get("tag")), False
+            return self._spawn(command, log_path, spec.ray.tag if spec.ray else None), False
         waiting = self.waiting.popleft()
         os.replace(waiting.log_path, log_path)  # the worker keeps writing; the log now bears its trial's name
         ready = waiting.spec_path.with_name(waiting.spec_path.name + ".tmp")
-        write_new(ready, json.dumps({**spec, "result_path": str(result_path)}))
+        write_new(ready, spec.model_copy(update={"result_path": str(result_path)}).model_dump_json(indent=1))
         os.replace(ready, waiting.spec_path)  # the worker sees the whole spec or none; spec_path keeps the record
         waiting.marker.unlink(missing_ok=True)
         return waiting.process, True
@@ -230,19 +237,20 @@ class TrialRunner:
         ready_gate = Path(f"{stem}.measured")
         for stale in (result_path, ready_gate, Path(f"{result_path}.tmp")):  # .tmp: the worker writes it
             stale.unlink(missing_ok=True)
-        spec = {
-            "engine_args": request.engine_args,
-            "usage_context": request.usage_context,
-            "ready_gate": str(ready_gate),
-            "workload": {
-                "generate_tokens": request.generate_tokens,
-                "fill_target": request.fill_target,
-                "throughput": request.throughput,
-            },
-        }
+        workload = Workload(
+            generate_tokens=request.generate_tokens,
+            fill_target=request.fill_target,
+            throughput=Throughput(**request.throughput) if request.throughput else None,
+        )
+        spec = WorkerSpec(
+            engine_args=request.engine_args,
+            usage_context=request.usage_context,
+            ready_gate=str(ready_gate),
+            workload=workload,
+        )
         if self.cluster is not None:
             tag = f"{self.workdir.name}/{request.number}"  # RUN_ID/NUMBER: a resumed run sweeps its RUN_ID
-            spec["ray"] = {"address": self.cluster.address, "tag": tag}
+            spec = spec.model_copy(update={"ray": RayJoin(address=self.cluster.address, tag=tag)})
             self.cluster.begin(tag)
         baseline = self.sampler.baseline()
         started_at = time.time()
@@ -253,22 +261,24 @@ class TrialRunner:
             if self.prestart:
                 self._start_waiting(spec_path)
             verdict, samples, phases, engine_memory = self._watch(process, log_path, ready_gate)
-        except BaseException:  # Ctrl-C or SIGTERM: never leave an engine (or a waiting worker) behind
-            terminate(process.pid)
-            process.wait()
-            marker.unlink(missing_ok=True)
-            ready_gate.unlink(missing_ok=True)
-            self._end_waiting()
-            if self.cluster is not None:
-                with contextlib.suppress(Exception):  # the interrupt goes on even if a node cannot answer
-                    self.cluster.end(self.limits.settle_timeout_s, self.limits.host_baseline_tolerance)
+        except BaseException:  # Ctrl-C, SIGTERM or SIGHUP: never leave an engine (or a waiting worker) behind
+            with interrupts_held():  # a second interrupt waits until the teardown is done
+                terminate(process.pid)
+                process.wait()
+                marker.unlink(missing_ok=True)
+                ready_gate.unlink(missing_ok=True)
+                self._end_waiting()
+                if self.cluster is not None:
+                    with contextlib.suppress(Exception):  # the interrupt goes on even if a node cannot answer
+                        self.cluster.end(self.limits.settle_timeout_s, self.limits.host_baseline_tolerance)
             raise
         wall_s = time.time() - started_at
         teardown_started = time.monotonic()
-        kill_s = terminate(process.pid)
-        process.wait()
-        marker.unlink(missing_ok=True)
-        ready_gate.unlink(missing_ok=True)
+        with interrupts_held():  # an interrupt now takes effect once the group is gone
+            kill_s = terminate(process.pid)
+            process.wait()
+            marker.unlink(missing_ok=True)
+            ready_gate.unlink(missing_ok=True)
         restored = self._settle(baseline)
         nodes = []
         if self.cluster is not None:  # the driver is gone: each node ends what is left there and settles
@@ -283,30 +293,44 @@ class TrialRunner:
         memory.probe_gpu_bytes = sum(
             p.used_bytes or 0 for p in (engine_memory.gpu_processes if engine_memory else []) if p.pid == os.getpid()
         )
-        timing = {"started_at": started_at, "wall_s": wall_s, "teardown_s": teardown_s, "kill_s": kill_s}
-        record = TrialRecord(
+        done = memory.phases.get("done")
+        if done is not None and worker.cuda is not None:  # CUDA's view is taken last, so that its context
+            memory.phases["done"] = done.model_copy(update={"cuda_free": worker.cuda.free_bytes})  # never
+            # shares the device with the engine's start
+        if worker.fill is not None:
+            worker.fill.peak_kv_usage_logged = self.engine.logged_peak_kv_usage(log_text)
+        memory_report = self.engine.memory_report(log_text)
+        observed = Observed(
+            verdict=verdict,
+            returncode=process.returncode,
+            worker=worker,
+            said=self.engine.classify(log_text),
+            fill_target=request.fill_target,
+            kv_cache_memory_bytes=request.kv_cache_memory_bytes,
+            memory_report=memory_report,
+            largest_sample_gap_s=largest_gap(samples),
+            stall_s=self.limits.stall_s,
+        )
+        return TrialRecord(
             **request.recorded(),
-            **timing,
-            outcome="ok",
-            reason="",
+            **judge(observed).model_dump(),
+            started_at=started_at,
+            wall_s=wall_s,
+            teardown_s=teardown_s,
+            kill_s=kill_s,
             returncode=process.returncode,
             baseline_restored=restored,
             prestarted=prestarted,
             waiting_worker_pid=self.waiting[0].process.pid if self.waiting else None,
-            memory_report=self.engine.memory_report(log_text),
+            memory_report=memory_report,
             worker=worker,
             memory=memory,
             baseline=baseline,
             log_tail=log_text.splitlines()[-LOG_TAIL_LINES:],
             log_path=str(log_path),
             nodes=nodes,
+            largest_sample_gap_s=observed.largest_sample_gap_s,
         )
-        done = memory.phases.get("done")
-        if done is not None and worker.cuda is not None:  # CUDA's view is taken last, so that its context
-            memory.phases["done"] = done.model_copy(update={"cuda_free": worker.cuda.free_bytes})  # never
-            # shares the device with the engine's start
-        self._judge(record, verdict, worker, log_text)
-        return record
 
     def _watch(
         self, process: subprocess.Popen, log_path: Path, ready_gate: Path
@@ -392,41 +416,6 @@ class TrialRunner:
 
         return wait_until_back(self.sampler, is_back, self.limits.settle_timeout_s)
 
-    def _judge(
-        self, record: TrialRecord, verdict: tuple[Outcome, str] | None, worker: WorkerResult, log_text: str
-    ) -> None:
-        if verdict is not None:
-            record.outcome, record.reason = verdict
-        elif record.returncode == 0 and worker.num_gpu_blocks is not None:
-            record.outcome = "ok"
-        elif record.returncode is not None and record.returncode < 0:
-            record.outcome, record.reason = "killed", f"worker ended by signal {-record.returncode}"
-            engine_said = self.engine.classify(log_text)
-            if engine_said.outcome != "error":
-                record.outcome, record.reason = engine_said.outcome, engine_said.reason
-        else:
-            said = self.engine.classify(log_text)
-            record.outcome, record.reason = said.outcome, said.reason
-
-        if record.outcome != "ok":
-            return
-        record.num_gpu_blocks = worker.num_gpu_blocks or None
-        record.block_size = worker.block_size
-        record.bytes_per_block = worker.bytes_per_block
-        record.kv_cache_tokens = kv_tokens(record)
-        record.kv_cache_bytes = _kv_bytes(record)
-        fill = worker.fill
-        if fill is not None:
-            fill.peak_kv_usage_logged = self.engine.logged_peak_kv_usage(log_text)
-        if record.fill_target and fill and fill.peak_kv_usage + 1e-9 < record.fill_target:
-            record.reason = (
-                f"fill reached {fill.peak_kv_usage:.1%} of the KV blocks, below the {record.fill_target:.0%} target"
-            )
-            record.passed = False
-            return
-        record.passed = True
-        record.reason = record.reason or "started and generated"
-
 
 def _worker_result(path: Path) -> WorkerResult:
     """What the worker wrote; none (the log then tells what happened) if it wrote nothing usable."""
@@ -436,21 +425,7 @@ def _worker_result(path: Path) -> WorkerResult:
         return WorkerResult()
 
 
-def kv_tokens(record: TrialRecord) -> int | None:
-    """The engine's own token capacity. With full and sliding-window layers a block holds one group's
-    layers, so blocks x block size would count every token once per group (twice for GPT-OSS)."""
-    logged = record.memory_report.kv_cache_tokens_logged
-    if logged:
-        return logged
-    return record.num_gpu_blocks * record.block_size if record.num_gpu_blocks and record.block_size else None
-
-
-def _kv_bytes(record: TrialRecord) -> int | None:
-    """What the engine allocated, exactly: blocks x bytes per block. Without bytes per block (an MLA
-    model, an engine that does not say), the budget asked for, else the engine's two-decimal GiB log."""
-    if record.num_gpu_blocks and record.bytes_per_block:
-        return record.num_gpu_blocks * record.bytes_per_block
-    if record.kv_cache_memory_bytes:
-        return int(record.kv_cache_memory_bytes)
-    logged = record.memory_report.kv_cache_bytes
-    return int(logged) if logged is not None else None
+def largest_gap(samples: list[MemorySample]) -> float:
+    """The longest time between two samples: the probe samples at 10 Hz, so seconds here mean it was
+    stopped (a paused VM, a swapping host) and missed what the engine did meanwhile."""
+    return max((b.t - a.t for a, b in itertools.pairwise(samples)), default=0.0)

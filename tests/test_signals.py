@@ -1,0 +1,58 @@
+"""Signals to the probe while a real vLLM engine (CPU backend) runs: a closed terminal (SIGHUP), and
+interrupts repeated during the teardown, end the engine group and leave nothing behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import measure_command, needs_engine, wait_until
+from kvprobe.trial.process_group import members
+
+pytestmark = [needs_engine, pytest.mark.engine]
+
+
+def engine_sessions(out: Path) -> set[int]:
+    """Sessions of this run's trial workers (each trial leads its own session)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "kvprobe.engines.vllm_worker" in command and str(out) in command:
+                found.add(int(entry.name))
+    return found
+
+
+def test_a_closed_terminal_then_repeated_interrupts_still_end_the_engine(tmp_path):
+    """SIGHUP killed the probe outright and the engine held its memory until a later run; a second
+    Ctrl-C during the first one's teardown abandoned it (exit 130, engine alive, marker left)."""
+    out = tmp_path / "out"
+    probe = subprocess.Popen(
+        [*measure_command(out, "--searches", "reference", "--label", "native")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    sessions: set[int] = set()
+
+    def engine_up() -> bool:
+        sessions.update(engine_sessions(out))
+        return sum(len(members(leader)) for leader in sessions) >= 3  # the worker, EngineCore, its Worker
+
+    wait_until(engine_up, 600, "the engine never came up")
+    probe.send_signal(signal.SIGHUP)
+    for _ in range(3):  # Ctrl-C again and again while the first interrupt tears the trial down
+        time.sleep(0.2)
+        if probe.poll() is None:
+            probe.send_signal(signal.SIGINT)
+    output, _ = probe.communicate(timeout=120)
+    assert probe.returncode == 130, output
+    assert [pid for leader in sessions for pid in members(leader)] == []
+    assert list(out.glob(".trials/*/running-trial.json")) == []
