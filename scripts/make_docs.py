@@ -101,7 +101,7 @@ def load(results: str | tuple[str, ...]) -> list[ResultDocument]:
 
 
 def report_files(results: str | tuple[str, ...], title: str, date: str) -> dict[str, bytes]:
-    options = ReportOptions(title=title, front_matter=True, date=date)
+    options = ReportOptions(title=title, date=date)  # report.md, titled, for reading on the forge
     return render_report(build_report(load(results)), list(FORMATS), options)
 
 
@@ -632,7 +632,7 @@ def external_report() -> bytes:
         predictions[study_name] = predict(name, config, models[name].kv_cache_dtype, models[name].dtype)
     source = load_benchmark_spark(ROOT / "docs" / "external" / "benchmark-spark" / "all_benchmark_results.json")
     document = external_document(summarise_external(source, predictions), "2026-11-25")
-    return MarkdownWriter(front_matter=True).render_document(document).encode()
+    return MarkdownWriter().render_document(document).encode()
 
 
 README_BLOCK = ("<!-- predict-dgx-spark: made by scripts/make_docs.py -->", "<!-- end predict-dgx-spark -->")

@@ -173,8 +173,19 @@ def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool) 
     help="Comma-separated: markdown, html, csv, json, charts, or all.",
 )
 @click.option("--title", default=None, help="Title of the Markdown and HTML report.")
-@click.option("--front-matter", is_flag=True, help="Start the Markdown with Hugo front matter.")
+@click.option(
+    "--front-matter",
+    is_flag=True,
+    help="Write the Markdown as a Hugo page bundle: index.md with front matter, beside its chart images.",
+)
 @click.option("--date", default=None, metavar="YYYY-MM-DD", help="The front matter's date (default: today).")
+@click.option("--draft", is_flag=True, help="Mark the front matter draft: true (Hugo builds it only with -D).")
+@click.option(
+    "--tags",
+    default=None,
+    metavar="TAG,TAG",
+    help="The front matter's tags, comma-separated (default: vllm,kv-cache,containers).",
+)
 @click.option(
     "--external",
     default=None,
@@ -194,6 +205,8 @@ def report(
     title: str | None,
     front_matter: bool,
     date: str | None,
+    draft: bool,
+    tags: str | None,
     external: str | None,
     models_file: str | None,
 ) -> None:
@@ -203,15 +216,17 @@ def report(
     from kvprobe.report.run import make_report
     from kvprobe.report.writers import ReportOptions
 
-    options = ReportOptions(title=title, front_matter=front_matter, date=date)
+    chosen_tags = tuple(t.strip() for t in tags.split(",") if t.strip()) if tags is not None else None
+    options = ReportOptions(title=title, front_matter=front_matter, date=date, draft=draft, tags=chosen_tags)
     done = make_report(list(results_dirs), out_dir, formats, options, (external, models_file) if external else None)
     console = Console()
     if done.unreadable:
         console.print(f"[yellow]skipped {len(done.unreadable)} unreadable result file(s)[/]")
     for problem in done.summary.unmatched:
         console.print(f"[yellow]not compared:[/] {escape(problem)}", highlight=False)
+    one_sided = f", {len(done.summary.single)} reported on one side only" if done.summary.single else ""
     console.print(
-        f"{len(done.summary.models)} model(s) compared; wrote {len(done.written)} file(s) to "
+        f"{len(done.summary.models)} model(s) compared{one_sided}; wrote {len(done.written)} file(s) to "
         f"{escape(str(done.target))}",
         highlight=False,
     )
