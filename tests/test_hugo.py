@@ -19,7 +19,9 @@ HUGO = shutil.which("hugo")
 LAYOUTS = {
     "_default/baseof.html": '<!DOCTYPE html><html><body>{{ block "main" . }}{{ end }}</body></html>',
     "_default/single.html": '{{ define "main" }}<h1>{{ .Title }}</h1>{{ .Content }}{{ end }}',
-    "_default/list.html": '{{ define "main" }}{{ range .Pages }}<a href="{{ .RelPermalink }}">{{ .Title }}</a>{{ end }}{{ end }}',
+    "_default/list.html": (
+        '{{ define "main" }}{{ range .Pages }}<a href="{{ .RelPermalink }}">{{ .Title }}</a>{{ end }}{{ end }}'
+    ),
 }
 
 pytestmark = pytest.mark.skipif(HUGO is None, reason="Debian's hugo package is not installed (scripts/setup-cpu.sh)")
