@@ -106,8 +106,9 @@ def report_files(results: str | tuple[str, ...], title: str, date: str) -> dict[
 
 
 BEFORE_FILL_FIX = "docs/gpu/h100-gpt-oss-120b/results-before-fill-fix"
-# The commit whose code made each set of GPU results (the device runs a copy of the working tree).
-MEASURED_AT = {
+# Results from before kvprobe recorded its commit (environment.software.kvprobe_commit): the commit
+# whose code made them, from the project's history, and printed as such.
+COMMIT_NOT_RECORDED = {
     "docs/gpu-h200/results": "c781ffe",
     "docs/gpu-h100/results": "70579b6",
     "docs/gpu/h200-qwen2.5-72b-instruct-fp8/results": "3cd3c3e",
@@ -117,6 +118,14 @@ MEASURED_AT = {
 
 def seconds(values: list[float]) -> str:
     return f"{sum(values):.0f}"
+
+
+def measured_at(results: str) -> str:
+    """The kvprobe commit(s) the results record, or the project history's where they predate the record."""
+    recorded = sorted({str(d.environment.software.get("kvprobe_commit")) for d in load(results)} - {"None"})
+    if recorded:
+        return ", ".join(c[:12] if c != "unknown" else "unknown (not a git checkout)" for c in recorded)
+    return f"{COMMIT_NOT_RECORDED[results]} (by the project's history: these results predate the recorded commit)"
 
 
 def one_boot(rows: list[dict]) -> None:
@@ -541,7 +550,7 @@ def control_readme(results: str, card: str, report: str = "report/report.md") ->
         f"# The discrete-GPU control on {card}",
         "",
         "Made by `scripts/make_docs.py` from [`results/`](results/) (result JSON, journals, trial specs and",
-        f"logs), measured by kvprobe {native.versions.kvprobe} at commit {MEASURED_AT[results]} on",
+        f"logs), measured by kvprobe {native.versions.kvprobe} at commit {measured_at(results)} on",
         f"{native.device}, vLLM {native.versions.vllm}, torch {native.versions.torch}. Model: the shipped",
         f"{native.model} config (dummy weights), settings hash `{native.settings_hash}`. The 'container' side is",
         "a cgroup v2 with memory.max = 16 GiB entered with its own cgroup and mount namespaces",
@@ -590,7 +599,7 @@ def gpu_index() -> str:
         doc = load(results)[0]
         link = os.path.relpath(ROOT / Path(results).parent, ROOT / "docs" / "gpu")
         lines.append(
-            f"| {doc.model} | {doc.device} | {doc.versions.vllm} | {MEASURED_AT[results]} | [`{link}/`]({link}/) |"
+            f"| {doc.model} | {doc.device} | {doc.versions.vllm} | {measured_at(results)} | [`{link}/`]({link}/) |"
         )
     qwen, oss = (next(d for d in load(r) if d.label == "native") for r in GPU_RESULTS[1:])
     before = [t.worker.fill.peak_kv_usage for d in load(BEFORE_FILL_FIX) for t in d.trials if t.worker.fill]
