@@ -374,8 +374,7 @@ def prestart_section(rows: list[dict]) -> list[str]:
         f"{seconds(on['trial_wall_s'])} s of trials with prestart and cannot overlap; imports are what overlaps.",
         "The raw row records no trial's outcome, so how many of them filled the cache is not known from it;",
         "in the H200 control's results (`docs/gpu-h200/results`) a kv_blocks trial that fills takes",
-        f"{kv_blocks_walls('ok')} s
-        f"and one refused at its allocation {kv_blocks_walls('oom')} s.",
+        f"{kv_blocks_walls('ok')} s and one refused at its allocation {kv_blocks_walls('oom')} s.",
         "",
     ]
     return lines
