@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import numpy  # noqa: E402
+
 from kvprobe.config import load_models  # noqa: E402
 from kvprobe.predict import predict  # noqa: E402
 from kvprobe.report.external import STUDY_MODELS, load_benchmark_spark, summarise_external  # noqa: E402
@@ -31,7 +33,7 @@ from kvprobe.report.external_layout import external_document  # noqa: E402
 from kvprobe.report.markdown import MarkdownWriter  # noqa: E402
 from kvprobe.report.summary import build_report  # noqa: E402
 from kvprobe.report.writers import FORMATS, ReportOptions, render_report  # noqa: E402
-from kvprobe.results.schema import ResultDocument  # noqa: E402
+from kvprobe.results.schema import SCHEMA_VERSION, ResultDocument  # noqa: E402
 from kvprobe.results.store import ResultStore  # noqa: E402
 from kvprobe.units import gib  # noqa: E402
 
@@ -101,13 +103,14 @@ def load(results: str | tuple[str, ...]) -> list[ResultDocument]:
 
 
 def report_files(results: str | tuple[str, ...], title: str, date: str) -> dict[str, bytes]:
-    options = ReportOptions(title=title, front_matter=True, date=date)
+    options = ReportOptions(title=title, date=date)  # report.md, titled, for reading on the forge
     return render_report(build_report(load(results)), list(FORMATS), options)
 
 
 BEFORE_FILL_FIX = "docs/gpu/h100-gpt-oss-120b/results-before-fill-fix"
-# The commit whose code made each set of GPU results (the device runs a copy of the working tree).
-MEASURED_AT = {
+# Results from before kvprobe recorded its commit (environment.software.kvprobe_commit): the commit
+# whose code made them, from the project's history, and printed as such.
+COMMIT_NOT_RECORDED = {
     "docs/gpu-h200/results": "c781ffe",
     "docs/gpu-h100/results": "70579b6",
     "docs/gpu/h200-qwen2.5-72b-instruct-fp8/results": "3cd3c3e",
@@ -117,6 +120,14 @@ MEASURED_AT = {
 
 def seconds(values: list[float]) -> str:
     return f"{sum(values):.0f}"
+
+
+def measured_at(results: str) -> str:
+    """The kvprobe commit(s) the results record, or the project history's where they predate the record."""
+    recorded = sorted({str(d.environment.software.get("kvprobe_commit")) for d in load(results)} - {"None"})
+    if recorded:
+        return ", ".join(c[:12] if c != "unknown" else "unknown (not a git checkout)" for c in recorded)
+    return f"{COMMIT_NOT_RECORDED[results]} (by the project's history: these results predate the recorded commit)"
 
 
 def one_boot(rows: list[dict]) -> None:
@@ -194,6 +205,7 @@ def search_speed_section(rows: list[dict], raw: str, title: str, change: str) ->
         f"  The issue's goal of 1.8x is {met} here. What overlap hides is imports: the prestart-off starts' "
         f"imports took {statistics.mean(off_imports):.1f} s on average here.",
     ]
+    lines += drift_lines(rows)
     if runs["before"]:
         before = statistics.mean(r["wall_s"] for r in runs["before"])
         lines.append(
@@ -207,6 +219,36 @@ def search_speed_section(rows: list[dict], raw: str, title: str, change: str) ->
         "",
     ]
     return lines
+
+
+def drift_lines(rows: list[dict]) -> list[str]:
+    """What the run order can and cannot support: wall time drifting with the run number is fitted as
+    one straight line shared by both variants (least squares, each variant its own level), and the
+    ratio read at the middle run; the pairs read the other way round show how much the order matters."""
+    both = [(n, r) for n, r in enumerate(rows) if r["variant"] in ("prestart-off", "prestart-auto")]
+    off_runs = [n for n, r in both if r["variant"] == "prestart-off"]
+    if len(off_runs) < 2 or len(both) - len(off_runs) < 2:
+        return []
+    design = numpy.array(
+        [[r["variant"] == "prestart-off", r["variant"] == "prestart-auto", n] for n, r in both], dtype=float
+    )
+    (level_off, level_auto, drift), *_ = numpy.linalg.lstsq(design, [r["wall_s"] for _, r in both], rcond=None)
+    middle = statistics.mean(n for n, _ in both)
+    adjusted = (level_off + drift * middle) / (level_auto + drift * middle)
+    walls = [r["wall_s"] for _, r in both]
+    other_way = [
+        walls[i] / walls[i + 1] if both[i][1]["variant"] == "prestart-off" else walls[i + 1] / walls[i]
+        for i in range(1, len(both) - 1, 2)
+    ]
+    first = both[0][1]["variant"]
+    return [
+        f"- **What this design supports**: {first} ran first in every pair, and wall time drifted by"
+        f" {drift:+.1f} s a run ({100 * drift / statistics.mean(walls):+.1f}% of the mean wall time; a straight line"
+        " shared by both variants, fitted to the raw rows). With that drift taken out the ratio at the middle run is"
+        f" {adjusted:.2f}x; pairing each run with the next one instead"
+        f" ({', '.join(f'{p:.2f}x' for p in other_way)}) shows the size of the order effect. The order was never"
+        " reversed, so the drift and the variant cannot be told apart beyond that line.",
+    ]
 
 
 def fill_start_section(machines: list[tuple[list[dict], list[str]]]) -> list[str]:
@@ -284,6 +326,17 @@ def preparation_section(folders: list[str], attention_rows: list[dict], attentio
     ]
 
 
+def kv_blocks_walls(outcome: str) -> str:
+    """The range of wall times of the H200 control's kv_blocks trials with this outcome."""
+    walls = [
+        t.wall_s
+        for d in load("docs/gpu-h200/results")
+        for t in d.trials
+        if t.search == "kv_blocks" and t.outcome == outcome
+    ]
+    return f"{min(walls):.1f}-{max(walls):.1f}"
+
+
 def prestart_section(rows: list[dict]) -> list[str]:
     one_boot(rows)
     off, on = (next(r for r in rows if r["variant"] == f"prestart={v}") for v in ("off", "on"))
@@ -317,8 +370,11 @@ def prestart_section(rows: list[dict]) -> list[str]:
         "",
         f"Whole search {ratio:.2f}x faster with prestart ({off['wall_s']:.0f} s to {on['wall_s']:.0f} s); the figures "
         f"{'are identical' if same else 'DIFFER'} (u_max, u_min, KV blocks, every setting tried). The goal was 1.8x:",
-        f"not met here. The {len(fills)} kv_blocks trials, each filling the KV cache, take {seconds(fills)} s of the",
+        f"not met here. The {len(fills)} kv_blocks trials take {seconds(fills)} s of the",
         f"{seconds(on['trial_wall_s'])} s of trials with prestart and cannot overlap; imports are what overlaps.",
+        "The raw row records no trial's outcome, so how many of them filled the cache is not known from it;",
+        "in the H200 control's results (`docs/gpu-h200/results`) a kv_blocks trial that fills takes",
+        f"{kv_blocks_walls('ok')} s and one refused at its allocation {kv_blocks_walls('oom')} s.",
         "",
     ]
     return lines
@@ -416,15 +472,26 @@ def experiment_readme() -> str:
     lines = [
         f"# Experiment {spec.name}: why a container loses KV cache, on vLLM's CPU backend",
         "",
-        "Made by `scripts/make_docs.py`. Ran as",
+        "Made by `scripts/make_docs.py`. Ran from the repository root as",
         "",
         "```",
-        f"kvprobe experiment {EXPERIMENT}/experiment.yaml --out results",
+        RAN_AS,
         "```",
         "",
-        f"on {run['machine']} ({gib(first.environment.host_memory['MemTotal'])} GiB MemTotal at the first",
-        f"cell), vLLM {first.versions.vllm}, torch {first.versions.torch}, kvprobe commit {run['commit']};",
-        f"{starts} engine starts. Files: [`experiment.yaml`](experiment.yaml) and",
+        f"at kvprobe commit {run['commit']}, where `experiments/cpu-demo.yaml` was this folder's",
+        "[`experiment.yaml`](experiment.yaml). Today's `experiments/cpu-demo.yaml` runs the same conditions with the",
+        "same command: it states `ipc_host: false` (a private 1 GiB /dev/shm, as recorded in each container",
+        "result's command line) and `stack: none`, which that commit's kvprobe took as its defaults; today's",
+        "default would be `--ipc host`. The copy here keeps its model path relative to the repository's",
+        "`experiments/`, so it runs only from there.",
+        "",
+        f"Machine: {run['machine']}. The machine's MemTotal in /proc/meminfo at the first cell was",
+        f"{gib(first.environment.host_memory['MemTotal'])} GiB; the engine's memory total (the NUMA node's",
+        "MemTotal, which vLLM's CPU backend multiplies gpu_memory_utilization by, from its log) is a separate",
+        f"figure, per cell in the report. vLLM {first.versions.vllm}, torch {first.versions.torch};",
+        f"{starts} engine starts in {(run['finished_at'] - run['started_at']) / 60:.0f} min (the file's comment",
+        f"estimated 45 min; the run printed {printed_estimate()} min, at 42 s a start).",
+        "Files: [`experiment.yaml`](experiment.yaml) and",
         "[`cpu-demo-models.yaml`](cpu-demo-models.yaml) as run, [`results/`](results/) (result JSON,",
         "`experiment.json`, journals, trial specs and engine logs), [`experiment.log`](experiment.log) (the",
         "command's output), [`report/`](report/report.md) (the report, made from `results/`).",
@@ -443,6 +510,20 @@ def experiment_readme() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+RAN_AS = (
+    "python scripts/make_random_weights.py configs/tiny-llama-1g .weights/tiny-llama-1g\n"
+    "kvprobe experiment experiments/cpu-demo.yaml --out results-cpu-demo"
+)
+
+
+def printed_estimate() -> int:
+    """The estimate in minutes the experiment printed when it started (its log)."""
+    log = (ROOT / EXPERIMENT / "experiment.log").read_text()
+    found = re.search(r"estimated (\d+) min", log)
+    assert found, "experiment.log: no estimate printed"
+    return int(found.group(1))
 
 
 def benchmarks() -> str:
@@ -466,7 +547,8 @@ def benchmarks() -> str:
         "`scripts/bench_search.py --warm-up` ran the whole search of deepseek-r1-distill-qwen-7b (reference,",
         "u_max, u_min, kv_blocks; tolerance 0.01, range 0.05-1.0, `--no-confirm` so that each run fits one",
         f"10-minute device call) several times on each of {len(machines)} H100 machines, all runs of a machine on one",
-        "boot, after an untimed warm-up so that no run pays alone for cold file and kernel caches.",
+        "boot, after an untimed warm-up meant to warm file and kernel caches (whether it did is in the first",
+        "fill start on each machine, below).",
         "",
     ]
     lines += search_speed_section(
@@ -541,7 +623,7 @@ def control_readme(results: str, card: str, report: str = "report/report.md") ->
         f"# The discrete-GPU control on {card}",
         "",
         "Made by `scripts/make_docs.py` from [`results/`](results/) (result JSON, journals, trial specs and",
-        f"logs), measured by kvprobe {native.versions.kvprobe} at commit {MEASURED_AT[results]} on",
+        f"logs), measured by kvprobe {native.versions.kvprobe} at commit {measured_at(results)} on",
         f"{native.device}, vLLM {native.versions.vllm}, torch {native.versions.torch}. Model: the shipped",
         f"{native.model} config (dummy weights), settings hash `{native.settings_hash}`. The 'container' side is",
         "a cgroup v2 with memory.max = 16 GiB entered with its own cgroup and mount namespaces",
@@ -576,6 +658,13 @@ def kvprobe_output(*arguments: str) -> bytes:
     return (f"$ kvprobe {' '.join(arguments)}\n" + done.stdout).encode()
 
 
+def card_total(doc: ResultDocument) -> int:
+    """The GPU's memory as NVML reported it in the result's environment."""
+    total = doc.environment.gpu.devices[0].total_bytes
+    assert total is not None, f"{doc.where()}: no GPU total recorded"
+    return total
+
+
 def gpu_index() -> str:
     """docs/gpu/README.md: which model was measured where, and the one report of them all."""
     lines = [
@@ -590,7 +679,7 @@ def gpu_index() -> str:
         doc = load(results)[0]
         link = os.path.relpath(ROOT / Path(results).parent, ROOT / "docs" / "gpu")
         lines.append(
-            f"| {doc.model} | {doc.device} | {doc.versions.vllm} | {MEASURED_AT[results]} | [`{link}/`]({link}/) |"
+            f"| {doc.model} | {doc.device} | {doc.versions.vllm} | {measured_at(results)} | [`{link}/`]({link}/) |"
         )
     qwen, oss = (next(d for d in load(r) if d.label == "native") for r in GPU_RESULTS[1:])
     before = [t.worker.fill.peak_kv_usage for d in load(BEFORE_FILL_FIX) for t in d.trials if t.worker.fill]
@@ -604,10 +693,11 @@ def gpu_index() -> str:
         "test, sized by vLLM's worst-case blocks per request, reached only "
         f"{min(before):.0%}-{max(before):.0%} (see the fill fix).",
         "",
-        f"Qwen2.5-72B runs with online fp8 (`quantization: fp8`): in bf16 its {gib(bf16_weights, 0)} GiB of weights"
-        " (predicted) fit",
-        f"neither card. It was measured on the H200, where 0.9 leaves {gib(qwen.reference.bytes)} GiB of KV,"
-        " not on the H100,",
+        f"Qwen2.5-72B runs with online fp8 (`quantization: fp8`): in bf16 its {gib(bf16_weights, 1)} GiB of weights"
+        f" (predicted) exceed the H100's {gib(card_total(oss), 1)} GiB and 0.9 of the H200's"
+        f" {gib(card_total(qwen), 1)} GiB (NVML's totals); whether bf16 starts on the H200 at a higher",
+        "utilization, with room for one request, was not measured. The fp8 model was measured on the H200, where 0.9"
+        f" leaves {gib(qwen.reference.bytes)} GiB of KV, not on the H100,",
         "where issue 16 reports too little KV in fp8 for a real window (not measured here).",
         "",
     ]
@@ -632,9 +722,10 @@ def external_report() -> bytes:
         predictions[study_name] = predict(name, config, models[name].kv_cache_dtype, models[name].dtype)
     source = load_benchmark_spark(ROOT / "docs" / "external" / "benchmark-spark" / "all_benchmark_results.json")
     document = external_document(summarise_external(source, predictions), "2026-11-25")
-    return MarkdownWriter(front_matter=True).render_document(document).encode()
+    return MarkdownWriter().render_document(document).encode()
 
 
+SCHEMA_MARK = re.compile(r"(<!-- schema_version -->)\d+(<!-- end schema_version -->)")
 README_BLOCK = ("<!-- predict-dgx-spark: made by scripts/make_docs.py -->", "<!-- end predict-dgx-spark -->")
 
 
@@ -644,7 +735,8 @@ def readme_with(prediction: bytes) -> bytes:
     start, end = README_BLOCK
     before, rest = text.split(start, 1)
     _, after = rest.split(end, 1)
-    return f"{before}{start}\n```\n{prediction.decode()}```\n{end}{after}".encode()
+    text = f"{before}{start}\n```\n{prediction.decode()}```\n{end}{after}"
+    return SCHEMA_MARK.sub(rf"\g<1>{SCHEMA_VERSION}\g<2>", text).encode()
 
 
 def outputs() -> dict[Path, bytes]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up kvprobe on a fresh CPU machine (Debian 12, root): vLLM's CPU backend in .venv (python3-venv
-# makes it), podman + runc for container runs, Chromium for the HTML report test. Safe to run again.
+# makes it), podman + runc for container runs, Chromium for the HTML report test, Hugo for the
+# front-matter test. Safe to run again.
 #
 #   scripts/setup-cpu.sh            # ~5 minutes the first time, seconds afterwards
 set -euo pipefail
@@ -8,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
-  for package in python3-venv podman runc chromium; do
+  for package in python3-venv podman runc chromium hugo; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
   done
   if [ ${#missing[@]} -gt 0 ]; then

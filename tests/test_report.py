@@ -29,7 +29,7 @@ def documents() -> list[dict]:
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report")
-    kvprobe("report", str(DATA), "--out", str(out), "--front-matter", "--title", "Test report")
+    kvprobe("report", str(DATA), "--out", str(out), "--title", "Test report")
     return out
 
 
@@ -93,7 +93,9 @@ def markdown_tables(text: str) -> list[list[list[str]]]:
 
 def test_markdown_tables_parse_and_carry_the_numbers(report_dir):
     text = (report_dir / "report.md").read_text()
-    assert text.startswith('---\ntitle: "Test report"')
+    assert text.startswith(
+        "# Test report\n"
+    )  # without --front-matter: a titled report.md (tests/test_hugo.py: the bundle)
     tables = markdown_tables(text)
     headline = tables[0]
     assert headline[0] == ["model", "KV native (GiB)", "KV container (GiB)", "lost", "lost %", "native/container", "p"]
@@ -225,3 +227,25 @@ def test_a_censored_u_max_is_shown_as_a_bound_and_kept_out_of_the_losses(report_
     assert model["comparison"]["kv_u_max_bytes"]["welch"] is None
     text = (report_dir / "report.md").read_text()
     assert "| u_max | not compared: a lower bound" in text
+
+
+def test_a_native_only_run_reports_its_own_figures(tmp_path):
+    """No container run to hold it against: the report leads with the run's own KV, in a table and the CSV."""
+    data = tmp_path / "results"
+    for source in DATA.glob("*/native-*.json"):
+        (data / source.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, data / source.parent.name / source.name)
+    out = tmp_path / "report"
+    done = kvprobe("report", str(data), "--out", str(out))
+    assert "reported on one side only" in done.stdout
+    text = (out / "report.md").read_text()
+    first = text.split("\n\n")[1]
+    assert first.startswith("**") and "native only" in first and "nothing is compared" in first
+    assert "0 model(s)" not in text
+    for model, runs in ((m, by_label(m)["native"]) for m in {d["model"] for d in documents()}):
+        mean = statistics.mean(d["reference"]["bytes"] for d in runs) / GIB
+        assert f"## {model} (native only)" in text
+        assert f"KV cache at gpu_memory_utilization (GiB) | {mean:.2f}" in text
+    with (out / "runs.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == len(list(data.glob("*/*.json")))
+    assert not list(out.glob("*.png"))  # nothing to compare, no chart drawn

@@ -49,7 +49,7 @@ def rendered() -> dict[str, bytes]:
     return files
 
 
-@pytest.mark.parametrize("name", ["report.md", "report.html", "runs.csv", "summary.json", "charts.json"])
+@pytest.mark.parametrize("name", ["index.md", "report.html", "runs.csv", "summary.json", "charts.json"])
 def test_writer_output_equals_its_golden_file(rendered, name):
     golden = GOLDEN / name
     if UPDATE:
@@ -61,7 +61,7 @@ def test_writer_output_equals_its_golden_file(rendered, name):
 
 def test_the_golden_report_is_what_the_numbers_say(rendered):
     """The golden files are not just stable: the synthetic numbers are in them, rounded for display only."""
-    markdown = rendered["report.md"].decode()
+    markdown = rendered["index.md"].decode()
     assert 'title: "KV cache: \\"native\\" vs <container>"' in markdown  # valid YAML, quotes kept
     native_blocks = [701, 702, 703]
     mean_native_gib = sum(native_blocks) * 4 / 1024 / 3

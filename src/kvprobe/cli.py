@@ -175,8 +175,19 @@ def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool) 
     help="Comma-separated: markdown, html, csv, json, charts, or all.",
 )
 @click.option("--title", default=None, help="Title of the Markdown and HTML report.")
-@click.option("--front-matter", is_flag=True, help="Start the Markdown with Hugo front matter.")
+@click.option(
+    "--front-matter",
+    is_flag=True,
+    help="Write the Markdown as a Hugo page bundle: index.md with front matter, beside its chart images.",
+)
 @click.option("--date", default=None, metavar="YYYY-MM-DD", help="The front matter's date (default: today).")
+@click.option("--draft", is_flag=True, help="Mark the front matter draft: true (Hugo builds it only with -D).")
+@click.option(
+    "--tags",
+    default=None,
+    metavar="TAG,TAG",
+    help="The front matter's tags, comma-separated (default: vllm,kv-cache,containers).",
+)
 @click.option(
     "--external",
     default=None,
@@ -196,6 +207,8 @@ def report(
     title: str | None,
     front_matter: bool,
     date: str | None,
+    draft: bool,
+    tags: str | None,
     external: str | None,
     models_file: str | None,
 ) -> None:
@@ -205,8 +218,9 @@ def report(
     from kvprobe.report.run import make_report
     from kvprobe.report.writers import ReportOptions
 
+    chosen_tags = tuple(t.strip() for t in tags.split(",") if t.strip()) if tags is not None else None
     try:
-        options = ReportOptions(title=title, front_matter=front_matter, date=date)
+        options = ReportOptions(title=title, front_matter=front_matter, date=date, draft=draft, tags=chosen_tags)
     except ValueError as exc:
         raise InputError(f"--date: {exc}") from None
     done = make_report(list(results_dirs), out_dir, formats, options, (external, models_file) if external else None)
@@ -217,8 +231,9 @@ def report(
         console.print(f"[yellow]warning:[/] {escape(duplicate)}", highlight=False)
     for problem in done.summary.unmatched:
         console.print(f"[yellow]not compared:[/] {escape(problem)}", highlight=False)
+    one_sided = f", {len(done.summary.single)} reported on one side only" if done.summary.single else ""
     console.print(
-        f"{len(done.summary.models)} model(s) compared; wrote {len(done.written)} file(s) to "
+        f"{len(done.summary.models)} model(s) compared{one_sided}; wrote {len(done.written)} file(s) to "
         f"{escape(str(done.target))}",
         highlight=False,
     )

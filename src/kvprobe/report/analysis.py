@@ -115,6 +115,38 @@ class ModelComparison(Model):
     caption: dict[Label, Caption]
 
 
+class SingleSide(Model):
+    """One model's runs on one side only (native, say, with no container run to hold them against):
+    reported as its own figures, compared with nothing."""
+
+    model: str
+    label: Label
+    settings_hash: str
+    n: int
+    bounds: list[str] = Field(description="Metrics that are only lower bounds.")
+    boundary: list[BoundaryKind] = Field(description="What set u_max.")
+    stats: dict[str, Summary]
+    caption: Caption
+
+
+def analyse_single(group: Group) -> list[SingleSide]:
+    """Each side of an unmatched group that has runs, as its own figures."""
+    return [
+        SingleSide(
+            model=group.model,
+            label=label,
+            settings_hash=group.settings_hash,
+            n=len(runs),
+            bounds=bounds(runs),
+            boundary=boundary_kinds(runs),
+            stats=summarise_metrics(runs),
+            caption=_caption(runs),
+        )
+        for label in LABELS
+        if (runs := group.runs[label])
+    ]
+
+
 def _flags(group: Group, stats: dict[Label, dict[str, Summary]]) -> list[Flag]:
     flags: list[Flag] = []
     for label in LABELS:

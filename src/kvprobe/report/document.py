@@ -67,7 +67,17 @@ class BulletList:
     items: tuple[Paragraph, ...]
 
 
-Block = Heading | Paragraph | Table | Figure | BulletList
+@dataclass(frozen=True)
+class Details:
+    """A long literal (a command line) folded away: HTML shows it in a collapsible block; a blog's
+    Markdown, where raw HTML is dropped (Hugo's default), says where to find it instead."""
+
+    summary: str  # the fold's one-line label
+    text: str  # the literal, shown as code
+    elsewhere: str  # where the Markdown reader finds it (a CSV column)
+
+
+Block = Heading | Paragraph | Table | Figure | BulletList | Details
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,7 @@ class FrontMatter:
     title: str
     date: str
     tags: tuple[str, ...]
-    draft: bool = True
+    draft: bool = False  # Hugo builds a draft only with --buildDrafts
 
 
 @dataclass

@@ -6,7 +6,7 @@ import html
 import re
 from typing import ClassVar
 
-from kvprobe.report.document import Document, Figure, Table
+from kvprobe.report.document import Details, Document, Figure, Table
 from kvprobe.report.markup import MarkupWriter, visible
 
 STYLE = """
@@ -16,6 +16,7 @@ th, td { border: 1px solid #cbd5e0; padding: 4px 8px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #edf2f7; }
 figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
+pre code { display: block; white-space: pre-wrap; }
 code { background: #edf2f7; padding: 1px 4px; font-size: 0.85em; word-break: break-all; }
 """
 _PROLOG = re.compile(r"^\s*<\?xml[^>]*>\s*(<!DOCTYPE[^>]*>)?\s*")
@@ -70,6 +71,12 @@ class HtmlWriter(MarkupWriter):
 
     def bullet_list(self, items: list[str]) -> str:
         return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
+
+    def details(self, details: Details) -> str:
+        return (
+            f"<details><summary>{self.escape(details.summary)}</summary>"
+            f"<pre><code>{self.escape(details.text)}</code></pre></details>"
+        )
 
     def page(self, document: Document, body: list[str]) -> str:
         title = self.escape(document.title)

@@ -6,18 +6,21 @@ Every figure is rounded here, for display only; the numbers themselves stay in t
 from __future__ import annotations
 
 from kvprobe.report.analysis import (
+    Caption,
     Finding,
     Flag,
     LimitCut,
     ModelComparison,
     PageCacheCharged,
     RecoverableKv,
+    SingleSide,
     UMaxDrop,
 )
 from kvprobe.report.compare import UNITS, Comparison
 from kvprobe.report.document import (
     Block,
     BulletList,
+    Details,
     Document,
     Figure,
     FrontMatter,
@@ -35,6 +38,7 @@ from kvprobe.units import gib
 from kvprobe.vocabulary import LABELS
 
 DEFAULT_TITLE = "KV cache: native vs container"
+ONE_SIDED_TITLE = "KV cache: what one side measured"
 ROWS = (
     "kv_reference_bytes",
     "kv_reference_blocks",
@@ -190,9 +194,14 @@ def model_section(model: ModelComparison) -> list[Block]:
             BulletList(tuple(Paragraph.of(flag_text(f)) for f in model.flags)),
         ]
     if model.container:
-        blocks.append(Paragraph.of("Container command: ", code_span(" ".join(model.container.command))))
+        blocks.append(container_command(model.container.command))
     blocks.append(Paragraph.of(emphasis(caption_text(model))))
     return blocks
+
+
+def container_command(command: list[str]) -> Details:
+    """The container's command line, folded: long, and full of the measuring machine's paths."""
+    return Details("Container command line", " ".join(command), "in runs.csv, column container_command")
 
 
 def _headline(summary: ReportSummary) -> Table:
@@ -231,6 +240,41 @@ EVIDENCE_WORD = {
 }
 
 
+def single_answer(side: SingleSide) -> str:
+    """A one-sided run's own answer: its KV at gpu_memory_utilization and at u_max, compared with nothing."""
+    reference, u_max = side.stats["kv_reference_bytes"], side.stats["u_max"]
+    text = f"{side.model}, {side.label} only (n = {side.n}): KV cache {fmt_stat(reference, 'GiB')} GiB"
+    if u_max.n:
+        kv_max = side.stats["kv_u_max_bytes"]
+        bounded = "u_max" in side.bounds
+        text += f"; u_max {fmt_stat(u_max, 'fraction', bounded)} with {fmt_stat(kv_max, 'GiB', bounded)} GiB of KV"
+    return text + " (mean ± sd [95% CI]). No counterpart was measured, so nothing is compared."
+
+
+def _caption_line(caption: Caption, n: int, label: str) -> str:
+    return f"{caption.device} | vLLM {caption.vllm}, torch {caption.torch}, kvprobe {caption.kvprobe} | n = {n} {label}"
+
+
+def single_section(side: SingleSide) -> list[Block]:
+    """A side with no counterpart: its own figures, one column."""
+    rows = [
+        (TITLES[name], fmt_stat(side.stats[name], UNITS[name], name in side.bounds))
+        for name in ROWS
+        if side.stats[name].n
+    ]
+    rows.append(("u_max set by (the failing start above it)", boundary_text(side.boundary)))
+    return [
+        Heading(2, f"{side.model} ({side.label} only)"),
+        Paragraph.of(
+            "Settings hash ",
+            code_span(side.settings_hash),
+            f", n = {side.n} {side.label} runs. Cells: mean ± sd [95% CI]; {BOUND_NOTE}.",
+        ),
+        Table(("metric", side.label), tuple(rows), (False, True)),
+        Paragraph.of(emphasis(_caption_line(side.caption, side.n, side.label))),
+    ]
+
+
 def _figures(charts: dict[str, str], captions: dict[str, str]) -> list[Block]:
     """The charts drawn in this run (stem -> alt text) that these captions name, in their order."""
     return [Figure(stem, caption, charts[stem]) for stem, caption in captions.items() if stem in charts]
@@ -241,19 +285,25 @@ def build_document(
 ) -> Document:
     """The pair report; `charts` maps the stems of the chart files written beside it to their alt text;
     `answer_first` leads (an experiment's answer), else each pair's answer does."""
-    title = title or DEFAULT_TITLE
+    one_sided = not summary.models and not answer_first and bool(summary.single)
+    title = title or (ONE_SIDED_TITLE if one_sided else DEFAULT_TITLE)
     lead = answer_first or [Paragraph.of(strong(answer(model))) for model in summary.models]
-    blocks: list[Block] = [
-        *lead,
-        Paragraph.of(
-            f"{len(summary.models)} model(s) with matched native and container runs, "
-            f"from {summary.documents} result file(s)."
-        ),
-    ]
+    if one_sided:
+        lead = [Paragraph.of(strong(single_answer(side))) for side in summary.single]
+    blocks: list[Block] = [*lead]
+    if not one_sided:
+        blocks.append(
+            Paragraph.of(
+                f"{len(summary.models)} model(s) with matched native and container runs, "
+                f"from {summary.documents} result file(s)."
+            )
+        )
     if summary.models:
         blocks += [_headline(summary), *_figures(charts, CHART_CAPTIONS)]
     for model in summary.models:
         blocks += model_section(model)
+    for side in summary.single:
+        blocks += single_section(side)
     if summary.unmatched:
         blocks += [
             Heading(2, "Not compared"),

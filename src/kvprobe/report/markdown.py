@@ -1,4 +1,5 @@
-"""Markdown: tables ready to paste into a Hugo post, with an optional front matter."""
+"""Markdown: tables ready to paste into a Hugo post. With front matter it is a Hugo page bundle:
+`index.md` beside its chart images, titled by the front matter alone (a theme prints that title)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import re
 from typing import ClassVar
 
-from kvprobe.report.document import Document, Figure, Span, Table, emphasis
+from kvprobe.report.document import Details, Document, Figure, Span, Table, emphasis
 from kvprobe.report.markup import MarkupWriter, visible
 
 # What gives plain text a meaning in CommonMark/GFM (Hugo's goldmark): a backslash before it makes
@@ -48,7 +49,11 @@ class MarkdownWriter(MarkupWriter):
         self.front_matter = front_matter
 
     def render(self, document: Document) -> dict[str, bytes]:
-        return {"report.md": self.render_document(document).encode()}
+        name = "index.md" if self._bundle(document) else "report.md"
+        return {name: self.render_document(document).encode()}
+
+    def _bundle(self, document: Document) -> bool:
+        return self.front_matter and document.front_matter is not None
 
     def escape(self, text: str) -> str:
         text = _SHORTCODE.sub(r"{\\", _ALWAYS.sub(r"\\\1", visible(_LINE_BREAKS.sub(" ", text))))
@@ -78,6 +83,9 @@ class MarkdownWriter(MarkupWriter):
     def bullet_list(self, items: list[str]) -> str:
         return "\n".join(f"- {self._line(item)}" for item in items)
 
+    def details(self, details: Details) -> str:
+        return self._line(self.escape(f"{details.summary}: {details.elsewhere}."))
+
     def inline(self, span: Span) -> str:
         if span.style != "code":
             return super().inline(span)
@@ -92,7 +100,7 @@ class MarkdownWriter(MarkupWriter):
     def page(self, document: Document, body: list[str]) -> str:
         lines: list[str] = []
         matter = document.front_matter
-        if self.front_matter and matter:
+        if self._bundle(document) and matter:
             # JSON strings are valid YAML scalars: quotes, colons and newlines stay inside the value.
             lines += [
                 "---",
@@ -103,7 +111,8 @@ class MarkdownWriter(MarkupWriter):
                 "---",
                 "",
             ]
-        lines += [f"# {self.escape(document.title)}", ""]
+        else:
+            lines += [f"# {self.escape(document.title)}", ""]
         for block in body:
             lines += [block, ""]
         return "\n".join(lines)

@@ -41,6 +41,8 @@ class MarkupWriter(ABC):
             return self.figure(block)
         if isinstance(block, doc.BulletList):
             return self.bullet_list([self.spans(item) for item in block.items])
+        if isinstance(block, doc.Details):
+            return self.details(block)
         raise TypeError(f"unknown block {block!r}")
 
     def spans(self, paragraph: doc.Paragraph) -> str:
@@ -67,6 +69,9 @@ class MarkupWriter(ABC):
 
     @abstractmethod
     def bullet_list(self, items: list[str]) -> str: ...
+
+    @abstractmethod
+    def details(self, details: doc.Details) -> str: ...
 
     @abstractmethod
     def page(self, document: doc.Document, body: list[str]) -> str:

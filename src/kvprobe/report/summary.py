@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from kvprobe.report.analysis import ModelComparison, analyse_group
+from kvprobe.report.analysis import ModelComparison, SingleSide, analyse_group, analyse_single
 from kvprobe.report.cluster import ClusterRun, cluster_runs
 from kvprobe.report.compare import AT_U_MAX, METRICS, Model, Unit
 from kvprobe.report.conditions import ExperimentModel, analyse_experiments
@@ -18,6 +18,9 @@ Cell = str | int | float | bool | None
 
 class ReportSummary(Model):
     models: list[ModelComparison]
+    single: list[SingleSide] = Field(
+        default_factory=list, description="Runs with no counterpart to compare with: their own figures."
+    )
     experiments: list[ExperimentModel] = Field(default_factory=list, description="Conditions against baselines.")
     clusters: list[ClusterRun] = Field(default_factory=list, description="Multi-node runs, node by node.")
     unmatched: list[str]
@@ -43,6 +46,7 @@ def run_row(doc: ResultDocument) -> dict[str, Cell]:
         "engine_starts": doc.engine_starts,
         "u_max_lower_bound": doc.u_max_censored,
         "u_max_boundary": doc.u_max_boundary,
+        "container_command": " ".join(doc.options.container.command) if doc.options.container else None,
         "kv_bytes_exact": all(f is None or f.bytes_per_block is not None for f in (doc.reference, doc.kv_at_u_max)),
     }
     for name, (_, extract) in METRICS.items():
@@ -59,6 +63,7 @@ def build_report(documents: list[ResultDocument], problems: list[str] | None = N
     ordered = sorted(documents, key=lambda d: (d.model, d.condition, d.repeat, d.run_id))
     return ReportSummary(
         models=[analyse_group(g) for g in groups if g.matched],
+        single=[side for g in groups if not g.matched for side in analyse_single(g)],
         unmatched=list(problems or []) + unmatched,
         metrics={name: unit for name, (unit, _) in METRICS.items()},
         documents=len(documents),

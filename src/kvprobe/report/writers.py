@@ -7,6 +7,7 @@ a chart with no data is not drawn, so it is neither written nor linked.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +31,13 @@ FORMATS = ("charts", "markdown", "html", "csv", "json")
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """How this run's report reads: its title, Hugo front matter, date, and an external source."""
+    """How this run's report reads: its title, Hugo front matter (a page bundle), date, and an external source."""
 
     title: str | None = None
-    front_matter: bool = False
+    front_matter: bool = False  # Markdown as a Hugo page bundle: index.md with front matter
     date: str | None = None  # the front matter's; today when None
+    draft: bool = False  # the front matter's draft flag
+    tags: tuple[str, ...] | None = None  # the front matter's tags; words.TAGS when None
     external: ExternalSummary | None = None
 
     def __post_init__(self) -> None:
@@ -54,6 +57,10 @@ def render_report(
             charts[spec.stem] = alt_text(spec)
     date = options.date or time.strftime("%Y-%m-%d")
     document = build_document(summary, options.title, date, charts, experiment_answer(summary.experiments))
+    if document.front_matter is not None:
+        document.front_matter = dataclasses.replace(
+            document.front_matter, draft=options.draft, tags=options.tags or document.front_matter.tags
+        )
     document.blocks += experiment_blocks(summary.experiments, charts)
     document.blocks += cluster_blocks(summary.clusters)
     if options.external is not None:  # a labelled section of its own, after kvprobe's measurements
