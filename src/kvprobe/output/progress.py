@@ -78,14 +78,14 @@ class RecordConsole(Console):
         super().__init__(soft_wrap=True, highlight=False, **kwargs)
         self.log_format = log_format
 
-    def record(self, fields: Mapping[str, Any]) -> None:
+    def write_record(self, fields: Mapping[str, Any]) -> None:
         self.file.write(record_line({"time": round(time.time(), 3), **fields}, self.log_format) + "\n")
         self.file.flush()
 
     def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
         markup = kwargs.get("markup", True) is not False
         words = [Text.from_markup(o).plain if isinstance(o, str) and markup else str(o) for o in objects]
-        self.record({"event": "message", "text": " ".join(words)})
+        self.write_record({"event": "message", "text": " ".join(words)})
 
     def rule(self, title: Any = "", **kwargs: Any) -> None:  # type: ignore[override]
         self.print(title)
@@ -164,7 +164,8 @@ class TrialProgress:
         eta = self.eta_seconds()
         if eta is None:
             return "ETA after the first start" if self.expected else ""
-        return f"ETA ~{eta / 60:.0f} min (from {len(self.durations)} starts)"
+        left = f"{eta:.0f} s" if eta < 120 else f"{eta / 60:.0f} min"
+        return f"ETA ~{left} (from {len(self.durations)} starts)"
 
     def _memory_text(self) -> str:
         if self._sample is None:
@@ -193,7 +194,7 @@ class TrialProgress:
             fields = {"event": "start", "model": model, "search": search, "setting": value, "start": self.number}
             eta = self.eta_seconds()
             fields |= {"of_about": self.expected, "eta_s": None if eta is None else round(eta)}
-            self.console.record(fields)  # type: ignore[attr-defined]
+            self.console.write_record(fields)  # type: ignore[attr-defined]
             return
         self._label = escape(f"{model} {search} {value}")
         self.console.print(
@@ -220,7 +221,7 @@ class TrialProgress:
         if self.show_engine_log:
             for line in lines:
                 if self.records:
-                    self.console.record({"event": "engine_log", "start": self.number, "line": line})  # type: ignore[attr-defined]
+                    self.console.write_record({"event": "engine_log", "start": self.number, "line": line})  # type: ignore[attr-defined]
                 else:
                     self.console.print(f"[dim]engine |[/] {escape(line)}", highlight=False, soft_wrap=True)
         latest = PHASE_WORDS.get(next(reversed(phases)), next(reversed(phases))) if phases else self._phase
@@ -233,7 +234,7 @@ class TrialProgress:
             if self._sample is not None:
                 name, value, floor = guard_figure(self.guard, self._sample)
                 fields |= {"guard_figure": name, "guard_figure_bytes": int(value), "guard_floor_bytes": floor}
-            self.console.record(fields)  # type: ignore[attr-defined]
+            self.console.write_record(fields)  # type: ignore[attr-defined]
         self._refresh()
 
     def trial_finished(self, model: str, record: TrialRecord, replayed: bool) -> None:
@@ -244,7 +245,7 @@ class TrialProgress:
         if not replayed:
             self.durations.append(record.wall_s + record.teardown_s)
         if self.records:
-            self.console.record(  # type: ignore[attr-defined]
+            self.console.write_record(  # type: ignore[attr-defined]
                 {
                     "event": "trial",
                     "model": model,
@@ -334,7 +335,7 @@ def print_rows(
     if isinstance(console, RecordConsole):
         for row in rows:
             cells = {record_key(column): value for column, value in zip(columns, row, strict=True)}
-            console.record({"event": "row", "table": title, **cells})
+            console.write_record({"event": "row", "table": title, **cells})
         return
     if not console.is_terminal:
         console.print(title, highlight=False)
