@@ -8,7 +8,6 @@ import shutil
 import tarfile
 
 from conftest import ROOT, kvprobe
-
 from kvprobe.results.bundle import Identity, write_bundle
 
 HOST, HOME = "spark-owner-7f3a", "/home/alice"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 from conftest import ROOT
 

@@ -16,10 +16,9 @@ import sys
 import time
 
 from conftest import ROOT, tiny_models_file
-from replay_engine import standin_environment
-
 from kvprobe.output.progress import RecordConsole, headroom_warning, record_key, record_line
 from kvprobe.trial.monitor import GuardPolicy
+from replay_engine import standin_environment
 
 GIB = 1 << 30
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
