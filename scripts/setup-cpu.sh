@@ -2,6 +2,8 @@
 # Set up kvprobe on a fresh CPU machine (Debian 12, root): vLLM's CPU backend in .venv (python3-venv
 # makes it), podman + runc for container runs, Chromium for the HTML report test, Hugo for the
 # front-matter test. Safe to run again.
+# System-wide change: where /etc/containers/containers.conf has no default_ulimits line, it appends
+# `[containers] default_ulimits = []` there (rootful podman cannot set its default rlimits here).
 #
 #   scripts/setup-cpu.sh            # ~5 minutes the first time, seconds afterwards
 set -euo pipefail

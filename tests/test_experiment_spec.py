@@ -41,7 +41,8 @@ def test_a_good_file_interleaves_its_conditions_repeat_by_repeat(tmp_path, model
     assert experiment.conditions[1].page_cache_bytes == 1 << 30
     assert experiment.conditions[2].hold_memory_bytes == 512 << 20
     guess = estimate(experiment, [])
-    assert guess.measured_from == 0 and guess.starts == 9 * (1 + 3 + 1)
+    assert guess.starts == 9 * (1 + 3 + 1)
+    assert all("model-size rule" in timed.source for timed in guess.per_model)
 
 
 def test_every_problem_is_named_at_once_and_nothing_is_written(tmp_path, models):

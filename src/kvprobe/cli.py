@@ -13,7 +13,22 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from kvprobe.cli_options import FiniteFloat, container_options, measure_options, request_from_options
+from kvprobe.cli_options import (
+    BUNDLE_EPILOG,
+    CONTAINER_EPILOG,
+    EXPERIMENT_EPILOG,
+    MEASURE_EPILOG,
+    PREDICT_EPILOG,
+    PREDICT_HELP,
+    REPORT_EPILOG,
+    SERVE_USAGE,
+    FiniteFloat,
+    container_options,
+    display_options,
+    measure_options,
+    model_inputs,
+    request_from_options,
+)
 from kvprobe.errors import InputError, KvprobeError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -55,114 +70,121 @@ def _interrupts() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-@click.group(cls=KvprobeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=KvprobeGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="kvprobe")
 def main() -> None:
     """Measure the KV cache an LLM engine really gets, natively and in containers."""
 
 
-MEASURE_EPILOG = """\b
-Examples:
-  kvprobe measure models.yaml --only tiny-llama --out results
-  kvprobe measure models.yaml --searches reference,u_max --range 0.5:0.95
-  kvprobe measure models.yaml --resume --out results     continue a killed run
-"""
-
-
 @main.command(epilog=MEASURE_EPILOG, short_help="Find u_max, u_min, KV at the reference and the physical KV.")
-@click.argument("models_file", required=False, type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, type=click.UNPROCESSED, metavar=SERVE_USAGE)
 @measure_options
+@display_options
 @click.option("--ray-address", metavar="ADDRESS", help="An existing Ray cluster (host:port) for Ray models.")
-def measure(models_file: str | None, **values) -> None:
-    """Find u_max, u_min, KV at the reference utilization and the physical KV capacity of each model."""
+def measure(inputs: tuple[str, ...], log_format: str | None, show_engine_log: bool, **values) -> None:
+    """Find u_max, u_min, KV at the reference utilization and the physical KV capacity of each model:
+    the models of MODELS_FILE, or the one model of your own `vllm serve` command line after --."""
     from kvprobe.measure.container_session import run_container
     from kvprobe.measure.session import run_measure
+    from kvprobe.output.progress import make_console
 
-    request = request_from_options(models_file, values)
+    request = request_from_options(inputs, values)
     _interrupts()
-    console = Console()
+    console = make_console(log_format)  # type: ignore[arg-type]
     if request.container is not None:  # an experiment's container cell
         sys.exit(_paired(run_container(request, console), request, console))
-    sys.exit(run_measure(request, console))
-
-
-CONTAINER_EPILOG = """\b
-Examples:
-  kvprobe container models.yaml --runtime docker --image kvprobe-vllm --both
-  kvprobe container models.yaml --runtime podman --rootfs /:O --memory 8g --ipc-private --both
-"""
+    sys.exit(run_measure(request, console, show_engine_log))
 
 
 @main.command(epilog=CONTAINER_EPILOG, short_help="Measure in a container (--both: natively too).")
 @click.argument("models_file", required=False, type=click.Path(dir_okay=False))
 @container_options
 @measure_options
-def container(models_file: str | None, **values) -> None:
+@display_options
+def container(models_file: str | None, log_format: str | None, show_engine_log: bool, **values) -> None:
     """Run `kvprobe measure` in a container with the same models and settings (--both: natively first)."""
     from kvprobe.measure.container_session import run_container
+    from kvprobe.output.progress import make_console
+
+    alias = values.pop("memory_alias")
+    if alias is not None and values["memory"] is not None:
+        raise InputError("--memory-limit: given twice (--memory is its old name); give one")
+    values["memory"] = values["memory"] if alias is None else alias
 
     names = ("runtime", "image", "rootfs", "memory", "shm_size", "ipc_host", "gpus", "memlock", "stack", "network")
     names += ("oci_runtime", "python", "runtime_flags", "both")
     settings = {name: values.pop(name) for name in names}
     settings["runtime_flags"] = list(settings["runtime_flags"])
-    request = request_from_options(models_file, values, settings)
+    request = request_from_options((models_file,) if models_file else (), values, settings)
     _interrupts()
-    console = Console()
+    console = make_console(log_format)  # type: ignore[arg-type]
     sys.exit(_paired(run_container(request, console), request, console))
 
 
 def _paired(status: int, request, console: Console) -> int:
     """After `--both`: every model must form a comparable native/container pair."""
-    from kvprobe.config import load_models
     from kvprobe.report.pairing import check_pairs
     from kvprobe.results.store import ResultStore
 
     if not request.both or status == EXIT_INTERRUPTED:
         return status
-    models = [m.name for m in load_models(request.models_file, list(request.only) or None)]
+    models = [m.name for m in request.models()]
     problems = check_pairs(ResultStore(Path(request.out_dir)), models)
     for problem in problems:
         console.print(f"[red]unmatched:[/] {escape(problem)}", highlight=False)
     return max(status, EXIT_FAILED) if problems else status
 
 
-@main.command(short_help="Run every condition of an experiment file, interleaved.")
+@main.command(epilog=EXPERIMENT_EPILOG, short_help="Run every condition of an experiment file, interleaved.")
 @click.argument("experiment_file", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The results directory.")
 @click.option("--resume", is_flag=True, help="Continue the unfinished experiment in --out, skipping finished cells.")
 @click.option("--dry-run", is_flag=True, help="Print the schedule and its estimated duration; run nothing.")
-def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool) -> None:
+@display_options
+def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool, **display) -> None:
     """Run every condition of EXPERIMENT_FILE for every repeat, interleaved (A B C A B C ...)."""
     import importlib.util
+    import os
 
+    from kvprobe.experiment.plan import schedule
     from kvprobe.experiment.run import ExperimentRun
     from kvprobe.experiment.schedule_view import print_schedule
     from kvprobe.experiment.spec import load_experiment
+    from kvprobe.output.progress import make_console
     from kvprobe.results.store import ResultStore
 
     loaded = load_experiment(experiment_file)
-    console = Console()
+    console = make_console(display["log_format"])
     earlier, _ = ResultStore(Path(out_dir)).load_all() if Path(out_dir).is_dir() else ([], [])
-    print_schedule(console, loaded, [t for _, doc in earlier for t in doc.trials])
+    print_schedule(console, loaded, [doc for _, doc in earlier])
     if dry_run:
         return
     if importlib.util.find_spec("vllm") is None:
         raise InputError("vLLM is not installed in this Python environment (see README: setup)")
+    place = {cell.key: k for k, cell in enumerate(schedule(loaded), start=1)}
 
     def on_cell(cell, state: str) -> None:
-        console.rule(f"{escape(cell.condition.name)}, repeat {cell.repeat}: {state}")
+        console.rule(
+            f"cell {place[cell.key]} of {len(place)}: {escape(cell.condition.name)}, repeat {cell.repeat}: {state}"
+        )
 
+    # the cells' measurements (children) show their progress as this command was asked to
+    os.environ["KVPROBE_LOG_FORMAT"] = display["log_format"] or ("" if sys.stdout.isatty() else "jsonl")
+    os.environ["KVPROBE_SHOW_ENGINE_LOG"] = "1" if display["show_engine_log"] else ""
     _interrupts()
+    run = ExperimentRun(loaded, Path(out_dir), on_cell)
     try:
-        status = ExperimentRun(loaded, Path(out_dir), on_cell).run(resume)
+        status = run.run(resume)
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
+    if run.failed:
+        console.print(f"[red]failed cells[/] ({len(run.failed)} of {len(place)}): {escape(', '.join(run.failed))}")
     if status == EXIT_INTERRUPTED:
         console.print(f"[yellow]interrupted[/]: continue with --resume --out {escape(out_dir)}", highlight=False)
     sys.exit(status)
 
 
-@main.command(short_help="Compare native, container and experiment results: statistics, tables, charts.")
+@main.command(epilog=REPORT_EPILOG, short_help="Compare results: statistics, tables, charts.")
 @click.argument("results_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="Where to write (default: RESULTS_DIR/report)."
@@ -241,14 +263,17 @@ def report(
         console.print(f"  {escape(str(path))}", highlight=False)
 
 
-@main.command(short_help="Print where a measurement would be taken.")
+@main.command(
+    epilog="\b\nExamples:\n  kvprobe env\n  kvprobe env --json > environment.json",
+    short_help="Print where a measurement would be taken.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the environment block as JSON.")
 @click.option(
     "--label",
     type=click.Choice(["native", "container"]),
     default=None,
     show_default="decided from the container evidence",
-    help="Record the block under this label.",
+    help="Record the block under this label (native or container).",
 )
 @click.option(
     "--recorded",
@@ -271,23 +296,8 @@ def env(as_json: bool, label: str | None, recorded: str | None) -> None:
         print_environment(Console(), block)
 
 
-PREDICT_HELP = {
-    "memory": "The pool gpu_memory_utilization multiplies, with its unit: 119.6g, 119.6GiB, 80g (k, m, g, t are "
-    "powers of 1024; GB is read as GiB). A bare number is refused.",
-    "utilization": "gpu_memory_utilization, a fraction of the pool (0-1].",
-    "from": "A result of the same model whose activation peak and non-torch memory to subtract too.",
-    "json": "Print every figure as JSON (bytes, blocks and tokens exact), with the pool and its source.",
-}
-PREDICT_EPILOG = """\b
-Examples:
-  kvprobe predict models.yaml                       this machine's pool
-  kvprobe predict models.yaml --memory 119.6g --only gpt-oss-120b
-  kvprobe predict models.yaml --memory 80g --from results/MODEL/RESULT.json --json
-"""
-
-
 @main.command(name="predict", epilog=PREDICT_EPILOG, short_help="KV and verdicts from config.json, no engine.")
-@click.argument("models_file", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, type=click.UNPROCESSED, metavar=SERVE_USAGE)
 @click.option("--memory", metavar="SIZE", show_default="this machine's pool", help=PREDICT_HELP["memory"])
 @click.option(
     "--utilization",
@@ -300,17 +310,36 @@ Examples:
 @click.option("--from", "from_result", type=click.Path(dir_okay=False), help=PREDICT_HELP["from"])
 @click.option("--json", "as_json", is_flag=True, help=PREDICT_HELP["json"])
 def predict_command(
-    models_file: str, memory: str | None, utilization: float | None, only: tuple, from_result: str | None, as_json: bool
+    inputs: tuple, memory: str | None, utilization: float | None, only: tuple, from_result: str | None, as_json: bool
 ) -> None:
     """KV bytes per token and block, weights, the KV a budget leaves and whether a max_model_len request fits:
     from config.json, no engine."""
     from kvprobe.output.prediction import predict_models, predictions_json, print_predictions
 
-    done = predict_models(models_file, memory, utilization, only, from_result)
+    models_file, serve_command = model_inputs(inputs)
+    if models_file is None and serve_command is None:
+        raise InputError("MODELS_FILE: missing (or a `vllm serve MODEL ...` command line after --)")
+    done = predict_models(models_file, memory, utilization, only, from_result, serve_command)
     if as_json:
         click.echo(json.dumps(predictions_json(done.rows, done.pool, done.other_bytes), indent=1))
     else:
         print_predictions(Console(), done.rows, done.pool, from_result=done.other_bytes is not None)
+
+
+@main.command(epilog=BUNDLE_EPILOG, short_help="One archive of results to send back, host name and home removed.")
+@click.argument("results_dir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--out", "archive", type=click.Path(dir_okay=False), show_default="RESULTS_DIR.tar.gz", help="The archive."
+)
+@click.option("--keep-identity", is_flag=True, help="Keep the host name and home paths as they are.")
+def bundle(results_dir: str, archive: str | None, keep_identity: bool) -> None:
+    """Write one tar.gz of RESULTS_DIR with what rebuilds every figure (results, journals, manifests,
+    engine logs), the host name and home paths replaced unless --keep-identity."""
+    from kvprobe.results.bundle import write_bundle
+
+    done = write_bundle(Path(results_dir), Path(archive) if archive else None, keep_identity)
+    click.echo(f"wrote {done.archive} ({done.files} files, {done.replaced} identity occurrences replaced)")
+    click.echo("attach it to an issue: docs/field/send-results.md")
 
 
 if __name__ == "__main__":

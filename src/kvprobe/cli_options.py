@@ -33,7 +33,7 @@ MEASURE_HELP = {
     "out": "Results directory (one JSON per model and repeat).",
     "label": "Where this run happens; auto decides from the container evidence.",
     "only": "Measure only this model (repeatable).",
-    "repeats": "Measure every model this many times.",
+    "repeats": "Measure every model this many times (each a separate result).",
     "cooldown": "Seconds to wait between engine starts.",
     "gpu_temp": "Wait before each start until the GPU is this cool (degrees C).",
     "tolerance": "Utilization tolerance of the searches (a fraction).",
@@ -42,8 +42,9 @@ MEASURE_HELP = {
     "strategy": "bracketed: predict each boundary from the engine's memory report; bisection: plain halving.",
     "fill": "Share of KV blocks the fill test must occupy at once.",
     "throughput": "Also time a fixed decode workload at u_max.",
-    "timeout": "Seconds one engine start may take before it is ended.",
-    "guard": "End a trial when free memory falls below SIZE, e.g. 4g.",
+    "timeout": "Seconds one engine start may take before it is ended (seconds).",
+    "guard": "End a trial when the host memory the guard watches (MemAvailable; on unified memory the lower of "
+    "it and MemFree) falls below SIZE, e.g. 4g (k, m, g, t: powers of 1024).",
     "no_guard": "Disable the memory guard (not advised on unified memory).",
     "drop_caches": "Drop the page cache before each start (root only).",
     "resume": "Continue the last unfinished run in --out, skipping finished work.",
@@ -60,18 +61,70 @@ CONTAINER_HELP = {
     "runtime": "The container runtime.",
     "image": "Image with vLLM and kvprobe installed (see docker/Dockerfile).",
     "rootfs": "podman only: run on this root filesystem (e.g. '/:O', the host's own).",
-    "memory": "The container's memory limit (--memory), e.g. 4g.",
-    "shm_size": "Size of a private /dev/shm (with --ipc-private).",
+    "memory_limit": "The container's cgroup memory limit (the runtime's --memory), e.g. 4g; --memory is a hidden "
+    "alias kept for old command lines.",
+    "shm_size": "Size of a private /dev/shm (with --ipc-private), e.g. 60g.",
     "ipc": "Share the host's IPC namespace (the original study's --ipc=host), or a private /dev/shm of --shm-size.",
     "gpus": "--gpus value; auto: all when NVML sees a GPU; none: no GPU flag.",
     "memlock": "--ulimit memlock value; 'none' keeps the runtime's default.",
     "stack": "--ulimit stack value; 'none' keeps the runtime's default.",
-    "network": "--network value.",
+    "network": "The runtime's --network value (none: no network inside; the measurement needs none).",
     "oci_runtime": "podman --runtime (default: runc where crun is missing).",
     "python": "Python inside the container (default: this one for --rootfs, the image's kvprobe otherwise).",
     "runtime_flag": "Extra flag for `RUNTIME run`, repeatable (e.g. --runtime-flag=--cpus=2).",
     "both": "Measure natively first, then in the container: one comparable pair.",
 }
+
+# Each command's examples (its --help epilog).
+MEASURE_EPILOG = """\b
+Examples:
+  kvprobe measure -- vllm serve ~/models/Qwen2.5-7B --gpu-memory-utilization 0.85 --max-model-len 32768
+  kvprobe measure models.yaml --only tiny-llama --out results
+  kvprobe measure models.yaml --searches reference,u_max --range 0.5:0.95
+  kvprobe measure models.yaml --resume --out results     continue a killed run
+"""
+
+CONTAINER_EPILOG = """\b
+Examples:
+  kvprobe container models.yaml --runtime docker --image kvprobe-vllm --both
+  kvprobe container models.yaml --runtime podman --rootfs /:O --memory-limit 8g --ipc-private --both
+"""
+
+EXPERIMENT_EPILOG = """\b
+Examples:
+  kvprobe experiment experiments/dgx-spark.yaml --out results-spark --dry-run
+  kvprobe experiment experiments/dgx-spark.yaml --out results-spark
+  kvprobe experiment experiments/dgx-spark.yaml --out results-spark --resume
+"""
+
+REPORT_EPILOG = """\b
+Examples:
+  kvprobe report results                      writes results/report/
+  kvprobe report results-a results-b --out report --format markdown,json
+"""
+
+PREDICT_HELP = {
+    "memory": "The pool gpu_memory_utilization multiplies, with its unit: 119.6g, 119.6GiB, 80g (k, m, g, t are "
+    "powers of 1024; GB is read as GiB). A bare number is refused.",
+    "utilization": "gpu_memory_utilization, a fraction of the pool (0-1].",
+    "from": "A result of the same model whose activation peak and non-torch memory to subtract too.",
+    "json": "Print every figure as JSON (bytes, blocks and tokens exact), with the pool and its source.",
+}
+
+PREDICT_EPILOG = """\b
+Examples:
+  kvprobe predict models.yaml                       this machine's pool
+  kvprobe predict models.yaml --memory 119.6g --only gpt-oss-120b
+  kvprobe predict models.yaml --memory 80g --from results/MODEL/RESULT.json --json
+  kvprobe predict --memory 119.6g -- vllm serve ~/models/Qwen2.5-7B --max-model-len 32768
+"""
+
+BUNDLE_EPILOG = """\b
+Examples:
+  kvprobe bundle results-spark                 writes results-spark.tar.gz
+  kvprobe bundle results-spark --out ~/spark.tar.gz --keep-identity
+"""
+
 
 _measure = [
     click.option("--out", "out_dir", default="results", show_default=True, type=click.Path(file_okay=False)),
@@ -102,7 +155,8 @@ _container = [
     click.option("--runtime", type=click.Choice(["docker", "podman"]), required=True),
     click.option("--image"),
     click.option("--rootfs"),
-    click.option("--memory", metavar="SIZE", show_default="no limit"),
+    click.option("--memory-limit", "memory", metavar="SIZE", show_default="no limit"),
+    click.option("--memory", "memory_alias", metavar="SIZE", hidden=True),
     click.option("--shm-size", default="60g", show_default=True),
     click.option("--ipc-host/--ipc-private", "ipc_host", default=True, show_default=True),
     click.option("--gpus", default="auto", show_default=True),
@@ -116,7 +170,35 @@ _container = [
 ]
 _HELP_KEY = {"out_dir": "out", "cooldown_s": "cooldown", "max_gpu_temp_c": "gpu_temp", "utilization_range": "range"}
 _HELP_KEY |= {"fill_target": "fill", "trial_timeout_s": "timeout", "guard_floor": "guard", "request_json": "request"}
-_HELP_KEY |= {"ipc_host": "ipc", "runtime_flags": "runtime_flag"}
+_HELP_KEY |= {"ipc_host": "ipc", "runtime_flags": "runtime_flag", "memory": "memory_limit"}
+DISPLAY_HELP = {
+    "log_format": "Records, one per line, for tools (jq, awk): jsonl or logfmt. Default: the live display on a "
+    "terminal, jsonl when piped.",
+    "show_engine_log": "Stream the engine's log lines as they come.",
+}
+_display = [
+    click.option(
+        "--log-format",
+        type=click.Choice(["jsonl", "logfmt"]),
+        envvar="KVPROBE_LOG_FORMAT",
+        show_default="live display on a terminal, jsonl when piped",
+    ),
+    click.option("--show-engine-log", is_flag=True, envvar="KVPROBE_SHOW_ENGINE_LOG"),
+]
+DISPLAY_OPTIONS = ("log_format", "show_engine_log")
+SERVE_USAGE = "[MODELS_FILE | -- vllm serve MODEL [VLLM_FLAGS]...]"
+
+
+def model_inputs(words: tuple[str, ...]) -> tuple[str | None, tuple[str, ...] | None]:
+    """MODELS_FILE, or a `vllm serve MODEL ...` command line (after --): (models file, serve command)."""
+    if words and words[0] == "vllm":
+        return None, words
+    if len(words) > 1:
+        raise InputError(
+            f"unexpected arguments after MODELS_FILE: {' '.join(words[1:])} (a vLLM command line goes after "
+            "--: kvprobe measure -- vllm serve MODEL --flag value ...)"
+        )
+    return (words[0] if words else None), None
 
 
 def _with_help(options: list, help_texts: dict[str, str]) -> Callable:
@@ -133,20 +215,23 @@ def _with_help(options: list, help_texts: dict[str, str]) -> Callable:
 
 
 measure_options = _with_help(_measure, MEASURE_HELP)
+display_options = _with_help(_display, DISPLAY_HELP)
 container_options = _with_help(_container, CONTAINER_HELP)
 
 
-def request_from_options(models_file: str | None, values: dict, container: dict | None = None) -> MeasureRequest:
-    """The request the command line asks for: --request as given, or the options (all problems at once)."""
+def request_from_options(words: tuple[str, ...], values: dict, container: dict | None = None) -> MeasureRequest:
+    """The request the command line asks for: --request as given, or the options (all problems at once).
+    `words`: MODELS_FILE, or a `vllm serve MODEL ...` command line."""
+    models_file, serve_command = model_inputs(words)
     request_json = values.pop("request_json", None)
     if request_json is not None:
         context = click.get_current_context()
         given = [name for name in values if context.get_parameter_source(name) is ParameterSource.COMMANDLINE]
-        if models_file is not None or given:
+        if words or given:
             raise InputError("--request: give the whole request, no MODELS_FILE or other measure option beside it")
         return _validated(MeasureRequest.model_validate_json, request_json)
-    if models_file is None:
-        raise InputError("MODELS_FILE: missing (or give --request)")
+    if models_file is None and serve_command is None:
+        raise InputError("MODELS_FILE: missing (or a `vllm serve MODEL ...` command line after --, or --request)")
     problems, span, floor = [], None, None
     try:
         span = parse_utilization_range(values["utilization_range"]) if values["utilization_range"] else None
@@ -167,7 +252,7 @@ def request_from_options(models_file: str | None, values: dict, container: dict 
     start = {name: values[name] for name in ("cooldown_s", "max_gpu_temp_c", "drop_caches", "trial_timeout_s")}
     start |= {"guard": not values["no_guard"], "guard_floor_bytes": floor}
     fields = {name: values[name] for name in ("out_dir", "label", "only", "repeats", "resume")}
-    fields |= {"ray_address": values.get("ray_address"), "models_file": models_file}
+    fields |= {"ray_address": values.get("ray_address"), "models_file": models_file, "serve_command": serve_command}
     if container is not None:
         fields |= {"both": container.pop("both"), "container": ContainerSettings(**container)}
     return _validated(

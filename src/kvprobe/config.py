@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -374,3 +375,129 @@ def load_models(path: str | Path, only: list[str] | None = None) -> list[ModelSe
     if problems:
         raise ConfigError("\n".join(problems))
     return [m for m in models if m.name in only] if only else models
+
+
+# ModelSettings fields a `vllm serve` command line sets under vLLM's own names (its argparse dests).
+SERVE_FIELDS = (
+    "load_format",
+    "dtype",
+    "kv_cache_dtype",
+    "max_model_len",
+    "block_size",
+    "max_num_seqs",
+    "tensor_parallel_size",
+    "enforce_eager",
+    "gpu_memory_utilization",
+)
+SERVE_SOURCE = "vllm serve"
+
+
+class _Refused(Exception):
+    """The argument parser refused the command line (its own message)."""
+
+
+def _serve_parser() -> tuple[argparse.ArgumentParser, bool]:
+    """`vllm serve`'s own parser where vLLM is installed; without vLLM, one that knows only the flags
+    of SERVE_FIELDS (and says so when refusing another); and whether it is vLLM's. Its errors raise
+    instead of exiting."""
+    try:
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    except ImportError:
+        parser = argparse.ArgumentParser(prog="vllm serve (without vLLM installed: only its KV-capacity flags)")
+        parser.add_argument("model_tag", nargs="?")
+        parser.add_argument("--model")
+        parser.add_argument("--served-model-name", nargs="+")
+        for dest in SERVE_FIELDS:
+            field = ModelSettings.model_fields[dest]
+            flag = "--" + dest.replace("_", "-")
+            if field.annotation is bool:
+                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=False)
+            else:
+                number = {"max_model_len": int, "block_size": int, "max_num_seqs": int, "tensor_parallel_size": int}
+                kind = float if dest == "gpu_memory_utilization" else number.get(dest, str)
+                parser.add_argument(flag, type=kind, default=field.default)
+        with_vllm = False
+    else:
+        parser, with_vllm = make_arg_parser(FlexibleArgumentParser(prog="vllm serve")), True
+
+    def refuse(status: int = 0, message: str | None = None) -> None:
+        raise _Refused((message or "").strip())
+
+    parser.exit = refuse  # type: ignore[method-assign]
+    parser.print_usage = lambda file=None: None  # type: ignore[method-assign]
+    return parser, with_vllm
+
+
+def _serve_model_directory(given: str | None) -> str:
+    """The model directory a serve command names: a directory, or the config.json inside one."""
+    if not given:
+        raise ConfigError(f"{SERVE_SOURCE}: no model: give a directory holding config.json (or that config.json)")
+    path = Path(given).expanduser()
+    if path.name == "config.json" and path.is_file():
+        path = path.parent
+    return str(path.resolve())
+
+
+def _serve_name(served: Any, directory: str) -> str:
+    """The model's name in results: --served-model-name, else the directory's, made a file name."""
+    name = served[0] if isinstance(served, list) and served else Path(directory).name
+    usable = "".join("-" if c in '/\\:*?"<>| ' or not c.isprintable() else c for c in name)
+    return usable.lstrip(".")[:MAX_NAME_LENGTH]
+
+
+def models_from_serve_command(command: Sequence[str]) -> list[ModelSettings]:
+    """The one model a `vllm serve MODEL --flag value ...` command line serves, as ModelSettings: the
+    same typed settings (and settings hash) as the equivalent models-file entry. Flags that are not
+    engine arguments (the server's --host, --port, ...) do not change KV capacity and are left out;
+    an unknown flag is refused with vLLM's own message. Without --max-model-len the model's
+    max_position_embeddings is taken, as vLLM does."""
+    words = list(command)
+    for expected in ("vllm", "serve"):
+        if words[:1] == [expected]:
+            words = words[1:]
+    parser, with_vllm = _serve_parser()
+    try:
+        parsed = vars(parser.parse_args(words))
+    except _Refused as exc:
+        raise ConfigError(str(exc) or f"{SERVE_SOURCE}: the command line was refused") from None
+    directory = _serve_model_directory(parsed.get("model_tag") or parsed.get("model"))
+    fields: dict[str, Any] = {"name": _serve_name(parsed.get("served_model_name"), directory), "model": directory}
+    fields |= {dest: parsed[dest] for dest in SERVE_FIELDS if parsed.get(dest) is not None}
+    if "max_model_len" not in fields:
+        fields["max_model_len"] = _config_max_len(directory)
+    known = known_engine_args() if with_vllm else frozenset()
+    skipped = set(SERVE_FIELDS) | ENGINE_CONTROLLED_ARGS | {"served_model_name"}
+    extra = {
+        dest: value
+        for dest, value in parsed.items()
+        if dest in known and dest not in skipped and value != parser.get_default(dest)
+    }
+    if extra:
+        fields["extra_engine_args"] = extra
+    try:
+        return [ModelSettings.model_validate(fields)]
+    except ValidationError as exc:
+        problems = [
+            f"{SERVE_SOURCE}: field '{_field_path(e)}': {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        ]
+        raise ConfigError("\n".join(problems)) from None
+
+
+def _config_max_len(directory: str) -> Any:
+    try:
+        config = json.loads((Path(directory) / "config.json").read_bytes())
+    except (OSError, ValueError):
+        return None  # the model field's own check names the problem
+    return config.get("max_position_embeddings") if isinstance(config, dict) else None
+
+
+def load_model_source(
+    models_file: str | None, serve_command: Sequence[str] | None, only: list[str] | None = None
+) -> list[ModelSettings]:
+    """The models a run measures: from a models file, or from one `vllm serve` command line."""
+    if serve_command is not None:
+        return models_from_serve_command(serve_command)
+    if models_file is None:
+        raise ConfigError("give a models file or a `vllm serve MODEL ...` command line after --")
+    return load_models(models_file, only)

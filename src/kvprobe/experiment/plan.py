@@ -6,15 +6,22 @@ Conditions are interleaved, repeat by repeat (A B C A B C ...), so that drift in
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from kvprobe.config import ModelSettings, parse_utilization_range
 from kvprobe.experiment.spec import Experiment
-from kvprobe.results.schema import Condition, TrialRecord
+from kvprobe.measure.request import SearchSettings
+from kvprobe.predict import weight_bytes
+from kvprobe.results.schema import Condition, ResultDocument
+from kvprobe.units import GIB
 
-ASSUMED_START_S = 40.0  # a tiny model on the CPU backend took 29 s a start here (docs/benchmarks.md)
+# Without this model's own starts, one start is guessed from its weights. The two ends it is drawn
+# through: the tiny model took 29 s a start on this project's CPU backend (docs/benchmarks.md), and
+# one GPT-OSS-120B start (about 61 GiB of weights) about 2 minutes on an H100.
+RULE_FIXED_S = 30.0
+RULE_S_PER_GIB = 1.5
+RULE_TEXT = f"the model-size rule {RULE_FIXED_S:.0f} s + {RULE_S_PER_GIB} s per GiB of weights"
 CONTAINER_OVERHEAD_S = 15.0  # per container cell: probing the container and starting it
-BRACKETED_STARTS = 3  # a bracketed search usually needs its estimate, one step across, and one more
 
 
 @dataclass(frozen=True)
@@ -33,31 +40,57 @@ def schedule(experiment: Experiment) -> list[Cell]:
     return [Cell(repeat, c) for repeat in range(1, experiment.file.repeats + 1) for c in experiment.conditions]
 
 
-def starts_per_model(experiment: Experiment) -> int:
-    """Engine starts one model's searches should need in one cell (a guess for boundary searches)."""
+def search_settings(experiment: Experiment) -> SearchSettings:
+    """The experiment file's search settings, as each cell's request carries them."""
     file = experiment.file
-    bisection = math.ceil(math.log2(0.95 / file.tolerance))
-    per_search = BRACKETED_STARTS if file.strategy == "bracketed" else bisection
-    starts = 0
-    for search in file.searches:
-        starts += 1 if search == "reference" else per_search + (1 if file.confirm else 0)
-    return starts
+    span = parse_utilization_range(file.range) if file.range is not None else None
+    return SearchSettings(
+        tolerance=file.tolerance,
+        utilization_range=span,
+        searches=tuple(file.searches),
+        strategy=file.strategy,
+        confirm=file.confirm,
+    )
+
+
+@dataclass(frozen=True)
+class StartTime:
+    """One model's time per engine start and where it comes from."""
+
+    model: str
+    seconds: float
+    source: str  # "its N earlier starts in the results directory", or the model-size rule
+
+
+def start_time(model: ModelSettings, earlier: list[ResultDocument]) -> StartTime:
+    """This model's own starts in `earlier` where there are any (mean wall time plus teardown), else the
+    model-size rule (RULE_FIXED_S + RULE_S_PER_GIB per GiB of predicted weights)."""
+    own = [t for doc in earlier if doc.model == model.name for t in doc.trials]
+    if own:
+        seconds = sum(t.wall_s + t.teardown_s for t in own) / len(own)
+        return StartTime(model.name, seconds, f"its {len(own)} earlier starts in the results directory")
+    weights = weight_bytes(model.hf_config(), model.dtype)
+    seconds = RULE_FIXED_S + RULE_S_PER_GIB * weights / GIB
+    return StartTime(model.name, seconds, f"{RULE_TEXT} ({weights / GIB:.1f} GiB predicted from config.json)")
 
 
 @dataclass(frozen=True)
 class Estimate:
     starts: int
     seconds: float
-    seconds_per_start: float
-    measured_from: int  # earlier trials the time per start came from; 0: ASSUMED_START_S
+    per_model: tuple[StartTime, ...]
 
 
-def estimate(experiment: Experiment, earlier: list[TrialRecord]) -> Estimate:
-    """The whole schedule's engine starts and duration, timed by earlier trials where there are any."""
+def estimate(experiment: Experiment, earlier: list[ResultDocument]) -> Estimate:
+    """The whole schedule's engine starts and duration, each model timed by its own earlier starts where
+    the results directory has them, else by the model-size rule; cooldowns and container cells added."""
     cells = schedule(experiment)
-    starts = len(cells) * len(experiment.models) * starts_per_model(experiment)
-    per_start = (
-        sum(t.wall_s + t.teardown_s for t in earlier) / len(earlier) if earlier else ASSUMED_START_S
-    ) + experiment.file.cooldown
+    search = search_settings(experiment)
+    times = tuple(start_time(model, earlier) for model in experiment.models)
+    starts = seconds = 0.0
+    for model, timed in zip(experiment.models, times, strict=True):
+        per_cell = search.expected_starts(model.utilization_range)
+        starts += per_cell * len(cells)
+        seconds += per_cell * len(cells) * (timed.seconds + experiment.file.cooldown)
     containers = sum(1 for c in cells if c.condition.container is not None)
-    return Estimate(starts, starts * per_start + containers * CONTAINER_OVERHEAD_S, per_start, len(earlier))
+    return Estimate(int(starts), seconds + containers * CONTAINER_OVERHEAD_S, times)

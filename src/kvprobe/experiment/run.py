@@ -18,11 +18,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kvprobe.config import parse_utilization_range
 from kvprobe.experiment.cgroup import CellCgroup
-from kvprobe.experiment.plan import Cell, schedule
+from kvprobe.experiment.plan import Cell, schedule, search_settings
 from kvprobe.experiment.spec import Experiment
-from kvprobe.measure.request import MeasureRequest, SearchSettings, StartSettings, kvprobe_command
+from kvprobe.measure.request import MeasureRequest, StartSettings, kvprobe_command
 from kvprobe.results.store import RunLock, write_json_atomic
 from kvprobe.units import parse_size
 
@@ -41,14 +40,6 @@ def cell_request(experiment: Experiment, cell: Cell, out_dir: Path, run_id: str,
     """The cell's measurement: the experiment file's settings, the cell's condition and repeat;
     `resume` continues the cell's own unfinished measurement (its journal), as after an interrupt."""
     file, condition = experiment.file, cell.condition
-    span = parse_utilization_range(file.range) if file.range is not None else None
-    search = SearchSettings(
-        tolerance=file.tolerance,
-        utilization_range=span,
-        searches=tuple(file.searches),
-        strategy=file.strategy,
-        confirm=file.confirm,
-    )
     floor = parse_size(file.guard_floor) if file.guard_floor else None
     start = StartSettings(cooldown_s=file.cooldown, trial_timeout_s=file.trial_timeout, guard_floor_bytes=floor)
     return MeasureRequest(
@@ -58,7 +49,7 @@ def cell_request(experiment: Experiment, cell: Cell, out_dir: Path, run_id: str,
         label="native" if condition.container is None else "auto",
         repeats=file.repeats,
         only_repeat=cell.repeat,
-        search=search,
+        search=search_settings(experiment),
         start=start,
         condition=condition,
         experiment=experiment.reference.model_copy(update={"run_id": run_id}),
@@ -75,6 +66,7 @@ class ExperimentRun:
         self.out_dir = Path(out_dir)
         self.on_cell = on_cell
         self.identity = experiment.sha256_inputs()
+        self.failed: list[str] = []  # keys of the cells whose measurement exited 1 (a model failed)
 
     def _open(self, resume: bool) -> dict:
         path = self.out_dir / MANIFEST
@@ -97,6 +89,7 @@ class ExperimentRun:
             if cell.key in manifest["done"]:
                 self.on_cell(cell, "done earlier")
                 status = max(status, manifest["done"][cell.key])
+                self.failed += [cell.key] if manifest["done"][cell.key] == EXIT_FAILED else []
                 continue
             self.on_cell(cell, "starting")
             code, interrupted = self._run_cell(cell, manifest["run_id"], resumed)
@@ -104,6 +97,7 @@ class ExperimentRun:
                 manifest["done"][cell.key] = code
                 write_json_atomic(self.out_dir / MANIFEST, manifest)
                 status = max(status, code)
+                self.failed += [cell.key] if code == EXIT_FAILED else []
             if interrupted or code not in (EXIT_OK, EXIT_FAILED):
                 return EXIT_INTERRUPTED if interrupted else code
         manifest["status"] = "finished"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
 from kvprobe.experiment.plan import estimate, schedule
 from kvprobe.experiment.spec import Experiment
 from kvprobe.output.progress import print_rows
-from kvprobe.results.schema import Condition, TrialRecord
+from kvprobe.results.schema import Condition, ResultDocument
 from kvprobe.units import gib
 
 
@@ -34,7 +35,7 @@ def describe(condition: Condition) -> str:
     return "; ".join(parts)
 
 
-def print_schedule(console: Console, experiment: Experiment, earlier: list[TrialRecord]) -> None:
+def print_schedule(console: Console, experiment: Experiment, earlier: list[ResultDocument]) -> None:
     cells = schedule(experiment)
     rows = [(str(i), str(c.repeat), c.condition.name, describe(c.condition)) for i, c in enumerate(cells, start=1)]
     print_rows(
@@ -45,13 +46,13 @@ def print_schedule(console: Console, experiment: Experiment, earlier: list[Trial
         left=("condition", "what"),
     )
     guess = estimate(experiment, earlier)
-    source = (
-        f"the mean of {guess.measured_from} earlier trials in --out"
-        if guess.measured_from
-        else "an assumed time per start (no earlier trials in --out)"
-    )
     console.print(
         f"{len(cells)} cells x {len(experiment.models)} model(s): about {guess.starts} engine starts, "
-        f"estimated {guess.seconds / 60:.0f} min at {guess.seconds_per_start:.0f} s a start ({source})",
+        f"estimated {guess.seconds / 60:.0f} min",
         highlight=False,
     )
+    for timed in guess.per_model:
+        console.print(
+            f"  {escape(timed.model)}: about {timed.seconds / 60:.1f} min per start: from {escape(timed.source)}",
+            highlight=False,
+        )

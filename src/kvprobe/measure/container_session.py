@@ -13,7 +13,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from kvprobe.config import load_models
 from kvprobe.environment.facts import collect
 from kvprobe.environment.gpu import Nvml
 from kvprobe.errors import InputError, RunFailed
@@ -54,9 +53,9 @@ def run_container(request: MeasureRequest, console: Console) -> int:
     settings = ready_settings(request.container)
     out_dir = Path(request.out_dir).resolve()
     request = request.model_copy(update={"out_dir": str(out_dir), "container": settings})
-    models = load_models(request.models_file, list(request.only) or None)
+    models = request.models()
     out_dir.mkdir(parents=True, exist_ok=True)
-    volume_flags = mounts(models, Path(request.models_file), out_dir, [])
+    volume_flags = mounts(models, Path(request.models_source), out_dir, [])
     preflight(settings)
     inside = probe_environment(settings, volume_flags)
     differences = version_mismatch(collect("native").software, inside.software)

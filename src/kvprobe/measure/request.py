@@ -15,10 +15,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kvprobe.config import SERVE_SOURCE, ModelSettings, load_model_source
 from kvprobe.results.schema import Condition, ContainerRun, ContainerSettings, ExperimentRef
 from kvprobe.safe_io import child_python
 from kvprobe.vocabulary import SEARCHES, KvApproach, Search, Strategy
 
+BRACKETED_STARTS = 3  # a bracketed search usually needs its estimate, one step across, and one more
 Prestart = Literal["auto", "on", "off"]
 LabelChoice = Literal["native", "container", "auto"]
 
@@ -41,6 +43,16 @@ class SearchSettings(Settings):
     throughput: bool = Field(False, description="Also time a fixed decode workload at u_max.")
     prestart: Prestart = Field("auto", description="Start the next trials' workers during a trial; auto: by pool.")
     kv_approach: KvApproach | Literal["auto"] = Field("auto", description="Side the physical search comes from.")
+
+    def expected_starts(self, model_range: tuple[float, float]) -> int:
+        """Engine starts one model's searches should need (a guess: a boundary search may stop early
+        or need more). Bisection halves the range until the tolerance: ceil(log2(width / tolerance))
+        starts; bracketed usually needs its estimate, one step across and one more."""
+        low, high = self.utilization_range or model_range
+        bisection = max(1, math.ceil(math.log2((high - low) / self.tolerance)))
+        per_search = BRACKETED_STARTS if self.strategy == "bracketed" else bisection
+        confirm = 1 if self.confirm else 0
+        return sum(1 if search == "reference" else per_search + confirm for search in self.searches)
 
     @field_validator("utilization_range")
     @classmethod
@@ -71,7 +83,10 @@ class StartSettings(Settings):
 class MeasureRequest(Settings):
     """Everything one `kvprobe measure` run was asked to do."""
 
-    models_file: str
+    models_file: str | None = Field(None, description="The models file; None: the serve command's model.")
+    serve_command: tuple[str, ...] | None = Field(
+        None, description="A `vllm serve MODEL --flag ...` command line whose one model is measured instead."
+    )
     only: tuple[str, ...] = Field((), description="Measure only these models (all when empty).")
     out_dir: str = "results"
     label: LabelChoice = "auto"
@@ -90,6 +105,12 @@ class MeasureRequest(Settings):
     @model_validator(mode="after")
     def _consistent(self) -> MeasureRequest:
         problems = []
+        if (self.models_file is None) == (self.serve_command is None):
+            problems.append("models_file: give a models file or a `vllm serve` command line, one of the two")
+        if self.serve_command is not None and self.container is not None:
+            problems.append("serve_command: kvprobe container measures a models file's models (write one)")
+        if self.serve_command is not None and self.only:
+            problems.append("only: a `vllm serve` command line has one model; --only selects from a models file")
         if self.both and self.container is None:
             problems.append("both: measuring natively and in a container needs a container")
         if self.container is not None and self.label != "auto":
@@ -101,6 +122,20 @@ class MeasureRequest(Settings):
         return self
 
     @property
+    def models_source(self) -> str:
+        """Where the models come from, for messages: the models file, or `vllm serve`."""
+        return self.models_file if self.models_file is not None else SERVE_SOURCE
+
+    def models(self) -> list[ModelSettings]:
+        """The models this request measures (ConfigError names every problem)."""
+        return load_model_source(self.models_file, self.serve_command, list(self.only) or None)
+
+    def expected_starts(self, models: list[ModelSettings]) -> int:
+        """Engine starts the whole run should need: every model, every repeat it measures."""
+        repeats = 1 if self.only_repeat is not None else self.repeats
+        return repeats * sum(self.search.expected_starts(m.utilization_range) for m in models)
+
+    @property
     def drop_caches(self) -> bool:
         return self.start.drop_caches or bool(self.condition and self.condition.drop_caches)
 
@@ -108,6 +143,8 @@ class MeasureRequest(Settings):
         """What decides what this run measures: --resume continues only a run with the same identity.
         Where results go, whether to resume and how a container started the run do not count."""
         kept = self.model_dump(mode="json", exclude={"models_file", "out_dir", "resume", "started_by", "experiment"})
+        if self.models_file is None:
+            return kept  # the serve command, in `kept`, is the whole input
         return {"models_file_sha256": hashlib.sha256(Path(self.models_file).read_bytes()).hexdigest(), **kept}
 
     def arguments(self) -> list[str]:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from kvprobe.cluster.ray_cluster import RayCluster
-from kvprobe.config import ModelSettings, load_models
+from kvprobe.config import ModelSettings
 from kvprobe.engines import engine_unavailable, get_engine
 from kvprobe.environment.facts import collect
 from kvprobe.errors import InputError
@@ -24,7 +24,7 @@ from kvprobe.measure.options import MeasureOptions, resolve_kv_approach, resolve
 from kvprobe.measure.perturb import PerturbedExecutor, with_condition
 from kvprobe.measure.request import MeasureRequest
 from kvprobe.measure.scheduler import Scheduler
-from kvprobe.output.progress import TrialProgress, print_summary
+from kvprobe.output.progress import TrialProgress, headroom_warning, print_summary
 from kvprobe.results.loader import ResultFileError
 from kvprobe.results.schema import Condition, Environment
 from kvprobe.results.store import SCRATCH, ResultStore, RunLock
@@ -47,13 +47,13 @@ def checked_models(request: MeasureRequest) -> list[ModelSettings]:
     problems: list[str] = []
     models: list[ModelSettings] = []
     try:
-        models = load_models(request.models_file, list(request.only) or None)
+        models = request.models()
         if request.condition is not None:
             models = with_condition(models, request.condition)
     except InputError as exc:
         problems.append(str(exc))
     problems += [
-        f"{request.models_file}: model '{m.name}': field 'engine': {said}"
+        f"{request.models_source}: model '{m.name}': field 'engine': {said}"
         for m in models
         if (said := engine_unavailable(m.engine))
     ]
@@ -71,12 +71,12 @@ def ray_problems(request: MeasureRequest, models: list[ModelSettings]) -> list[s
     """Ray models need a cluster to run on, and a cluster needs a Ray model."""
     field = "field 'extra_engine_args.distributed_executor_backend'"
     problems = [
-        f"{request.models_file}: model '{m.name}': {field}: ray needs --ray-address (an existing Ray cluster)"
+        f"{request.models_source}: model '{m.name}': {field}: ray needs --ray-address (an existing Ray cluster)"
         for m in models
         if m.uses_ray and not request.ray_address
     ]
     if request.ray_address and models and not any(m.uses_ray for m in models):
-        problems.append(f"--ray-address: no model measured from {request.models_file} sets {field} to ray")
+        problems.append(f"--ray-address: no model measured from {request.models_source} sets {field} to ray")
     return problems
 
 
@@ -113,7 +113,7 @@ def where_to_measure(request: MeasureRequest, models: list[ModelSettings]) -> Wh
     if wider:
         if cluster is not None:
             cluster.close()
-        raise InputError("\n".join(f"{request.models_file}: {problem}" for problem in wider))
+        raise InputError("\n".join(f"{request.models_source}: {problem}" for problem in wider))
     return Where(environment, cluster)
 
 
@@ -146,8 +146,9 @@ def measure_options(request: MeasureRequest, environment: Environment) -> Measur
     )
 
 
-def run_measure(request: MeasureRequest, console: Console) -> int:
-    """Measure what the request asks; the exit code (0 complete, 1 a model failed, 130 interrupted)."""
+def run_measure(request: MeasureRequest, console: Console, show_engine_log: bool = False) -> int:
+    """Measure what the request asks; the exit code (0 complete, 1 a model failed, 130 interrupted).
+    `show_engine_log`: stream the engine's log lines as they come."""
     models = checked_models(request)
     where = where_to_measure(request, models)
     environment, cluster = where.environment, where.cluster
@@ -175,7 +176,10 @@ def run_measure(request: MeasureRequest, console: Console) -> int:
         console.print("[yellow]warning:[/] nothing to resume (no unfinished run with these settings); starting anew")
 
     engine = get_engine()
-    progress = TrialProgress(console)
+    progress = TrialProgress(console, guard, request.expected_starts(models), show_engine_log)
+    near_floor = headroom_warning(guard, environment.host_memory)
+    if near_floor:
+        console.print(f"[yellow]warning:[/] {escape(near_floor)}", highlight=False)
     limits = TrialLimits(timeout_s=request.start.trial_timeout_s, guard=guard)
     runner = TrialRunner(
         engine,
@@ -184,6 +188,7 @@ def run_measure(request: MeasureRequest, console: Console) -> int:
         on_sample=progress.on_sample,
         prestart=options.prestart == "on",
         cluster=cluster,
+        on_log=progress.on_log,
     )
     _warn_of_leftovers(console, runner)
     perturbed = PerturbedExecutor(runner, request.condition or Condition(name=""), out_dir / SCRATCH)

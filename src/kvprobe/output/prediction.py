@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kvprobe.config import load_models
+from kvprobe.config import load_model_source
 from kvprobe.errors import InputError
 from kvprobe.output.progress import print_rows
 from kvprobe.predict import (
@@ -161,12 +161,18 @@ class PredictionRun:
 
 
 def predict_models(
-    models_file: str, memory: str | None, utilization: float | None, only: tuple, from_result: str | None
+    models_file: str | None,
+    memory: str | None,
+    utilization: float | None,
+    only: tuple,
+    from_result: str | None,
+    serve_command: tuple[str, ...] | None = None,
 ) -> PredictionRun:
-    """Each model's prediction and verdict; every problem with the inputs at once (InputError)."""
+    """Each model's prediction and verdict (the models of a models file or of one `vllm serve` command
+    line); every problem with the inputs at once (InputError)."""
     problems, models, pool, earlier = [], [], None, None
     try:
-        models = load_models(models_file, list(only) or None)
+        models = load_model_source(models_file, serve_command, list(only) or None)
     except InputError as exc:
         problems.append(str(exc))
     try:

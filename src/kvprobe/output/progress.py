@@ -1,62 +1,266 @@
-"""A rich live view of trials as they run, and the end-of-run summary table."""
+"""What a run shows while it runs, and the end-of-run summary table.
+
+On a terminal: one line per engine start (its setting, then its outcome), and while a start runs a
+live rich `Progress` line: start k of about n, an ETA from this run's own starts, the phase of the
+running start, and the memory figure the guard acts on beside its floor. Piped (or with
+--log-format): one record per line (JSON Lines or logfmt), never wrapped, keys without spaces.
+Engine and user text is untrusted: escaped on a terminal, quoted in a record, never read as markup.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
-from rich.status import Status
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from kvprobe.results.schema import MemorySample, ResultDocument, TrialRecord
 from kvprobe.trial.executor import TrialRequest
+from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.units import gib
 
+LogFormat = Literal["jsonl", "logfmt"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("jsonl", "logfmt")
 OUTCOME_STYLE = {"ok": "green", "guard": "magenta", "timeout": "yellow", "error": "red"}
+# The worker's phase marks and the engine's log patterns, in the words a user follows a start by.
+PHASE_WORDS = {
+    "prepare": "importing ahead",
+    "import": "importing",
+    "waiting": "imported, waiting",
+    "engine_start": "weights",
+    "weights_loaded": "profiling",
+    "kv_allocated": "KV allocated",
+    "ready": "KV allocated, measuring",
+    "generated": "fill",
+    "filled": "filled",
+    "throughput": "throughput",
+    "done": "done",
+}
+NEAR_FLOOR = 1.5  # warn before the first start when the guard's figure is below this many floors
+DROP_CACHES_ADVICE = (
+    "free the page cache first (sync; echo 3 | sudo tee /proc/sys/vm/drop_caches) or run as root with --drop-caches"
+)
+_LOGFMT_BARE = re.compile(r"[A-Za-z0-9_.:/@+-]+")
+
+
+def record_line(fields: Mapping[str, Any], log_format: LogFormat) -> str:
+    """One record on one line: JSON (ASCII, so no control character survives) or logfmt."""
+    if log_format == "jsonl":
+        return json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
+    parts = []
+    for key, value in fields.items():
+        text = json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+        if not _LOGFMT_BARE.fullmatch(text):
+            text = json.dumps(text, ensure_ascii=True)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+def record_key(column: str) -> str:
+    """A table column as a record key: lower case, no spaces ('KV@u_max GiB' -> 'kv_at_u_max_gib')."""
+    return re.sub(r"[^a-z0-9]+", "_", column.lower().replace("@", " at ")).strip("_")
+
+
+class RecordConsole(Console):
+    """A console whose every print is one record on one line (for pipes, files and CI logs): a
+    message's markup is rendered to its plain text first; tables are written row by row (print_rows)."""
+
+    def __init__(self, log_format: LogFormat, **kwargs: Any):
+        super().__init__(soft_wrap=True, highlight=False, **kwargs)
+        self.log_format = log_format
+
+    def write_record(self, fields: Mapping[str, Any]) -> None:
+        self.file.write(record_line({"time": round(time.time(), 3), **fields}, self.log_format) + "\n")
+        self.file.flush()
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        markup = kwargs.get("markup", True) is not False
+        words = [Text.from_markup(o).plain if isinstance(o, str) and markup else str(o) for o in objects]
+        self.write_record({"event": "message", "text": " ".join(words)})
+
+    def rule(self, title: Any = "", **kwargs: Any) -> None:  # type: ignore[override]
+        self.print(title)
+
+
+def make_console(log_format: LogFormat | None) -> Console:
+    """A terminal's rich console; piped, or with a format given, a RecordConsole (JSON Lines by default)."""
+    if log_format is None and sys.stdout.isatty():
+        return Console()
+    return RecordConsole(log_format or "jsonl")
+
+
+def guard_figure(guard: GuardPolicy, sample: MemorySample) -> tuple[str, float, int | None]:
+    """The host figure the guard acts on (MemAvailable, or on unified memory the lower of it and
+    MemFree), its bytes, and its floor (None: no host floor)."""
+    name, value = guard.host_view(sample)
+    return name, value, guard.host_floor_bytes
+
+
+def headroom_warning(guard: GuardPolicy, host_memory: Mapping[str, int]) -> str | None:
+    """A warning when the guard's figure is already near its floor before the first start."""
+    if guard.host_floor_bytes is None or "MemAvailable" not in host_memory:
+        return None
+    sample = MemorySample(host_available=host_memory["MemAvailable"], host_free=host_memory.get("MemFree"))
+    name, value, floor = guard_figure(guard, sample)
+    if floor is None or value >= NEAR_FLOOR * floor:
+        return None
+    return (
+        f"{name} {gib(value, unit=True)} is already near the guard floor {gib(floor, unit=True)}: an engine "
+        f"start that takes memory will be ended by the guard; {DROP_CACHES_ADVICE}"
+    )
 
 
 class TrialProgress:
-    """One line per trial (start, end, outcome), and while a trial runs a live status line with
-    its elapsed time and the memory the guard watches. Replayed trials are marked as such.
-    Engine and user text is escaped: it is printed as it is, never read as markup."""
+    """What a run shows of its engine starts (see the module docstring). `expected_starts`: the
+    search's estimate of the run's starts (the n of "start k of about n")."""
 
-    def __init__(self, console: Console):
+    def __init__(
+        self,
+        console: Console,
+        guard: GuardPolicy | None = None,
+        expected_starts: int | None = None,
+        show_engine_log: bool = False,
+    ):
         self.console = console
+        self.guard = guard or GuardPolicy.disabled()
+        self.expected = expected_starts
+        self.show_engine_log = show_engine_log
+        self.records = isinstance(console, RecordConsole)
+        self.finished = 0  # starts finished in this run, replayed ones included
+        self.durations: list[float] = []  # seconds of this run's own starts (wall and teardown)
         self._started = 0.0
         self._label = ""
-        self._status: Status | None = None
+        self._phase = "starting"
+        self._sample: MemorySample | None = None
+        self._live: Progress | None = None
+        self._task: TaskID | None = None
+
+    @property
+    def number(self) -> int:
+        """k: the running start's place in the run."""
+        return self.finished + 1
+
+    def of_about(self) -> str:
+        return f"start {self.number} of about {max(self.expected or 0, self.number)}" if self.expected else ""
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left: the mean of this run's starts times those left, less the running one's elapsed."""
+        if not self.durations or not self.expected:
+            return None
+        mean = sum(self.durations) / len(self.durations)
+        left_after = max(0, self.expected - self.number)
+        return left_after * mean + max(0.0, mean - (time.monotonic() - self._started))
+
+    def _eta_text(self) -> str:
+        eta = self.eta_seconds()
+        if eta is None:
+            return "ETA after the first start" if self.expected else ""
+        left = f"{eta:.0f} s" if eta < 120 else f"{eta / 60:.0f} min"
+        return f"ETA ~{left} (from {len(self.durations)} starts)"
+
+    def _memory_text(self) -> str:
+        if self._sample is None:
+            return ""
+        name, value, floor = guard_figure(self.guard, self._sample)
+        text = f"{name} {gib(value, unit=True)}" + (
+            f" (guard floor {gib(floor, unit=True)})" if floor else " (no guard)"
+        )
+        if self._sample.cgroup_headroom is not None:
+            text += f", cgroup headroom {gib(self._sample.cgroup_headroom, unit=True)}"
+        return text
+
+    def _status(self) -> str:
+        parts = [self.of_about(), self._eta_text(), f"phase {self._phase}", self._memory_text()]
+        return escape(" | ".join(part for part in parts if part))
 
     def trial_started(self, request: TrialRequest) -> None:
         self._started = time.monotonic()
+        self._phase = "starting"
         model, search = request.model, request.search
         if request.utilization is not None:
             value = f"u={request.utilization}"
         else:
             value = f"kv={gib(request.kv_cache_memory_bytes)} GiB"
+        if self.records:
+            fields = {"event": "start", "model": model, "search": search, "setting": value, "start": self.number}
+            eta = self.eta_seconds()
+            fields |= {"of_about": self.expected, "eta_s": None if eta is None else round(eta)}
+            self.console.write_record(fields)  # type: ignore[attr-defined]
+            return
         self._label = escape(f"{model} {search} {value}")
         self.console.print(
-            f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(model)} [bold]{search}[/] {value} ...", highlight=False
+            f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(model)} [bold]{search}[/] {value} "
+            f"[dim]{escape(self.of_about())}[/]",
+            highlight=False,
         )
         if self.console.is_terminal:
-            self._status = self.console.status(self._label)
-            self._status.start()
+            columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+            self._live = Progress(*columns, TextColumn("{task.fields[status]}"), console=self.console)
+            self._task = self._live.add_task(self._label, status=self._status())
+            self._live.start()
+
+    def _refresh(self) -> None:
+        if self._live is not None and self._task is not None:
+            self._live.update(self._task, status=self._status())
 
     def on_sample(self, sample: MemorySample) -> None:
-        if self._status is None:
+        self._sample = sample
+        self._refresh()
+
+    def on_log(self, lines: list[str], phases: Mapping[str, float]) -> None:
+        """New engine log lines, and the phases marked so far: a new phase is shown (and recorded)."""
+        if self.show_engine_log:
+            for line in lines:
+                if self.records:
+                    self.console.write_record({"event": "engine_log", "start": self.number, "line": line})  # type: ignore[attr-defined]
+                else:
+                    self.console.print(f"[dim]engine |[/] {escape(line)}", highlight=False, soft_wrap=True)
+        latest = PHASE_WORDS.get(next(reversed(phases)), next(reversed(phases))) if phases else self._phase
+        if latest == self._phase:
             return
-        parts = [f"{time.monotonic() - self._started:.0f} s", f"MemAvailable {gib(sample.host_available, unit=True)}"]
-        if sample.cgroup_headroom is not None:
-            parts.append(f"cgroup headroom {gib(sample.cgroup_headroom, unit=True)}")
-        if sample.gpu_used is not None:
-            parts.append(f"GPU used {gib(sample.gpu_used, unit=True)}")
-        self._status.update(f"{self._label}: {', '.join(parts)}")
+        self._phase = latest
+        if self.records:
+            fields: dict[str, Any] = {"event": "phase", "start": self.number, "phase": latest}
+            fields["elapsed_s"] = round(time.monotonic() - self._started, 1)
+            if self._sample is not None:
+                name, value, floor = guard_figure(self.guard, self._sample)
+                fields |= {"guard_figure": name, "guard_figure_bytes": int(value), "guard_floor_bytes": floor}
+            self.console.write_record(fields)  # type: ignore[attr-defined]
+        self._refresh()
 
     def trial_finished(self, model: str, record: TrialRecord, replayed: bool) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        self.finished += 1
+        if not replayed:
+            self.durations.append(record.wall_s + record.teardown_s)
+        if self.records:
+            self.console.write_record(  # type: ignore[attr-defined]
+                {
+                    "event": "trial",
+                    "model": model,
+                    "number": record.number,
+                    "outcome": record.outcome,
+                    "passed": record.passed,
+                    "kv_cache_bytes": record.kv_cache_bytes,
+                    "kv_cache_tokens": record.kv_cache_tokens,
+                    "wall_s": round(record.wall_s, 1),
+                    "teardown_s": round(record.teardown_s, 1),
+                    "replayed": replayed,
+                    "reason": "" if record.passed else record.reason,
+                }
+            )
+            return
         style = OUTCOME_STYLE.get(record.outcome, "red")
         verdict = "pass" if record.passed else "fail"
         kv = (
@@ -126,8 +330,13 @@ def _summary_row(doc: ResultDocument) -> tuple[str, ...]:
 def print_rows(
     console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[str, ...] = ()
 ) -> None:
-    """A table on a terminal; piped to a file or a CI log, one line of `column value` pairs per row,
-    which reads at any width (a table there would be cut to a few characters a column). Cells are text."""
+    """A table on a terminal; to a RecordConsole (piped, a file, a CI log) one record per row, keyed by
+    the columns without spaces, which reads at any width and in awk or jq. Cells are text."""
+    if isinstance(console, RecordConsole):
+        for row in rows:
+            cells = {record_key(column): value for column, value in zip(columns, row, strict=True)}
+            console.write_record({"event": "row", "table": title, **cells})
+        return
     if not console.is_terminal:
         console.print(title, highlight=False)
         for row in rows:

@@ -154,13 +154,16 @@ class TrialRunner:
         on_sample: Callable[[MemorySample], None] | None = None,
         prestart: bool = False,
         cluster: ClusterAgents | None = None,
+        on_log: Callable[[list[str], dict[str, float]], None] | None = None,
     ):
-        """`cluster`: the engine spans Ray nodes; their agents sample, guard and tear down there too."""
+        """`cluster`: the engine spans Ray nodes; their agents sample, guard and tear down there too.
+        `on_log`: told each batch of new engine log lines and the phases marked so far (in order)."""
         self.engine = engine
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.limits = limits
         self.on_sample = on_sample
+        self.on_log = on_log
         self.cluster = cluster
         self.prestart = prestart
         self.waiting: deque[WaitingWorker] = deque()  # the next trials' workers, in the order they will run
@@ -356,8 +359,11 @@ class TrialRunner:
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
             seen = len(phases)
-            for raw in lines:
-                self._mark_phase(raw.decode(errors="replace"), sample.t, phases)
+            decoded = [raw.decode(errors="replace") for raw in lines]
+            for line in decoded:
+                self._mark_phase(line, sample.t, phases)
+            if self.on_log and decoded:
+                self.on_log(decoded, phases)
             if self.cluster is not None:
                 for phase in list(phases)[seen:]:
                     self.cluster.mark(phase)
