@@ -164,14 +164,14 @@ def test_a_front_matter_date_that_is_not_an_iso_date_is_refused(tmp_path, date):
 def test_an_iso_date_or_datetime_is_written_as_given(tmp_path, date):
     out = results_dir(tmp_path)
     assert invoke("report", str(out), "--format", "markdown", "--front-matter", "--date", date).exit_code == 0
-    assert f"\ndate: {date}\n" in (out / "report" / "report.md").read_text()
+    assert f"\ndate: {date}\n" in (out / "report" / "index.md").read_text()
 
 
 def test_a_title_cannot_add_front_matter_keys():
     title = 'x"\ndraft: true\n---\n{{< shortcode >}}'
     markdown = render_report(
         build_report(documents()), ["markdown"], ReportOptions(title=title, front_matter=True, date="2026-11-30")
-    )["report.md"].decode()
+    )["index.md"].decode()
     matter = markdown.split("\n---\n")[0].removeprefix("---\n").splitlines()
     assert [line.split(":")[0] for line in matter] == ["title", "date", "draft", "tags"]
     assert matter[0] == f"title: {json.dumps(title)}"
