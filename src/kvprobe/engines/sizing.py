@@ -298,17 +298,20 @@ _EQUATIONS: dict[SizingEquation, type] = {
 _OPTIONAL = {"cgroup_limit_bytes", "cudagraph_bytes"}
 
 
+def inputs_from(equation: SizingEquation, values: dict[str, float]) -> SizingInputs:
+    """An equation's input set from recorded values (bytes whole, utilization a fraction)."""
+    cls = _EQUATIONS[equation]
+    typed = {
+        field.name: values[field.name] if field.type == "float" else round(values[field.name])
+        for field in dataclasses.fields(cls)
+        if field.name in values
+    }
+    return cls(**typed)
+
+
 def inputs_of(check: SizingCheck) -> SizingInputs | None:
     """The equation's input set a check recorded (None where an input is missing)."""
-    if check.missing:
-        return None
-    cls = _EQUATIONS[check.equation]
-    values = {
-        field.name: check.inputs[field.name] if field.type == "float" else int(check.inputs[field.name])
-        for field in dataclasses.fields(cls)
-        if field.name in check.inputs
-    }
-    return cls(**values)
+    return None if check.missing else inputs_from(check.equation, check.inputs)
 
 
 def check_trial(
