@@ -453,6 +453,48 @@ def experiment_readme() -> str:
     return "\n".join(lines)
 
 
+def sizing_experiment_readme() -> str:
+    """docs/experiments/sizing-cpu-.../README.md: what ran, and each run's KV against vLLM's CPU equation."""
+    documents = sorted(load(f"{SIZING_EXPERIMENT}/results"), key=lambda d: d.started_at)
+    first = documents[0]
+    lines = [
+        f"# Experiment {first.experiment.name}: a cgroup limit vLLM's CPU backend cannot see, by its sizing equation",
+        "",
+        "Made by `scripts/make_docs.py`. Ran as",
+        "",
+        "```",
+        "kvprobe experiment experiments/sizing-cpu.yaml --out results",
+        "```",
+        "",
+        f"on this project's CPU machine ({gib(first.environment.host_memory['MemTotal'])} GiB MemTotal at the first",
+        f"cell), vLLM {first.versions.vllm}, torch {first.versions.torch}. Files: [`experiment.yaml`](experiment.yaml)",
+        "as run (its `models: ../models.yaml` is the repository's [`models.yaml`](models.yaml), copied here),",
+        "[`results/`](results/) (result JSON with each trial's memory samples and `sizing_checks`,",
+        "`experiment.json`, journals, trial specs and engine logs), [`experiment.log`](experiment.log) (the",
+        "command's output), [`report/`](report/report.md) (the report; its \"By the engine's sizing equation\"",
+        "table splits the KV difference into the equation's input changes with the residual).",
+        "",
+        "Each run's reference start against vLLM's CPU equation, ceil(utilization x the NUMA node's MemTotal)",
+        "- the worker's resident memory (the limit sits on a cgroup below the mount's root, where vLLM",
+        "does not read it), with what kvprobe sampled at the sizing moment (`weights_loaded`):",
+        "",
+        "| run | condition | predicted (GiB) | engine (GiB) | residual (bytes) | agrees | MemAvailable (GiB) "
+        "| MemFree (GiB) | Cached (GiB) | Shmem (GiB) | cgroup usage / limit (GiB) |",
+        "| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for doc in documents:
+        for check in all_checks(doc):
+            at = check.at_sizing
+            cgroup = f"{gib(at.cgroup_usage)} / {gib(at.cgroup_limit)}" if at and at.cgroup_limit else "-"
+            lines.append(
+                f"| {doc.repeat} | {doc.condition} | {gib(check.predicted_kv_bytes, 3)} | "
+                f"{gib(check.engine_kv_bytes, 3)} | {check.residual_bytes:+,} | {'yes' if check.agrees else 'NO'} | "
+                f"{gib(at and at.host_available)} | {gib(at and at.host_free)} | {gib(at and at.page_cache)} | "
+                f"{gib(at and at.shmem, 3)} | {cgroup} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def benchmarks() -> str:
     raw = ROOT / "docs" / "benchmarks" / "raw"
     lines = [
@@ -782,6 +824,7 @@ def outputs() -> dict[Path, bytes]:
         files[ROOT / Path(results).parent / "README.md"] = readme.encode()
     files[ROOT / "docs" / "gpu" / "README.md"] = gpu_index().encode()
     files[ROOT / EXPERIMENT / "README.md"] = experiment_readme().encode()
+    files[ROOT / SIZING_EXPERIMENT / "README.md"] = sizing_experiment_readme().encode()
     return files
 
 
