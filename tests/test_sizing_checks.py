@@ -180,3 +180,27 @@ def test_sampler_records_shmem_and_device_free(tmp_path):
         sample = MemorySampler(nvml, tmp_path).sample()
     assert sample.shmem == 120 * 1024 and sample.host_free == 400 * 1024
     assert sample.device_free == [50] and sample.gpu_used == 30
+
+
+def test_cuda_check_on_the_committed_h100_run_uses_cudas_total_and_the_logged_non_kv():
+    loaded, _ = ResultStore(ROOT / "docs" / "gpu-h100" / "results").load_all()
+    doc = next(d for _, d in loaded if d.condition == "native")
+    check = run_check(doc)
+    trial = reference_trial(doc)
+    assert check.equation == "vllm-cuda" and check.sources["total_bytes"].startswith("cudaMemGetInfo")
+    expected = math.ceil(doc.cuda_view.total_bytes * trial.utilization) - round(trial.memory_report.non_kv_bytes)
+    assert check.predicted_kv_bytes == expected and check.agrees is True
+    assert check.at_sizing is not None and check.at_sizing.shmem is None  # recorded before Shmem was
+
+
+def test_an_integrated_gpu_takes_memavailable_from_the_phase_samples_and_names_what_it_lacks(runs):
+    from kvprobe.environment.facts import collect
+
+    spark = collect(recorded=ROOT / "tests" / "data" / "machines" / "dgx-spark-native")
+    doc = native(runs, 2)
+    trial = reference_trial(doc)
+    check = check_trial(trial, spark, cuda_total_bytes=128 * 2**30)
+    assert check.equation == "vllm-integrated"
+    assert check.inputs["available_at_create_bytes"] == trial.memory.phases["engine_start"].host_available
+    assert check.inputs["available_after_profile_bytes"] == trial.memory.phases[SIZING_MOMENT].host_available
+    assert check.missing == ["transient_peak_bytes"]  # the CPU build's log prints no torch peak
