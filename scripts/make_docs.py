@@ -31,6 +31,7 @@ from kvprobe.predict import predict  # noqa: E402
 from kvprobe.report.external import STUDY_MODELS, load_benchmark_spark, summarise_external  # noqa: E402
 from kvprobe.report.external_layout import external_document  # noqa: E402
 from kvprobe.report.markdown import MarkdownWriter  # noqa: E402
+from kvprobe.report.sizing import all_checks  # noqa: E402
 from kvprobe.report.summary import build_report  # noqa: E402
 from kvprobe.report.writers import FORMATS, ReportOptions, render_report  # noqa: E402
 from kvprobe.results.schema import SCHEMA_VERSION, ResultDocument  # noqa: E402
@@ -39,6 +40,7 @@ from kvprobe.units import gib  # noqa: E402
 
 COMPARED_FILES = ("report.md", "report.html", "summary.json", "runs.csv")
 EXPERIMENT = "docs/experiments/cpu-2026-11-26"  # the committed CPU experiment (issue 14)
+SIZING_EXPERIMENT = "docs/experiments/sizing-cpu-2026-11-30"  # the CPU run recording the sizing inputs (issue 26)
 # The discrete-GPU control of the study's models, one results directory per model and card.
 GPU_RESULTS = (
     "docs/gpu-h200/results",
@@ -75,6 +77,12 @@ REPORTS = (
         "docs/gpu/report",
         "The study's models on discrete GPUs: native vs a 16 GiB cgroup v2",
         "2026-11-26",
+    ),
+    (
+        f"{SIZING_EXPERIMENT}/results",
+        f"{SIZING_EXPERIMENT}/report",
+        "A cgroup limit vLLM's CPU backend cannot see, against native: the KV by its sizing equation",
+        "2026-11-30",
     ),
     (
         "docs/multinode/cpu-2026-11-26/results",
@@ -526,6 +534,49 @@ def printed_estimate() -> int:
     return int(found.group(1))
 
 
+def sizing_experiment_readme() -> str:
+    """docs/experiments/sizing-cpu-.../README.md: what ran, and each run's KV against vLLM's CPU equation."""
+    documents = sorted(load(f"{SIZING_EXPERIMENT}/results"), key=lambda d: d.started_at)
+    first = documents[0]
+    lines = [
+        f"# Experiment {first.experiment.name}: a cgroup limit vLLM's CPU backend cannot see, by its sizing equation",
+        "",
+        "Made by `scripts/make_docs.py`. Ran as",
+        "",
+        "```",
+        "kvprobe experiment experiments/sizing-cpu.yaml --out results",
+        "```",
+        "",
+        f"on this project's CPU machine ({gib(first.environment.host_memory['MemTotal'])} GiB MemTotal at the first",
+        f"cell), vLLM {first.versions.vllm}, torch {first.versions.torch}. Files: [`experiment.yaml`](experiment.yaml)",
+        "as run (its `models: ../models.yaml` is the repository's [`models.yaml`](models.yaml), copied here),",
+        "[`results/`](results/) (result JSON with each trial's memory samples and `sizing_checks`,",
+        "`experiment.json`, journals, trial specs and engine logs), [`experiment.log`](experiment.log) (the",
+        "command's output), [`report/`](report/report.md) (the report; its \"By the engine's sizing equation\"",
+        "table splits the KV difference into the equation's input changes with the residual). The checkout's",
+        "and the virtual environment's directories in the committed files were rewritten to `/srv/kvprobe`.",
+        "",
+        "Each run's reference start against vLLM's CPU equation, ceil(utilization x the NUMA node's MemTotal)",
+        "- the worker's resident memory (the limit sits on a cgroup below the mount's root, where vLLM",
+        "does not read it), with what kvprobe sampled at the sizing moment (`weights_loaded`):",
+        "",
+        "| run | condition | predicted (GiB) | engine (GiB) | residual (bytes) | agrees | MemAvailable (GiB) "
+        "| MemFree (GiB) | Cached (GiB) | Shmem (GiB) | cgroup usage / limit (GiB) |",
+        "| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for doc in documents:
+        for check in all_checks(doc):
+            at = check.at_sizing
+            cgroup = f"{gib(at.cgroup_usage)} / {gib(at.cgroup_limit)}" if at and at.cgroup_limit else "-"
+            lines.append(
+                f"| {doc.repeat} | {doc.condition} | {gib(check.predicted_kv_bytes, 3)} | "
+                f"{gib(check.engine_kv_bytes, 3)} | {check.residual_bytes:+,} | {'yes' if check.agrees else 'NO'} | "
+                f"{gib(at and at.host_available)} | {gib(at and at.host_free)} | {gib(at and at.page_cache)} | "
+                f"{gib(at and at.shmem, 3)} | {cgroup} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def benchmarks() -> str:
     raw = ROOT / "docs" / "benchmarks" / "raw"
     lines = [
@@ -729,13 +780,121 @@ SCHEMA_MARK = re.compile(r"(<!-- schema_version -->)\d+(<!-- end schema_version 
 README_BLOCK = ("<!-- predict-dgx-spark: made by scripts/make_docs.py -->", "<!-- end predict-dgx-spark -->")
 
 
-def readme_with(prediction: bytes) -> bytes:
-    """README.md with `kvprobe predict`'s output for the study's machine between its two markers."""
-    text = (ROOT / "README.md").read_text()
-    start, end = README_BLOCK
+SIZING_BLOCK = ("<!-- sizing-residuals: made by scripts/make_docs.py -->", "<!-- end sizing-residuals -->")
+# Every committed vLLM result directory, for the equation-against-engine table.
+SIZING_RESULTS = (
+    "tests/data/results",
+    f"{EXPERIMENT}/results",
+    f"{SIZING_EXPERIMENT}/results",
+    "docs/multinode/cpu-2026-11-26/results",
+    "docs/gpu-h100/results",
+    "docs/gpu-h200/results",
+    *GPU_RESULTS[1:],
+    BEFORE_FILL_FIX,
+)
+AT_SIZING_FIELDS = {
+    "host_free": "MemFree",
+    "shmem": "Shmem",
+    "node_free": "MemFree per NUMA node",
+    "device_free": "NVML free per device",
+}
+
+
+def sizing_directories() -> list[str]:
+    raw = sorted(
+        {str(p.parent.parent.relative_to(ROOT)) for p in (ROOT / "docs/benchmarks/raw").rglob("*-r[0-9]*.json")}
+    )
+    return [*SIZING_RESULTS, *raw]
+
+
+def backend(doc: ResultDocument) -> str:
+    for card in ("H100", "H200"):
+        if card in doc.device:
+            return card
+    return "CPU" if doc.device.startswith("CPU") else doc.device
+
+
+def sizing_rows() -> list[dict]:
+    """One row per results directory: checks, how many agree, the largest residual, what is missing."""
+    rows = []
+    for directory in sizing_directories():
+        for doc in load(directory):
+            checks = [c for c in all_checks(doc) if c.equation != "explicit"]
+            lacking = {
+                name
+                for c in checks
+                for field, name in AT_SIZING_FIELDS.items()
+                if (c.at_sizing is None or getattr(c.at_sizing, field) is None)
+                and (field != "device_free" or c.equation != "vllm-cpu")  # no device to ask
+            }
+            rows.append(
+                {
+                    "directory": directory,
+                    "backend": backend(doc),
+                    "checks": checks,
+                    "lacking": lacking | {m for c in checks for m in c.missing},
+                }
+            )
+    return rows
+
+
+def sizing_table() -> tuple[str, str]:
+    """docs/sizing-checks.md and the README's block: every committed vLLM result's KV against its equation."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for row in sizing_rows():
+        grouped.setdefault((row["backend"], row["directory"]), []).append(row)
+    lines = [
+        "# Every committed vLLM result against its engine's sizing equation",
+        "",
+        "Made by `scripts/make_docs.py` (`engines.sizing.check_trial`, per utilization start; explicit budgets",
+        "are their own prediction and left out). Residual = the engine's KV (blocks x bytes per block) minus",
+        "the equation's prediction; it agrees where it is within the log's two-decimal GiB rounding of the",
+        "inputs read from the engine's log plus one block.",
+        "",
+        "| backend | results | starts | agree | largest residual (GiB) | inputs not recorded at sizing |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    largest: dict[str, tuple[float, str]] = {}
+    lacking: dict[str, set[str]] = {}
+    for (card, directory), rows in sorted(grouped.items()):
+        checks = [c for row in rows for c in row["checks"] if c.residual_bytes is not None]
+        if not checks:
+            continue
+        worst = max(checks, key=lambda c: abs(c.residual_bytes or 0))
+        missing = set().union(*(row["lacking"] for row in rows))
+        lacking.setdefault(card, set()).update(missing)
+        if abs(worst.residual_bytes or 0) > abs(largest.get(card, (0.0, ""))[0]):
+            largest[card] = (float(worst.residual_bytes or 0), directory)
+        agree = sum(1 for c in checks if c.agrees)
+        lines.append(
+            f"| {card} | `{directory}` | {len(checks)} | {agree} | {gib(worst.residual_bytes, 3, sign=True)} | "
+            f"{', '.join(sorted(missing)) or '-'} |"
+        )
+    block = [
+        "| backend | largest residual (GiB) | in | inputs its committed runs lack at sizing |",
+        "| --- | ---: | --- | --- |",
+    ]
+    for card in ("CPU", "H100", "H200"):
+        if card in largest:
+            value, where = largest[card]
+            block.append(
+                f"| {card} | {gib(value, 3, sign=True)} | `{where}` | {', '.join(sorted(lacking[card])) or '-'} |"
+            )
+    return "\n".join(lines) + "\n", "\n".join(block) + "\n"
+
+
+def replace_block(text: str, markers: tuple[str, str], body: str) -> str:
+    start, end = markers
     before, rest = text.split(start, 1)
     _, after = rest.split(end, 1)
-    text = f"{before}{start}\n```\n{prediction.decode()}```\n{end}{after}"
+    return f"{before}{start}\n{body}{end}{after}"
+
+
+def readme_with(prediction: bytes, sizing_block: str) -> bytes:
+    """README.md with `kvprobe predict`'s output for the study's machine, the sizing residuals and the
+    schema version the code writes."""
+    text = replace_block((ROOT / "README.md").read_text(), README_BLOCK, f"```\n{prediction.decode()}```\n")
+    text = replace_block(text, SIZING_BLOCK, sizing_block)
     return SCHEMA_MARK.sub(rf"\g<1>{SCHEMA_VERSION}\g<2>", text).encode()
 
 
@@ -746,7 +905,9 @@ def outputs() -> dict[Path, bytes]:
     files[ROOT / "docs" / "benchmarks.md"] = benchmarks().encode()
     prediction = kvprobe_output("predict", "models.yaml", "--memory", "119.6g")
     files[ROOT / "docs" / "predict-dgx-spark.txt"] = prediction
-    files[ROOT / "README.md"] = readme_with(prediction)
+    sizing_doc, sizing_block = sizing_table()
+    files[ROOT / "docs" / "sizing-checks.md"] = sizing_doc.encode()
+    files[ROOT / "README.md"] = readme_with(prediction, sizing_block)
     files.update(simulated_environments())
     files[ROOT / "docs" / "external" / "benchmark-spark" / "report.md"] = external_report()
     files[ROOT / "docs" / "gpu-h200" / "README.md"] = control_readme("docs/gpu-h200/results", "an H200").encode()
@@ -757,6 +918,7 @@ def outputs() -> dict[Path, bytes]:
         files[ROOT / Path(results).parent / "README.md"] = readme.encode()
     files[ROOT / "docs" / "gpu" / "README.md"] = gpu_index().encode()
     files[ROOT / EXPERIMENT / "README.md"] = experiment_readme().encode()
+    files[ROOT / SIZING_EXPERIMENT / "README.md"] = sizing_experiment_readme().encode()
     return files
 
 

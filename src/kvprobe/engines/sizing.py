@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from kvprobe.results.schema import Environment, SizingCheck, SizingEquation, TrialRecord
 from kvprobe.units import GIB
 
 
@@ -181,3 +182,191 @@ def decompose(before: SizingInputs, after: SizingInputs) -> Decomposition:
             contributions[field.name] = moved.predict().kv_bytes - kv_before
     residual = kv_after - kv_before - sum(contributions.values())
     return Decomposition(kv_before, kv_after, contributions, residual)
+
+
+@dataclass(frozen=True)
+class ExplicitInputs:
+    """An explicit KV budget (kv_cache_memory_bytes): every vLLM path takes it as it is."""
+
+    kv_cache_memory_bytes: int
+
+    def predict(self) -> Prediction:
+        return Prediction(self.kv_cache_memory_bytes, f"{_gib(self.kv_cache_memory_bytes)} explicit budget")
+
+
+SIZING_MOMENT = "weights_loaded"
+"""The phase sample that stands for the sizing moment, on every vLLM path (vLLM 0.32).
+
+vLLM sizes the KV cache in the worker's determine_available_memory, called by EngineCore's
+_initialize_kv_caches after the model is loaded and before any KV tensor exists:
+- CPU (v1/worker/cpu_worker.py): requested = ceil(utilization x the node's MemTotal, clamped by a
+  cgroup limit at the root of the cgroup mount) is fixed at worker start; at sizing, KV = requested -
+  the process's RSS (psutil), read after the weights are loaded and the model warmed up.
+- CUDA (v1/worker/gpu_worker.py): requested = ceil(utilization x cudaMemGetInfo total) at init; at
+  sizing, KV = requested - non-KV, non-KV being what free memory fell by from init to the end of the
+  profiling run, plus torch's transient peak and the CUDA-graph estimate.
+The `weights_loaded` sample ("Model loading took ...") is the last one taken before the engine sized:
+after it come only the warm-up or profiling run (transient) and the sizing itself. The
+`kv_allocated` sample ("KV cache size: N tokens") is taken after the KV tensors were allocated, so
+it holds the KV cache the equation is about, and cannot be an input to it.
+"""
+
+LOG_ROUNDING_BYTES = GIB // 200
+"""vLLM prints its memory figures with format_gib: round(bytes / GiB, 2), so each is +- 0.005 GiB."""
+
+
+@dataclass(frozen=True)
+class _Input:
+    """One input as a result holds it: its value (None: not recorded), where it was read, and the
+    rounding of that source."""
+
+    value: float | None
+    source: str
+    rounding: int = 0
+
+
+def _logged(value: float | None, what: str) -> _Input:
+    return _Input(value, f"the engine's log ({what}, two-decimal GiB)", LOG_ROUNDING_BYTES)
+
+
+def _cpu_node_total(environment: Environment) -> _Input:
+    """vLLM reads the first allowed CPU's NUMA node; kvprobe the first node with CPUs (one node
+    on the machines measured so far); without NUMA nodes, psutil's total (MemTotal)."""
+    node = next((n for n in environment.numa_nodes if n.cpus and n.mem_total_bytes is not None), None)
+    if node is not None:
+        return _Input(node.mem_total_bytes, f"NUMA node {node.node} MemTotal at the run's start")
+    return _Input(environment.host_memory.get("MemTotal"), "MemTotal at the run's start (no NUMA node recorded)")
+
+
+def _visible_cgroup_limit(environment: Environment) -> _Input:
+    """vLLM reads memory.max (v2) or memory/memory.limit_in_bytes (v1) at the cgroup mount's root:
+    it sees kvprobe's limit only where that cgroup is the root, as inside a container's namespace."""
+    cgroup = environment.cgroup
+    at_root = cgroup.path is not None and cgroup.path.rstrip("/") in ("/sys/fs/cgroup", "/sys/fs/cgroup/memory")
+    if at_root and cgroup.limit_bytes is not None:
+        return _Input(cgroup.limit_bytes, "the cgroup limit at the mount's root (vLLM reads it)")
+    hidden = (environment.condition.cgroup_limit_bytes if environment.condition else None) or cgroup.limit_bytes
+    if hidden is not None:
+        return _Input(None, f"none visible: the {hidden / GIB:.2f} GiB limit is on a cgroup below the mount's root")
+    return _Input(None, "none: no cgroup limit")
+
+
+def _path_inputs(
+    trial: TrialRecord, environment: Environment, cuda_total_bytes: int | None
+) -> tuple[SizingEquation, dict[str, _Input]]:
+    report = trial.memory_report
+    setting = _Input(trial.utilization, "the trial's gpu_memory_utilization")
+    if trial.kv_cache_memory_bytes is not None:
+        return "explicit", {"kv_cache_memory_bytes": _Input(trial.kv_cache_memory_bytes, "the trial's setting")}
+    devices = environment.gpu.devices if environment.gpu.available else []
+    if not devices:
+        return "vllm-cpu", {
+            "utilization": setting,
+            "node_total_bytes": _cpu_node_total(environment),
+            "process_rss_bytes": _logged(report.non_kv_bytes, "memory consumed by non-kv usages"),
+            "cgroup_limit_bytes": _visible_cgroup_limit(environment),
+        }
+    total = (
+        _Input(cuda_total_bytes, "cudaMemGetInfo total, from the worker")
+        if cuda_total_bytes is not None
+        else _Input(devices[0].total_bytes, "NVML's device total (CUDA's total not recorded)")
+    )
+    model = environment.memory_model
+    if model is not None and model.gpu_memory_is_host_memory:
+        phases = trial.memory.phases
+        created, sized = phases.get("engine_start"), phases.get(SIZING_MOMENT)
+        return "vllm-integrated", {
+            "utilization": setting,
+            "total_bytes": total,
+            "available_at_create_bytes": _Input(created and created.host_available, "MemAvailable at engine_start"),
+            "available_after_profile_bytes": _Input(sized and sized.host_available, f"MemAvailable at {SIZING_MOMENT}"),
+            "transient_peak_bytes": _logged(report.activation_peak_bytes, "torch peak memory increase"),
+        }
+    return "vllm-cuda", {
+        "utilization": setting,
+        "total_bytes": total,
+        "non_kv_bytes": _logged(report.non_kv_bytes, "Total non KV cache memory"),
+    }
+
+
+_EQUATIONS: dict[SizingEquation, type] = {
+    "vllm-cpu": VllmCpuInputs,
+    "vllm-cuda": VllmCudaInputs,
+    "vllm-integrated": VllmIntegratedInputs,
+    "explicit": ExplicitInputs,
+}
+_OPTIONAL = {"cgroup_limit_bytes", "cudagraph_bytes"}
+
+
+def inputs_from(equation: SizingEquation, values: dict[str, float]) -> SizingInputs:
+    """An equation's input set from recorded values (bytes whole, utilization a fraction)."""
+    cls = _EQUATIONS[equation]
+    typed = {
+        field.name: values[field.name] if field.type == "float" else round(values[field.name])
+        for field in dataclasses.fields(cls)
+        if field.name in values
+    }
+    return cls(**typed)
+
+
+def inputs_of(check: SizingCheck) -> SizingInputs | None:
+    """The equation's input set a check recorded (None where an input is missing)."""
+    return None if check.missing else inputs_from(check.equation, check.inputs)
+
+
+def check_trial(
+    trial: TrialRecord, environment: Environment, cuda_total_bytes: int | None = None
+) -> SizingCheck | None:
+    """The trial's KV beside its engine's equation; None for a trial that reported no KV."""
+    engine_kv = trial.kv_cache_bytes
+    if engine_kv is None:
+        return None
+    equation, inputs = _path_inputs(trial, environment, cuda_total_bytes)
+    known = {name: item.value for name, item in inputs.items() if item.value is not None}
+    missing = [name for name, item in inputs.items() if item.value is None and name not in _OPTIONAL]
+    by_blocks = bool(trial.num_gpu_blocks and trial.bytes_per_block)
+    # blocks: vLLM floors the budget to whole blocks; otherwise the engine's figure is its log's
+    engine_rounding = (trial.bytes_per_block or 0) if by_blocks else LOG_ROUNDING_BYTES
+    if equation == "explicit":
+        engine_rounding = (trial.bytes_per_block or 0) if by_blocks else 0
+    check = SizingCheck(
+        trial=trial.number,
+        equation=equation,
+        moment=SIZING_MOMENT if SIZING_MOMENT in trial.memory.phases else None,
+        inputs=known,
+        sources={name: item.source for name, item in inputs.items()},
+        missing=missing,
+        engine_kv_bytes=engine_kv,
+        at_sizing=trial.memory.phases.get(SIZING_MOMENT),
+    )
+    prediction_inputs = inputs_of(check)
+    if prediction_inputs is None:
+        return check
+    prediction = prediction_inputs.predict()
+    tolerance = sum(item.rounding for item in inputs.values()) + engine_rounding
+    residual = engine_kv - prediction.kv_bytes
+    return check.model_copy(
+        update={
+            "formula": prediction.equation,
+            "predicted_kv_bytes": prediction.kv_bytes,
+            "residual_bytes": residual,
+            "tolerance_bytes": tolerance,
+            "agrees": abs(residual) <= tolerance,
+        }
+    )
+
+
+def describe(check: SizingCheck) -> str:
+    """One sentence: the prediction beside the engine's figure, and whether they agree."""
+    if check.predicted_kv_bytes is None or check.residual_bytes is None:
+        return f"trial {check.trial}: no prediction, the result lacks {', '.join(check.missing)}"
+    verdict = (
+        "agrees within the log's rounding and one block"
+        if check.agrees
+        else "DISAGREES beyond the log's rounding and one block"
+    )
+    return (
+        f"trial {check.trial} ({check.equation}): predicted {_gib(check.predicted_kv_bytes)}, engine "
+        f"{_gib(check.engine_kv_bytes or 0)}, residual {check.residual_bytes:+,} B "
+        f"(tolerance {check.tolerance_bytes:,} B): {verdict}"
+    )

@@ -54,16 +54,23 @@ class Nvml:
 
     def used_bytes(self) -> list[int | None]:
         """Used memory per device; None where NVML cannot tell (unified memory)."""
+        return self._memory_info("used")
+
+    def free_bytes(self) -> list[int | None]:
+        """Free memory per device; None where NVML cannot tell (unified memory)."""
+        return self._memory_info("free")
+
+    def _memory_info(self, field: str) -> list[int | None]:
         if not self.nvml:
             return []
-        used = []
+        values: list[int | None] = []
         for index in range(self.device_count()):
             try:
                 handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
-                used.append(int(self.nvml.nvmlDeviceGetMemoryInfo(handle).used))
+                values.append(int(getattr(self.nvml.nvmlDeviceGetMemoryInfo(handle), field)))
             except Exception:
-                used.append(None)
-        return used
+                values.append(None)
+        return values
 
     def processes(self) -> list[dict]:
         """Every process NVML lists on any device: index, pid, used_bytes."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from kvprobe.config import ModelSettings
+from kvprobe.engines.sizing import check_trial
 from kvprobe.environment.facts import probe_rss
 from kvprobe.measure.attribution import attribute, attribute_nodes
 from kvprobe.measure.model import ModelFindings
@@ -18,6 +19,7 @@ from kvprobe.results.schema import (
     KvPrediction,
     ResultDocument,
     SearchSummary,
+    SizingCheck,
     SoftwareVersions,
     StartOutcome,
     ThroughputResult,
@@ -103,6 +105,13 @@ def kv_prediction(settings: ModelSettings, block_size: int | None) -> KvPredicti
     )
 
 
+def sizing_checks(trials: list[TrialRecord], environment: Environment, cuda_view: CudaView | None) -> list[SizingCheck]:
+    """Every trial that reported KV, beside its engine's sizing equation (engines.sizing)."""
+    total = cuda_view.total_bytes if cuda_view else None
+    checks = (check_trial(trial, environment, total) for trial in trials)
+    return [check for check in checks if check is not None]
+
+
 def build_document(
     found: ModelFindings,
     settings: ModelSettings,
@@ -161,6 +170,7 @@ def build_document(
         probe_rss_bytes=probe_rss(),
         replayed_trials=replayed,
         trials=trials,
+        sizing_checks=sizing_checks(trials, environment.model_copy(update={"condition": options.condition}), cuda_view),
         status="failed" if found.errors else "complete",
         errors=found.errors,
     )

@@ -19,6 +19,7 @@ from kvprobe.report.compare import (
     summarise_metrics,
 )
 from kvprobe.report.pairing import Group
+from kvprobe.report.sizing import SizingDecomposition, decompose_runs
 from kvprobe.report.stats import FEW_RUNS, Summary, unstable
 from kvprobe.results.schema import BoundaryKind, ContainerRun, ResultDocument
 from kvprobe.units import GIB
@@ -113,6 +114,7 @@ class ModelComparison(Model):
     flags: list[Flag]
     container: ContainerRun | None
     caption: dict[Label, Caption]
+    sizing: SizingDecomposition | None = Field(None, description="The container's KV difference by the equation.")
 
 
 class SingleSide(Model):
@@ -251,4 +253,5 @@ def analyse_group(group: Group) -> ModelComparison:
         flags=_flags(group, stats),
         container=group.runs["container"][0].options.container,
         caption={label: _caption(group.runs[label]) for label in LABELS},
+        sizing=decompose_runs(group.runs["native"], group.runs["container"]),
     )

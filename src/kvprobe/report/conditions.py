@@ -15,6 +15,7 @@ from pydantic import Field
 
 from kvprobe.report.analysis import MeanAttribution, mean_attribution
 from kvprobe.report.compare import Comparison, Model, boundary_kinds, bounds, compare, summarise_metrics
+from kvprobe.report.sizing import SizingDecomposition, decompose_runs
 from kvprobe.report.stats import Summary
 from kvprobe.results.schema import BoundaryKind, Condition, ResultDocument
 from kvprobe.units import MIB
@@ -60,6 +61,9 @@ class ConditionVerdict(Model):
     moved_parts: dict[str, float] = Field(description="Attribution part -> condition minus baseline, largest first.")
     share_of_loss: dict[str, float | None] = Field(
         description="The change as a share of the explained condition's change (1.0: reproduces all of it)."
+    )
+    sizing: SizingDecomposition | None = Field(
+        None, description="The reference KV difference split by the engine's sizing equation (report.sizing)."
     )
 
 
@@ -136,6 +140,7 @@ def _experiment_model(name: str, model: str, baseline: str, explains: str | None
             share_of_loss={m: _share(changes_of[c][m], loss[m] if loss else None) for m in CONDITION_METRICS}
             if c != explains
             else {},
+            sizing=decompose_runs(base_runs, runs[c]),
         )
         for c, result in zip(order[1:], results[1:], strict=True)
     ]

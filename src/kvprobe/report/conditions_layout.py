@@ -19,6 +19,7 @@ from kvprobe.report.conditions import (
 )
 from kvprobe.report.document import Block, BulletList, Figure, Heading, Paragraph, Table, code, strong
 from kvprobe.report.formatting import boundary_text, change_text, fmt_stat, interval_text, p_text, with_unit
+from kvprobe.report.sizing_layout import sizing_blocks
 from kvprobe.report.words import BOUND_NOTE, EVIDENCE_TEXT, PART_LABELS, SHORT_TITLES
 from kvprobe.units import gib
 
@@ -123,6 +124,8 @@ def experiment_blocks(experiments: list[ExperimentModel], charts: dict[str, str]
                 Paragraph.of(strong("Verdicts"), f" (each condition held against the change {model.explains} shows):")
             )
         blocks.append(BulletList(tuple(_verdict(model, v) for v in explained)))
+        for verdict in model.verdicts:
+            blocks += sizing_blocks(verdict.sizing, model.baseline, verdict.name)
         captions = {
             condition_stem(index): (
                 f"KV cache per condition, {model.model} (mean ± sd, GiB). A hatched bar marked >= is a lower "

@@ -32,6 +32,7 @@ from kvprobe.report.document import (
 )
 from kvprobe.report.document import code as code_span
 from kvprobe.report.formatting import boundary_text, caption_text, change_text, fmt, fmt_stat, interval_text, p_text
+from kvprobe.report.sizing_layout import sizing_blocks
 from kvprobe.report.summary import ReportSummary
 from kvprobe.report.words import BOUND_NOTE, PART_LABELS, SHORT_TITLES, TAGS, TITLES
 from kvprobe.units import gib
@@ -181,6 +182,7 @@ def model_section(model: ModelComparison) -> list[Block]:
             " (native is the reference; native minus container with its 95% interval, Welch's t-test):",
         ),
         _loss_table(model),
+        *sizing_blocks(model.sizing, "native", "container"),
         *_attribution_blocks(model),
     ]
     if model.findings:

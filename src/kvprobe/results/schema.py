@@ -133,6 +133,10 @@ class MemorySample(Record):
     host_free: Bytes | None = Field(None, description="MemFree: what GB10's CUDA free memory is reported to track.")
     node_free: dict[str, Bytes] | None = Field(None, description="MemFree per NUMA node.")
     cuda_free: Bytes | None = Field(None, description="CUDA's free memory, from inside the trial at this phase.")
+    shmem: Bytes | None = Field(None, description="Shmem (/proc/meminfo): tmpfs and shared memory, inside Cached.")
+    device_free: list[Bytes | None] | None = Field(
+        None, description="NVML free memory per device (discrete GPUs; None where NVML cannot tell)."
+    )
 
     @property
     def host_released(self) -> Bytes:
@@ -435,6 +439,35 @@ class Condition(Record):
         return bool(self.page_cache_bytes or self.hold_memory_bytes or self.drop_caches or self.cgroup_limit_bytes)
 
 
+SizingEquation = Literal["vllm-cpu", "vllm-cuda", "vllm-integrated", "explicit"]
+
+
+class SizingCheck(Record):
+    """One trial's KV cache against its engine's sizing equation (engines.sizing), computed from the
+    inputs at the sizing moment. Residual = the engine's KV - the prediction."""
+
+    trial: int = Field(description="The trial's number.")
+    equation: SizingEquation = Field(description="Which engine path's equation (engines.sizing).")
+    formula: str | None = Field(None, description="The equation with its numbers, where every input was known.")
+    moment: str | None = Field(None, description="The phase sample taken as the sizing moment (sizing.SIZING_MOMENT).")
+    inputs: dict[str, float] = Field(
+        default_factory=dict, description="The equation's inputs by field name: bytes (utilization: a fraction)."
+    )
+    sources: dict[str, str] = Field(default_factory=dict, description="Where each input was read.")
+    missing: list[str] = Field(default_factory=list, description="Inputs this result does not hold (no prediction).")
+    predicted_kv_bytes: int | None = None
+    engine_kv_bytes: int | None = Field(None, description="num_blocks x bytes_per_block (the KV the engine allocated).")
+    residual_bytes: int | None = Field(None, description="engine_kv_bytes - predicted_kv_bytes.")
+    tolerance_bytes: int | None = Field(
+        None, description="What the inputs taken from the engine's log (0.01 GiB) and block rounding allow."
+    )
+    agrees: bool | None = Field(None, description="|residual| <= tolerance; None without a prediction.")
+    at_sizing: MemorySample | None = Field(
+        None,
+        description="The memory sample at the sizing moment: MemFree, MemAvailable, Cached, Shmem, cgroup, device.",
+    )
+
+
 class ExperimentRef(Record):
     """The experiment a result belongs to: its name, the baseline and the condition whose loss it explains."""
 
@@ -709,6 +742,9 @@ class ResultDocument(Record):
     probe_rss_bytes: int | None = None
     replayed_trials: int = 0
     trials: list[TrialRecord] = Field(default_factory=list)
+    sizing_checks: list[SizingCheck] = Field(
+        default_factory=list, description="Each trial that reported KV, against its engine's equation."
+    )
     status: Status
     errors: list[str] = Field(default_factory=list)
 

@@ -43,6 +43,7 @@ class MemorySampler:
                 usage = None
         per_device = self.nvml.used_bytes()
         used = [u for u in per_device if u is not None]
+        free_per_device = self.nvml.free_bytes()
         return MemorySample(
             t=time.time(),
             host_available=info.get("MemAvailable", 0),
@@ -54,6 +55,8 @@ class MemorySampler:
             host_unaccounted=kernel_unaccounted(info),
             host_free=info.get("MemFree"),
             node_free=node_free(self.root) or None,
+            shmem=info.get("Shmem"),
+            device_free=free_per_device if any(f is not None for f in free_per_device) else None,
         )
 
 
