@@ -123,12 +123,19 @@ class TrtllmInputs:
 
     fraction: float
     """free_gpu_memory_fraction (the engine holds it as float32: 0.9 prints as 0.8999999761581421)."""
+
     device_total_bytes: int
+    """cudaMemGetInfo's total at sizing (the log's "device total memory")."""
     peak_bytes: int
+    """Peak memory during the profiling run, torch and non-torch (the log's "Peak memory")."""
     temporary_kv_bytes: int
     """The KV cache allocated for the profiling run, added back."""
+
+    # the caps, where the configuration sets them
     bytes_per_token: int | None = None
+    """KV bytes per token (the log's "kv size per token"), for the max_tokens cap."""
     max_tokens: int | None = None
+    """KvCacheConfig.max_tokens: a cap in tokens; None: none."""
     max_gpu_total_bytes: int | None = None
     """0 or None: no cap (as in KvCacheConfig)."""
 

@@ -105,6 +105,7 @@ class TrtllmEngine:
         self,
         settings: ModelSettings,
         utilization: float | None = None,
+        *,
         kv_cache_memory_bytes: int | None = None,
         max_tokens: int | None = None,
     ) -> dict:

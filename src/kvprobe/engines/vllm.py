@@ -118,6 +118,7 @@ class VllmEngine:
         self,
         settings: ModelSettings,
         utilization: float | None = None,
+        *,
         kv_cache_memory_bytes: int | None = None,
     ) -> dict:
         args = {

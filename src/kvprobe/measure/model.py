@@ -102,15 +102,19 @@ class ModelSearches:
     def trial(
         self,
         search: SearchName,
+        *,
+        confirmation: int = 0,
+        overrides: dict | None = None,
         utilization: float | None = None,
         kv_bytes: int | None = None,
         fill: float | None = None,
         throughput: dict | None = None,
-        overrides: dict | None = None,
-        confirmation: int = 0,
     ) -> TrialRecord:
         """One engine start (a timed-out or stalled one is tried again `options.retries` times)."""
-        engine_args = {**self.engine.engine_args(self.settings, utilization, kv_bytes), **(overrides or {})}
+        engine_args = {
+            **self.engine.engine_args(self.settings, utilization, kv_cache_memory_bytes=kv_bytes),
+            **(overrides or {}),
+        }
         workload = {"fill_target": fill, "throughput": throughput, "confirmation": confirmation}
         request = self._request(
             search=search, engine_args=engine_args, utilization=utilization, kv_cache_memory_bytes=kv_bytes, **workload

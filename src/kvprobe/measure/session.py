@@ -122,27 +122,19 @@ def measure_options(request: MeasureRequest, environment: Environment) -> Measur
     search, start = request.search, request.start
     use_prestart, prestart_reason = resolve_prestart(search.prestart, environment)
     kv_approach, kv_approach_reason = resolve_kv_approach(search.kv_approach, environment)
+    kept = {"tolerance", "utilization_range", "searches", "strategy", "confirm", "fill_target", "throughput"}
     return MeasureOptions(
+        **{name: getattr(search, name) for name in kept},
         label=environment.label,
         repeats=request.repeats,
-        tolerance=search.tolerance,
-        utilization_range=search.utilization_range,
-        searches=search.searches,
-        strategy=search.strategy,
-        confirm=search.confirm,
-        fill_target=search.fill_target,
-        throughput=search.throughput,
         prestart="on" if use_prestart else "off",
         prestart_reason=prestart_reason,
         kv_approach=kv_approach,
         kv_approach_reason=kv_approach_reason,
-        cooldown_s=start.cooldown_s,
-        max_gpu_temp_c=start.max_gpu_temp_c,
-        drop_caches=request.drop_caches,
+        **{"cooldown_s": start.cooldown_s, "max_gpu_temp_c": start.max_gpu_temp_c, "drop_caches": request.drop_caches},
         container=request.started_by,
         condition=request.condition if request.condition and request.condition.name else None,
-        experiment=request.experiment,
-        only_repeat=request.only_repeat,
+        **{"experiment": request.experiment, "only_repeat": request.only_repeat},
     )
 
 

@@ -16,6 +16,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from kvprobe.errors import InputError
 
@@ -25,8 +26,7 @@ HOST_STAND_IN = "HOST"
 HOME_STAND_IN = "~"
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """What identifies the machine and its owner in the files: the host name and the home directory."""
 
     hostname: str

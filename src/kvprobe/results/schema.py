@@ -673,12 +673,12 @@ class NodeParts(Record):
     """One node's pool split into parts, each measured on that node by its agent."""
 
     engine: float = Field(0.0, description="The trial's processes on this node: private pages by PSS (+ NVML).")
-    other_processes: float = 0.0
-    other_nodes_same_host: float = 0.0
-    page_cache: float = 0.0
-    cgroup_cut: float = 0.0
-    kernel_unaccounted: float = 0.0
-    free_at_ready: float = 0.0
+    other_processes: float = Field(0.0, description="Every other process on this node (PSS).")
+    other_nodes_same_host: float = Field(0.0, description="The trial's processes of other Ray nodes on this host.")
+    page_cache: float = Field(0.0, description="Page cache held on this node at ready.")
+    cgroup_cut: float = Field(0.0, description="Memory the node's cgroup limit puts out of reach.")
+    kernel_unaccounted: float = Field(0.0, description="Pages the kernel holds in no list /proc/meminfo shows.")
+    free_at_ready: float = Field(0.0, description="What was still free on this node at ready.")
 
 
 class NodeAttribution(Record):
@@ -719,9 +719,9 @@ class ResultDocument(Record):
     started_at: float
     finished_at: float
     versions: SoftwareVersions
-    device: str
+    device: str = Field(description="What the engine ran on: the GPU's name and count, or the CPU's.")
     environment: Environment
-    options: RunOptions
+    options: RunOptions = Field(description="How it was measured (nothing here changes the capacity).")
     reference: KvFigure | None = None
     reference_outcome: StartOutcome | None = None
     searches: dict[SearchName, SearchSummary] = Field(default_factory=dict)
