@@ -295,3 +295,12 @@ def test_distinct_names_still_load(tmp_path):
         "llama-8b",
         "qwen",
     ]
+
+
+def test_an_option_error_and_a_models_file_error_are_reported_together(tmp_path):
+    """They were reported one at a time: fix one, run again, meet the next."""
+    models = tmp_path / "models.yaml"
+    models.write_text("models:\n  - {name: t, model: nowhere, max_model_len: many}\n")
+    result = invoke("measure", str(models), "--range", "0.9:0.1", "--out", str(tmp_path / "out"))
+    refused(result, "--range")
+    assert "field 'max_model_len'" in result.output

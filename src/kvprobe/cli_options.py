@@ -11,7 +11,7 @@ import click
 from click.core import ParameterSource
 from pydantic import ValidationError
 
-from kvprobe.config import parse_utilization_range
+from kvprobe.config import load_models, parse_utilization_range
 from kvprobe.errors import InputError
 from kvprobe.measure.request import MeasureRequest, SearchSettings, StartSettings
 from kvprobe.results.schema import ContainerSettings
@@ -244,6 +244,11 @@ def request_from_options(words: tuple[str, ...], values: dict, container: dict |
     searches = tuple(s.strip() for s in values["searches"].split(",") if s.strip())
     if not searches or any(s not in SEARCHES for s in searches):
         problems.append(f"--searches: give one or more of {', '.join(SEARCHES)}, comma-separated")
+    if problems and models_file is not None:  # the models file's own problems too, all in one message
+        try:
+            load_models(models_file, list(values["only"]) or None)
+        except InputError as exc:
+            problems.append(str(exc))
     if problems:
         raise InputError("\n".join(problems))
     search = {name: values[name] for name in ("tolerance", "strategy", "fill_target", "throughput", "prestart")}
