@@ -8,10 +8,14 @@ a chart with no data is not drawn, so it is neither written nor linked.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvprobe.errors import InputError, RunFailed
 from kvprobe.report.charts import alt_text, chart_specs, draw
 from kvprobe.report.cluster_layout import cluster_blocks
 from kvprobe.report.conditions_layout import experiment_answer, experiment_blocks
@@ -81,9 +85,23 @@ def render_report(
 
 
 def write_report(summary: ReportSummary, out_dir: Path, formats: list[str], options: ReportOptions) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, contents in render_report(summary, formats, options).items():
-        write_bytes_atomic(out_dir / name, contents)
-        written.append(out_dir / name)
-    return written
+    """Every file rendered in memory, written to a staging folder beside `out_dir`, then renamed into
+    it: a full disk or an unwritable folder leaves the report as it was (RunFailed says why)."""
+    files = render_report(summary, formats, options)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".kvprobe-report-", dir=out_dir))
+    except OSError as exc:
+        raise InputError(f"--out {out_dir}: the report cannot be written there ({exc.strerror})") from None
+    try:
+        for name, contents in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(staging / name, contents)
+        for name in files:
+            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, out_dir / name)
+    except OSError as exc:
+        raise RunFailed(f"--out {out_dir}: writing the report failed ({exc.strerror}); nothing was replaced") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out_dir / name for name in files]

@@ -1,0 +1,53 @@
+"""Storage faults end in a sentence and leave nothing half-written: a report --out that cannot be a
+folder, and a disk that fills while the report is written (a real 64 KiB tmpfs, root only)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+SAMPLE = ROOT / "tests" / "data" / "results"
+
+
+def report(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kvprobe.cli", "report", str(SAMPLE), *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_report_out_that_cannot_be_a_folder_is_bad_input(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = report("--out", str(blocker / "report"), "--format", "json")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "the report cannot be written there" in done.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"no tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_disk_that_fills_mid_report_leaves_the_old_report_whole(small_disk):
+    out = small_disk / "report"
+    out.mkdir()
+    (out / "summary.json").write_text('{"an": "earlier report"}')
+    done = report("--out", str(out), "--format", "all")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "writing the report failed" in done.stderr and "nothing was replaced" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert (out / "summary.json").read_text() == '{"an": "earlier report"}'
