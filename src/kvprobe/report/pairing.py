@@ -26,17 +26,34 @@ class Group:
         return all(self.runs[label] for label in LABELS)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Why results of `model` are not compared, in words."""
+
+    model: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def group_results(documents: Iterable[ResultDocument]) -> tuple[list[Group], list[str]]:
     """(groups, problems): unmatched groups and results that measured no KV figure are described. A
     result whose later searches failed still joins its group: what it measured is compared, and the
     report flags it (analysis.Flag `incomplete_run`)."""
+    groups, problems = _grouped(documents)
+    return groups, [problem.text for problem in problems]
+
+
+def _grouped(documents: Iterable[ResultDocument]) -> tuple[list[Group], list[Problem]]:
     groups: dict[tuple, Group] = {}
-    problems: list[str] = []
+    problems: list[Problem] = []
     for doc in documents:
         if doc.condition != doc.label:
             continue  # an experiment's own condition: compared with its baseline in report.conditions
         if doc.status != "complete" and not _measured_any(doc):
-            problems.append(f"{doc.where()}: incomplete ({'; '.join(doc.errors or ['status ' + doc.status])})")
+            said = "; ".join(doc.errors or ["status " + doc.status])
+            problems.append(Problem(doc.model, f"{doc.where()}: incomplete ({said})"))
             continue
         key = (doc.model, doc.settings_hash, doc.versions.kvprobe, doc.versions.vllm)
         group = groups.setdefault(key, Group(*key))
@@ -64,7 +81,9 @@ def group_results(documents: Iterable[ResultDocument]) -> tuple[list[Group], lis
                     if a != b
                 ]
                 differs = f"; the {'/'.join(missing)} runs differ: {', '.join(diffs)}"
-            problems.append(f"{model}: {'/'.join(have)} runs have no {'/'.join(missing)} counterpart{differs}")
+            problems.append(
+                Problem(model, f"{model}: {'/'.join(have)} runs have no {'/'.join(missing)} counterpart{differs}")
+            )
     return sorted(groups.values(), key=lambda g: (g.model, g.settings_hash)), problems
 
 
@@ -75,13 +94,11 @@ def _measured_any(doc: ResultDocument) -> bool:
 def check_pairs(store: ResultStore, models: list[str]) -> list[str]:
     """Problems that keep the named models from forming matched native/container pairs."""
     loaded, _ = store.load_all()
-    documents = [doc for _, doc in loaded if doc.model in models]
-    groups, problems = group_results(documents)
+    groups, problems = _grouped(doc for _, doc in loaded if doc.model in models)
     matched = {g.model for g in groups if g.matched}
-    return [
-        p for p in problems if p.split(":")[0].split()[0] in models and p.split(":")[0].split()[0] not in matched
-    ] + [
+    said = [p for p in problems if p.model not in matched]
+    return [p.text for p in said] + [
         f"{m}: no matched native/container pair"
         for m in models
-        if m not in matched and not any(p.startswith(m) for p in problems)
+        if m not in matched and m not in {p.model for p in said}
     ]
