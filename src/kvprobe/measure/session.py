@@ -62,6 +62,9 @@ def checked_models(request: MeasureRequest) -> list[ModelSettings]:
     if importlib.util.find_spec("vllm") is None:
         problems.append("vLLM is not installed in this Python environment (see README: setup)")
     problems += ray_problems(request, models)
+    engines = sorted({m.engine for m in models})
+    if len(engines) > 1:
+        problems.append(f"{request.models_source}: one engine per run, not {' and '.join(engines)} (use --only)")
     if problems:
         raise InputError("\n".join(problems))
     return models
@@ -167,7 +170,7 @@ def run_measure(request: MeasureRequest, console: Console, show_engine_log: bool
     if request.resume and not resumed:
         console.print("[yellow]warning:[/] nothing to resume (no unfinished run with these settings); starting anew")
 
-    engine = get_engine()
+    engine = get_engine(models[0].engine)
     progress = TrialProgress(console, guard, request.expected_starts(models), show_engine_log)
     near_floor = headroom_warning(guard, environment.host_memory)
     if near_floor:
