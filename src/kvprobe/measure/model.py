@@ -191,7 +191,9 @@ class ModelSearches:
             return trial.passed
 
         while True:
-            refused = [t.utilization for t in self.utilization_trials() if t.utilization is not None and t.outcome in far_side]
+            refused = [
+                t.utilization for t in self.utilization_trials() if t.utilization is not None and t.outcome in far_side
+            ]
             if passing_below:
                 lo = round(max([lo] + [u + tolerance for u in refused]), 10)
             else:
