@@ -24,7 +24,8 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
-        self.exit_code = exit_code
+        # click declares exit_code a ClassVar but reads it from the instance (ClickException.show, main).
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
 class KvprobeGroup(click.Group):
@@ -99,6 +100,7 @@ def container(models_file: str | None, **values) -> None:
     """Run `kvprobe measure` in a container with the same models and settings (--both: natively first)."""
     from kvprobe.measure.container_session import run_container
 
+    names: tuple[str, ...]
     names = ("runtime", "image", "rootfs", "memory", "shm_size", "ipc_host", "gpus", "memlock", "stack", "network")
     names += ("oci_runtime", "python", "runtime_flags", "both")
     settings = {name: values.pop(name) for name in names}

@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
 
 from kvprobe.engine_args import ENGINE_CONTROLLED_ARGS, known_engine_args
 from kvprobe.errors import InputError
@@ -221,7 +222,7 @@ class ModelsFile(BaseModel):
     models: list[dict[str, Any]] = Field(min_length=1, description="One entry per model.")
 
 
-def _field_path(error: dict) -> str:
+def _field_path(error: ErrorDetails) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(model)"
 
 

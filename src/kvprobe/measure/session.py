@@ -122,6 +122,7 @@ def measure_options(request: MeasureRequest, environment: Environment) -> Measur
     search, start = request.search, request.start
     use_prestart, prestart_reason = resolve_prestart(search.prestart, environment)
     kv_approach, kv_approach_reason = resolve_kv_approach(search.kv_approach, environment)
+    assert environment.label is not None, "where_to_measure labels the environment"
     return MeasureOptions(
         label=environment.label,
         repeats=request.repeats,

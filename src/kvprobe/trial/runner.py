@@ -296,7 +296,7 @@ class TrialRunner:
                 samples.append(at_ready)
                 phases["ready"] = at_ready.t
                 ready_gate.touch()  # the engine waited idle at ready for these reads
-            verdict = None
+            verdict: tuple[Outcome, str] | None = None
             if process.poll() is not None:
                 reap_zombies()
                 return None, samples, phases, engine_memory
