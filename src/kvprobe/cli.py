@@ -39,7 +39,8 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
-        self.exit_code = exit_code
+        # click declares exit_code a ClassVar but reads it from the instance (ClickException.show, main).
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
 class KvprobeGroup(click.Group):
@@ -111,6 +112,7 @@ def container(models_file: str | None, log_format: str | None, show_engine_log: 
         raise InputError("--memory-limit: given twice (--memory is its old name); give one")
     values["memory"] = values["memory"] if alias is None else alias
 
+    names: tuple[str, ...]
     names = ("runtime", "image", "rootfs", "memory", "shm_size", "ipc_host", "gpus", "memlock", "stack", "network")
     names += ("oci_runtime", "python", "runtime_flags", "both")
     settings = {name: values.pop(name) for name in names}

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
 
 from kvprobe.engine_args import ENGINE_CONTROLLED_ARGS, known_engine_args
 from kvprobe.errors import InputError
@@ -227,7 +228,7 @@ class ModelsFile(BaseModel):
     models: list[dict[str, Any]] = Field(min_length=1, description="One entry per model.")
 
 
-def _field_path(error: dict) -> str:
+def _field_path(error: ErrorDetails) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(model)"
 
 
@@ -424,7 +425,7 @@ def _serve_parser() -> tuple[argparse.ArgumentParser, bool]:
     def refuse(status: int = 0, message: str | None = None) -> None:
         raise _Refused((message or "").strip())
 
-    parser.exit = refuse  # type: ignore[method-assign]
+    parser.exit = refuse  # type: ignore[method-assign,assignment]
     parser.print_usage = lambda file=None: None  # type: ignore[method-assign]
     return parser, with_vllm
 

@@ -144,13 +144,14 @@ class _BoundarySearch:
         """Up to two predictions: the second may use what the first guess's failure revealed."""
         previous_guess = None
         for _ in range(2):
-            if self.done() or self.bracket.passing is None:
+            passing = self.bracket.passing
+            if self.done() or passing is None:
                 return
             guess = predict()
             if guess is None or guess == previous_guess:  # nothing learned: bisect instead
                 return
             previous_guess = guess
-            x = self._inside_bracket(self.clamp(self.axis.snap(self.axis.to_axis(guess))))
+            x = self._inside_bracket(self.clamp(self.axis.snap(self.axis.to_axis(guess))), passing)
             if not self.bracket.inside(x):
                 return
             x = self.clamp(x + self.tolerance if self.run(x) else x - self.tolerance)
@@ -173,10 +174,10 @@ class _BoundarySearch:
                 return
             x = self.clamp(x - self.tolerance)
 
-    def _inside_bracket(self, x: float) -> float:
-        """A guess outside the open bracket moves one step inside it."""
-        if x <= self.bracket.passing:
-            return self.clamp(self.axis.snap(self.bracket.passing) + self.tolerance)
+    def _inside_bracket(self, x: float, passing: float) -> float:
+        """A guess outside the open bracket (`passing` is its passing end) moves one step inside it."""
+        if x <= passing:
+            return self.clamp(self.axis.snap(passing) + self.tolerance)
         if self.bracket.failing is not None and x >= self.bracket.failing:
             return self.clamp(self.axis.snap(self.bracket.failing) - self.tolerance)
         return x

@@ -57,7 +57,8 @@ class TrialProcesses:
 
 def trial_processes(prefix: str, raylet_pid: str | None, probe_node: bool) -> TrialProcesses:
     """The processes whose trial tag matches `prefix`: this node's, and other Ray nodes' on this host."""
-    here, elsewhere = [], []
+    here: list[int] = []
+    elsewhere: list[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue

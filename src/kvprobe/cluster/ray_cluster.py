@@ -96,5 +96,7 @@ class RayCluster:
 
     def close(self) -> None:
         for agent in self.agents.values():
-            self.ray.kill(agent)
+            # Ray types what ActorClass.remote() returns as the handle or the class (for editors'
+            # sake); it is the handle.
+            self.ray.kill(agent)  # type: ignore[arg-type]
         self.ray.shutdown()

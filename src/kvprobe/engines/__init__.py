@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import Literal, overload
 
 from kvprobe.engines.trtllm import TrtllmEngine
 from kvprobe.engines.vllm import VllmEngine
@@ -28,7 +29,14 @@ _ENGINE_MODULES: dict[EngineName, tuple[str, str]] = {
 }
 
 
+@overload
+def get_engine(name: Literal["vllm"] = "vllm") -> VllmEngine: ...
+@overload
+def get_engine(name: Literal["tensorrt-llm"]) -> TrtllmEngine: ...
+@overload
+def get_engine(name: EngineName) -> VllmEngine | TrtllmEngine: ...
 def get_engine(name: EngineName = "vllm") -> VllmEngine | TrtllmEngine:
+    """A fresh adapter of engine `name` (the overloads give each name its adapter's type)."""
     return ENGINES[name]()
 
 

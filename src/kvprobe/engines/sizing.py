@@ -285,8 +285,12 @@ def _path_inputs(
         return "vllm-integrated", {
             "utilization": setting,
             "total_bytes": total,
-            "available_at_create_bytes": _Input(created and created.host_available, "MemAvailable at engine_start"),
-            "available_after_profile_bytes": _Input(sized and sized.host_available, f"MemAvailable at {SIZING_MOMENT}"),
+            "available_at_create_bytes": _Input(
+                created.host_available if created else None, "MemAvailable at engine_start"
+            ),
+            "available_after_profile_bytes": _Input(
+                sized.host_available if sized else None, f"MemAvailable at {SIZING_MOMENT}"
+            ),
             "transient_peak_bytes": _logged(report.activation_peak_bytes, "torch peak memory increase"),
         }
     return "vllm-cuda", {

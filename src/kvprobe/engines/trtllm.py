@@ -13,11 +13,11 @@ fraction of FREE memory at sizing time (engines.sizing.TrtllmInputs), not of the
 from __future__ import annotations
 
 import re
-import sys
 from typing import TYPE_CHECKING
 
 from kvprobe.engines.vllm import Classification, _shorten
 from kvprobe.results.schema import EngineMemoryReport
+from kvprobe.safe_io import child_python
 from kvprobe.units import GIB
 from kvprobe.vocabulary import Outcome
 
@@ -94,8 +94,16 @@ class TrtllmEngine:
     ) -> list[str]:
         """The worker process; without a result path it imports, then waits for the spec to appear
         (`prepare_like` is accepted for the common surface: TensorRT-LLM has no head start to prepare)."""
-        command = [sys.executable, "-m", "kvprobe.engines.trtllm_worker", spec_path]
+        command = [*child_python(), "-m", "kvprobe.engines.trtllm_worker", spec_path]
         return [*command, result_path] if result_path else command
+
+    def usage_context(self, settings: ModelSettings) -> str:
+        """TensorRT-LLM has no usage contexts: its defaults are the LLM API's, whatever serves it."""
+        return "LLM_API"
+
+    def logged_peak_kv_usage(self, log_text: str) -> float | None:
+        """TensorRT-LLM prints no periodic KV usage line kvprobe reads."""
+        return None
 
     def worker_environment(self) -> dict[str, str]:
         # INFO carries the sizing lines parsed below (TLLM_LOG_LEVEL is TensorRT-LLM's logger level).

@@ -74,6 +74,7 @@ def _orchestrator(environ: Mapping[str, str], weighing: _Weighing) -> None:
     for variable in ORCHESTRATOR_VARIABLES:
         if variable in environ:
             value = environ[variable]
+            vote: str | None
             if variable == "KUBERNETES_SERVICE_HOST":
                 vote = "containerd/kubernetes"
             else:

@@ -117,5 +117,5 @@ def collect(label: Label | None = None, recorded: Path | None = None) -> Environ
         software=software() if live else {"kvprobe": __version__},
         probe_rss_bytes=probe_rss() if live else None,
         warnings=[warning] if warning else [],
-        simulated_from=None if live else recorded.name,
+        simulated_from=None if recorded is None else recorded.name,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from kvprobe.results.schema import GpuInfo, GpuReport
 
@@ -29,12 +30,14 @@ def classify_unified(name: str, total: int | None, host_total: int) -> tuple[boo
 class Nvml:
     """A short-lived NVML session; every call degrades to 'unavailable' instead of raising."""
 
-    def __init__(self, module=None) -> None:
+    def __init__(self, module: Any = None) -> None:
         """`module` answers as pynvml does: a recorded machine's (environment.recorded), or pynvml."""
         self.error: str | None = None
         try:
             if module is None:
-                import pynvml as module
+                import pynvml
+
+                module = pynvml
             module.nvmlInit()
             self.nvml = module
         except Exception as exc:  # no driver, no library, no device
@@ -112,6 +115,8 @@ class Nvml:
         for index in range(self.device_count()):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             name = _text(nvml.nvmlDeviceGetName(handle))
+            total: int | None
+            used: int | None
             try:
                 memory = nvml.nvmlDeviceGetMemoryInfo(handle)
                 total, used = int(memory.total), int(memory.used)

@@ -82,11 +82,11 @@ def classify(gpus: GpuReport, nodes: list[NumaNode], mode: str | None) -> Memory
     first = devices[0]
     if first.total_bytes is None:
         return MemoryModel("unified", f"NVML reports {first.name}'s device memory as not supported", [])
-    cpuless = [n for n in nodes if not n.cpus and n.mem_total_bytes]
+    cpuless = [(n.node, n.mem_total_bytes) for n in nodes if not n.cpus and n.mem_total_bytes]
     matches = [
-        n.node
-        for n in cpuless
-        if any(d.total_bytes and abs(n.mem_total_bytes - d.total_bytes) <= NODE_MATCH * d.total_bytes for d in devices)
+        node
+        for node, size in cpuless
+        if any(d.total_bytes and abs(size - d.total_bytes) <= NODE_MATCH * d.total_bytes for d in devices)
     ]
     if matches:
         return MemoryModel(

@@ -27,7 +27,7 @@ MAX_RECORDED_FILES = 10_000
 def _file_problems(root: Path) -> list[str]:
     """Every entry of a recorded machine must be a regular file of sane size (a FIFO would hang a
     read, /dev/zero would never end) or a namespace link (proc/PID/ns/*, read as a link, never opened)."""
-    problems = []
+    problems: list[str] = []
     for count, path in enumerate(root.rglob("*")):
         if count >= MAX_RECORDED_FILES:
             return [*problems, f"{root}: more than {MAX_RECORDED_FILES} entries; not a recorded machine"]

@@ -14,7 +14,7 @@ from kvprobe.units import gib
 
 def describe(condition: Condition) -> str:
     """What a condition does, in a few words."""
-    parts = [condition.where]
+    parts: list[str] = [condition.where]
     box = condition.container
     if box is not None:
         parts.append(
@@ -37,7 +37,9 @@ def describe(condition: Condition) -> str:
 
 def print_schedule(console: Console, experiment: Experiment, earlier: list[ResultDocument]) -> None:
     cells = schedule(experiment)
-    rows = [(str(i), str(c.repeat), c.condition.name, describe(c.condition)) for i, c in enumerate(cells, start=1)]
+    rows: list[tuple[str, ...]] = [
+        (str(i), str(c.repeat), c.condition.name, describe(c.condition)) for i, c in enumerate(cells, start=1)
+    ]
     print_rows(
         console,
         f"experiment {experiment.file.name}: schedule",

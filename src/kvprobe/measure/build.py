@@ -56,7 +56,8 @@ def search_summary(result: SearchResult, trials: list[TrialRecord], name: str) -
     for trial in trials:
         if trial.search == name:
             setting = trial.utilization if trial.is_utilization_start else trial.kv_cache_memory_bytes
-            outcomes.setdefault(setting, set()).add(trial.passed)
+            if setting is not None:
+                outcomes.setdefault(setting, set()).add(trial.passed)
     flipped = sorted(setting for setting, seen in outcomes.items() if seen == {True, False})
     return SearchSummary(
         boundary=result.passing,

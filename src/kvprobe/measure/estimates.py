@@ -29,6 +29,8 @@ def free_at_check(trial: TrialRecord) -> float | None:
     weights = trial.memory_report.weights_bytes or 0.0
     if loaded.cgroup_headroom is not None:
         return loaded.cgroup_headroom + weights
+    if loaded.host_available is None:
+        return None
     return loaded.host_available + weights
 
 
@@ -73,13 +75,17 @@ def predict_u_max(trials: list[TrialRecord]) -> float | None:
 
 def predict_u_min(ok: list[TrialRecord], max_model_len: int) -> float | None:
     """KV grows with utilization at slope `total`; find where it just holds one full request."""
-    usable = [t for t in ok if block_geometry(t) and budget_total(t)]
+    # (utilization, tokens per block, KV bytes, bytes per block, budget total) of each trial that has them all
+    usable: list[tuple[float, int, int, int, float]] = []
+    for trial in ok:
+        geometry, total = block_geometry(trial), budget_total(trial)
+        if geometry and total and trial.utilization is not None and trial.block_size and trial.kv_cache_bytes:
+            usable.append((trial.utilization, trial.block_size, trial.kv_cache_bytes, geometry[0], total))
     if not usable:
         return None
-    lowest = min(usable, key=lambda t: t.utilization)
-    bytes_per_block, _ = block_geometry(lowest)
-    need = math.ceil(max_model_len / lowest.block_size) * bytes_per_block
-    return lowest.utilization - (lowest.kv_cache_bytes - need) / budget_total(lowest)
+    utilization, block_size, kv_cache_bytes, bytes_per_block, total = min(usable, key=lambda entry: entry[0])
+    need = math.ceil(max_model_len / block_size) * bytes_per_block
+    return utilization - (kv_cache_bytes - need) / total
 
 
 def predict_kv_blocks(at_u_max: TrialRecord) -> float | None:

@@ -76,17 +76,17 @@ class PreparedExecutor:
         if self._started and self.cooldown_s:
             self.sleep(self.cooldown_s)
         if self.max_gpu_temp_c is not None and self.nvml is not None:
-            self._wait_for_gpu_to_cool()
+            self._wait_for_gpu_to_cool(self.nvml, self.max_gpu_temp_c)
         if self.drop_caches:
             drop_page_cache()
         self._started += 1
         return self.inner.run(request)
 
-    def _wait_for_gpu_to_cool(self) -> None:
+    def _wait_for_gpu_to_cool(self, nvml: Nvml, max_gpu_temp_c: int) -> None:
         deadline = time.monotonic() + GPU_COOLING_TIMEOUT_S
         while time.monotonic() < deadline:
-            temperature = self.nvml.temperature_c()
-            if temperature is None or temperature <= self.max_gpu_temp_c:
+            temperature = nvml.temperature_c()
+            if temperature is None or temperature <= max_gpu_temp_c:
                 return
             self.sleep(5)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kvprobe.config import ModelSettings
-from kvprobe.engines.vllm import VllmEngine
+from kvprobe.engines.protocol import Engine
 from kvprobe.engines.vllm_worker import fill_request_count
 from kvprobe.errors import KvprobeError
 from kvprobe.measure.estimates import (
@@ -86,7 +86,7 @@ class ModelSearches:
     """The searches of one model and repeat; every engine start goes through `executor`."""
 
     def __init__(
-        self, settings: ModelSettings, repeat: int, executor: TrialExecutor, engine: VllmEngine, options: MeasureOptions
+        self, settings: ModelSettings, repeat: int, executor: TrialExecutor, engine: Engine, options: MeasureOptions
     ):
         self.settings = settings
         self.repeat = repeat
@@ -115,11 +115,9 @@ class ModelSearches:
             **self.engine.engine_args(self.settings, utilization, kv_cache_memory_bytes=kv_bytes),
             **(overrides or {}),
         }
-        workload = {"fill_target": fill, "throughput": throughput, "confirmation": confirmation}
-        request = self._request(
-            search=search, engine_args=engine_args, utilization=utilization, kv_cache_memory_bytes=kv_bytes, **workload
-        )
-        record = None
+        request = self._request(search=search, engine_args=engine_args, confirmation=confirmation)
+        request = dataclasses.replace(request, utilization=utilization, kv_cache_memory_bytes=kv_bytes)
+        request = dataclasses.replace(request, fill_target=fill, throughput=throughput)
         for attempt in range(1 + self.options.retries):
             record = self.executor.run(dataclasses.replace(request, attempt=attempt))
             self.trials.append(record)
@@ -141,7 +139,11 @@ class ModelSearches:
         A start refused for too little KV says nothing about u_max, and one refused for too much
         memory says nothing about u_min.
         """
-        return [(t.utilization, t.passed) for t in self.utilization_trials() if t.passed or t.outcome in failures]
+        return [
+            (t.utilization, t.passed)
+            for t in self.utilization_trials()
+            if t.utilization is not None and (t.passed or t.outcome in failures)
+        ]
 
     # --- searches ----------------------------------------------------------------------------
     def run_reference(self) -> TrialRecord:
@@ -156,7 +158,8 @@ class ModelSearches:
     def search_u_min(self, lo: float, hi: float) -> SearchResult:
         def start() -> float | None:
             bracketed = self.options.strategy == "bracketed"
-            return min((t.utilization for t in self.ok_trials()), default=None) if bracketed else None
+            lowest = min((t.utilization for t in self.ok_trials() if t.utilization is not None), default=None)
+            return lowest if bracketed else None
 
         predict = self._predictor(lambda: predict_u_min(self.ok_trials(), self.settings.max_model_len))
         return self._utilization_search("u_min", lo, hi, start, predict, passing_below=False)
@@ -186,7 +189,9 @@ class ModelSearches:
             return trial.passed
 
         while True:
-            refused = [t.utilization for t in self.utilization_trials() if t.outcome in far_side]
+            refused = [
+                t.utilization for t in self.utilization_trials() if t.utilization is not None and t.outcome in far_side
+            ]
             if passing_below:
                 lo = round(max([lo] + [u + tolerance for u in refused]), 10)
             else:
@@ -213,7 +218,7 @@ class ModelSearches:
         (u_max's budget first) or, where a budget that does not fit fails cheaply, from above
         (`options.kv_approach`)."""
         geometry = block_geometry(at_u_max)
-        if geometry is None:
+        if geometry is None or at_u_max.block_size is None:
             return None
         bytes_per_block, blocks_at_u_max = geometry
         free_for_engine = engine_free_memory(at_u_max)
@@ -244,7 +249,9 @@ class ModelSearches:
         """An explicit KV budget of `blocks`, filled. The fill needs every request in flight at once;
         more sequences than the model's setting only add non-KV memory, so the capacity found is, if
         anything, conservative."""
-        bytes_per_block, _ = block_geometry(at_u_max)
+        geometry = block_geometry(at_u_max)
+        assert geometry is not None and at_u_max.block_size is not None, "search_kv_blocks checked both"
+        bytes_per_block, _ = geometry
         groups = kv_groups(self.settings.hf_config())
         per_request = blocks_held_per_request(groups, at_u_max.block_size, self.settings.max_model_len)
         requests = fill_request_count(blocks, per_request)
@@ -262,12 +269,14 @@ class ModelSearches:
     def confirm(self, search: SearchName, result: SearchResult, at_u_max: TrialRecord | None = None) -> None:
         """Start the boundary's passing setting once more: near a hard wall a start's fate is partly
         chance, and a boundary that does not pass twice is reported as unstable."""
-        if not (result.converged and self.options.confirm):
+        passing = result.passing
+        if not (result.converged and self.options.confirm) or passing is None:
             return  # a search that ended at its range's edge met no wall: nothing to confirm
         if search == "kv_blocks":
-            again = self.kv_blocks_trial(int(result.passing), at_u_max, confirmation=1)
+            assert at_u_max is not None, "a kv_blocks boundary is confirmed with the u_max start it searched from"
+            again = self.kv_blocks_trial(int(passing), at_u_max, confirmation=1)
         else:
-            again = self.trial(search, utilization=result.passing, confirmation=1)
+            again = self.trial(search, utilization=passing, confirmation=1)
         result.confirmed = again.passed
 
     def _predictor(self, predict: Callable[[], float | None]) -> Callable[[], float | None] | None:
@@ -312,8 +321,9 @@ class ModelSearches:
             if kv_blocks is not None:
                 found.searches["kv_blocks"] = kv_blocks
                 self.confirm("kv_blocks", kv_blocks, found.at_u_max)
-                if kv_blocks.passing is not None:
-                    bytes_per_block, _ = block_geometry(found.at_u_max)
+                geometry = block_geometry(found.at_u_max)
+                if kv_blocks.passing is not None and geometry is not None:
+                    bytes_per_block, _ = geometry
                     found.physical = find_trial(
                         self.trials, search="kv_blocks", kv_cache_memory_bytes=int(kv_blocks.passing) * bytes_per_block
                     )

@@ -79,7 +79,7 @@ class MemoryHolder:
 
     def __init__(self, size: int):
         self.size = size
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> tuple[int, int]:
         """(pid, resident bytes) once the helper holds its memory."""
@@ -87,8 +87,10 @@ class MemoryHolder:
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True, text=True
         )
-        ready, _, _ = select.select([self.process.stdout], [], [], HELPER_READY_TIMEOUT_S)
-        line = self.process.stdout.readline() if ready else "no answer in time"  # "held": every page touched
+        stdout = self.process.stdout
+        assert stdout is not None, "stdout=PIPE"
+        ready, _, _ = select.select([stdout], [], [], HELPER_READY_TIMEOUT_S)
+        line = stdout.readline() if ready else "no answer in time"  # "held": every page touched
         if line.strip() != "held":
             self.end()
             raise PerturbationFailed(f"the hold_memory helper did not hold {self.size} bytes ({line.strip()!r})")
@@ -100,7 +102,8 @@ class MemoryHolder:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-        self.process.stdout.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self.process = None
 
 
@@ -153,7 +156,9 @@ def with_condition(models: list[ModelSettings], condition: Condition) -> list[Mo
         return models
     if condition.weights == "dummy":
         return [m.model_copy(update={"load_format": "dummy"}) for m in models]
+    weights_dir = condition.weights_dir
+    assert weights_dir is not None, "the experiment file's check requires weights_dir with weights: real"
     return [
-        m.model_copy(update={"model": condition.weights_dir.replace("{model}", m.name), "load_format": "safetensors"})
+        m.model_copy(update={"model": weights_dir.replace("{model}", m.name), "load_format": "safetensors"})
         for m in models
     ]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kvprobe.config import ModelSettings
-from kvprobe.engines.vllm import VllmEngine
+from kvprobe.engines.protocol import Engine
 from kvprobe.measure.build import build_document
 from kvprobe.measure.executors import JournaledExecutor
 from kvprobe.measure.model import ModelSearches
@@ -49,7 +49,7 @@ class Scheduler:
     def measure(
         self,
         executor: JournaledExecutor,
-        engine: VllmEngine,
+        engine: Engine,
         environment: Environment,
         guard: GuardSettings,
         events: RunEvents,

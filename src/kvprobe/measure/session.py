@@ -120,24 +120,30 @@ def where_to_measure(request: MeasureRequest, models: list[ModelSettings]) -> Wh
     return Where(environment, cluster)
 
 
+# The search settings a measurement's options carry as they are.
+SEARCH_OPTIONS = {"tolerance", "utilization_range", "searches", "strategy", "confirm", "fill_target", "throughput"}
+
+
 def measure_options(request: MeasureRequest, environment: Environment) -> MeasureOptions:
     """The request's search and start settings, with what depends on the machine decided."""
     search, start = request.search, request.start
     use_prestart, prestart_reason = resolve_prestart(search.prestart, environment)
     kv_approach, kv_approach_reason = resolve_kv_approach(search.kv_approach, environment)
-    kept = {"tolerance", "utilization_range", "searches", "strategy", "confirm", "fill_target", "throughput"}
+    assert environment.label is not None, "where_to_measure labels the environment"
     return MeasureOptions(
-        **{name: getattr(search, name) for name in kept},
+        **search.model_dump(include=SEARCH_OPTIONS),
         label=environment.label,
         repeats=request.repeats,
         prestart="on" if use_prestart else "off",
         prestart_reason=prestart_reason,
         kv_approach=kv_approach,
         kv_approach_reason=kv_approach_reason,
-        **{"cooldown_s": start.cooldown_s, "max_gpu_temp_c": start.max_gpu_temp_c, "drop_caches": request.drop_caches},
+        **start.model_dump(include={"cooldown_s", "max_gpu_temp_c"}),
+        drop_caches=request.drop_caches,
         container=request.started_by,
         condition=request.condition if request.condition and request.condition.name else None,
-        **{"experiment": request.experiment, "only_repeat": request.only_repeat},
+        experiment=request.experiment,
+        only_repeat=request.only_repeat,
     )
 
 

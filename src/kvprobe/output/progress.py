@@ -98,7 +98,7 @@ def make_console(log_format: LogFormat | None) -> Console:
     return RecordConsole(log_format or "jsonl")
 
 
-def guard_figure(guard: GuardPolicy, sample: MemorySample) -> tuple[str, float, int | None]:
+def guard_figure(guard: GuardPolicy, sample: MemorySample) -> tuple[str, float | None, int | None]:
     """The host figure the guard acts on (MemAvailable, or on unified memory the lower of it and
     MemFree), its bytes, and its floor (None: no host floor)."""
     name, value = guard.host_view(sample)
@@ -111,7 +111,7 @@ def headroom_warning(guard: GuardPolicy, host_memory: Mapping[str, int]) -> str 
         return None
     sample = MemorySample(host_available=host_memory["MemAvailable"], host_free=host_memory.get("MemFree"))
     name, value, floor = guard_figure(guard, sample)
-    if floor is None or value >= NEAR_FLOOR * floor:
+    if floor is None or value is None or value >= NEAR_FLOOR * floor:
         return None
     return (
         f"{name} {gib(value, unit=True)} is already near the guard floor {gib(floor, unit=True)}: an engine "
@@ -224,7 +224,8 @@ class TrialProgress:
                     self.console.write_record({"event": "engine_log", "start": self.number, "line": line})  # type: ignore[attr-defined]
                 else:
                     self.console.print(f"[dim]engine |[/] {escape(line)}", highlight=False, soft_wrap=True)
-        latest = PHASE_WORDS.get(next(reversed(phases)), next(reversed(phases))) if phases else self._phase
+        last_mark = list(phases)[-1] if phases else None
+        latest = PHASE_WORDS.get(last_mark, last_mark) if last_mark else self._phase
         if latest == self._phase:
             return
         self._phase = latest
@@ -233,7 +234,8 @@ class TrialProgress:
             fields["elapsed_s"] = round(time.monotonic() - self._started, 1)
             if self._sample is not None:
                 name, value, floor = guard_figure(self.guard, self._sample)
-                fields |= {"guard_figure": name, "guard_figure_bytes": int(value), "guard_floor_bytes": floor}
+                figure = None if value is None else int(value)
+                fields |= {"guard_figure": name, "guard_figure_bytes": figure, "guard_floor_bytes": floor}
             self.console.write_record(fields)  # type: ignore[attr-defined]
         self._refresh()
 

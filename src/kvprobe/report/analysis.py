@@ -157,7 +157,7 @@ def _flags(group: Group, stats: dict[Label, dict[str, Summary]]) -> list[Flag]:
             flags.append(Flag(kind="few_runs", label=label, value=len(runs)))
         for metric in COMPARED:
             summary = stats[label][metric]
-            if unstable(summary):
+            if summary.sd is not None and summary.mean and unstable(summary):
                 flags.append(Flag(kind="unstable_sd", label=label, metric=metric, value=summary.sd / summary.mean))
         for doc in runs:
             if doc.status != "complete":

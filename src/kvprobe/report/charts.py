@@ -8,7 +8,9 @@ matplotlib; the specs are what the golden tests compare, the drawing is checked 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -24,7 +26,12 @@ from kvprobe.report.words import PART_LABELS
 from kvprobe.units import GIB
 from kvprobe.vocabulary import LABELS
 
-SAME_EVERY_RUN = {"svg.hashsalt": "kvprobe"}  # fixed SVG ids: report.html, which embeds them, is compared in docs/
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
+
+# fixed SVG ids: report.html, which embeds them, is compared in docs/
+SAME_EVERY_RUN: dict[RcKeyType, Any] = {"svg.hashsalt": "kvprobe"}
 COLOURS = {"native": "#2b6cb0", "container": "#dd6b20"}
 
 
@@ -336,7 +343,8 @@ def _draw_conditions(spec: ConditionBars):
 
 def draw(spec: ChartSpec) -> dict[str, bytes]:
     """{stem.png, stem.svg}: the chart drawn, as file contents."""
-    drawers = {
+    # Each drawer takes the spec type it is keyed by, which a dict's type cannot say.
+    drawers: dict[type[ChartSpec], Callable[[Any], Figure]] = {
         KvCacheChart: _draw_kv_cache,
         WindowChart: _draw_window,
         StackedBars: _draw_stacked,

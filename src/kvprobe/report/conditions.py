@@ -124,8 +124,13 @@ def _share(change: Comparison, loss: Comparison | None) -> float | None:
     return (change.change or 0.0) / loss.change if loss.change else None
 
 
-def _experiment_model(name: str, model: str, baseline: str, explains: str | None, runs: dict) -> ExperimentModel:
-    named = next((d.experiment.conditions for docs in runs.values() for d in docs if d.experiment.conditions), [])
+def _experiment_model(
+    name: str, model: str, baseline: str, explains: str | None, runs: dict[str, list[ResultDocument]]
+) -> ExperimentModel:
+    named = next(
+        (d.experiment.conditions for docs in runs.values() for d in docs if d.experiment and d.experiment.conditions),
+        [],
+    )
     order = [baseline, *(c for c in [*named, *sorted(runs)] if c != baseline)]
     order = list(dict.fromkeys(c for c in order if runs.get(c) or c == baseline))
     results = [_condition_result(c, runs.get(c, [])) for c in order]
@@ -157,7 +162,9 @@ def _experiment_model(name: str, model: str, baseline: str, explains: str | None
 
 def analyse_experiments(documents: list[ResultDocument]) -> list[ExperimentModel]:
     """Every experiment's models, from complete results that name an experiment (any directory)."""
-    grouped: dict[tuple, dict[str, list[ResultDocument]]] = defaultdict(lambda: defaultdict(list))
+    grouped: dict[tuple[str, str, str, str | None], dict[str, list[ResultDocument]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for doc in documents:
         if doc.experiment is not None and doc.status == "complete":
             key = (doc.experiment.name, doc.model, doc.experiment.baseline, doc.experiment.explains)

@@ -160,7 +160,6 @@ def experiment_answer(experiments: list[ExperimentModel]) -> list[Block]:
             )
         else:
             verdict, metric, change = found
-            percent = "" if change.change_percent is None else f" ({change.change_percent:+.1f}%)"
             if change.evidence == "below_bound":
                 lowered = with_unit(-(change.change or 0.0), "GiB", sign=False)
                 amount = f"lowered by at least {lowered} (the baseline is a lower bound)"

@@ -10,6 +10,7 @@ from kvprobe.errors import InputError
 from kvprobe.report.external import external_from_files
 from kvprobe.report.summary import ReportSummary, build_report
 from kvprobe.report.writers import FORMATS, ReportOptions, write_report
+from kvprobe.results.schema import ResultDocument
 from kvprobe.results.store import ResultStore, distinct_results
 
 
@@ -36,7 +37,8 @@ def make_report(
 ) -> WrittenReport:
     """Every result under `results_dirs` as one report in `out_dir` (default: the first dir's report/)."""
     chosen = chosen_formats(formats)
-    loaded, unreadable = [], []
+    loaded: list[tuple[Path, ResultDocument]] = []
+    unreadable: list[str] = []
     for results_dir in results_dirs:
         root = Path(results_dir)
         if not root.is_dir():

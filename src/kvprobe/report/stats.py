@@ -70,9 +70,9 @@ class WelchResult:
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchResult:
     """Welch's unequal-variance t-test of mean(a) - mean(b), where there is variance to test."""
     sa, sb = summarise(a), summarise(b)
-    if sa.n < 2 or sb.n < 2:
+    if sa.mean is None or sa.sd is None or sb.mean is None or sb.sd is None:  # fewer than two values on a side
         return WelchResult("too_few")
-    if (sa.sd or 0.0) == 0 and (sb.sd or 0.0) == 0:
+    if sa.sd == 0 and sb.sd == 0:
         return WelchResult("identical" if sa.mean == sb.mean else "no_variance")
     with warnings.catch_warnings():  # nearly identical data: SciPy warns, the interval below shows it
         warnings.simplefilter("ignore", RuntimeWarning)

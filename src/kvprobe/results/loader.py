@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from kvprobe.errors import InputError
 from kvprobe.results.schema import SCHEMA_VERSION, ResultDocument
@@ -81,7 +82,7 @@ def _upgrade_v3(data: dict[str, Any]) -> dict[str, Any]:
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1, 2: _upgrade_v2, 3: _upgrade_v3}
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "(document)"
     return f"field '{where}': {error['msg']}"
 

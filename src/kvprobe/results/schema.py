@@ -8,14 +8,14 @@ integers where kvprobe counted them and floats where the engine logged GiB figur
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kvprobe.units import Bytes
 from kvprobe.vocabulary import KvApproach, Label, MemoryKind, Outcome, Pool, SearchName, Status, Strategy
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION: Final = 4
 
 
 # --- machine facts, as kvprobe.environment reads them -------------------------------------------

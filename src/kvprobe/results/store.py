@@ -9,7 +9,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
@@ -103,7 +103,7 @@ class RunLock:
 
     def __init__(self, root: Path, name: str = LOCK):
         self.path = Path(root) / name
-        self.handle = None
+        self.handle: TextIO | None = None
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

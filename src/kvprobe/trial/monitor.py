@@ -106,15 +106,16 @@ class GuardPolicy:
     def disabled(cls) -> GuardPolicy:
         return cls(None, None)
 
-    def host_view(self, sample: MemorySample) -> tuple[str, float]:
-        """The host figure the floor applies to, and its name."""
-        if self.pessimistic and sample.host_free is not None and sample.host_free < sample.host_available:
-            return "MemFree", sample.host_free
-        return "MemAvailable", sample.host_available
+    def host_view(self, sample: MemorySample) -> tuple[str, float | None]:
+        """The host figure the floor applies to (None where unreadable), and its name."""
+        free, available = sample.host_free, sample.host_available
+        if self.pessimistic and free is not None and available is not None and free < available:
+            return "MemFree", free
+        return "MemAvailable", available
 
     def breach(self, sample: MemorySample) -> str | None:
         name, value = self.host_view(sample)
-        if self.host_floor_bytes is not None and value < self.host_floor_bytes:
+        if self.host_floor_bytes is not None and value is not None and value < self.host_floor_bytes:
             floor = gib(self.host_floor_bytes, unit=True)
             return f"host {name} {gib(value, unit=True)} fell below the guard floor {floor}"
         headroom = sample.cgroup_headroom
@@ -167,11 +168,11 @@ def summarise(samples: list[MemorySample], phases: dict[str, float]) -> TrialMem
     return TrialMemory(
         start=samples[0],
         phases={name: at(t) for name, t in phases.items()},
-        lowest_host_available=min(s.host_available for s in samples),
+        lowest_host_available=min((s.host_available for s in samples if s.host_available is not None), default=None),
         lowest_host_released=min(s.host_released for s in samples),
         peak_cgroup_usage=_peak([s.cgroup_usage for s in samples]),
         peak_gpu_used=_peak([s.gpu_used for s in samples]),
-        peak_page_cache=max(s.page_cache for s in samples),
+        peak_page_cache=_peak([s.page_cache for s in samples]),
         count=len(samples),
         rate_hz=len(samples) / max(1e-6, samples[-1].t - samples[0].t) if len(samples) > 1 else None,
     )

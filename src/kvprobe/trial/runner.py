@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from kvprobe.engines.vllm import VllmEngine
+from kvprobe.engines.protocol import Engine
 from kvprobe.environment.gpu import Nvml
 from kvprobe.results.schema import EngineAtReady, MemorySample, NodeTrial, TrialRecord, WorkerResult
 from kvprobe.safe_io import (
@@ -148,7 +148,7 @@ class TrialRunner:
 
     def __init__(
         self,
-        engine: VllmEngine,
+        engine: Engine,
         workdir: Path,
         limits: TrialLimits,
         on_sample: Callable[[MemorySample], None] | None = None,
@@ -376,7 +376,7 @@ class TrialRunner:
                 samples.append(at_ready)
                 phases["ready"] = at_ready.t
                 write_new(ready_gate, b"")  # the engine waited idle at ready for these reads
-            verdict = None
+            verdict: tuple[Outcome, str] | None = None
             if process.poll() is not None:
                 reap_zombies()
                 return None, samples, phases, engine_memory
