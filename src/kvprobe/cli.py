@@ -79,6 +79,11 @@ def measure(models_file: str | None, **values) -> None:
     request = request_from_options(models_file, values)
     _interrupts()
     console = Console()
+    image = request.condition.native_from_image if request.condition else None
+    if image is not None and request.started_by is None:  # an experiment's native-from-image cell, not yet inside
+        from kvprobe.measure.chroot import run_native_from_image
+
+        sys.exit(run_native_from_image(request, image, console))
     if request.container is not None:  # an experiment's container cell
         sys.exit(_paired(run_container(request, console), request, console))
     sys.exit(run_measure(request, console))
@@ -100,7 +105,7 @@ def container(models_file: str | None, **values) -> None:
     from kvprobe.measure.container_session import run_container
 
     names = ("runtime", "image", "rootfs", "memory", "shm_size", "ipc_host", "gpus", "memlock", "stack", "network")
-    names += ("oci_runtime", "python", "runtime_flags", "both")
+    names += ("oci_runtime", "python", "runtime_flags", "both", "native_side")
     settings = {name: values.pop(name) for name in names}
     settings["runtime_flags"] = list(settings["runtime_flags"])
     request = request_from_options(models_file, values, settings)
@@ -152,11 +157,14 @@ def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool) 
 
     _interrupts()
     try:
-        status = ExperimentRun(loaded, Path(out_dir), on_cell).run(resume)
+        outcome = ExperimentRun(loaded, Path(out_dir), on_cell).run(resume)
+        status, unfinished = outcome.status, outcome.unfinished
     except KeyboardInterrupt:
-        status = EXIT_INTERRUPTED
-    if status == EXIT_INTERRUPTED:
-        console.print(f"[yellow]interrupted[/]: continue with --resume --out {escape(out_dir)}", highlight=False)
+        status, unfinished = EXIT_INTERRUPTED, {}
+    for key, why in unfinished.items():
+        console.print(f"[red]unfinished:[/] {escape(key)}: {escape(why)}", highlight=False)
+    if status == EXIT_INTERRUPTED or unfinished:
+        console.print(f"continue with --resume --out {escape(out_dir)}", highlight=False)
     sys.exit(status)
 
 

@@ -1,7 +1,9 @@
 """The order an experiment runs in, and how long it should take (pure functions).
 
-Conditions are interleaved, repeat by repeat (A B C A B C ...), so that drift in the machine
-(temperature, fragmentation, the page cache) spreads over every condition alike.
+Conditions are interleaved by default, repeat by repeat (A B C A B C ...), so that drift in the
+machine (temperature, fragmentation, the page cache) spreads over every condition alike. `order:
+blocked` runs every repeat of one condition before the next (A A A B B B ...): the original study's
+protocol, kept so that its own effect on the loss can be measured against the interleaved order.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from kvprobe.experiment.spec import Experiment
 from kvprobe.results.schema import Condition, TrialRecord
 
 ASSUMED_START_S = 40.0  # a tiny model on the CPU backend took 29 s a start here (docs/benchmarks.md)
-CONTAINER_OVERHEAD_S = 15.0  # per container cell: probing the container and starting it
+CONTAINER_OVERHEAD_S = 15.0  # per container (or chroot) cell: probing the side and starting it
 BRACKETED_STARTS = 3  # a bracketed search usually needs its estimate, one step across, and one more
 
 
@@ -30,7 +32,10 @@ class Cell:
 
 
 def schedule(experiment: Experiment) -> list[Cell]:
-    return [Cell(repeat, c) for repeat in range(1, experiment.file.repeats + 1) for c in experiment.conditions]
+    repeats = range(1, experiment.file.repeats + 1)
+    if experiment.file.order == "blocked":
+        return [Cell(repeat, c) for c in experiment.conditions for repeat in repeats]
+    return [Cell(repeat, c) for repeat in repeats for c in experiment.conditions]
 
 
 def starts_per_model(experiment: Experiment) -> int:
@@ -59,5 +64,5 @@ def estimate(experiment: Experiment, earlier: list[TrialRecord]) -> Estimate:
     per_start = (
         sum(t.wall_s + t.teardown_s for t in earlier) / len(earlier) if earlier else ASSUMED_START_S
     ) + experiment.file.cooldown
-    containers = sum(1 for c in cells if c.condition.container is not None)
+    containers = sum(1 for c in cells if c.condition.container or c.condition.native_from_image)
     return Estimate(starts, starts * per_start + containers * CONTAINER_OVERHEAD_S, per_start, len(earlier))
