@@ -138,6 +138,7 @@ def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool) 
     """Run every condition of EXPERIMENT_FILE for every repeat, interleaved (A B C A B C ...)."""
     import importlib.util
 
+    from kvprobe.experiment import preflight
     from kvprobe.experiment.run import ExperimentRun
     from kvprobe.experiment.schedule_view import print_schedule
     from kvprobe.experiment.spec import load_experiment
@@ -151,6 +152,7 @@ def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool) 
         return
     if importlib.util.find_spec("vllm") is None:
         raise InputError("vLLM is not installed in this Python environment (see README: setup)")
+    preflight.check(loaded)
 
     def on_cell(cell, state: str) -> None:
         console.rule(f"{escape(cell.condition.name)}, repeat {cell.repeat}: {state}")

@@ -53,13 +53,18 @@ HOST_TREES = ("/proc", "/sys", "/dev")  # bound recursively: /dev brings /dev/sh
 DONE = ".done"  # beside an exported rootfs: the export finished (its content is the image and digest)
 
 
+HOST_ROOT = "host-root"  # under the cache: where rootfs "/" (this machine's own tree) is bound
+
+
 @dataclass(frozen=True)
 class ImageRoot:
-    """A root filesystem to chroot into, and where it came from (image None: a directory as given)."""
+    """A root filesystem to chroot into, and where it came from (image None: a directory as given;
+    `bound_from`: a tree bound at `rootfs` for the run, without its submounts, e.g. the host's /)."""
 
     rootfs: Path
     image: str | None = None
     digest: str | None = None
+    bound_from: str | None = None
 
 
 def require_root() -> None:
@@ -104,8 +109,10 @@ def image_root(spec: NativeFromImage) -> ImageRoot:
     """The root filesystem of the spec: its directory, or the image's, exported once per digest."""
     if spec.rootfs is not None:
         rootfs = Path(spec.rootfs).resolve()
-        if not rootfs.is_dir() or rootfs == Path("/"):
-            raise InputError(f"native_from_image: rootfs {rootfs} is not a directory other than the host's root")
+        if not rootfs.is_dir():
+            raise InputError(f"native_from_image: rootfs {rootfs} is not a directory")
+        if rootfs == Path("/"):  # podman's --rootfs /:O counterpart: this machine's tree, as a tree of its own
+            return ImageRoot(Path(spec.rootfs_cache) / HOST_ROOT, bound_from="/")
         return ImageRoot(rootfs)
     assert spec.image is not None
     digest = image_digest(spec.runtime, spec.image)
@@ -156,7 +163,7 @@ def _mounted_under(rootfs: Path) -> list[str]:
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         point = line.split()[4].encode().decode("unicode_escape")
-        if point.startswith(str(rootfs) + "/"):
+        if point == str(rootfs) or point.startswith(str(rootfs) + "/"):
             points.append(point)
     return sorted(set(points), key=len, reverse=True)
 
@@ -173,9 +180,13 @@ def _mount(rootfs: Path, mount: Mount) -> None:
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.touch(exist_ok=True)
-    steps = [["mount", "--rbind" if mount.kind == "rbind" else "--bind", mount.source, str(target)]]
+    _bind(mount.source, target, mount.kind)
+
+
+def _bind(source: str, target: Path, kind: str) -> None:
+    steps = [["mount", "--rbind" if kind == "rbind" else "--bind", source, str(target)]]
     steps.append(["mount", "--make-rslave", str(target)])  # nothing unmounted inside reaches the host
-    if mount.kind == "bind-ro":
+    if kind == "bind-ro":
         steps.append(["mount", "-o", "remount,bind,ro", str(target)])
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True)
@@ -187,10 +198,14 @@ def _mount(rootfs: Path, mount: Mount) -> None:
 def mounted(root: ImageRoot, mounts: list[Mount]) -> Iterator[None]:
     """The mounts in place for the block, one run at a time per rootfs; removed after (and before)."""
     lock_path = root.rootfs.with_name(root.rootfs.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _unmount_all(root.rootfs)
         try:
+            if root.bound_from is not None:
+                root.rootfs.mkdir(exist_ok=True)
+                _bind(root.bound_from, root.rootfs, "bind")
             for mount in mounts:
                 _mount(root.rootfs, mount)
             yield
@@ -199,8 +214,11 @@ def mounted(root: ImageRoot, mounts: list[Mount]) -> Iterator[None]:
 
 
 def inside_command(spec: NativeFromImage, rootfs: Path) -> list[str]:
-    """How kvprobe is started in the chroot: the given Python, or the tree's `kvprobe` entry point."""
-    return ["chroot", str(rootfs), *(kvprobe_command(spec.python) if spec.python else ["kvprobe"])]
+    """How kvprobe is started in the chroot: the given Python, this one in a tree given as a directory
+    (this machine's, or a copy), or the image's `kvprobe` entry point."""
+    if spec.python:
+        return ["chroot", str(rootfs), *kvprobe_command(spec.python)]
+    return ["chroot", str(rootfs), *(kvprobe_command() if spec.rootfs else ["kvprobe"])]
 
 
 def probe(spec: NativeFromImage, rootfs: Path) -> Environment:
@@ -241,6 +259,7 @@ class ChrootSide:
             memlock_limit_bytes=inside.memlock_limit_bytes,
             cgroup_version=inside.cgroup.version,
         )
+        tree = [Mount(source=self.root.bound_from, target="/", kind="bind")] if self.root.bound_from else []
         return ContainerRun(
             command=command,
             runtime="chroot",
@@ -248,7 +267,7 @@ class ChrootSide:
             image=self.root.image,
             image_digest=self.root.digest,
             rootfs=str(self.root.rootfs),
-            mounts=self.mounts,
+            mounts=tree + self.mounts,
             gpu_driver=self.gpu_driver,
         )
 
