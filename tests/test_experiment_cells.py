@@ -40,7 +40,7 @@ class StandinChildren:
     def __init__(self, out: Path, plan: dict[str, tuple[int, bool]]):
         self.out, self.plan, self.started = out, plan, []
 
-    def __call__(self, run: ExperimentRun, cell, run_id: str, resume: bool) -> tuple[int, bool]:
+    def run_cell(self, run: ExperimentRun, cell, run_id: str, resume: bool) -> tuple[int, bool]:
         self.started.append(cell.key)
         code, writes = self.plan[cell.condition.name]
         if writes:
@@ -56,9 +56,11 @@ class StandinChildren:
 
 def run_with(monkeypatch, path: Path, out: Path, plan: dict[str, tuple[int, bool]], resume: bool = False):
     children = StandinChildren(out, plan)
-    monkeypatch.setattr(
-        ExperimentRun, "_run_cell", lambda run, cell, run_id, resume: children(run, cell, run_id, resume)
-    )
+
+    def run_cell(run: ExperimentRun, cell, run_id: str, resume: bool) -> tuple[int, bool]:
+        return children.run_cell(run, cell, run_id, resume)
+
+    monkeypatch.setattr(ExperimentRun, "_run_cell", run_cell)
     outcome = ExperimentRun(load_experiment(path), out, lambda cell, state: None).run(resume)
     return outcome, children.started, json.loads((out / MANIFEST).read_text())
 
