@@ -1,9 +1,11 @@
 """What isolation the process running this script is under, as JSON: its namespaces (the inode of
 each /proc/self/ns link), its cgroups (/proc/self/cgroup), the memory limit it can read, the size of
-/dev/shm and its seccomp mode. Run inside each rung of a ladder test; standard library only."""
+/dev/shm, its seccomp mode, and how many entries each directory named on the command line holds.
+Run inside each rung of a ladder test; standard library only."""
 
 import json
 import os
+import sys
 from pathlib import Path
 
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "uts", "user")
@@ -28,8 +30,7 @@ def main() -> None:
                 or read("/sys/fs/cgroup/memory.max"),
                 "shm_bytes": shm.f_blocks * shm.f_frsize,
                 "seccomp": status.get("Seccomp"),
-                "root_inode": os.stat("/").st_ino,
-                "root_device": os.stat("/").st_dev,
+                "entries": {path: len(os.listdir(path)) for path in sys.argv[1:]},
             }
         )
     )

@@ -135,6 +135,7 @@ def _rungs(container: dict) -> dict:
         ({"ipc": "private", "ipc_host": True}, "container.ipc", "ipc: private contradicts ipc_host: true"),
         ({"cgroup": "disabled", "memory": "4g"}, "container.memory", "a memory limit needs a cgroup of its own"),
         ({"cgroup": "disabled", "pid": "host"}, "container.pid", "PID namespace of its own"),
+        ({"cgroup": "disabled", "oci_runtime": "runc"}, "container.cgroup", "only with crun, not runc"),
         ({"cgroup": "disabled", "cgroup_parent": "x"}, "container.cgroup_parent", "no cgroup of its own"),
         ({"shm_size": "60g"}, "container.shm_size", "has no effect with the host's IPC"),
         ({"seccomp": "off"}, "container.seccomp", "'default' or 'unconfined'"),

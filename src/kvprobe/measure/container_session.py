@@ -39,14 +39,14 @@ from kvprobe.results.schema import ContainerLimits, ContainerRun, ContainerSetti
 
 def ready_settings(settings: ContainerSettings) -> ContainerSettings:
     """The container settings checked, with what depends on this machine decided (GPUs, OCI runtime)."""
+    if settings.oci_runtime is None:
+        settings = settings.model_copy(update={"oci_runtime": default_oci_runtime(settings.runtime)})
     problems = settings_problems(settings)
     if problems:
         raise InputError("\n".join(problems))
     if settings.gpus == "auto":
         with Nvml() as nvml:
             settings = resolve_gpus(settings, nvml.device_count())
-    if settings.oci_runtime is None:
-        settings = settings.model_copy(update={"oci_runtime": default_oci_runtime(settings.runtime)})
     return settings
 
 

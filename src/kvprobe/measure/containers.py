@@ -35,7 +35,9 @@ def isolation_problems(settings: ContainerSettings) -> list[tuple[str, str]]:
             problems.append(("cgroup", "docker always makes a cgroup of its own; cgroup: disabled needs podman"))
         if settings.memory:
             problems.append(("memory", "a memory limit needs a cgroup of its own (cgroup: own), not cgroup: disabled"))
-        if settings.pid == "host":  # podman's own refusal, said before anything starts
+        if settings.oci_runtime == "runc":  # podman's own refusal, said before anything starts
+            problems.append(("cgroup", "podman runs a container without a cgroup only with crun, not runc"))
+        if settings.pid == "host":
             problems.append(("pid", "podman runs a container without a cgroup only in a PID namespace of its own"))
         for field in ("cgroupns", "cgroup_parent"):
             if getattr(settings, field) is not None:
