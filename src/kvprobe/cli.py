@@ -129,13 +129,17 @@ def _paired(status: int, request, console: Console) -> int:
     return max(status, EXIT_FAILED) if problems else status
 
 
-@main.command(short_help="Run every condition of an experiment file, interleaved.")
+@main.command(short_help="Run every condition of an experiment file, repeat by repeat.")
 @click.argument("experiment_file", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The results directory.")
 @click.option("--resume", is_flag=True, help="Continue the unfinished experiment in --out, skipping finished cells.")
 @click.option("--dry-run", is_flag=True, help="Print the schedule and its estimated duration; run nothing.")
 def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool) -> None:
-    """Run every condition of EXPERIMENT_FILE for every repeat, interleaved (A B C A B C ...)."""
+    """Run every condition of EXPERIMENT_FILE for every repeat, interleaved (A B C A B C ...) or, with
+    `order: blocked` in the file, all repeats of one condition before the next (A A B B ...).
+
+    A cell is finished when it wrote a result for every model; unfinished cells are listed at the end
+    (exit 1) and run again by --resume."""
     import importlib.util
 
     from kvprobe.experiment import preflight
