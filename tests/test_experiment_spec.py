@@ -8,6 +8,8 @@ import yaml
 
 from conftest import ROOT, kvprobe, tiny_models_file
 from kvprobe.config import ConfigError
+from kvprobe.errors import InputError
+from kvprobe.experiment import preflight
 from kvprobe.experiment.plan import estimate, schedule
 from kvprobe.experiment.spec import load_experiment
 from kvprobe.measure.containers import build_command
@@ -177,3 +179,23 @@ def test_blocked_runs_every_repeat_of_a_condition_before_the_next_and_says_so(tm
     experiment = load_experiment(write(tmp_path, {**body, "conditions": {"a": {}, "b": {}}}))
     assert [cell.key for cell in schedule(experiment)] == ["a/r1", "a/r2", "b/r1", "b/r2"]
     assert experiment.reference.order == "blocked" and not experiment.reference.ladder
+
+
+def test_a_model_that_cannot_fit_is_refused_before_any_cell_with_predicts_reason(tmp_path):
+    path = write(
+        tmp_path,
+        {
+            "name": "big",
+            "models": str(ROOT / "models.yaml"),
+            "only": ["tiny-llama", "qwen2.5-72b-instruct"],
+            "baseline": "a",
+            "conditions": {"a": {}},
+        },
+    )
+    (line,) = preflight.fit_problems(load_experiment(path), "119.6g")
+    assert line.startswith(f"{path}: model 'qwen2.5-72b-instruct' cannot fit this pool (119.6 GiB, --memory 119.6g)")
+    assert "weights alone (135.4 GiB) exceed the pool" in line and "remove it from `only`" in line
+    with pytest.raises(InputError, match=r"qwen2\.5-72b-instruct"):
+        preflight.check(
+            load_experiment(write(tmp_path, {**yaml.safe_load(path.read_text()), "only": ["qwen2.5-72b-instruct"]}))
+        )

@@ -20,9 +20,10 @@ from kvprobe.units import gib
 def fit_problems(experiment: Experiment, memory: str | None = None) -> list[str]:
     """Models that cannot fit the pool (this machine's, or `memory`) at their own utilization."""
     done = predict_models(str(experiment.models_file), memory, None, tuple(m.name for m in experiment.models), None)
+    pool = f"{gib(done.pool.bytes, 1, unit=True)}, {done.pool.source}"
     return [
-        f"{experiment.path}: model '{row.prediction.name}' cannot fit this pool ({gib(done.pool.bytes, 1, unit=True)}, "
-        f"{done.pool.source}): {row.assessment.reason} (kvprobe predict); remove it from `only`"
+        f"{experiment.path}: model '{row.prediction.model}' cannot fit this pool ({pool}): "
+        f"{row.assessment.reason} (kvprobe predict); remove it from `only`"
         for row in done.rows
         if row.assessment.verdict == "does not fit"
     ]

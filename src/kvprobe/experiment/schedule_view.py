@@ -13,7 +13,7 @@ from kvprobe.units import gib
 
 def describe(condition: Condition) -> str:
     """What a condition does, in a few words."""
-    parts = [condition.where]
+    parts: list[str] = [condition.where]
     box, image = condition.container, condition.native_from_image
     if box is not None:
         parts.append(
