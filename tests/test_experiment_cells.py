@@ -37,8 +37,8 @@ def experiment_file(directory: Path, conditions: dict, repeats: int = 1) -> Path
 class StandinChildren:
     """Stands in for the cells' child processes: per condition, the exit code and whether results are written."""
 
-    def __init__(self, out: Path, plan: dict[str, tuple[int, bool]]):
-        self.out, self.plan, self.started = out, plan, []
+    def __init__(self, out: Path, plan: dict[str, tuple[int, bool]], status: str = "complete"):
+        self.out, self.plan, self.status, self.started = out, plan, status, []
 
     def run_cell(self, run: ExperimentRun, cell, run_id: str, resume: bool) -> tuple[int, bool]:
         self.started.append(cell.key)
@@ -49,7 +49,14 @@ class StandinChildren:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 reference = {"run_id": run_id, "name": "cells"}
                 path.write_text(
-                    json.dumps({"condition": cell.condition.name, "repeat": cell.repeat, "experiment": reference})
+                    json.dumps(
+                        {
+                            "condition": cell.condition.name,
+                            "repeat": cell.repeat,
+                            "experiment": reference,
+                            "status": "failed" if cell.condition.name == "failed" else self.status,
+                        }
+                    )
                 )
         return code, code == 130
 
@@ -66,19 +73,25 @@ def run_with(monkeypatch, path: Path, out: Path, plan: dict[str, tuple[int, bool
 
 
 def test_exit_codes_do_not_finish_a_cell_its_results_do(tmp_path, monkeypatch):
-    path = experiment_file(tmp_path, {"a": {}, "silent": {}, "oom": {}, "odd": {}})
+    path = experiment_file(tmp_path, {"a": {}, "silent": {}, "oom": {}, "odd": {}, "late": {}, "failed": {}})
     out = tmp_path / "out"
-    plan = {"a": (0, True), "silent": (0, False), "oom": (247, False), "odd": (3, True)}
+    plan = {"a": (0, True), "silent": (0, False), "oom": (247, False), "odd": (3, True), "late": (130, True)}
+    plan["failed"] = (1, True)
     outcome, started, manifest = run_with(monkeypatch, path, out, plan)
+    assert outcome.status == 130 and started == ["a/r1", "silent/r1", "oom/r1", "odd/r1", "late/r1"]
+    # interrupted after writing its result: finished, complete
+    assert manifest["done"] == {"a/r1": 0, "odd/r1": 0, "late/r1": 0}
+    outcome, started, manifest = run_with(monkeypatch, path, out, plan, resume=True)
+    assert started == ["silent/r1", "oom/r1", "failed/r1"]
     assert outcome.status == 1  # never 247 or 3
     assert set(outcome.unfinished) == {"silent/r1", "oom/r1"}
     assert outcome.unfinished["oom/r1"] == "exit 247, no result for tiny-llama"
-    assert manifest["done"] == {"a/r1": 0, "odd/r1": 1} and manifest["status"] == "unfinished"
+    assert manifest["done"]["failed/r1"] == 1 and manifest["status"] == "unfinished"
 
     plan = {**plan, "silent": (0, True), "oom": (0, True)}  # the retried cells now write their results
     outcome, started, manifest = run_with(monkeypatch, path, out, plan, resume=True)
     assert started == ["silent/r1", "oom/r1"] and outcome.unfinished == {}
-    assert outcome.status == 1 and manifest["status"] == "finished"  # "odd" exited 3: a failure, kept
+    assert outcome.status == 1 and manifest["status"] == "finished"  # "failed"'s result is not complete
 
 
 def test_a_result_of_another_run_or_repeat_does_not_finish_a_cell(tmp_path, monkeypatch):

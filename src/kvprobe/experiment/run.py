@@ -6,10 +6,11 @@ experiment's manifest (`experiment.json`) lists finished cells, so `--resume` sk
 resumes the interrupted one through its own journal.
 
 A cell is finished when the results directory holds a result of this experiment run for every model
-of the cell, whatever its child's exit code said: a child that exited 0 without writing (or 1 after a
-refused version pair, or killed by the OOM killer) leaves its cell unfinished, listed under
-`unfinished` in the manifest with why, and `--resume` runs it again. The experiment's own exit code
-is 0, 1 (a cell failed or a cell is unfinished), 2 (bad input, before anything ran) or 130.
+of the cell, whatever its child's exit code said; the results' status (complete or not) is the
+cell's. A child that exited 0 without writing (or 1 after a refused version pair, or killed by the
+OOM killer) leaves its cell unfinished, listed under `unfinished` in the manifest with why, and
+`--resume` runs it again. The experiment's own exit code is 0, 1 (a cell failed or is unfinished),
+2 (bad input, before anything ran) or 130.
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ def cell_request(experiment: Experiment, cell: Cell, out_dir: Path, run_id: str,
     )
 
 
-def cell_results(out_dir: Path, experiment: Experiment, cell: Cell, run_id: str) -> set[str]:
-    """The cell's models that have a result written by this experiment run (read from the files)."""
-    found = set()
+def cell_results(out_dir: Path, experiment: Experiment, cell: Cell, run_id: str) -> dict[str, str]:
+    """The cell's models that have a result written by this experiment run, and each result's status
+    (read from the files)."""
+    found: dict[str, str] = {}
     for model in experiment.models:
         for path in (out_dir / model.name).glob(f"{cell.condition.name}-*-r{cell.repeat}.json"):
             try:
@@ -91,7 +93,7 @@ def cell_results(out_dir: Path, experiment: Experiment, cell: Cell, run_id: str)
                 and data.get("condition") == cell.condition.name
                 and data.get("repeat") == cell.repeat
             ):
-                found.add(model.name)
+                found[model.name] = str(data.get("status"))
                 break
     return found
 
@@ -144,8 +146,9 @@ class ExperimentRun:
             if missing:
                 manifest["unfinished"][cell.key] = f"exit {code}, no result for {', '.join(missing)}"
                 self.on_cell(cell, f"unfinished ({manifest['unfinished'][cell.key]})")
-            else:  # every result is written, even if the child was interrupted or killed at its end
-                manifest["done"][cell.key] = EXIT_OK if code == EXIT_OK else EXIT_FAILED
+            else:  # every result is written (the child may have been interrupted at its end): they decide
+                complete = all(status == "complete" for status in written.values())
+                manifest["done"][cell.key] = EXIT_OK if complete else EXIT_FAILED
                 manifest["unfinished"].pop(cell.key, None)
                 status = max(status, manifest["done"][cell.key])
             write_json_atomic(self.out_dir / MANIFEST, manifest)
