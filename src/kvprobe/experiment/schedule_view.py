@@ -18,11 +18,12 @@ def describe(condition: Condition) -> str:
     if box is not None:
         parts.append(
             f"{box.runtime}, memory {box.memory or 'unlimited'}, "
-            + ("ipc host" if box.ipc_host else f"ipc private, shm {box.shm_size}")
+            + ("ipc host" if box.ipc_host else f"shm {box.shm_size}")  # a shm size: a private IPC namespace
         )
         named = (("pid", box.pid), ("cgroup", box.cgroup), ("cgroupns", box.cgroupns), ("seccomp", box.seccomp))
         parts += [f"{field} {value}" for field, value in named if value is not None]
-        parts += ["network " + box.network] + (["privileged"] if box.privileged else [])
+        parts += [f"network {box.network}"] if box.network != "none" else []  # none: kvprobe's default
+        parts += ["privileged"] if box.privileged else []
     if image is not None:
         parts.append(f"chroot of {image.image or image.rootfs} in the host's namespaces")
     for size, text in (
