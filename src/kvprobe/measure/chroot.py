@@ -173,14 +173,15 @@ def _unmount_all(rootfs: Path) -> None:
         subprocess.run(["umount", "-R", "-l", point], capture_output=True)
 
 
-def _mount(rootfs: Path, mount: Mount) -> None:
+def _mount_point(rootfs: Path, mount: Mount) -> Path:
+    """The mount's target inside the tree, made if missing (before any read-only bind covers it)."""
     target = rootfs / mount.target.lstrip("/")
     if Path(mount.source).is_dir():
         target.mkdir(parents=True, exist_ok=True)
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.touch(exist_ok=True)
-    _bind(mount.source, target, mount.kind)
+    return target
 
 
 def _bind(source: str, target: Path, kind: str) -> None:
@@ -206,8 +207,9 @@ def mounted(root: ImageRoot, mounts: list[Mount]) -> Iterator[None]:
             if root.bound_from is not None:
                 root.rootfs.mkdir(exist_ok=True)
                 _bind(root.bound_from, root.rootfs, "bind")
-            for mount in mounts:
-                _mount(root.rootfs, mount)
+            targets = [_mount_point(root.rootfs, mount) for mount in mounts]
+            for mount, target in zip(mounts, targets, strict=True):
+                _bind(mount.source, target, mount.kind)
             yield
         finally:
             _unmount_all(root.rootfs)
