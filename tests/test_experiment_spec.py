@@ -8,8 +8,11 @@ import yaml
 
 from conftest import ROOT, kvprobe, tiny_models_file
 from kvprobe.config import ConfigError
+from kvprobe.errors import InputError
+from kvprobe.experiment import preflight
 from kvprobe.experiment.plan import estimate, schedule
 from kvprobe.experiment.spec import load_experiment
+from kvprobe.measure.containers import build_command
 
 
 def write(directory, body: dict):
@@ -109,7 +112,91 @@ def test_a_bad_models_file_is_named_with_the_experiment(tmp_path):
         load_experiment(path)
 
 
-def test_the_shipped_experiments_load(tmp_path):
-    experiment = load_experiment(ROOT / "experiments" / "dgx-spark.yaml")
-    assert {c.name for c in experiment.conditions} >= {"native", "docker"}
-    assert experiment.file.baseline == "native"
+def test_the_shipped_experiments_load_and_their_private_ipc_is_private():
+    spark = load_experiment(ROOT / "experiments" / "dgx-spark.yaml")
+    by_name = {c.name: c for c in spark.conditions}
+    assert spark.file.baseline == "native" and by_name["native"].native_from_image is not None
+    private = by_name["docker-private-shm"].container
+    assert private is not None and not private.ipc_host and private.shm_size == "60g"
+    command = build_command(private, ["kvprobe"], [])
+    assert "--ipc" not in command and command[command.index("--shm-size") + 1] == "60g"
+    assert "qwen2.5-72b-instruct" not in [m.name for m in spark.models]  # bf16: 135.4 GiB of weights
+    for name in ("ladder-spark", "ladder-cpu"):
+        ladder = load_experiment(ROOT / "experiments" / f"{name}.yaml")
+        assert ladder.reference.ladder and ladder.reference.order == "interleaved"
+        assert ladder.reference.conditions[-1] == ladder.file.explains == "study-flags"
+        assert ladder.conditions[0].container is None and ladder.conditions[-1].container is not None
+
+
+def _rungs(container: dict) -> dict:
+    return {"native": {}, "box": {"container": {"runtime": "podman", "rootfs": "/:O", **container}}}
+
+
+@pytest.mark.parametrize(
+    ("container", "field", "words"),
+    [
+        ({"ipc": "private", "ipc_host": True}, "container.ipc", "ipc: private contradicts ipc_host: true"),
+        ({"cgroup": "disabled", "memory": "4g"}, "container.memory", "a memory limit needs a cgroup of its own"),
+        ({"cgroup": "disabled", "pid": "host"}, "container.pid", "PID namespace of its own"),
+        ({"cgroup": "disabled", "oci_runtime": "runc"}, "container.cgroup", "only with crun, not runc"),
+        ({"cgroup": "disabled", "cgroup_parent": "x"}, "container.cgroup_parent", "no cgroup of its own"),
+        ({"shm_size": "60g"}, "container.shm_size", "has no effect with the host's IPC"),
+        ({"seccomp": "off"}, "container.seccomp", "'default' or 'unconfined'"),
+        ({"netns": "host"}, "container.netns", "unknown key"),
+    ],
+)
+def test_a_ladder_contradiction_is_refused_naming_file_condition_and_field(tmp_path, models, container, field, words):
+    path = write(tmp_path, {"name": "l", "models": str(models), "baseline": "native", "conditions": _rungs(container)})
+    done = kvprobe("experiment", str(path), "--out", str(tmp_path / "out"), "--dry-run", check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = next(line for line in done.stderr.splitlines() if f"field '{field}'" in line)
+    assert f"{path}: condition 'box': field '{field}'" in line and words in done.stderr
+
+
+def test_every_contradiction_at_once_and_docker_cannot_go_without_a_cgroup(tmp_path, models):
+    conditions = {
+        "native": {},
+        "a": {"container": {"runtime": "docker", "image": "x", "cgroup": "disabled", "memory": "1g"}},
+        "b": {"container": {"runtime": "podman", "image": "x"}, "native_from_image": {"image": "x"}},
+        "c": {"native_from_image": {"image": "x", "rootfs": "/"}},
+    }
+    path = write(tmp_path, {"name": "l", "models": str(models), "baseline": "native", "conditions": conditions})
+    with pytest.raises(ConfigError) as raised:
+        load_experiment(path)
+    lines = str(raised.value).splitlines()
+    assert "condition 'a': field 'container.cgroup': docker always makes a cgroup" in raised.value.args[0]
+    assert any("condition 'a': field 'container.memory'" in line for line in lines)
+    assert any(
+        "condition 'b': field 'native_from_image': a condition runs in a container or natively" in line
+        for line in lines
+    )
+    assert any(
+        "condition 'c': field 'native_from_image': give exactly one of image and rootfs" in line for line in lines
+    )
+
+
+def test_blocked_runs_every_repeat_of_a_condition_before_the_next_and_says_so(tmp_path, models):
+    body = {"name": "b", "models": str(models), "baseline": "a", "repeats": 2, "order": "blocked"}
+    experiment = load_experiment(write(tmp_path, {**body, "conditions": {"a": {}, "b": {}}}))
+    assert [cell.key for cell in schedule(experiment)] == ["a/r1", "a/r2", "b/r1", "b/r2"]
+    assert experiment.reference.order == "blocked" and not experiment.reference.ladder
+
+
+def test_a_model_that_cannot_fit_is_refused_before_any_cell_with_predicts_reason(tmp_path):
+    path = write(
+        tmp_path,
+        {
+            "name": "big",
+            "models": str(ROOT / "models.yaml"),
+            "only": ["tiny-llama", "qwen2.5-72b-instruct"],
+            "baseline": "a",
+            "conditions": {"a": {}},
+        },
+    )
+    (line,) = preflight.fit_problems(load_experiment(path), "119.6g")
+    assert line.startswith(f"{path}: model 'qwen2.5-72b-instruct' cannot fit this pool (119.6 GiB, --memory 119.6g)")
+    assert "weights alone (135.4 GiB) exceed the pool" in line and "remove it from `only`" in line
+    with pytest.raises(InputError, match=r"qwen2\.5-72b-instruct"):
+        preflight.check(
+            load_experiment(write(tmp_path, {**yaml.safe_load(path.read_text()), "only": ["qwen2.5-72b-instruct"]}))
+        )

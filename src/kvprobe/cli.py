@@ -92,6 +92,11 @@ def measure(inputs: tuple[str, ...], log_format: str | None, show_engine_log: bo
     request = request_from_options(inputs, values)
     _interrupts()
     console = make_console(log_format)  # type: ignore[arg-type]
+    image = request.condition.native_from_image if request.condition else None
+    if image is not None and request.started_by is None:  # an experiment's native-from-image cell, not yet inside
+        from kvprobe.measure.chroot import run_native_from_image
+
+        sys.exit(run_native_from_image(request, image, console))
     if request.container is not None:  # an experiment's container cell
         sys.exit(_paired(run_container(request, console), request, console))
     sys.exit(run_measure(request, console, show_engine_log))
@@ -114,7 +119,7 @@ def container(models_file: str | None, log_format: str | None, show_engine_log: 
 
     names: tuple[str, ...]
     names = ("runtime", "image", "rootfs", "memory", "shm_size", "ipc_host", "gpus", "memlock", "stack", "network")
-    names += ("oci_runtime", "python", "runtime_flags", "both")
+    names += ("oci_runtime", "python", "runtime_flags", "both", "native_side")
     settings = {name: values.pop(name) for name in names}
     settings["runtime_flags"] = list(settings["runtime_flags"])
     request = request_from_options((models_file,) if models_file else (), values, settings)
@@ -137,53 +142,24 @@ def _paired(status: int, request, console: Console) -> int:
     return max(status, EXIT_FAILED) if problems else status
 
 
-@main.command(epilog=EXPERIMENT_EPILOG, short_help="Run every condition of an experiment file, interleaved.")
+@main.command(epilog=EXPERIMENT_EPILOG, short_help="Run every condition of an experiment file.")
 @click.argument("experiment_file", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The results directory.")
 @click.option("--resume", is_flag=True, help="Continue the unfinished experiment in --out, skipping finished cells.")
 @click.option("--dry-run", is_flag=True, help="Print the schedule and its estimated duration; run nothing.")
 @display_options
 def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool, **display) -> None:
-    """Run every condition of EXPERIMENT_FILE for every repeat, interleaved (A B C A B C ...)."""
-    import importlib.util
-    import os
+    """Run every condition of EXPERIMENT_FILE for every repeat, interleaved (A B C A B C ...) or, with
+    `order: blocked` in the file, all repeats of one condition before the next (A A B B ...).
 
-    from kvprobe.experiment.plan import schedule
-    from kvprobe.experiment.run import ExperimentRun
-    from kvprobe.experiment.schedule_view import print_schedule
-    from kvprobe.experiment.spec import load_experiment
+    A cell is finished when it wrote a result for every model; unfinished cells are listed at the end
+    (exit 1) and run again by --resume."""
+    from kvprobe.experiment.session import run_experiment
     from kvprobe.output.progress import make_console
-    from kvprobe.results.store import ResultStore
 
-    loaded = load_experiment(experiment_file)
     console = make_console(display["log_format"])
-    earlier, _ = ResultStore(Path(out_dir)).load_all() if Path(out_dir).is_dir() else ([], [])
-    print_schedule(console, loaded, [doc for _, doc in earlier])
-    if dry_run:
-        return
-    if importlib.util.find_spec("vllm") is None:
-        raise InputError("vLLM is not installed in this Python environment (see README: setup)")
-    place = {cell.key: k for k, cell in enumerate(schedule(loaded), start=1)}
-
-    def on_cell(cell, state: str) -> None:
-        console.rule(
-            f"cell {place[cell.key]} of {len(place)}: {escape(cell.condition.name)}, repeat {cell.repeat}: {state}"
-        )
-
-    # the cells' measurements (children) show their progress as this command was asked to
-    os.environ["KVPROBE_LOG_FORMAT"] = display["log_format"] or ("" if sys.stdout.isatty() else "jsonl")
-    os.environ["KVPROBE_SHOW_ENGINE_LOG"] = "1" if display["show_engine_log"] else ""
     _interrupts()
-    run = ExperimentRun(loaded, Path(out_dir), on_cell)
-    try:
-        status = run.run(resume)
-    except KeyboardInterrupt:
-        status = EXIT_INTERRUPTED
-    if run.failed:
-        console.print(f"[red]failed cells[/] ({len(run.failed)} of {len(place)}): {escape(', '.join(run.failed))}")
-    if status == EXIT_INTERRUPTED:
-        console.print(f"[yellow]interrupted[/]: continue with --resume --out {escape(out_dir)}", highlight=False)
-    sys.exit(status)
+    sys.exit(run_experiment(experiment_file, out_dir, resume, dry_run, console, display))
 
 
 @main.command(epilog=REPORT_EPILOG, short_help="Compare results: statistics, tables, charts.")

@@ -73,6 +73,8 @@ CONTAINER_HELP = {
     "python": "Python inside the container (default: this one for --rootfs, the image's kvprobe otherwise).",
     "runtime_flag": "Extra flag for `RUNTIME run`, repeatable (e.g. --runtime-flag=--cpus=2).",
     "both": "Measure natively first, then in the container: one comparable pair.",
+    "native_side": "The native half (--both) runs in a chroot of the container's own image (or --rootfs tree), in "
+    "the host's namespaces: the same software by construction, no native install needed (root).",
 }
 
 # Each command's examples (its --help epilog).
@@ -167,6 +169,7 @@ _container = [
     click.option("--python"),
     click.option("--runtime-flag", "runtime_flags", multiple=True),
     click.option("--both", is_flag=True),
+    click.option("--native-from-image", "native_side", flag_value="image", default="host"),
 ]
 _HELP_KEY = {"out_dir": "out", "cooldown_s": "cooldown", "max_gpu_temp_c": "gpu_temp", "utilization_range": "range"}
 _HELP_KEY |= {"fill_target": "fill", "trial_timeout_s": "timeout", "guard_floor": "guard", "request_json": "request"}

@@ -4,6 +4,13 @@ The experiment only orders and starts cells; each cell is an ordinary measuremen
 journal and manifest in the shared results directory, told its condition and repeat. The
 experiment's manifest (`experiment.json`) lists finished cells, so `--resume` skips them and
 resumes the interrupted one through its own journal.
+
+A cell is finished when the results directory holds a result of this experiment run for every model
+of the cell, whatever its child's exit code said; the results' status (complete or not) is the
+cell's. A child that exited 0 without writing (or 1 after a refused version pair, or killed by the
+OOM killer) leaves its cell unfinished, listed under `unfinished` in the manifest with why, and
+`--resume` runs it again. The experiment's own exit code is 0, 1 (a cell failed or is unfinished),
+2 (bad input, before anything ran) or 130.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from kvprobe.experiment.cgroup import CellCgroup
@@ -28,6 +36,7 @@ from kvprobe.units import parse_size
 MANIFEST = "experiment.json"
 LOCK = ".kvprobe-experiment.lock"
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+RESUMABLE = ("running", "unfinished")  # manifest states `--resume` continues
 PR_SET_PDEATHSIG = 1
 
 
@@ -58,8 +67,38 @@ def cell_request(experiment: Experiment, cell: Cell, out_dir: Path, run_id: str,
     )
 
 
+def cell_results(out_dir: Path, experiment: Experiment, cell: Cell, run_id: str) -> dict[str, str]:
+    """The cell's models that have a result written by this experiment run, and each result's status
+    (read from the files)."""
+    found: dict[str, str] = {}
+    for model in experiment.models:
+        for path in (out_dir / model.name).glob(f"{cell.condition.name}-*-r{cell.repeat}.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # half-written or foreign: not this cell's result
+            reference = data.get("experiment") if isinstance(data, dict) else None
+            if (
+                isinstance(reference, dict)
+                and reference.get("run_id") == run_id
+                and data.get("condition") == cell.condition.name
+                and data.get("repeat") == cell.repeat
+            ):
+                found[model.name] = str(data.get("status"))
+                break
+    return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an experiment run ended: its exit code and the cells left unfinished (key: why)."""
+
+    status: int
+    unfinished: dict[str, str]
+
+
 class ExperimentRun:
-    """One experiment in one results directory; `run` returns measure's exit codes."""
+    """One experiment in one results directory; `run` returns its exit code and unfinished cells."""
 
     def __init__(self, experiment: Experiment, out_dir: Path, on_cell: Callable[[Cell, str], None]):
         self.experiment = experiment
@@ -72,14 +111,16 @@ class ExperimentRun:
         path = self.out_dir / MANIFEST
         if resume and path.exists():
             manifest = json.loads(path.read_text())
-            if manifest.get("status") == "running" and manifest.get("identity") == self.identity:
+            if manifest.get("status") in RESUMABLE and manifest.get("identity") == self.identity:
+                manifest.setdefault("unfinished", {})
+                manifest["status"] = "running"
                 return manifest
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
-        manifest = {"run_id": run_id, "status": "running", "identity": self.identity, "done": {}}
+        manifest = {"run_id": run_id, "status": "running", "identity": self.identity, "done": {}, "unfinished": {}}
         write_json_atomic(path, manifest)
         return manifest
 
-    def run(self, resume: bool) -> int:
+    def run(self, resume: bool) -> Outcome:
         lock = RunLock(self.out_dir, LOCK)
         lock.acquire()
         manifest = self._open(resume)
@@ -93,17 +134,24 @@ class ExperimentRun:
                 continue
             self.on_cell(cell, "starting")
             code, interrupted = self._run_cell(cell, manifest["run_id"], resumed)
-            if code in (EXIT_OK, EXIT_FAILED):  # the cell's result is written, even if interrupted at its end
-                manifest["done"][cell.key] = code
-                write_json_atomic(self.out_dir / MANIFEST, manifest)
-                status = max(status, code)
-                self.failed += [cell.key] if code == EXIT_FAILED else []
-            if interrupted or code not in (EXIT_OK, EXIT_FAILED):
-                return EXIT_INTERRUPTED if interrupted else code
-        manifest["status"] = "finished"
+            written = cell_results(self.out_dir, self.experiment, cell, manifest["run_id"])
+            missing = [m.name for m in self.experiment.models if m.name not in written]
+            if missing:
+                manifest["unfinished"][cell.key] = f"exit {code}, no result for {', '.join(missing)}"
+                self.on_cell(cell, f"unfinished ({manifest['unfinished'][cell.key]})")
+            else:  # every result is written (the child may have been interrupted at its end): they decide
+                complete = all(status == "complete" for status in written.values())
+                manifest["done"][cell.key] = EXIT_OK if complete else EXIT_FAILED
+                manifest["unfinished"].pop(cell.key, None)
+                status = max(status, manifest["done"][cell.key])
+                self.failed += [cell.key] if manifest["done"][cell.key] == EXIT_FAILED else []
+            write_json_atomic(self.out_dir / MANIFEST, manifest)
+            if interrupted or code == EXIT_INTERRUPTED:
+                return Outcome(EXIT_INTERRUPTED, dict(manifest["unfinished"]))
+        manifest["status"] = "unfinished" if manifest["unfinished"] else "finished"
         write_json_atomic(self.out_dir / MANIFEST, manifest)
         lock.release()
-        return status
+        return Outcome(EXIT_FAILED if manifest["unfinished"] else status, dict(manifest["unfinished"]))
 
     def _run_cell(self, cell: Cell, run_id: str, resume: bool) -> tuple[int, bool]:
         """(the cell's exit code, whether the experiment was interrupted meanwhile)."""

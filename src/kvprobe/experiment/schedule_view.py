@@ -15,12 +15,18 @@ from kvprobe.units import gib
 def describe(condition: Condition) -> str:
     """What a condition does, in a few words."""
     parts: list[str] = [condition.where]
-    box = condition.container
+    box, image = condition.container, condition.native_from_image
     if box is not None:
         parts.append(
             f"{box.runtime}, memory {box.memory or 'unlimited'}, "
-            + ("ipc host" if box.ipc_host else f"shm {box.shm_size}")
+            + ("ipc host" if box.ipc_host else f"shm {box.shm_size}")  # a shm size: a private IPC namespace
         )
+        named = (("pid", box.pid), ("cgroup", box.cgroup), ("cgroupns", box.cgroupns), ("seccomp", box.seccomp))
+        parts += [f"{field} {value}" for field, value in named if value is not None]
+        parts += [f"network {box.network}"] if box.network != "none" else []  # none: kvprobe's default
+        parts += ["privileged"] if box.privileged else []
+    if image is not None:
+        parts.append(f"chroot of {image.image or image.rootfs} in the host's namespaces")
     for size, text in (
         (condition.page_cache_bytes, "page cache {} GiB"),
         (condition.hold_memory_bytes, "memory held {} GiB"),
@@ -42,7 +48,7 @@ def print_schedule(console: Console, experiment: Experiment, earlier: list[Resul
     ]
     print_rows(
         console,
-        f"experiment {experiment.file.name}: schedule",
+        f"experiment {experiment.file.name}: schedule ({experiment.file.order})",
         ("cell", "repeat", "condition", "what"),
         rows,
         left=("condition", "what"),

@@ -6,9 +6,12 @@
     baseline: native
     explains: container-limit       # the condition whose loss the others are held against
     repeats: 3
+    order: interleaved              # or blocked: every repeat of one condition, then the next
+    ladder: false                   # true: the conditions, in order, add one isolation feature each
     conditions:
       native: {}
       page-cache: {page_cache: 6g}
+      from-image: {native_from_image: {image: kvprobe-vllm}}
 
 Every problem is reported at once, each naming the file, the condition and the field.
 """
@@ -20,13 +23,14 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kvprobe.config import ConfigError, ModelSettings, load_models, parse_utilization_range, read_document
 from kvprobe.environment.memory import read_cgroup_memory
-from kvprobe.results.schema import Condition, ContainerSettings, ExperimentRef
+from kvprobe.measure.containers import isolation_problems
+from kvprobe.results.schema import Condition, ContainerSettings, ExperimentRef, NativeFromImage
 from kvprobe.units import parse_size
 from kvprobe.vocabulary import SEARCHES, Search, Strategy
 
@@ -50,6 +54,7 @@ class ConditionEntry(BaseModel):
     cgroup_limit: str | None = None
     weights: str | None = Field(None, pattern="^(real|dummy)$")
     weights_dir: str | None = None
+    native_from_image: NativeFromImage | None = None
 
     @field_validator("page_cache", "hold_memory", "cgroup_limit", mode="before")
     @classmethod
@@ -82,6 +87,10 @@ class ExperimentFile(BaseModel):
     confirm: bool = True
     trial_timeout: float = Field(900.0, ge=10)
     guard_floor: str | None = None
+    order: Literal["interleaved", "blocked"] = Field(
+        "interleaved", description="interleaved: A B C A B C ...; blocked: all of A's repeats, then B's (the study's)."
+    )
+    ladder: bool = Field(False, description="The conditions, in order, add one isolation feature each.")
     conditions: dict[str, ConditionEntry] = Field(min_length=1)
 
     @field_validator("range")
@@ -110,6 +119,8 @@ class Experiment(BaseModel):
             baseline=self.file.baseline,
             explains=self.file.explains,
             conditions=list(self.file.conditions),
+            order=self.file.order,
+            ladder=self.file.ladder,
         )
 
     def sha256_inputs(self) -> dict[str, str]:
@@ -164,6 +175,26 @@ def _machine_problems(path: Path, name: str, entry: ConditionEntry) -> list[str]
         problems.append(f"{_where(path, name, 'cgroup_limit')}: needs root and a memory cgroup (v1 or v2) here")
     if entry.cgroup_limit and entry.container:
         problems.append(f"{_where(path, name, 'cgroup_limit')}: a container has its own; use container.memory")
+    if entry.native_from_image and not is_root:
+        problems.append(f"{_where(path, name, 'native_from_image')}: a chroot needs root (run kvprobe as root)")
+    return problems
+
+
+def _side_problems(path: Path, name: str, entry: ConditionEntry) -> list[str]:
+    """Contradictions in how the condition's side is made: container fields, or the image's chroot."""
+    problems = []
+    box, image = entry.container, entry.native_from_image
+    if box is not None:
+        problems += [f"{_where(path, name, 'container.' + field)}: {text}" for field, text in isolation_problems(box)]
+        if "shm_size" in box.model_fields_set and box.ipc_host:
+            problems.append(
+                f"{_where(path, name, 'container.shm_size')}: has no effect with the host's IPC (ipc_host is true "
+                "unless set); give ipc: private for a private /dev/shm of this size"
+            )
+        if image is not None:
+            problems.append(f"{_where(path, name, 'native_from_image')}: a condition runs in a container or natively")
+    if image is not None and (image.image is None) == (image.rootfs is None):
+        problems.append(f"{_where(path, name, 'native_from_image')}: give exactly one of image and rootfs")
     return problems
 
 
@@ -178,6 +209,7 @@ def _condition(path: Path, name: str, entry: ConditionEntry) -> Condition:
         drop_caches=entry.drop_caches,
         weights=entry.weights,
         weights_dir=weights_dir,
+        native_from_image=entry.native_from_image,
         **sizes,
     )
 
@@ -205,6 +237,7 @@ def load_experiment(path: str | Path) -> Experiment:
         problems += [f"{_where(path, None, 'models')}: {line}" for line in str(exc).splitlines()]
     for name, entry in file.conditions.items():
         problems += _weights_problems(path, name, entry, models) + _machine_problems(path, name, entry)
+        problems += _side_problems(path, name, entry)
     if file.guard_floor is not None:
         try:
             parse_size(file.guard_floor)

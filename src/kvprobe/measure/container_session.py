@@ -1,4 +1,5 @@
-"""`kvprobe container`: the same request measured inside a container (and, with `both`, natively first).
+"""`kvprobe container`: the same request measured inside a container (and, with `both`, natively first:
+on the host, or with `native_side: image` in a chroot of the same image, measure/chroot.py).
 
 The container runs `kvprobe measure --request JSON` with the request's container part removed and
 how it was started recorded; versions are compared before anything is measured, and an interrupt
@@ -16,6 +17,7 @@ from rich.markup import escape
 from kvprobe.environment.facts import collect
 from kvprobe.environment.gpu import Nvml
 from kvprobe.errors import InputError, RunFailed
+from kvprobe.measure.chroot import ChrootSide, image_of
 from kvprobe.measure.containers import (
     build_command,
     default_oci_runtime,
@@ -36,14 +38,14 @@ from kvprobe.results.schema import ContainerLimits, ContainerRun, ContainerSetti
 
 def ready_settings(settings: ContainerSettings) -> ContainerSettings:
     """The container settings checked, with what depends on this machine decided (GPUs, OCI runtime)."""
+    if settings.oci_runtime is None:
+        settings = settings.model_copy(update={"oci_runtime": default_oci_runtime(settings.runtime)})
     problems = settings_problems(settings)
     if problems:
         raise InputError("\n".join(problems))
     if settings.gpus == "auto":
         with Nvml() as nvml:
             settings = resolve_gpus(settings, nvml.device_count())
-    if settings.oci_runtime is None:
-        settings = settings.model_copy(update={"oci_runtime": default_oci_runtime(settings.runtime)})
     return settings
 
 
@@ -57,18 +59,20 @@ def run_container(request: MeasureRequest, console: Console) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     volume_flags = mounts(models, Path(request.models_source), out_dir, [])
     preflight(settings)
+    native = request.model_copy(update={"container": None, "both": False, "label": "native"})
+    from_image = ChrootSide(native, image_of(settings)) if request.both and settings.native_side == "image" else None
     inside = probe_environment(settings, volume_flags)
-    differences = version_mismatch(collect("native").software, inside.software)
-    if differences:
-        raise RunFailed(f"refusing an unmatched pair: {'; '.join(differences)}")
+    if settings.native_side == "host":
+        differences = version_mismatch(collect("native").software, inside.software)
+        if differences:
+            raise RunFailed(f"refusing an unmatched pair: {'; '.join(differences)}")
     limits = _limits(inside)
     console.print(f"container sees: memory limit {limits.memory_limit_bytes}, /dev/shm {limits.shm_bytes}")
 
     status = EXIT_OK
     if request.both:
-        console.rule("native")
-        native = request.model_copy(update={"container": None, "both": False, "label": "native"})
-        status = run_measure(native, console)
+        console.rule("native" if from_image is None else "native, from the image")
+        status = run_measure(native, console) if from_image is None else from_image.run(console, inside.software)
         if status == EXIT_INTERRUPTED:
             console.print("[yellow]interrupted during the native half: the container half was not started[/]")
             return EXIT_INTERRUPTED

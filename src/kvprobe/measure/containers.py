@@ -24,6 +24,27 @@ class ContainerError(InputError):
     """The runtime is missing, its daemon is down, the image is absent, or the container failed."""
 
 
+def isolation_problems(settings: ContainerSettings) -> list[tuple[str, str]]:
+    """Contradictions between the isolation fields, as (field, sentence) pairs."""
+    given = settings.model_fields_set
+    problems = []
+    if settings.ipc is not None and "ipc_host" in given and settings.ipc_host != (settings.ipc == "host"):
+        problems.append(("ipc", f"ipc: {settings.ipc} contradicts ipc_host: {str(settings.ipc_host).lower()}"))
+    if settings.cgroup == "disabled":
+        if settings.runtime == "docker":
+            problems.append(("cgroup", "docker always makes a cgroup of its own; cgroup: disabled needs podman"))
+        if settings.memory:
+            problems.append(("memory", "a memory limit needs a cgroup of its own (cgroup: own), not cgroup: disabled"))
+        if settings.oci_runtime == "runc":  # podman's own refusal, said before anything starts
+            problems.append(("cgroup", "podman runs a container without a cgroup only with crun, not runc"))
+        if settings.pid == "host":
+            problems.append(("pid", "podman runs a container without a cgroup only in a PID namespace of its own"))
+        for field in ("cgroupns", "cgroup_parent"):
+            if getattr(settings, field) is not None:
+                problems.append((field, "with cgroup: disabled there is no cgroup of its own to place or name"))
+    return problems
+
+
 def settings_problems(settings: ContainerSettings) -> list[str]:
     """What makes these container settings unusable, one sentence each."""
     problems = []
@@ -31,7 +52,31 @@ def settings_problems(settings: ContainerSettings) -> list[str]:
         problems.append("give exactly one of --image and --rootfs")
     if settings.rootfs and settings.runtime != "podman":
         problems.append("--rootfs needs podman; docker runs images (--image)")
-    return problems
+    return problems + [f"{field}: {sentence}" for field, sentence in isolation_problems(settings)]
+
+
+def isolation_flags(settings: ContainerSettings) -> list[str]:
+    """The run flags of the isolation fields (none for a field left to the runtime's default)."""
+    flags = ["--network", settings.network]
+    if settings.pid is not None:
+        flags += ["--pid", settings.pid]
+    if settings.cgroup == "disabled":
+        flags += ["--cgroups", "disabled"]
+    if settings.cgroupns is not None:
+        flags += ["--cgroupns", settings.cgroupns]
+    if settings.cgroup_parent is not None:
+        flags += ["--cgroup-parent", settings.cgroup_parent]
+    if settings.seccomp == "unconfined":
+        flags += ["--security-opt", "seccomp=unconfined"]
+    if settings.privileged:
+        flags.append("--privileged")
+    if settings.memory:
+        flags += ["--memory", settings.memory]
+    if settings.ipc_host:
+        flags += ["--ipc", "host"]
+    elif _limit(settings.shm_size):
+        flags += ["--shm-size", settings.shm_size]
+    return flags
 
 
 def _limit(value: str | None) -> str | None:
@@ -82,15 +127,10 @@ def build_command(
     settings: ContainerSettings, inner: list[str], volume_flags: list[str], name: str | None = None
 ) -> list[str]:
     """The full runtime argument list: runtime, global flags, run flags, image or rootfs, command."""
-    command = [*runtime_base(settings), "run", "--rm", "--network", settings.network, "--pull", "never"]
+    command = [*runtime_base(settings), "run", "--rm", "--pull", "never"]
     if name:
         command += ["--name", name]
-    if settings.memory:
-        command += ["--memory", settings.memory]
-    if settings.ipc_host:
-        command += ["--ipc", "host"]
-    elif _limit(settings.shm_size):
-        command += ["--shm-size", settings.shm_size]
+    command += isolation_flags(settings)
     for ulimit in ("memlock", "stack"):
         value = _limit(getattr(settings, ulimit))
         if value:
@@ -168,16 +208,22 @@ def run_in_container(spec: ContainerSettings, name: str, command: list[str]) -> 
     return subprocess.CompletedProcess(command, process.returncode, stdout="", stderr="\n".join(tail))
 
 
-def probe_environment(spec: ContainerSettings, volume_flags: list[str]) -> Environment:
-    """`kvprobe env --json` inside the container: its versions and the limits it sees."""
-    command = build_command(spec, [*kvprobe_inside(spec), "env", "--json", "--label", "container"], volume_flags)
+def environment_of(command: list[str], where: str, fail: type[Exception]) -> Environment:
+    """The environment block `kvprobe env --json` (the end of `command`) prints from `where` (inside
+    a container, in a chroot): its versions and the limits it sees; `fail` raised with why not."""
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        raise ContainerError(f"the container exited early (exit {done.returncode}): {last_line(done, 'no output')}")
+        raise fail(f"kvprobe {where} exited early (exit {done.returncode}): {last_line(done, 'no output')}")
     try:
         return Environment.model_validate_json(done.stdout)
     except ValueError:
-        raise ContainerError(f"could not read kvprobe env from the container: {done.stdout[-300:]}") from None
+        raise fail(f"could not read kvprobe env {where}: {done.stdout[-300:]}") from None
+
+
+def probe_environment(spec: ContainerSettings, volume_flags: list[str]) -> Environment:
+    """`kvprobe env --json` inside the container: its versions and the limits it sees."""
+    command = build_command(spec, [*kvprobe_inside(spec), "env", "--json", "--label", "container"], volume_flags)
+    return environment_of(command, "in the container", ContainerError)
 
 
 def version_mismatch(native: Mapping[str, str | None], inside: Mapping[str, str | None]) -> list[str]:

@@ -392,21 +392,65 @@ class TrialRecord(Record):
 
 
 class ContainerSettings(Record):
-    """The `kvprobe container` flags a condition runs under (see that command's help)."""
+    """The `kvprobe container` flags a condition runs under (see that command's help).
+
+    The isolation fields name one feature each, so an isolation ladder can add them one at a time:
+    `cgroup` (a cgroup of its own, or podman's --cgroups=disabled), `cgroupns`, `pid`, `network`,
+    `ipc` (with `shm_size` when private), `seccomp`, `privileged`, `memory` (needs a cgroup of its own).
+    None leaves the runtime's default, and the command shows no flag for it.
+    """
 
     runtime: Literal["docker", "podman"] = "podman"
     image: str | None = None
     rootfs: str | None = None
-    memory: str | None = None
-    shm_size: str = "60g"
-    ipc_host: bool = True
+    memory: str | None = Field(None, description="--memory: the container's cgroup limit (needs cgroup: own).")
+    shm_size: str = Field("60g", description="The size of a private /dev/shm (ipc: private).")
+    ipc_host: bool = Field(True, description="--ipc host; false: a private IPC namespace with shm_size.")
+    ipc: Literal["host", "private"] | None = Field(
+        None, description="The same as ipc_host, spelled as the ladder does; given, it decides ipc_host."
+    )
     gpus: str = "auto"
     memlock: str = "-1"
     stack: str = "67108864"
-    network: str = "none"
+    network: str = Field("none", description="--network: host shares the host's network namespace.")
+    pid: Literal["host", "private"] | None = Field(None, description="--pid host, or the runtime's own namespace.")
+    cgroup: Literal["own", "disabled"] | None = Field(
+        None, description="disabled: podman --cgroups=disabled, the host's cgroup; own: the runtime's default."
+    )
+    cgroupns: Literal["host", "private"] | None = Field(None, description="--cgroupns: whose cgroup tree it sees.")
+    cgroup_parent: str | None = Field(None, description="--cgroup-parent: where the container's cgroup is made.")
+    seccomp: Literal["default", "unconfined"] | None = Field(
+        None, description="unconfined: --security-opt seccomp=unconfined."
+    )
+    privileged: bool = Field(False, description="--privileged.")
+    native_side: Literal["host", "image"] = Field(
+        "host",
+        description="Where this container's native counterpart runs: the host's own install (its kvprobe, vLLM and "
+        "torch must equal the container's), or a chroot of the same image (equal by construction); with --both, "
+        "the native half runs there.",
+    )
     oci_runtime: str | None = None
     python: str | None = None
     runtime_flags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _ipc_decides(self) -> ContainerSettings:
+        if self.ipc is not None and "ipc_host" not in self.model_fields_set:
+            self.ipc_host = self.ipc == "host"
+        return self
+
+
+class NativeFromImage(Record):
+    """The native side run from a container image's root filesystem: a chroot in the host's namespaces
+    and cgroup (exported once per image digest into `rootfs_cache`), or a directory tree (`rootfs`)."""
+
+    runtime: Literal["docker", "podman"] = "podman"
+    image: str | None = Field(None, description="The image whose root filesystem is exported.")
+    rootfs: str | None = Field(None, description="A root filesystem directory used as it is, instead of an image.")
+    rootfs_cache: str = Field(
+        "/var/cache/kvprobe/rootfs", description="Where exported root filesystems are kept, one per image digest."
+    )
+    python: str | None = Field(None, description="Python inside the tree (default: the tree's `kvprobe`).")
 
 
 class Condition(Record):
@@ -427,6 +471,9 @@ class Condition(Record):
     weights: Literal["real", "dummy"] | None = Field(None, description="None: as the models file says.")
     weights_dir: str | None = Field(
         None, description="With weights: real, the directory of the weight files; {model} stands for the model's name."
+    )
+    native_from_image: NativeFromImage | None = Field(
+        None, description="Natively, but in a chroot of this image's root filesystem (no container isolation)."
     )
 
     @property
@@ -476,6 +523,15 @@ class ExperimentRef(Record):
     explains: str | None = None
     run_id: str | None = Field(None, description="The experiment run (experiment.json) that made this result.")
     conditions: list[str] = Field(default_factory=list, description="Every condition, in the experiment file's order.")
+    order: Literal["interleaved", "blocked"] = Field(
+        "interleaved",
+        description="interleaved: A B C A B C ...; blocked: every repeat of A, then of B (the original study's).",
+    )
+    ladder: bool = Field(
+        False,
+        description="The conditions, in order, are an isolation ladder: each adds one feature to the one before "
+        "(the first is native, the last the study's flags); a condition's rung is its index in `conditions`.",
+    )
 
 
 class GuardSettings(Record):
@@ -595,12 +651,26 @@ class ContainerLimits(Record):
     cgroup_version: str | None = None
 
 
+class Mount(Record):
+    """One bind mount of a chroot: the host's path, where it appears inside, and how."""
+
+    source: str
+    target: str
+    kind: Literal["rbind", "bind", "bind-ro"]
+
+
 class ContainerRun(Record):
-    """How `kvprobe container` started the container this result was measured in."""
+    """How kvprobe started the side this result was measured in: a container (`kvprobe container`), or
+    a chroot of an image's root filesystem in the host's namespaces (runtime `chroot`)."""
 
     command: list[str]
     runtime: str
     limits: ContainerLimits
+    image: str | None = Field(None, description="The image the side ran from (chroot: whose rootfs).")
+    image_digest: str | None = Field(None, description="The image's ID as the runtime names it.")
+    rootfs: str | None = Field(None, description="chroot: the root filesystem directory.")
+    mounts: list[Mount] = Field(default_factory=list, description="chroot: what was mounted inside, from where.")
+    gpu_driver: str | None = Field(None, description="chroot: how the GPU driver was made visible, or why not.")
 
 
 class RunOptions(Record):
