@@ -246,3 +246,14 @@ def test_prestart_is_off_with_tensor_parallelism_even_when_forced():
     for choice in ("auto", "on"):
         use, reason = resolve_prestart(choice, block, ranks=2)
         assert use is False and "flashinfer.comm" in reason and "2 ranks" in reason
+
+
+def test_kvprobe_env_says_which_nvml_device_the_engine_sees():
+    from rich.console import Console
+
+    from kvprobe.output.environment import print_environment
+
+    console = Console(record=True, width=400)
+    print_environment(console, collect(recorded=H200_X2, visible="GPU-9f8e7d6c"))
+    text = console.export_text()
+    assert f"'GPU-9f8e7d6c': GPU 0 = NVML 1 ({UUIDS[1]}); NVML devices not visible: 0" in text
