@@ -7,6 +7,7 @@
 #   scripts/gpu_host.sh native  SECONDS [measure options...]   # resumable, stops itself in time
 #   scripts/gpu_host.sh cgroup  SECONDS SIZE [measure options...]   # same, inside a memory-limited cgroup v2
 #   scripts/gpu_host.sh bench [bench options...]  # scripts/bench_search.py, rows into /root/bench/bench.json
+#   scripts/gpu_host.sh tp2 SECONDS [measure options...]   # native, CUDA_VISIBLE_DEVICES=0,1, process list watched
 #   scripts/gpu_host.sh env                 # kvprobe env, text and JSON
 #   scripts/gpu_host.sh pack DEST           # results and trial logs as one tarball
 #
@@ -19,11 +20,12 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="/root/site:$PWD/src" VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONUNBUFFERED=1
 RESULTS=${KVPROBE_RESULTS:-/root/results}
 MODEL=${KVPROBE_MODEL:-deepseek-r1-distill-qwen-7b}
+MODELS=${KVPROBE_MODELS:-models.yaml}
 
 measure() {  # LABEL SECONDS [options...]: a measure that ends itself (SIGTERM) before the call's limit
   local label=$1 seconds=$2
   shift 2
-  timeout -s TERM "$seconds" python3 -m kvprobe.cli measure models.yaml --only "$MODEL" --label "$label" \
+  timeout -s TERM "$seconds" python3 -m kvprobe.cli measure "$MODELS" --only "$MODEL" --label "$label" \
     --out "$RESULTS" --resume "$@" || echo "measure exited $?"
 }
 
@@ -34,6 +36,15 @@ case "${1:?usage: gpu_host.sh receive|unpack|native|cgroup|env|pack}" in
     cat /root/b/part-* | "$2" -d | tar -x -C /root/site
     python3 -c "import vllm, sys; print('vllm', vllm.__version__, file=sys.stderr)" ;;
   native) shift; seconds=$1; shift; measure native "$seconds" "$@" ;;
+  tp2)  # what survives a trial's SIGTERM: the process list every 0.25 s, set against each trial's teardown
+    shift; seconds=$1; shift
+    mkdir -p "$RESULTS"
+    (while sleep 0.25; do echo "@ $(date +%s.%N)"; ps -eo pid,ppid,pgid,sid,stat,comm --no-headers | grep -v ' ps$\| sleep$\| grep$'; done \
+      >> "$RESULTS/ps-watch.log") &
+    watcher=$!
+    CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0,1} measure native "$seconds" "$@"
+    kill "$watcher"
+    nvidia-smi --query-gpu=index,uuid,memory.used,memory.total --format=csv >> "$RESULTS/nvidia-smi-after.csv" ;;
   cgroup)
     shift; seconds=$1 size=$2; shift 2
     group=/sys/fs/cgroup/kvprobe-control
@@ -43,7 +54,7 @@ case "${1:?usage: gpu_host.sh receive|unpack|native|cgroup|env|pack}" in
     echo $$ > "$group/cgroup.procs"
     args=$(printf ' %q' "$@")
     unshare --cgroup --mount sh -c "mount --bind $group /sys/fs/cgroup && \
-      timeout -s TERM $seconds python3 -m kvprobe.cli measure models.yaml --only $MODEL --label container \
+      timeout -s TERM $seconds python3 -m kvprobe.cli measure $MODELS --only $MODEL --label container \
       --out $RESULTS --resume $args || echo measure exited \$?"
     ;;
   bench)

@@ -85,6 +85,12 @@ REPORTS = (
         "2026-11-30",
     ),
     (
+        "docs/gpu-tp2/results",
+        "docs/gpu-tp2/report",
+        "Llama-3.1-8B (config only) in tensor parallel 2 on two H200s",
+        "2026-11-30",
+    ),
+    (
         "docs/multinode/cpu-2026-11-26/results",
         "docs/multinode/cpu-2026-11-26/report",
         "The tiny model over a two-node Ray cluster (vLLM's CPU backend)",
@@ -695,6 +701,117 @@ def control_readme(results: str, card: str, report: str = "report/report.md") ->
     return "\n".join(lines)
 
 
+TP2 = "docs/gpu-tp2"
+
+
+def tp2_readme() -> str:
+    """docs/gpu-tp2/README.md: the tensor-parallel run's figures, every rank's attribution and each
+    trial's teardown, from its result; what it shows and what it does not."""
+    (doc,) = load(f"{TP2}/results")
+    gpus = doc.environment.gpu
+    attribution = doc.attribution
+    assert attribution is not None and doc.reference and doc.kv_at_u_max and doc.physical_capacity
+    views = attribution.budget_views
+    figure = "{:,} blocks, {} GiB ({:,} bytes), {:,} tokens"
+
+    def kv(f) -> str:
+        return figure.format(f.num_blocks, gib(f.bytes), f.bytes, f.tokens)
+
+    def failing(search: str) -> str:
+        return str(doc.searches[search].failing)
+
+    rank_rows = [
+        f"| {r.index} (NVML {r.nvml_index}) | {gib(r.total_bytes)} | {gib(r.engine_measured_bytes)} | "
+        f"{gib(r.parts.kv_cache)} | {gib(r.parts.engine_beyond_request)} | {gib(r.parts.other_processes)} | "
+        f"{gib(r.parts.free_at_ready)} | {r.unexplained_bytes / 2**20:.2f} MiB | {gib(r.kv_room_bytes)} |"
+        for r in attribution.ranks
+    ]
+    trial_rows = [
+        f"| {t.number} | {t.search} | {t.utilization if t.utilization is not None else '-'} | {t.outcome} | "
+        f"{t.wall_s:.1f} | {t.teardown_s:.2f} | {t.kill_s:.2f} | {'yes' if t.baseline_restored else 'no'} |"
+        for t in doc.trials
+    ]
+    view_text = ", ".join(f"{name} {gib(value)} GiB" for name, value in views.views.items()) if views else "none"
+    lines = [
+        "# Tensor parallel 2 on two H200s",
+        "",
+        "Made by `scripts/make_docs.py` from [`results/`](results/) (result JSON, journal, trial specs and",
+        "engine logs); raw console output, `kvprobe env` under three `CUDA_VISIBLE_DEVICES` settings,",
+        "`nvidia-smi` before and after, and the process list every 0.25 s in [`raw/`](raw/). Measured by",
+        f"kvprobe {doc.versions.kvprobe} on {doc.device} (NVLink NV18 between them), vLLM {doc.versions.vllm},",
+        f"torch {doc.versions.torch}, in two calls of the run (the second `--resume`d the first's journal). Model:",
+        "a Llama-3.1-8B-shaped config (`configs/llama-3.1-8b`, the public config.json, dummy weights),",
+        "bf16, max_model_len 8192, `tensor_parallel_size: 2` (`configs/gpu-tp2.yaml`), settings hash",
+        f"`{doc.settings_hash}`. Paths of the device's checkout read `<checkout>` in the committed files.",
+        "Report: [`report/report.md`](report/report.md) (one side only: it has no container run to compare).",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| `CUDA_VISIBLE_DEVICES` | {gpus.cuda_visible_devices!r}: "
+        + ", ".join(f"GPU {d.index} = NVML {d.nvml_index} ({d.uuid})" for d in gpus.devices)
+        + " |",
+        f"| KV at gpu_memory_utilization {doc.reference.utilization} | {kv(doc.reference)} |",
+        f"| u_max | {doc.u_max} (failing {failing('u_max')}: refused at the start-up check) |",
+        f"| KV at u_max | {kv(doc.kv_at_u_max)} |",
+        f"| u_min | {doc.u_min} (failing {failing('u_min')}: KV too small for one 8192-token request) |",
+        f"| physical KV (fill test) | {kv(doc.physical_capacity)}, fill peak "
+        f"{doc.physical_capacity.fill.peak_kv_usage:.1%} |",
+        f"| engine starts | {doc.engine_starts} |",
+        f"| prestart | {'on' if doc.options.prestart else 'off'}: {doc.options.prestart_reason} |",
+        "",
+        "## Every rank at u_max",
+        "",
+        "The engine's log gives one rank's split (weights "
+        f"{gib(attribution.parts.weights)} GiB, activation peak {gib(attribution.parts.activation_peak)} GiB,"
+        f" non-torch {gib(attribution.parts.non_torch)} GiB, KV cache {gib(attribution.parts.kv_cache)} GiB),",
+        "applied to each rank; what each rank holds is NVML's per-process figure on its own device.",
+        "",
+        "| device | total GiB | engine (NVML) GiB | KV GiB | engine beyond request GiB | other processes GiB "
+        "| free at ready GiB | unexplained | KV room GiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rank_rows,
+        "",
+        f"The rank that limits the KV: device {attribution.limiting_rank} (least KV room; here both ranks"
+        " hold the same to the byte, so it is the first of equals, not a rank that holds more).",
+        "",
+        f"Budget view at the u_max start: the engine logged {gib(views.engine_free_bytes) if views else '-'} GiB"
+        f" free; NVML's views: {view_text}; closest {views.closest if views else '-'}, spread"
+        f" {gib(views.spread_bytes) if views else '-'} GiB. What the engine's figure lacks against"
+        " NVML's is not split further here.",
+        "",
+        "## Each trial's teardown",
+        "",
+        "| trial | search | u | outcome | wall s | teardown s | until no process s | baseline back |",
+        "| ---: | --- | ---: | --- | ---: | ---: | ---: | --- |",
+        *trial_rows,
+        "",
+        "Every passing trial's group outlived the 5 s SIGTERM grace of `trial/process_group.py` and was",
+        "SIGKILLed; trials whose engine had already exited ended in hundredths of a second. The process",
+        "list (`raw/ps-watch.log.gz`, read by hand against each trial's start and wall time) shows what",
+        "survived: in trials 1, 3, 6, 7 and 10 (the others not read) the `VLLM::Worker_TP` processes",
+        "ended 2.2 to 3.7 s after SIGTERM, while `VLLM::EngineCore` and a `python3` child of the trial's",
+        "worker were still listed 4.7 to 5.0 s after it, until SIGKILL. The list holds command names",
+        "only: which Python process that second one is (multiprocessing's resource tracker ignores",
+        "SIGTERM, for one) is not shown. Teardown under 2 s is not reached; memory was back at",
+        "baseline after every trial.",
+        "",
+        "## What this shows and what it does not",
+        "",
+        "- Shown: kvprobe measures a TP=2 engine on two GPUs with all four searches; the blocks equal those",
+        "  of the earlier run of the same shape on this host that issue 29 reports (kvprobe at ef330ae, equal",
+        "  to plain vLLM's: 113,169 at 0.85, 131,779 at 0.98, 0.99 refused); both devices are attributed and",
+        "  each adds up; the budget view holds NVML's device",
+        "  free memory, not host memory; `CUDA_VISIBLE_DEVICES` is recorded, and under `1` and under GPU 1's",
+        "  UUID `kvprobe env` lists NVML device 1 alone as the engine's GPU 0 (`raw/env-cvd-*.json`).",
+        "- Not shown: a rank that holds more than the other (both held the same here: the limiting-rank",
+        "  logic is checked by tests/test_multi_gpu.py only); a TP=2 measurement under",
+        "  `CUDA_VISIBLE_DEVICES=1,0` or a single hidden GPU with a running engine; a preparation (prestart)",
+        "  that does not initialize CUDA at TP=2 (prestart is off there, as every result says); Ray.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def kvprobe_output(*arguments: str) -> bytes:
     """A kvprobe command's output as a reader would type it (paths relative to the repository)."""
     command = [sys.executable, "-m", "kvprobe.cli", *arguments]
@@ -919,6 +1036,7 @@ def outputs() -> dict[Path, bytes]:
     files[ROOT / "docs" / "gpu" / "README.md"] = gpu_index().encode()
     files[ROOT / EXPERIMENT / "README.md"] = experiment_readme().encode()
     files[ROOT / SIZING_EXPERIMENT / "README.md"] = sizing_experiment_readme().encode()
+    files[ROOT / TP2 / "README.md"] = tp2_readme().encode()
     return files
 
 

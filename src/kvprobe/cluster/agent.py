@@ -81,9 +81,10 @@ class NodeAgent:
         self.probe_node = probe_node
         self.interval_s = interval_s
         self.raylet_pid = os.environ.get(RAYLET_PID)
-        self.environment = collect()
+        # The agent watches its whole node, whatever CUDA_VISIBLE_DEVICES Ray gave its actor.
+        self.environment = collect(visible=None)
         self.guard = GuardPolicy.for_environment(self.environment, floor_bytes, enabled=guard)
-        self.nvml = Nvml()
+        self.nvml = Nvml(visible=None)
         self.sampler = MemorySampler(self.nvml)
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kvprobe import __version__
 from kvprobe.environment.container_detection import detect_container, label_disagreement
-from kvprobe.environment.gpu import Nvml
+from kvprobe.environment.gpu import FROM_ENVIRONMENT, Nvml, VisibleDevices
 from kvprobe.environment.memory import (
     free_page_reporting,
     host_memory,
@@ -89,14 +89,17 @@ def probe_rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def collect(label: Label | None = None, recorded: Path | None = None) -> Environment:
+def collect(
+    label: Label | None = None, recorded: Path | None = None, visible: VisibleDevices = FROM_ENVIRONMENT
+) -> Environment:
     """The environment block stored in every result and printed by `kvprobe env`. With `recorded`,
     a recorded machine's files and NVML answers are read instead of this machine's (a simulation:
-    environment.recorded); what only a live process has (its shm, rlimits, RSS, software) is left out."""
+    environment.recorded); what only a live process has (its shm, rlimits, RSS, software) is left out.
+    The GPUs listed are those the engine can use (`visible`: see environment.gpu.Nvml)."""
     root = recorded or Path("/")
     memory = host_memory(root / "proc/meminfo")
     container = detect_container(root, environ={} if recorded else None)
-    with Nvml(RecordedNvml(recorded / "nvml.json") if recorded else None) as nvml:
+    with Nvml(RecordedNvml(recorded / "nvml.json") if recorded else None, visible) as nvml:
         gpus = nvml.report(memory["MemTotal"])
     nodes = read_numa_nodes(root)
     mode = coherent_memory_mode(root)

@@ -8,7 +8,9 @@ nvml.json:
      "devices": [{"name": "NVIDIA GB10", "memory": "not_supported",
                   "processes": [{"pid": 4242, "used_bytes": null}]}]}
 
-`memory` is {"total": BYTES, "used": BYTES} where NVML reports device memory.
+`memory` is {"total": BYTES, "used": BYTES} where NVML reports device memory. Optional: a device's
+"uuid" (as nvmlDeviceGetUUID answers; without it NVML reports the query as not supported), and
+"cuda_visible_devices", the variable the machine was recorded under (absent: unset).
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class RecordedNvml:
     def __init__(self, path: Path):
         self.answers = read_json(path, MAX_RECORDED_FILE_BYTES, kind="nvml.json")
         self.devices = self.answers.get("devices", [])
+        self.cuda_visible_devices: str | None = self.answers.get("cuda_visible_devices")
 
     def nvmlInit(self) -> None:
         if self.answers.get("unavailable"):
@@ -138,6 +141,11 @@ class RecordedNvml:
 
     def nvmlDeviceGetName(self, device: dict) -> str:
         return device["name"]
+
+    def nvmlDeviceGetUUID(self, device: dict) -> str:
+        if "uuid" not in device:
+            raise NotSupported
+        return device["uuid"]
 
     def nvmlDeviceGetMemoryInfo(self, device: dict) -> _Memory:
         memory = device["memory"]

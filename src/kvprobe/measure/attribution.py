@@ -13,6 +13,7 @@ from kvprobe.results.schema import (
     NodeAttribution,
     NodeParts,
     NodeTrial,
+    RankAttribution,
     TrialBaseline,
     TrialRecord,
 )
@@ -20,20 +21,25 @@ from kvprobe.vocabulary import Pool
 
 
 def _physical_total(environment: Environment) -> tuple[float, Pool]:
-    """The size of the memory pool the KV cache lives in (one GPU's memory, or host memory)."""
+    """The size of the memory pool the KV cache lives in (the engine's GPU 0, or host memory)."""
     if environment.kv_pool == "gpu" and environment.gpu.devices[0].total_bytes:
         return float(environment.gpu.devices[0].total_bytes), "gpu"
     return float(environment.host_memory["MemTotal"]), "host"
 
 
-def _first_device(sample: MemorySample) -> float | None:
-    return sample.gpu_used_devices[0] if sample.gpu_used_devices else sample.gpu_used
+def _device(sample: MemorySample, index: int = 0) -> float | None:
+    """NVML's used memory of the engine's device `index` in one sample (the sum where not split)."""
+    if sample.gpu_used_devices:
+        return sample.gpu_used_devices[index] if index < len(sample.gpu_used_devices) else None
+    return sample.gpu_used if index == 0 else None
 
 
-def _engine_gpu_bytes(at_ready: EngineAtReady | None) -> float | None:
-    """NVML's per-process use of GPU 0 by the engine's processes at ready (per GPU, like the pool)."""
+def _engine_gpu_bytes(at_ready: EngineAtReady | None, index: int = 0) -> float | None:
+    """NVML's per-process use of the engine's device `index` by its processes at ready."""
     at_ready = at_ready or EngineAtReady()
-    used = [p.used_bytes for p in at_ready.gpu_processes if p.pid in at_ready.pids and p.used_bytes and p.index == 0]
+    used = [
+        p.used_bytes for p in at_ready.gpu_processes if p.pid in at_ready.pids and p.used_bytes and p.index == index
+    ]
     return float(sum(used)) if used else None
 
 
@@ -58,16 +64,34 @@ def memory_views(sample: MemorySample) -> dict[str, float]:
     return {name: float(value) for name, value in views.items() if value is not None}
 
 
-def budget_views(trial: TrialRecord) -> BudgetViews | None:
+def device_views(sample: MemorySample, environment: Environment) -> dict[str, float]:
+    """NVML's free memory of each of the engine's devices in one sample (total minus used)."""
+    views = {}
+    for device in environment.gpu.devices:
+        used = _device(sample, device.index)
+        if device.total_bytes and used is not None:
+            views[f"NVML free, device {device.index}"] = float(device.total_bytes - used)
+    return views
+
+
+def budget_views(trial: TrialRecord, environment: Environment) -> BudgetViews | None:
     """Which view the engine's free memory at its start check matches, and how far the views spread
-    at that moment (they disagree on unified memory: vLLM #48140, llamastash #80)."""
+    at that moment (they disagree on unified memory: vLLM #48140, llamastash #80). Where the pool is a
+    GPU's own memory the engine's figure is a device's, so NVML's free memory per device is among the
+    views; on a discrete GPU only those (and CUDA's), never host memory."""
     report = trial.memory_report
     engine_free = report.free_at_start_bytes or report.available_bytes
     phases = trial.memory.phases
     at_check = phases.get("engine_start") or trial.memory.start
     if engine_free is None or at_check is None:
         return None
-    views = memory_views(at_check)
+    discrete = environment.memory_model is not None and environment.memory_model.kind == "discrete"
+    # Coherent GPUs (GH200) keep the host's views beside their devices': HBM may be a NUMA node.
+    views = {} if discrete else memory_views(at_check)
+    if environment.kv_pool == "gpu":
+        views |= device_views(at_check, environment)
+        if at_check.cuda_free is not None:
+            views["CUDA free (end of trial)"] = float(at_check.cuda_free)
     done = phases.get("done")
     if done is not None and done.cuda_free is not None:
         views["CUDA free (end of trial)"] = float(done.cuda_free)
@@ -89,15 +113,16 @@ def _pool_accounts(
     ready: MemorySample,
     at_ready: EngineAtReady | None,
     engine_gpu: float | None,
+    index: int = 0,
 ) -> dict[str, float]:
     """The accounts of one pool besides the engine's own: other_processes, page_cache, cgroup_cut,
-    kernel_unaccounted and free_at_ready (see attribute)."""
+    kernel_unaccounted and free_at_ready (see attribute); on a GPU, of the engine's device `index`."""
     limit = baseline.cgroup_limit
     names = ("other_processes", "page_cache", "cgroup_cut", "kernel_unaccounted", "free_at_ready")
     accounts = dict.fromkeys(names, 0.0)
-    if pool == "gpu":  # per GPU: with tensor parallelism every rank holds its share, device 0 stands for all
-        accounts["other_processes"] = float(_first_device(baseline) or 0)
-        used_at_ready = _first_device(ready)
+    if pool == "gpu":  # the engine's device `index` (attribute_ranks goes through every rank's)
+        accounts["other_processes"] = float(_device(baseline, index) or 0)
+        used_at_ready = _device(ready, index)
         accounts["free_at_ready"] = total - float(used_at_ready) if used_at_ready is not None else 0.0
     elif limit is not None and limit < total:
         accounts["cgroup_cut"] = total - limit
@@ -162,8 +187,11 @@ def attribute(trial: TrialRecord, environment: Environment) -> Attribution | Non
     }
     parts = AttributionParts(kv_cache=float(kv), **from_engine_log, **measured_by_kvprobe)
     explained = sum(parts.model_dump().values())
+    ranks = attribute_ranks(trial, environment, from_engine_log, requested) if pool == "gpu" else []
     return Attribution(
-        budget_views=budget_views(trial),
+        budget_views=budget_views(trial, environment),
+        ranks=ranks,
+        limiting_rank=min(ranks, key=_kv_room).index if len(ranks) > 1 else None,
         pool=pool,
         total_bytes=total,
         utilization=trial.utilization,
@@ -173,6 +201,48 @@ def attribute(trial: TrialRecord, environment: Environment) -> Attribution | Non
         unexplained_bytes=total - explained,
         unexplained_fraction=(total - explained) / total if total else None,
     )
+
+
+def _kv_room(rank: RankAttribution) -> float:
+    return rank.kv_room_bytes if rank.kv_room_bytes is not None else float("inf")
+
+
+def attribute_ranks(
+    trial: TrialRecord, environment: Environment, from_engine_log: dict[str, float], requested: float
+) -> list[RankAttribution]:
+    """Every device of the engine at ready, each split like the pool (see attribute).
+
+    The engine's log gives one rank's split (tensor-parallel ranks hold equal weight shares and the
+    same number of KV blocks), applied to every rank; what each rank holds is measured apart (NVML
+    per process and per device), so a rank that holds more shows as its engine_beyond_request. Its
+    KV room is utilization x its total minus what it holds besides the KV cache: vLLM sizes the KV
+    cache by the least room of any rank, so the rank with least room is the one that limits it.
+    """
+    kv = float(trial.kv_cache_bytes or 0)
+    ready = trial.memory.phases.get("ready") or trial.memory.phases.get("kv_allocated") or MemorySample()
+    at_ready = trial.memory.engine_at_ready
+    ranks = []
+    for device in environment.gpu.devices:
+        if not device.total_bytes:
+            continue
+        total = float(device.total_bytes)
+        measured = _engine_gpu_bytes(at_ready, device.index)
+        accounts = _pool_accounts("gpu", total, trial.baseline, ready, at_ready, measured, device.index)
+        beyond = measured - requested if measured is not None else 0.0
+        parts = AttributionParts(kv_cache=kv, **from_engine_log, engine_beyond_request=beyond, **accounts)
+        room = trial.utilization * total - (measured - kv) if measured is not None and trial.utilization else None
+        ranks.append(
+            RankAttribution(
+                index=device.index,
+                nvml_index=device.nvml_index,
+                total_bytes=total,
+                engine_measured_bytes=measured,
+                parts=parts,
+                unexplained_bytes=total - sum(parts.model_dump().values()),
+                kv_room_bytes=room,
+            )
+        )
+    return ranks
 
 
 def attribute_node(node: NodeTrial, facts: ClusterNode) -> NodeAttribution | None:

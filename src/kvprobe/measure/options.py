@@ -18,15 +18,27 @@ def _pool_in_words(environment: Environment) -> str:
     return "unified memory" if environment.gpu.available and environment.gpu.devices else "CPU backend"
 
 
-def resolve_prestart(choice: Prestart, environment: Environment) -> tuple[bool, str]:
-    """Whether the next trials' workers may import during a trial, and why.
+# vLLM 0.26 builds its config for a world of 2+ ranks by importing flashinfer.comm (all-reduce
+# fusion), which initializes CUDA: a waiting worker would hold a CUDA context on the device measured.
+PARALLEL_PRESTART = (
+    "tensor/pipeline parallel ({ranks} ranks): vLLM's config build for 2+ ranks imports flashinfer.comm, "
+    "which initializes CUDA, so a waiting worker would hold device memory during the trial before its own"
+)
+
+
+def resolve_prestart(choice: Prestart, environment: Environment, ranks: int = 1) -> tuple[bool, str]:
+    """Whether the next trials' workers may import during a trial, and why (`ranks`: the most
+    engine ranks of any model in the run).
 
     Only on a discrete GPU by default: there a waiting worker's host memory is not the pool
     measured. On the CPU backend and on unified memory it would be, so it stays off unless forced.
-    Never on a Ray cluster (see cluster.agent: the trial's processes are found by its tag).
+    Never on a Ray cluster (see cluster.agent: the trial's processes are found by its tag), nor
+    with 2+ ranks (PARALLEL_PRESTART), even when forced.
     """
     if environment.cluster is not None:  # even when forced: the trial's tag is set when its worker starts
         return False, "Ray cluster: a worker started before its trial could not tag that trial's Ray workers"
+    if ranks > 1:
+        return False, PARALLEL_PRESTART.format(ranks=ranks)
     if choice != "auto":
         return choice == "on", f"--prestart {choice}"
     said = _pool_in_words(environment)

@@ -124,10 +124,11 @@ def where_to_measure(request: MeasureRequest, models: list[ModelSettings]) -> Wh
 SEARCH_OPTIONS = {"tolerance", "utilization_range", "searches", "strategy", "confirm", "fill_target", "throughput"}
 
 
-def measure_options(request: MeasureRequest, environment: Environment) -> MeasureOptions:
-    """The request's search and start settings, with what depends on the machine decided."""
+def measure_options(request: MeasureRequest, environment: Environment, ranks: int = 1) -> MeasureOptions:
+    """The request's search and start settings, with what depends on the machine (and on the
+    models' most engine ranks) decided."""
     search, start = request.search, request.start
-    use_prestart, prestart_reason = resolve_prestart(search.prestart, environment)
+    use_prestart, prestart_reason = resolve_prestart(search.prestart, environment, ranks)
     kv_approach, kv_approach_reason = resolve_kv_approach(search.kv_approach, environment)
     assert environment.label is not None, "where_to_measure labels the environment"
     return MeasureOptions(
@@ -155,7 +156,7 @@ def run_measure(request: MeasureRequest, console: Console, show_engine_log: bool
     environment, cluster = where.environment, where.cluster
     for warning in environment.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
-    options = measure_options(request, environment)
+    options = measure_options(request, environment, max(model.ranks for model in models))
     guard = GuardPolicy.for_environment(environment, request.start.guard_floor_bytes, enabled=request.start.guard)
     out_dir = Path(request.out_dir)
     lock = RunLock(out_dir)

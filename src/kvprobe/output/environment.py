@@ -6,8 +6,32 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kvprobe.results.schema import Environment
+from kvprobe.results.schema import Environment, GpuReport
 from kvprobe.units import gib
+
+
+def gpu_rows(gpu: GpuReport) -> list[tuple[str, str]]:
+    """The GPU facts; where CUDA_VISIBLE_DEVICES is set or hides a device, which NVML device each of
+    the engine's GPUs is."""
+    if not gpu.available:
+        return [("GPU", gpu.reason or "none")]
+    rows = [("GPU driver", f"{gpu.driver_version} (CUDA {gpu.cuda_driver_version})")]
+    if gpu.cuda_visible_devices is not None or gpu.not_visible:
+        mapped = ", ".join(f"GPU {d.index} = NVML {d.nvml_index} ({d.uuid})" for d in gpu.devices) or "no device"
+        hidden = ", ".join(map(str, gpu.not_visible)) or "none"
+        note = f"; {gpu.visibility_note}" if gpu.visibility_note else ""
+        said = f"{gpu.cuda_visible_devices!r}: {mapped}; NVML devices not visible: {hidden}{note}"
+        rows.append(("CUDA_VISIBLE_DEVICES", said))
+    rows += [
+        (
+            f"GPU {device.index}",
+            f"{device.name}: total {gib(device.total_bytes, unit=True)}, used "
+            f"{gib(device.used_bytes, unit=True)}; unified memory: {device.unified_memory} "
+            f"({device.unified_memory_signal})",
+        )
+        for device in gpu.devices
+    ]
+    return rows
 
 
 def print_environment(console: Console, block: Environment) -> None:
@@ -42,18 +66,8 @@ def print_environment(console: Console, block: Environment) -> None:
         row("/dev/shm", gib(block.shm_bytes, unit=True))
         memlock = block.memlock_limit_bytes
         row("memlock limit", "unlimited" if memlock is None else gib(memlock, unit=True))
-    gpu = block.gpu
-    if not gpu.available:
-        row("GPU", gpu.reason or "none")
-    else:
-        row("GPU driver", f"{gpu.driver_version} (CUDA {gpu.cuda_driver_version})")
-        for device in gpu.devices:
-            row(
-                f"GPU {device.index}",
-                f"{device.name}: total {gib(device.total_bytes, unit=True)}, used "
-                f"{gib(device.used_bytes, unit=True)}; unified memory: {device.unified_memory} "
-                f"({device.unified_memory_signal})",
-            )
+    for fact, value in gpu_rows(block.gpu):
+        row(fact, value)
     model = block.memory_model
     if model is not None:
         row("memory model", f"{model.kind}: {model.signal}")
@@ -65,8 +79,8 @@ def print_environment(console: Console, block: Environment) -> None:
             f"MemTotal {gib(node.mem_total_bytes, unit=True)}, MemFree {gib(node.mem_free_bytes, unit=True)}, "
             f"CPUs {node.cpus or 'none'}",
         )
-    for key, value in block.software.items():
-        row(key, str(value))
+    for key, version in block.software.items():
+        row(key, str(version))
     for warning in block.warnings:
         table.add_row("[yellow]warning[/]", escape(warning))
     console.print(table)

@@ -31,13 +31,15 @@ class ContainerFacts:
 
 @dataclass
 class GpuInfo:
-    index: int
+    index: int  # the engine's device number (cuda:index), under CUDA_VISIBLE_DEVICES
     name: str
     total_bytes: int | None
     used_bytes: int | None
     unified_memory: bool
     unified_memory_signal: str
     processes: list[dict] = field(default_factory=list)  # pid, used_bytes
+    nvml_index: int | None = None  # NVML's number for it; None in results made before it was recorded
+    uuid: str | None = None
 
 
 @dataclass
@@ -49,6 +51,9 @@ class GpuReport:
     reason: str | None = None
     driver_version: str | None = None
     cuda_driver_version: str | None = None
+    cuda_visible_devices: str | None = None  # the variable as the engine read it; None: unset (every device)
+    not_visible: list[int] = field(default_factory=list)  # NVML indices of the machine's GPUs the engine cannot use
+    visibility_note: str | None = None  # why entries of the variable were left out
 
 
 def headroom(limit: float | None, usage: float | None) -> float | None:
@@ -719,15 +724,35 @@ class BudgetViews(Record):
     """The engine's free memory at its start check against every view kvprobe sampled then."""
 
     engine_free_bytes: float = Field(description="What the engine logged as free (or available) at its check.")
-    views: dict[str, float] = Field(description="MemAvailable, MemFree, cgroup headroom, per-node MemFree, CUDA.")
+    views: dict[str, float] = Field(
+        description="Host pool: MemAvailable, MemFree, cgroup headroom, per-node MemFree. Discrete GPU: NVML's "
+        "free memory per device. Both: CUDA's free memory where the worker read it."
+    )
     closest: str = Field(description="The view nearest the engine's figure: where its budget most likely came from.")
     spread_bytes: float = Field(description="Largest minus smallest view at that moment.")
 
 
+class RankAttribution(Record):
+    """One device of a tensor-parallel engine at the u_max start (see measure.attribution.attribute_ranks)."""
+
+    index: int = Field(description="The engine's device (cuda:index), one rank's.")
+    nvml_index: int | None = None
+    total_bytes: float
+    engine_measured_bytes: float | None = Field(description="NVML's per-process use of this device by the engine.")
+    parts: AttributionParts
+    unexplained_bytes: float
+    kv_room_bytes: float | None = Field(
+        None, description="utilization x total minus the engine's non-KV use here: the rank with least limits the KV."
+    )
+
+
 class Attribution(Record):
-    """Where the memory went at u_max; `unexplained_bytes` is what the accounts leave over."""
+    """Where the memory went at u_max; `unexplained_bytes` is what the accounts leave over. On a
+    discrete GPU the top-level parts are device 0's (rank 0's) and `ranks` holds every device's."""
 
     budget_views: BudgetViews | None = None
+    ranks: list[RankAttribution] = Field(default_factory=list, description="Per device (tensor parallelism).")
+    limiting_rank: int | None = Field(None, description="The device whose KV room is least (2+ ranks).")
 
     pool: Pool
     total_bytes: float
