@@ -7,6 +7,8 @@ from rich.markup import escape
 
 from kvprobe.experiment.plan import estimate, schedule
 from kvprobe.experiment.spec import Experiment
+from kvprobe.measure.containers import runtime_flag_warnings
+from kvprobe.measure.session import code_from_model_directories
 from kvprobe.output.progress import print_rows
 from kvprobe.results.schema import Condition, ResultDocument
 from kvprobe.units import gib
@@ -25,6 +27,7 @@ def describe(condition: Condition) -> str:
         parts += [f"{field} {value}" for field, value in named if value is not None]
         parts += [f"network {box.network}"] if box.network != "none" else []  # none: kvprobe's default
         parts += ["privileged"] if box.privileged else []
+        parts += [f"runtime flags {' '.join(box.runtime_flags)}"] if box.runtime_flags else []
     if image is not None:
         parts.append(f"chroot of {image.image or image.rootfs} in the host's namespaces")
     for size, text in (
@@ -53,6 +56,12 @@ def print_schedule(console: Console, experiment: Experiment, earlier: list[Resul
         rows,
         left=("condition", "what"),
     )
+    for condition in experiment.conditions:  # what a shared file would let a container touch, said first
+        box = condition.container
+        for warning in runtime_flag_warnings(box.runtime_flags) if box else []:
+            console.print(f"[yellow]warning:[/] condition {escape(condition.name)}: {escape(warning)}", highlight=False)
+    for warning in code_from_model_directories(experiment.models):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     guess = estimate(experiment, earlier)
     console.print(
         f"{len(cells)} cells x {len(experiment.models)} model(s): about {guess.starts} engine starts, "

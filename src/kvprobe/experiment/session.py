@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,8 +17,24 @@ from kvprobe.experiment import preflight
 from kvprobe.experiment.plan import Cell, schedule
 from kvprobe.experiment.run import EXIT_INTERRUPTED, ExperimentRun
 from kvprobe.experiment.schedule_view import print_schedule
-from kvprobe.experiment.spec import load_experiment
+from kvprobe.experiment.spec import Experiment, load_experiment
 from kvprobe.results.store import ResultStore
+from kvprobe.units import gib
+
+
+def disk_problems(experiment: Experiment, out_dir: Path) -> None:
+    """A page-cache condition writes its file under OUT/.scratch: refuse one larger than the free disk
+    there (it would fill the disk mid-run) with a sentence, before the first cell."""
+    where = next((p for p in (out_dir, *out_dir.parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(where).free
+    problems = [
+        f"{experiment.path}: condition '{c.name}': field 'page_cache': {gib(c.page_cache_bytes, unit=True)} "
+        f"is more than the {gib(free, unit=True)} free on {where}"
+        for c in experiment.conditions
+        if c.page_cache_bytes and c.page_cache_bytes > free
+    ]
+    if problems:
+        raise InputError("\n".join(problems))
 
 
 def run_experiment(
@@ -33,6 +50,7 @@ def run_experiment(
         raise InputError("vLLM is not installed in this Python environment (see README: setup)")
     place = {cell.key: k for k, cell in enumerate(schedule(loaded), start=1)}
     preflight.check(loaded)
+    disk_problems(loaded, Path(out_dir))
 
     def on_cell(cell: Cell, state: str) -> None:
         where = f"cell {place[cell.key]} of {len(place)}"

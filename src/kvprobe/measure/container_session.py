@@ -28,6 +28,7 @@ from kvprobe.measure.containers import (
     probe_environment,
     resolve_gpus,
     run_in_container,
+    runtime_flag_warnings,
     settings_problems,
     version_mismatch,
 )
@@ -53,6 +54,8 @@ def run_container(request: MeasureRequest, console: Console) -> int:
     """Measure the request in its container (natively first with `both`); the worst exit code."""
     assert request.container is not None
     settings = ready_settings(request.container)
+    for warning in runtime_flag_warnings(settings.runtime_flags):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     out_dir = Path(request.out_dir).resolve()
     request = request.model_copy(update={"out_dir": str(out_dir), "container": settings})
     models = request.models()

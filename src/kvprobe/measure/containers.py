@@ -45,9 +45,56 @@ def isolation_problems(settings: ContainerSettings) -> list[tuple[str, str]]:
     return problems
 
 
+# Runtime flags that break what kvprobe relies on: its container's name (the interrupt stops it by
+# name), --rm (no container left behind), running in the foreground, its own command.
+REFUSED_FLAGS = {
+    "--name": "kvprobe names the container itself, so that an interrupt stops the right one",
+    "--rm": "kvprobe removes the container itself (--rm=false would leave it behind)",
+    "--detach": "kvprobe follows the container in the foreground",
+    "-d": "kvprobe follows the container in the foreground",
+    "--entrypoint": "kvprobe runs its own command in the container",
+    "--restart": "a container kvprobe stops must stay stopped",
+}
+# Runtime flags that widen what the container may touch: allowed, said before anything starts, and
+# recorded with the container's command line in every result.
+WIDENING_FLAGS = {
+    "--privileged": "every device and capability of the host",
+    "-v": "a host path mounted inside",
+    "--volume": "a host path mounted inside",
+    "--mount": "a host path mounted inside",
+    "--pid": "another PID namespace (the host's: every process of the host)",
+    "--cap-add": "added capabilities",
+    "--device": "a host device",
+    "--security-opt": "a changed security profile",
+    "--userns": "another user namespace",
+}
+
+
+def _flag_name(flag: str) -> str:
+    return flag.split("=", 1)[0]
+
+
+def runtime_flag_problems(flags: list[str]) -> list[str]:
+    """--runtime-flag values kvprobe refuses, one sentence each."""
+    return [
+        f"--runtime-flag {flag}: refused: {REFUSED_FLAGS[_flag_name(flag)]}"
+        for flag in flags
+        if _flag_name(flag) in REFUSED_FLAGS
+    ]
+
+
+def runtime_flag_warnings(flags: list[str]) -> list[str]:
+    """--runtime-flag values that widen what the container may touch, one sentence each."""
+    return [
+        f"--runtime-flag {flag}: the container may touch {WIDENING_FLAGS[_flag_name(flag)]}"
+        for flag in flags
+        if _flag_name(flag) in WIDENING_FLAGS
+    ]
+
+
 def settings_problems(settings: ContainerSettings) -> list[str]:
     """What makes these container settings unusable, one sentence each."""
-    problems = []
+    problems = runtime_flag_problems(settings.runtime_flags)
     if (settings.image is None) == (settings.rootfs is None):
         problems.append("give exactly one of --image and --rootfs")
     if settings.rootfs and settings.runtime != "podman":

@@ -70,6 +70,20 @@ def checked_models(request: MeasureRequest) -> list[ModelSettings]:
     return models
 
 
+# Engine arguments that make the engine run code it finds (in the model directory or named here).
+CODE_RUNNING_ARGS = ("trust_remote_code", "worker_cls", "worker_extension_cls", "model_impl")
+
+
+def code_from_model_directories(models: list[ModelSettings]) -> list[str]:
+    """A sentence for each model whose engine arguments make the engine run code from elsewhere."""
+    return [
+        f"model '{m.name}': extra_engine_args {', '.join(found)}: the engine runs code from the model directory "
+        "or the module named there, as the user running kvprobe (see docs/security.md)"
+        for m in models
+        if (found := [arg for arg in CODE_RUNNING_ARGS if m.extra_engine_args.get(arg) not in (None, False, "auto")])
+    ]
+
+
 def ray_problems(request: MeasureRequest, models: list[ModelSettings]) -> list[str]:
     """Ray models need a cluster to run on, and a cluster needs a Ray model."""
     field = "field 'extra_engine_args.distributed_executor_backend'"
@@ -154,7 +168,7 @@ def run_measure(request: MeasureRequest, console: Console, show_engine_log: bool
     models = checked_models(request)
     where = where_to_measure(request, models)
     environment, cluster = where.environment, where.cluster
-    for warning in environment.warnings:
+    for warning in [*environment.warnings, *code_from_model_directories(models)]:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     options = measure_options(request, environment, max(model.ranks for model in models))
     guard = GuardPolicy.for_environment(environment, request.start.guard_floor_bytes, enabled=request.start.guard)

@@ -1,0 +1,89 @@
+"""A shared experiment file or command line is reviewed before it runs: runtime flags that would defeat
+kvprobe's cleanup are refused, those that widen what a container may touch are shown and flagged,
+engine arguments that run code from elsewhere are said, and sizes this machine cannot honour are
+refused at load (exit 2), before any cell starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import ROOT
+from kvprobe.cli import main
+from kvprobe.measure.containers import runtime_flag_problems, runtime_flag_warnings
+
+MODELS = ROOT / "models.yaml"
+
+
+def experiment_file(tmp_path: Path, conditions: str) -> Path:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(
+        f"name: review\nmodels: {MODELS}\nonly: [tiny-llama]\nbaseline: native\nrepeats: 1\n"
+        f"conditions:\n  native: {{}}\n{conditions}"
+    )
+    return path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("flag", ["--name=mine", "--rm=false", "-d", "--entrypoint=/bin/sh", "--restart=always"])
+def test_a_runtime_flag_that_defeats_cleanup_is_refused(tmp_path, flag):
+    """--name made the interrupt stop a container that did not exist; --rm=false left one behind."""
+    assert runtime_flag_problems([flag])
+    done = invoke(
+        "container",
+        str(MODELS),
+        "--runtime",
+        "podman",
+        "--rootfs",
+        "/:O",
+        f"--runtime-flag={flag}",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert done.exit_code == 2 and f"--runtime-flag {flag}: refused" in done.output
+
+
+def test_widening_flags_are_shown_on_a_dry_run_of_a_shared_file(tmp_path):
+    """--dry-run hid a condition's runtime flags."""
+    path = experiment_file(
+        tmp_path,
+        "  boxed:\n    container: {runtime: podman, rootfs: '/:O', runtime_flags: ['--privileged', '-v=/:/host']}\n",
+    )
+    done = invoke("experiment", str(path), "--out", str(tmp_path / "out"), "--dry-run")
+    assert done.exit_code == 0, done.output
+    assert "runtime flags --privileged -v=/:/host" in done.output
+    assert "--runtime-flag --privileged: the container may touch every device and capability" in done.output
+    assert "--runtime-flag -v=/:/host: the container may touch a host path mounted inside" in done.output
+    assert runtime_flag_warnings(["--cpus=2"]) == []
+
+
+def test_engine_arguments_that_run_code_are_said_before_anything_runs(tmp_path):
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        f"models:\n  - name: remote\n    model: {ROOT / 'configs/tiny-llama'}\n    max_model_len: 256\n    load_format: dummy\n"
+        "    extra_engine_args: {trust_remote_code: true}\n"
+    )
+    path = tmp_path / "experiment.yaml"
+    path.write_text(f"name: code\nmodels: {models}\nbaseline: native\nrepeats: 1\nconditions:\n  native: {{}}\n")
+    done = invoke("experiment", str(path), "--out", str(tmp_path / "out"), "--dry-run")
+    assert "model 'remote': extra_engine_args trust_remote_code: the engine runs code" in done.output
+
+
+@pytest.mark.parametrize(
+    ("condition", "says"),
+    [
+        ("page_cache: 1000t", "field 'page_cache': 1024000.00 GiB is more than this machine's memory"),
+        ("hold_memory: 100000g", "field 'hold_memory'"),
+        ("cgroup_limit: 1k", "field 'cgroup_limit'"),
+    ],
+)
+def test_sizes_the_machine_cannot_honour_are_refused_at_load(tmp_path, condition, says):
+    """They passed --dry-run; run, they filled the disk, brought the OOM killer or ended in exit 247."""
+    path = experiment_file(tmp_path, f"  big:\n    {condition}\n")
+    done = invoke("experiment", str(path), "--out", str(tmp_path / "out"), "--dry-run")
+    assert done.exit_code == 2 and says in done.output and "Traceback" not in done.output
