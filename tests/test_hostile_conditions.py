@@ -65,8 +65,8 @@ def test_widening_flags_are_shown_on_a_dry_run_of_a_shared_file(tmp_path):
 def test_engine_arguments_that_run_code_are_said_before_anything_runs(tmp_path):
     models = tmp_path / "models.yaml"
     models.write_text(
-        f"models:\n  - name: remote\n    model: {ROOT / 'configs/tiny-llama'}\n    max_model_len: 256\n    load_format: dummy\n"
-        "    extra_engine_args: {trust_remote_code: true}\n"
+        f"models:\n  - name: remote\n    model: {ROOT / 'configs/tiny-llama'}\n    max_model_len: 256\n"
+        "    load_format: dummy\n    extra_engine_args: {trust_remote_code: true}\n"
     )
     path = tmp_path / "experiment.yaml"
     path.write_text(f"name: code\nmodels: {models}\nbaseline: native\nrepeats: 1\nconditions:\n  native: {{}}\n")
