@@ -583,6 +583,44 @@ def sizing_experiment_readme() -> str:
     return "\n".join(lines) + "\n"
 
 
+TEST_SUITE = "docs/benchmarks/raw/test-suite.json"
+
+
+def test_suite_section() -> list[str]:
+    """The README's test command before and after the recorded-engine tests, one boot, from its rows."""
+    rows = json.loads((ROOT / TEST_SUITE).read_text())
+    assert len({row["boot_id"] for row in rows}) == 1, f"{TEST_SUITE}: rows from more than one boot"
+    first = rows[0]
+    lines = [
+        "## The test suite on this project's 2-core CPU machine",
+        "",
+        "`scripts/bench_tests.py` ran the README's test command (`.venv/bin/python -m pytest`) at two commits",
+        f"on one boot of a {first['cores']}-core machine ({first['cpu_model']}, "
+        f"{first['mem_total_kib'] / (1 << 20):.1f} GiB), one after the other, in the order below, nothing else",
+        f"running (raw rows: `{TEST_SUITE}`). The commits' tests differ: the later one has more tests, and",
+        "kvprobe's own machinery (resume, lock, prestart, interrupts, the experiment runner) is tested",
+        "there with a recorded-engine stand-in instead of real vLLM starts; every test whose subject is the",
+        "engine still starts real vLLM. One run each: the difference is far beyond run-to-run noise",
+        "(a single engine start takes about 29 s here), but no spread is measured.",
+        "",
+        "| order | variant | commit | wall (s) | pytest's summary |",
+        "| ---: | --- | --- | ---: | --- |",
+    ]
+    for number, row in enumerate(rows, start=1):
+        lines.append(
+            f"| {number} | {row['variant']} | `{row['commit'][:7]}` | {row['wall_s']:.0f} | {row['summary']} |"
+        )
+    by_name = {row["variant"]: row for row in rows}
+    if {"before", "after"} <= by_name.keys():
+        ratio = by_name["after"]["wall_s"] / by_name["before"]["wall_s"]
+        lines += ["", f"After / before: {ratio:.2f} of the time."]
+    for row in rows:
+        lines += ["", f"The slowest tests of `{row['variant']}` (pytest's `--durations`):", ""]
+        lines += ["| seconds | phase | test |", "| ---: | --- | --- |"]
+        lines += [f"| {t['seconds']:.1f} | {t['phase']} | `{t['test']}` |" for t in row["slowest"][:10]]
+    return [*lines, ""]
+
+
 def benchmarks() -> str:
     raw = ROOT / "docs" / "benchmarks" / "raw"
     lines = [
@@ -592,6 +630,8 @@ def benchmarks() -> str:
         "raw rows and results named in it; each names its machine and commit.",
         "",
     ]
+    if (ROOT / TEST_SUITE).exists():
+        lines += test_suite_section()
     machines = [f"docs/benchmarks/raw/h100-search{suffix}" for suffix in ("", "-2", "-3")]
     rows = [json.loads((ROOT / f"{raw_rows}.json").read_text()) for raw_rows in machines]
     runs = [
