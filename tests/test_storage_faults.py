@@ -51,3 +51,46 @@ def test_a_disk_that_fills_mid_report_leaves_the_old_report_whole(small_disk):
     assert "writing the report failed" in done.stderr and "nothing was replaced" in done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
     assert (out / "summary.json").read_text() == '{"an": "earlier report"}'
+
+
+def test_a_guard_floor_as_large_as_the_machine_is_refused(tmp_path):
+    """It was accepted: the guard then ended every start, and the run said the model did not fit."""
+    from kvprobe.environment.memory import read_meminfo
+
+    floor = f"{read_meminfo()['MemTotal'] // (1 << 20) + 1}m"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kvprobe.cli",
+            "measure",
+            str(ROOT / "models.yaml"),
+            "--only",
+            "tiny-llama",
+            "--guard-floor",
+            floor,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and "the guard would end every start" in done.stderr, done.stderr
+
+
+def test_a_torn_experiment_manifest_and_an_unusable_out_are_sentences(tmp_path):
+    from kvprobe.errors import InputError
+    from kvprobe.experiment.run import MANIFEST, ExperimentRun
+    from kvprobe.experiment.spec import load_experiment
+
+    experiment = load_experiment(ROOT / "experiments" / "sizing-cpu.yaml")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST).write_text('{"run_id": "2026')  # power lost mid-write
+    with pytest.raises(InputError, match="not a readable experiment manifest"):
+        ExperimentRun(experiment, out, lambda cell, state: None).run(resume=True)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="cannot be used"):
+        ExperimentRun(experiment, blocker / "out", lambda cell, state: None).run(resume=False)

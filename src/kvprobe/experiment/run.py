@@ -16,7 +16,6 @@ OOM killer) leaves its cell unfinished, listed under `unfinished` in the manifes
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import secrets
 import signal
@@ -26,14 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvprobe.errors import InputError
 from kvprobe.experiment.cgroup import CellCgroup
 from kvprobe.experiment.plan import Cell, schedule, search_settings
 from kvprobe.experiment.spec import Experiment
 from kvprobe.measure.request import MeasureRequest, StartSettings, kvprobe_command
 from kvprobe.results.store import RunLock, write_json_atomic
+from kvprobe.safe_io import read_json
 from kvprobe.units import parse_size
 
 MANIFEST = "experiment.json"
+MAX_MANIFEST_BYTES = 16 << 20
 LOCK = ".kvprobe-experiment.lock"
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 RESUMABLE = ("running", "unfinished")  # manifest states `--resume` continues
@@ -74,8 +76,8 @@ def cell_results(out_dir: Path, experiment: Experiment, cell: Cell, run_id: str)
     for model in experiment.models:
         for path in (out_dir / model.name).glob(f"{cell.condition.name}-*-r{cell.repeat}.json"):
             try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
+                data = read_json(path)
+            except (OSError, ValueError):  # UnsafeFile (a link, a FIFO, too large) is a ValueError
                 continue  # half-written or foreign: not this cell's result
             reference = data.get("experiment") if isinstance(data, dict) else None
             if (
@@ -110,7 +112,14 @@ class ExperimentRun:
     def _open(self, resume: bool) -> dict:
         path = self.out_dir / MANIFEST
         if resume and path.exists():
-            manifest = json.loads(path.read_text())
+            try:
+                manifest = read_json(path, MAX_MANIFEST_BYTES)
+            except (OSError, ValueError) as exc:  # torn, garbage, a link or a FIFO (UnsafeFile)
+                raise InputError(
+                    f"{path}: not a readable experiment manifest ({exc}); remove it to start anew"
+                ) from None
+            if not isinstance(manifest, dict):
+                raise InputError(f"{path}: not an experiment manifest; remove it to start anew")
             if manifest.get("status") in RESUMABLE and manifest.get("identity") == self.identity:
                 manifest.setdefault("unfinished", {})
                 manifest["status"] = "running"
@@ -122,7 +131,10 @@ class ExperimentRun:
 
     def run(self, resume: bool) -> Outcome:
         lock = RunLock(self.out_dir, LOCK)
-        lock.acquire()
+        try:
+            lock.acquire()
+        except OSError as exc:
+            raise InputError(f"--out {self.out_dir}: cannot be used ({exc.strerror})") from None
         manifest = self._open(resume)
         resumed = bool(manifest["done"]) or resume
         status = EXIT_OK

@@ -18,7 +18,7 @@ from kvprobe.cluster.ray_cluster import RayCluster
 from kvprobe.config import ModelSettings
 from kvprobe.engines import engine_unavailable, get_engine
 from kvprobe.environment.facts import collect
-from kvprobe.errors import InputError
+from kvprobe.errors import InputError, RunFailed
 from kvprobe.measure.executors import JournaledExecutor, PreparedExecutor, can_drop_caches
 from kvprobe.measure.options import MeasureOptions, resolve_kv_approach, resolve_prestart
 from kvprobe.measure.perturb import PerturbedExecutor, with_condition
@@ -30,6 +30,7 @@ from kvprobe.results.schema import Condition, Environment
 from kvprobe.results.store import SCRATCH, ResultStore, RunLock
 from kvprobe.trial.monitor import GuardPolicy
 from kvprobe.trial.runner import TrialLimits, TrialRunner
+from kvprobe.units import gib
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -122,6 +123,12 @@ def where_to_measure(request: MeasureRequest, models: list[ModelSettings]) -> Wh
     environment = collect(None if label == "auto" else label)
     if label == "auto":
         environment.label = "container" if environment.container.detected else "native"
+    floor, total = request.start.guard_floor_bytes, environment.host_memory.get("MemTotal")
+    if request.start.guard and floor is not None and total and floor >= total:
+        raise InputError(
+            f"--guard-floor: {gib(floor, unit=True)} is at least this machine's memory ({gib(total, unit=True)}): "
+            "the guard would end every start"
+        )
     cluster = None
     if request.ray_address:
         cluster = RayCluster(request.ray_address, request.start.guard, request.start.guard_floor_bytes)
@@ -220,6 +227,11 @@ def run_measure(request: MeasureRequest, console: Console, show_engine_log: bool
         documents = scheduler.measure(executor, engine, environment, guard.settings(), progress)
     except ResultFileError as exc:
         raise InputError(f"{exc}; move it away to measure that model and repeat again") from None
+    except OSError as exc:  # a full disk, a results directory gone read-only: the journal keeps what finished
+        raise RunFailed(
+            f"--out {out_dir}: writing failed ({exc.strerror}); finished trials are journaled, continue with "
+            "--resume once it can be written"
+        ) from None
     except KeyboardInterrupt:
         console.print(
             "[yellow]interrupted[/]: finished trials are journaled; continue with --resume --out "
