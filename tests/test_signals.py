@@ -3,6 +3,7 @@ interrupts repeated during the teardown, end the engine group and leave nothing 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -56,3 +57,48 @@ def test_a_closed_terminal_then_repeated_interrupts_still_end_the_engine(tmp_pat
     assert probe.returncode == 130, output
     assert [pid for leader in sessions for pid in members(leader)] == []
     assert list(out.glob(".trials/*/running-trial.json")) == []
+
+
+def test_a_probe_stopped_while_the_engine_starts_marks_the_trial_stalled_and_starts_it_again(tmp_path):
+    """A probe stopped for over a minute recorded such a trial `ok`, its phases collapsed."""
+    out = tmp_path / "out"
+    probe = subprocess.Popen(
+        [*measure_command(out, "--searches", "reference", "--label", "native")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    sessions: set[int] = set()
+
+    def engine_starting() -> bool:
+        sessions.update(engine_sessions(out))
+        return bool(sessions)
+
+    wait_until(engine_starting, 600, "no trial started")
+    probe.send_signal(signal.SIGSTOP)  # as a paused VM or a swapping host stops it
+    time.sleep(8)
+    probe.send_signal(signal.SIGCONT)
+    output, _ = probe.communicate(timeout=900)
+    assert probe.returncode == 0, output
+    (result,) = [json.loads(p.read_text()) for p in out.glob("tiny-llama/*.json")]
+    first, again = result["trials"]
+    assert first["outcome"] == "stalled" and first["largest_sample_gap_s"] >= 7, first["reason"]
+    assert again["outcome"] == "ok" and result["status"] == "complete"
+
+
+def test_a_reference_start_ended_by_the_guard_fails_the_result(tmp_path):
+    """It gave `status complete` and exit 0 with no figure measured."""
+    from kvprobe.environment.memory import read_meminfo
+
+    floor = read_meminfo()["MemAvailable"] - (256 << 20)  # the engine's own start crosses it
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [*measure_command(out, "--searches", "reference", "--label", "native", "--guard-floor", str(floor))],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 1, done.stdout[-2000:]
+    (result,) = [json.loads(p.read_text()) for p in out.glob("tiny-llama/*.json")]
+    assert result["status"] == "failed" and result["trials"][0]["outcome"] == "guard"
+    assert result["errors"][0].startswith("reference start measured nothing: guard")
