@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, container_command, needs_engine, needs_podman, wait_until
-from test_isolation import alive, trial_sessions
+from test_isolation import VLLM_WORKER, alive, trial_sessions
 
 pytestmark = [needs_engine, needs_podman, pytest.mark.engine, pytest.mark.container]
 
@@ -34,8 +34,8 @@ def containers(process: subprocess.Popen) -> list[str]:
 
 def test_ctrl_c_in_the_native_half_starts_no_container(tmp_path):
     process, out = start(tmp_path, "--both")
-    wait_until(lambda: trial_sessions(out))
-    sessions = trial_sessions(out)
+    wait_until(lambda: trial_sessions(out, VLLM_WORKER))
+    sessions = trial_sessions(out, VLLM_WORKER)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 130, output
