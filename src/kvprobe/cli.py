@@ -30,6 +30,7 @@ from kvprobe.cli_options import (
     request_from_options,
 )
 from kvprobe.errors import InputError, KvprobeError
+from kvprobe.trial.process_group import ignore_interrupts
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -54,6 +55,7 @@ class KvprobeGroup(click.Group):
         except KvprobeError as exc:  # RunFailed, or a control-flow error that escaped its handler
             raise Failure(str(exc), EXIT_FAILED) from None
         except KeyboardInterrupt:
+            ignore_interrupts()
             Console(stderr=True).print("[yellow]interrupted[/]")
             sys.exit(EXIT_INTERRUPTED)
 

@@ -29,6 +29,7 @@ from kvprobe.results.loader import ResultFileError
 from kvprobe.results.schema import Condition, Environment
 from kvprobe.results.store import SCRATCH, ResultStore, RunLock
 from kvprobe.trial.monitor import GuardPolicy
+from kvprobe.trial.process_group import ignore_interrupts
 from kvprobe.trial.runner import TrialLimits, TrialRunner
 from kvprobe.units import gib
 
@@ -233,6 +234,7 @@ def run_measure(request: MeasureRequest, console: Console, show_engine_log: bool
             "--resume once it can be written"
         ) from None
     except KeyboardInterrupt:
+        ignore_interrupts()  # the trial is torn down: a repeated Ctrl-C must not cut the rest short
         console.print(
             "[yellow]interrupted[/]: finished trials are journaled; continue with --resume --out "
             f"{escape(str(out_dir))}",

@@ -29,6 +29,13 @@ def interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def ignore_interrupts() -> None:
+    """After an interrupt has ended the run's trials: further ones are ignored while kvprobe finishes
+    its records and exits 130 (one arriving then ended the process by SIGINT, with no exit code)."""
+    for interrupt in INTERRUPTS:
+        signal.signal(interrupt, signal.SIG_IGN)
+
+
 def become_subreaper() -> bool:
     """Orphans of our trials are re-parented to us (not to init), so we can reap and see them."""
     try:
