@@ -81,6 +81,7 @@ def run_variant(name: str, commit: str, workdir: Path) -> dict:
         "wall_s": round(wall, 1),
         "summary": summary,
         "slowest": slowest,
+        "not_passed": [line for line in lines if line.startswith(("FAILED ", "ERROR "))],
         "finished_at": time.time(),
         **machine(),
     }
