@@ -13,34 +13,27 @@ import pytest
 
 from conftest import measure_command, needs_engine, wait_until
 from kvprobe.trial.process_group import members
+from test_isolation import VLLM_WORKER, trial_sessions
 
 pytestmark = [needs_engine, pytest.mark.engine]
 
 
 def engine_sessions(out: Path) -> set[int]:
-    """Sessions of this run's trial workers (each trial leads its own session)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "kvprobe.engines.vllm_worker" in command and str(out) in command:
-                found.add(int(entry.name))
-    return found
+    """Sessions of this run's real vLLM trial workers (each trial leads its own session)."""
+    return trial_sessions(out, VLLM_WORKER)
+
+
+def start_probe(out: Path) -> subprocess.Popen:
+    """`kvprobe measure` of the tiny model's reference start, natively, its output kept."""
+    command = measure_command(out, "--searches", "reference", "--label", "native")
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_a_closed_terminal_then_repeated_interrupts_still_end_the_engine(tmp_path):
     """SIGHUP killed the probe outright and the engine held its memory until a later run; a second
     Ctrl-C during the first one's teardown abandoned it (exit 130, engine alive, marker left)."""
     out = tmp_path / "out"
-    probe = subprocess.Popen(
-        [*measure_command(out, "--searches", "reference", "--label", "native")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    probe = start_probe(out)
     sessions: set[int] = set()
 
     def engine_up() -> bool:
@@ -62,12 +55,7 @@ def test_a_closed_terminal_then_repeated_interrupts_still_end_the_engine(tmp_pat
 def test_a_probe_stopped_while_the_engine_starts_marks_the_trial_stalled_and_starts_it_again(tmp_path):
     """A probe stopped for over a minute recorded such a trial `ok`, its phases collapsed."""
     out = tmp_path / "out"
-    probe = subprocess.Popen(
-        [*measure_command(out, "--searches", "reference", "--label", "native")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    probe = start_probe(out)
     sessions: set[int] = set()
 
     def engine_starting() -> bool:
