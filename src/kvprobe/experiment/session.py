@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from kvprobe.environment.memory import read_meminfo
 from kvprobe.errors import InputError
 from kvprobe.experiment import preflight
 from kvprobe.experiment.plan import Cell, schedule
@@ -21,18 +22,34 @@ from kvprobe.experiment.spec import Experiment, load_experiment
 from kvprobe.results.store import ResultStore
 from kvprobe.units import gib
 
+HOLD_HEADROOM = 2 << 30  # what a held helper must leave: the guard's default host floor
 
-def disk_problems(experiment: Experiment, out_dir: Path) -> None:
-    """A page-cache condition writes its file under OUT/.scratch: refuse one larger than the free disk
-    there (it would fill the disk mid-run) with a sentence, before the first cell."""
+
+def machine_problems(experiment: Experiment, out_dir: Path) -> None:
+    """Sizes this machine cannot honour, refused before the first cell: a page cache larger than its
+    memory or than the free disk under OUT/.scratch (it would fill the disk mid-run), held memory
+    that leaves less than the guard's floor (the OOM killer would come first), a cgroup limit above
+    its memory."""
     where = next((p for p in (out_dir, *out_dir.parents) if p.exists()), Path("/"))
-    free = shutil.disk_usage(where).free
-    problems = [
-        f"{experiment.path}: condition '{c.name}': field 'page_cache': {gib(c.page_cache_bytes, unit=True)} "
-        f"is more than the {gib(free, unit=True)} free on {where}"
-        for c in experiment.conditions
-        if c.page_cache_bytes and c.page_cache_bytes > free
-    ]
+    free, total = shutil.disk_usage(where).free, read_meminfo().get("MemTotal", 0)
+    problems = []
+    for c in experiment.conditions:
+        field = f"{experiment.path}: condition '{c.name}': field"
+        if c.page_cache_bytes and c.page_cache_bytes > min(free, total or free):
+            problems.append(
+                f"{field} 'page_cache': {gib(c.page_cache_bytes, unit=True)} is more than this "
+                f"machine's memory ({gib(total, unit=True)}) or the {gib(free, unit=True)} free on {where}"
+            )
+        if c.hold_memory_bytes and total and c.hold_memory_bytes > total - HOLD_HEADROOM:
+            problems.append(
+                f"{field} 'hold_memory': {gib(c.hold_memory_bytes, unit=True)} leaves less than "
+                f"{gib(HOLD_HEADROOM, unit=True)} of this machine's {gib(total, unit=True)}"
+            )
+        if c.cgroup_limit_bytes and total and c.cgroup_limit_bytes > total:
+            problems.append(
+                f"{field} 'cgroup_limit': {gib(c.cgroup_limit_bytes, unit=True)} is more than this "
+                f"machine's memory ({gib(total, unit=True)})"
+            )
     if problems:
         raise InputError("\n".join(problems))
 
@@ -50,7 +67,7 @@ def run_experiment(
         raise InputError("vLLM is not installed in this Python environment (see README: setup)")
     place = {cell.key: k for k, cell in enumerate(schedule(loaded), start=1)}
     preflight.check(loaded)
-    disk_problems(loaded, Path(out_dir))
+    machine_problems(loaded, Path(out_dir))
 
     def on_cell(cell: Cell, state: str) -> None:
         where = f"cell {place[cell.key]} of {len(place)}"

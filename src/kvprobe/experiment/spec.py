@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kvprobe.config import ConfigError, ModelSettings, load_models, parse_utilization_range, read_document
-from kvprobe.environment.memory import read_cgroup_memory, read_meminfo
+from kvprobe.environment.memory import read_cgroup_memory
 from kvprobe.measure.containers import isolation_problems
 from kvprobe.results.schema import Condition, ContainerSettings, ExperimentRef, NativeFromImage
 from kvprobe.units import gib, parse_size
@@ -181,30 +181,22 @@ def _machine_problems(path: Path, name: str, entry: ConditionEntry) -> list[str]
 
 
 MIN_CGROUP_LIMIT = 512 << 20  # below this vLLM's CPU worker cannot even import; the OOM killer comes first
-HOLD_HEADROOM = 2 << 30  # what a held helper must leave: the guard's default host floor
+MAX_SANE_SIZE = 16 << 40  # 16 TiB: beyond the memory of any machine kvprobe measures
 
 
 def _size_problems(path: Path, name: str, entry: ConditionEntry) -> list[str]:
-    """Sizes this machine cannot honour: a page cache or a held helper larger than its memory (the
-    OOM killer would come before any guard), a cgroup limit too small to start anything."""
-    total = read_meminfo().get("MemTotal", 0)
+    """Sizes no machine can honour, refused at load (the file may be meant for another machine: what
+    this one cannot honour is refused before the first cell, experiment.session.machine_problems)."""
     problems = []
     sizes = {field: parse_size(value) for field in SIZE_FIELDS if (value := getattr(entry, field))}
-    if total and sizes.get("page_cache", 0) > total:
-        problems.append(
-            f"{_where(path, name, 'page_cache')}: {gib(sizes['page_cache'], unit=True)} is more "
-            f"than this machine's memory ({gib(total, unit=True)}); the page cache cannot hold it"
-        )
-    if total and sizes.get("hold_memory", 0) > total - HOLD_HEADROOM:
-        problems.append(
-            f"{_where(path, name, 'hold_memory')}: {gib(sizes['hold_memory'], unit=True)} leaves less "
-            f"than {gib(HOLD_HEADROOM, unit=True)} of this machine's {gib(total, unit=True)}"
-        )
+    for field in ("page_cache", "hold_memory"):
+        if sizes.get(field, 0) > MAX_SANE_SIZE:
+            problems.append(f"{_where(path, name, field)}: {gib(sizes[field], unit=True)} is beyond any machine")
     limit = sizes.get("cgroup_limit")
-    if limit is not None and not MIN_CGROUP_LIMIT <= limit <= max(total, MIN_CGROUP_LIMIT):
+    if limit is not None and limit < MIN_CGROUP_LIMIT:
         problems.append(
-            f"{_where(path, name, 'cgroup_limit')}: {gib(limit, unit=True)} is outside "
-            f"{gib(MIN_CGROUP_LIMIT, unit=True)}..{gib(total, unit=True)} (this machine's memory)"
+            f"{_where(path, name, 'cgroup_limit')}: {gib(limit, unit=True)} is below "
+            f"{gib(MIN_CGROUP_LIMIT, unit=True)}: too small for an engine to start"
         )
     return problems
 
