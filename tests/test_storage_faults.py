@@ -94,3 +94,33 @@ def test_a_torn_experiment_manifest_and_an_unusable_out_are_sentences(tmp_path):
     blocker.write_text("")
     with pytest.raises(InputError, match="cannot be used"):
         ExperimentRun(experiment, blocker / "out", lambda cell, state: None).run(resume=False)
+
+
+def test_a_disk_that_fills_during_a_measurement_is_a_sentence(small_disk, tmp_path):
+    """A full disk at a result or journal write ended in a traceback (recorded-engine stand-in)."""
+    from conftest import tiny_models_file
+    from replay_engine import standin_environment
+
+    models = tiny_models_file(tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kvprobe.cli",
+            "measure",
+            str(models),
+            "--out",
+            str(small_disk / "out"),
+            "--searches",
+            "reference",
+            "--label",
+            "native",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=standin_environment(),
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode in (1, 2) and "Traceback" not in said, said[-3000:]
+    assert "No space left on device" in said
