@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import kvprobe, load_results, needs_engine, tiny_models_file
@@ -33,6 +35,8 @@ def test_a_reference_refused_for_too_little_kv_sends_u_max_up(tmp_path):
     attribution = result["attribution"]
     assert attribution["pool"] == "host" and attribution["parts"]["cgroup_cut"] == 0
     assert abs(attribution["unexplained_bytes"]) <= 0.02 * attribution["total_bytes"], attribution
-    # Piped (not a terminal), the summary is one readable line per result, not a table cut to "tin…".
-    (line,) = [text for text in done.stdout.splitlines() if text.startswith("model tiny-llama | label native")]
-    assert "| u_max >=0.06 |" in line and "…" not in done.stdout
+    # Piped (not a terminal), the summary is one JSON Lines record per result, not a table cut to "tin…".
+    records = [json.loads(text) for text in done.stdout.splitlines()]
+    (row,) = [r for r in records if r["event"] == "row" and r["table"] == "kvprobe measure: summary"]
+    assert (row["model"], row["label"], row["u_max"]) == ("tiny-llama", "native", ">=0.06"), row
+    assert "…" not in done.stdout
