@@ -17,7 +17,7 @@ import sys
 import pytest
 from rich.console import Console
 
-from conftest import MODELS, needs_engine
+from conftest import MODELS, kvprobe, load_results, needs_engine, tiny_models_file
 from kvprobe.config import load_models
 from kvprobe.engines import get_engine
 from kvprobe.measure.build import build_document
@@ -130,7 +130,9 @@ def test_a_search_that_meets_a_refused_configuration_stops_with_one_sentence(tmp
     found = ModelSearches(settings, 1, executor, get_engine(), options).run()
     assert engine.started.count("kv_blocks") == 1
     (error,) = found.errors
-    assert error.startswith("kv_blocks: the engine refused the settings kvprobe gave it; the searches stopped")
+    assert error.startswith(
+        "kv_blocks: the engine refused the settings it was given (the models file's and kvprobe's); the searches stopped"
+    )
     assert "max_num_batched_tokens (2048) must be greater than or equal to max_num_seqs" in error
     guard = GuardSettings(host_floor_bytes=None, cgroup_floor_bytes=None)
     doc = build_document(found, settings, options, guard, documents()[0].environment, "run", 1, 0.0, replayed=0)
@@ -172,3 +174,35 @@ def test_a_reference_start_that_measured_nothing_fails_the_result(tmp_path, outc
     )
     found = ModelSearches(settings, 1, executor, get_engine(), options).run()
     assert found.errors == [f"reference start measured nothing: {outcome}"]
+
+
+# vLLM 0.32 (CPU build), a start with block_size 7, as its worker printed it (the config accepted it).
+BLOCK_SIZE_LOG = """\
+(Worker pid=2820) ERROR 11-30 18:16:25 [v1/executor/multiproc_executor.py:1063] ValueError: No common block size for 7 (CPU_ATTN: [MultipleOf(32)]).
+(EngineCore pid=2807) ERROR 11-30 18:16:28 [v1/executor/multiproc_executor.py:315] Worker proc VllmWorker-0 died unexpectedly (exit code: None), shutting down executor.
+RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
+"""
+
+
+def test_a_block_size_the_attention_backend_refuses_is_a_configuration_error():
+    """It read as "killed" (the worker's exit line) and sent the u_max search down to its floor."""
+    said = get_engine().classify(BLOCK_SIZE_LOG)
+    assert said.outcome == "config-error" and "No common block size for 7" in said.reason
+
+
+@needs_engine
+@pytest.mark.engine
+def test_block_size_7_stops_the_searches_after_one_start_with_vllms_reason(tmp_path):
+    """The issue's case on the real CPU engine: one start, vLLM's reason, exit 1, no search steered."""
+    models = tiny_models_file(tmp_path, block_size=7)
+    out = tmp_path / "out"
+    done = kvprobe("measure", str(models), "--out", str(out), "--searches", "reference,u_max", check=False)
+    (result,) = load_results(out)
+    (trial,) = result["trials"]
+    assert trial["search"] == "reference" and trial["outcome"] == "config-error", trial["reason"]
+    assert "No common block size for 7" in trial["reason"]
+    assert done.returncode == 1 and result["status"] == "failed" and result["u_max"] is None
+    assert any(
+        "the engine refused the settings it was given (the models file's and kvprobe's)" in error
+        for error in result["errors"]
+    ), result

@@ -18,7 +18,15 @@ if TYPE_CHECKING:
 FAILURE_PATTERNS: list[tuple[Outcome, re.Pattern]] = [
     # vLLM's config classes are pydantic dataclasses: a refused setting is a ValidationError whose
     # "Value error, ..." line says why (e.g. max_num_batched_tokens below max_num_seqs).
-    ("config-error", re.compile(r"validation errors? for \w*Config|\bValue error, ")),
+    # Settings the config accepts but an attention backend refuses when the KV cache is laid out
+    # (v1/worker/utils.py: "No common block size for 7 (CPU_ATTN: [MultipleOf(32)])" in 0.32).
+    (
+        "config-error",
+        re.compile(
+            r"validation errors? for \w*Config|\bValue error, "
+            r"|No common block size for|Block size must be a multiple of"
+        ),
+    ),
     (
         "kv-too-small",
         re.compile(

@@ -45,7 +45,10 @@ class EngineRefusedSettings(KvprobeError):
     model's searches stop instead of steering by it."""
 
     def __init__(self, search: SearchName, reason: str):
-        super().__init__(f"{search}: the engine refused the settings kvprobe gave it; the searches stopped: {reason}")
+        super().__init__(
+            f"{search}: the engine refused the settings it was given (the models file's and kvprobe's); "
+            f"the searches stopped: {reason}"
+        )
 
 
 @dataclass
