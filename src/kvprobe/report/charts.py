@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 
 from kvprobe.report.analysis import ModelComparison
 from kvprobe.report.compare import AT_U_MAX
-from kvprobe.report.conditions import ConditionResult, ExperimentModel, attribution_stem, condition_stem
+from kvprobe.report.conditions import ConditionResult, ExperimentModel, attribution_stem, condition_stem, ladder_stem
 from kvprobe.report.formatting import caption_text
 from kvprobe.report.summary import ReportSummary
 from kvprobe.report.words import PART_LABELS
@@ -86,7 +86,25 @@ class ConditionBars(Chart):
     bounds: dict[str, tuple[bool, ...]]  # a lower bound, drawn open-ended (hatched, >=)
 
 
-ChartSpec = KvCacheChart | WindowChart | StackedBars | ConditionBars
+@dataclass(frozen=True)
+class WaterfallStep:
+    rung: str
+    level: float  # the rung's mean KV (GiB): the bar runs from the previous level to this one
+    change_low: float | None  # the step's 95% interval (GiB), None where no test ran
+    change_high: float | None
+    shown: bool  # a decrease (or increase) the runs show, not noise
+
+
+@dataclass(frozen=True, kw_only=True)
+class LadderWaterfall(Chart):
+    """An isolation ladder's KV at gpu_memory_utilization, from its baseline rung step by step."""
+
+    baseline: str
+    baseline_level: float  # GiB
+    steps: tuple[WaterfallStep, ...]
+
+
+ChartSpec = KvCacheChart | WindowChart | StackedBars | ConditionBars | LadderWaterfall
 
 
 def _caption(models: list[ModelComparison]) -> str:
@@ -186,7 +204,38 @@ def condition_specs(model: ExperimentModel, index: int) -> list[ChartSpec]:
                 caption=caption,
             )
         )
-    return specs
+    waterfall = ladder_spec(model, index, caption)
+    return specs + ([waterfall] if waterfall else [])
+
+
+def ladder_spec(model: ExperimentModel, index: int, caption: str) -> LadderWaterfall | None:
+    """The ladder's waterfall of KV at gpu_memory_utilization (never a bound: the reference start is exact)."""
+    base = next(c for c in model.conditions if c.name == model.baseline).stats["kv_reference_bytes"].mean
+    if not model.ladder or base is None:
+        return None
+    steps = []
+    for step in model.ladder:
+        change = step.changes["kv_reference_bytes"]
+        if change.changed_mean is None:
+            return None  # a rung without a KV figure: no level to draw the rest from
+        welch = change.welch
+        steps.append(
+            WaterfallStep(
+                rung=step.name,
+                level=change.changed_mean / GIB,
+                change_low=_gib(welch.ci95_low) if welch else None,
+                change_high=_gib(welch.ci95_high) if welch else None,
+                shown=change.evidence == "changed",
+            )
+        )
+    return LadderWaterfall(
+        stem=ladder_stem(index),
+        title=f"KV at gpu_memory_utilization, step by step, {model.model}",
+        caption=caption,
+        baseline=model.baseline,
+        baseline_level=base / GIB,
+        steps=tuple(steps),
+    )
 
 
 def chart_specs(summary: ReportSummary) -> list[ChartSpec]:
@@ -232,6 +281,11 @@ def alt_text(spec: ChartSpec) -> str:
                 for series, means in spec.means.items()
             )
             + " (GiB)"
+        )
+    if isinstance(spec, LadderWaterfall):
+        return f"{spec.title}: {spec.baseline} {spec.baseline_level:.2f} GiB, then " + ", ".join(
+            f"{step.rung} {step.level:.2f} GiB ({'a change the runs show' if step.shown else 'not shown by the runs'})"
+            for step in spec.steps
         )
     totals = [sum(values[i] for values in spec.parts.values()) for i in range(len(spec.bars))]
     return f"{spec.title}: " + ", ".join(
@@ -341,6 +395,28 @@ def _draw_conditions(spec: ConditionBars):
     return fig
 
 
+def _draw_waterfall(spec: LadderWaterfall):
+    fig, axis = plt.subplots(figsize=(max(6.0, 1.2 * (len(spec.steps) + 1)), 4.2))
+    axis.bar(0, spec.baseline_level, 0.6, color=COLOURS["native"])
+    axis.text(0, spec.baseline_level, f"{spec.baseline_level:.2f}", ha="center", va="bottom", fontsize=7)
+    previous = spec.baseline_level
+    for x, step in enumerate(spec.steps, start=1):
+        change = step.level - previous
+        colour = ("#c53030" if change < 0 else "#2f855a") if step.shown else "#a0aec0"
+        axis.bar(x, change if change else previous * 0.002, 0.6, bottom=previous, color=colour)
+        if step.change_low is not None and step.change_high is not None:
+            # the whisker: where this rung's mean would lie at either end of the step's interval
+            low, high = previous + step.change_low, previous + step.change_high
+            axis.errorbar(x, step.level, yerr=[[step.level - low], [high - step.level]], color="#333", capsize=3)
+        axis.text(x, max(previous, step.level), f"{change:+.2f}", ha="center", va="bottom", fontsize=7)
+        previous = step.level
+    axis.set_xticks(range(len(spec.steps) + 1), [spec.baseline, *(s.rung for s in spec.steps)], rotation=20, ha="right")
+    axis.set_ylabel("KV cache (GiB)")
+    axis.set_title(spec.title)
+    fig.text(0.01, -0.16, spec.caption, fontsize=8, color="#555")
+    return fig
+
+
 def draw(spec: ChartSpec) -> dict[str, bytes]:
     """{stem.png, stem.svg}: the chart drawn, as file contents."""
     # Each drawer takes the spec type it is keyed by, which a dict's type cannot say.
@@ -349,6 +425,7 @@ def draw(spec: ChartSpec) -> dict[str, bytes]:
         WindowChart: _draw_window,
         StackedBars: _draw_stacked,
         ConditionBars: _draw_conditions,
+        LadderWaterfall: _draw_waterfall,
     }
     fig = drawers[type(spec)](spec)
     files = {}

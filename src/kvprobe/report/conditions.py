@@ -4,12 +4,16 @@ For each condition: n, mean, sd and 95% CI of the KV cache at the serving utiliz
 the KV cache at u_max; the change against the baseline with Welch's test; the attribution parts
 that moved (the "why" column); what the condition measurably did (the rise in Cached, the
 helper's RSS). Each condition is then held against the loss of the condition it `explains`:
-the share of that loss it reproduces. Numbers only; `report.layout` writes the words.
+the share of that loss it reproduces. An isolation ladder (`ladder: true`) is also read step by
+step: each rung against the rung before it, and the step that costs the KV. Numbers only;
+`report.layout` writes the words.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import pairwise
+from typing import Literal
 
 from pydantic import Field
 
@@ -31,6 +35,10 @@ def condition_stem(index: int) -> str:
 
 def attribution_stem(index: int) -> str:
     return f"conditions_{index}_memory"
+
+
+def ladder_stem(index: int) -> str:
+    return f"conditions_{index}_ladder"
 
 
 class PerturbationMeasured(Model):
@@ -67,6 +75,17 @@ class ConditionVerdict(Model):
     )
 
 
+class LadderStep(Model):
+    """One rung of an isolation ladder against the measured rung before it."""
+
+    name: str
+    previous: str = Field(description="The rung compared with: the one before, or the last one measured before it.")
+    changes: dict[str, Comparison] = Field(description="Metric -> this rung against the previous one.")
+    moved_parts: dict[str, float] = Field(
+        description="Attribution part -> this rung minus the previous, largest first."
+    )
+
+
 class ExperimentModel(Model):
     """One experiment, one model: its conditions and their verdicts."""
 
@@ -77,6 +96,13 @@ class ExperimentModel(Model):
     conditions: list[ConditionResult]
     verdicts: list[ConditionVerdict]
     missing_baseline: bool
+    order: Literal["interleaved", "blocked"] = "interleaved"
+    ladder: list[LadderStep] = Field(
+        default_factory=list, description="A ladder experiment's steps, in order; empty for any other experiment."
+    )
+    unmeasured: list[str] = Field(
+        default_factory=list, description="Conditions the experiment names that have no complete run here."
+    )
 
 
 def _measured(runs: list[ResultDocument]) -> PerturbationMeasured:
@@ -124,13 +150,35 @@ def _share(change: Comparison, loss: Comparison | None) -> float | None:
     return (change.change or 0.0) / loss.change if loss.change else None
 
 
+def _ladder_steps(order: list[str], results: list[ConditionResult], runs: dict[str, list[ResultDocument]]):
+    """Each measured rung against the measured rung before it (`order` holds measured rungs only)."""
+    return [
+        LadderStep(
+            name=rung,
+            previous=previous,
+            changes={m: compare(runs[previous], runs[rung], m) for m in CONDITION_METRICS},
+            moved_parts=_moved(before.attribution, after.attribution),
+        )
+        for (previous, before), (rung, after) in pairwise(zip(order, results, strict=True))
+    ]
+
+
+def costliest_step(model: ExperimentModel) -> tuple[LadderStep, str, Comparison] | None:
+    """The ladder step that lowers the KV most, among the decreases its runs show (None: no step does)."""
+    shown = [
+        (step, metric, step.changes[metric])
+        for step in model.ladder
+        for metric in ("kv_reference_bytes", "kv_u_max_bytes")
+        if step.changes[metric].evidence in ("changed", "below_bound") and (step.changes[metric].change or 0.0) < 0
+    ]
+    return min(shown, key=lambda item: item[2].change_percent or 0.0, default=None)
+
+
 def _experiment_model(
     name: str, model: str, baseline: str, explains: str | None, runs: dict[str, list[ResultDocument]]
 ) -> ExperimentModel:
-    named = next(
-        (d.experiment.conditions for docs in runs.values() for d in docs if d.experiment and d.experiment.conditions),
-        [],
-    )
+    info = next((d.experiment for docs in runs.values() for d in docs if d.experiment), None)
+    named = info.conditions if info and info.conditions else []
     order = [baseline, *(c for c in [*named, *sorted(runs)] if c != baseline)]
     order = list(dict.fromkeys(c for c in order if runs.get(c) or c == baseline))
     results = [_condition_result(c, runs.get(c, [])) for c in order]
@@ -157,6 +205,9 @@ def _experiment_model(
         conditions=results,
         verdicts=verdicts,
         missing_baseline=not base_runs,
+        order=info.order if info else "interleaved",
+        ladder=_ladder_steps(order, results, runs) if info and info.ladder and base_runs else [],
+        unmeasured=[c for c in named if not runs.get(c)],
     )
 
 

@@ -14,8 +14,11 @@ from kvprobe.report.conditions import (
     ConditionResult,
     ConditionVerdict,
     ExperimentModel,
+    LadderStep,
     attribution_stem,
     condition_stem,
+    costliest_step,
+    ladder_stem,
 )
 from kvprobe.report.document import Block, BulletList, Figure, Heading, Paragraph, Table, code, strong
 from kvprobe.report.formatting import boundary_text, change_text, fmt_stat, interval_text, p_text, with_unit
@@ -26,11 +29,109 @@ from kvprobe.units import gib
 HEADLINE_METRICS = ("kv_reference_bytes", "kv_u_max_bytes")  # the KV figures an experiment's answer speaks of
 
 
-def _moved_text(verdict: ConditionVerdict) -> str:
+def _moved_text(verdict: ConditionVerdict | LadderStep) -> str:
     if not verdict.moved_parts:
         return "-"
     names = {**PART_LABELS, "unexplained": "unexplained"}
     return ", ".join(f"{names.get(part, part)} {gib(value, sign=True)}" for part, value in verdict.moved_parts.items())
+
+
+def _ladder_table(model: ExperimentModel) -> Table:
+    """Each rung: what it is, its KV, the change against the rung before and against the baseline."""
+    results = {r.name: r for r in model.conditions}
+    against_baseline = {v.name: v.changes for v in model.verdicts}
+    base = results[model.baseline]
+    rows = [
+        (
+            "0",
+            model.baseline,
+            describe(base.condition) if base.condition else "-",
+            fmt_stat(base.stats["kv_reference_bytes"], "GiB"),
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+        )
+    ]
+    for number, step in enumerate(model.ladder, start=1):
+        result = results[step.name]
+        rows.append(
+            (
+                str(number),
+                step.name,
+                describe(result.condition) if result.condition else "-",
+                fmt_stat(result.stats["kv_reference_bytes"], "GiB"),
+                change_text(step.changes["kv_reference_bytes"], "GiB"),
+                change_text(against_baseline[step.name]["kv_reference_bytes"], "GiB"),
+                change_text(step.changes["u_max"], "fraction"),
+                change_text(step.changes["kv_u_max_bytes"], "GiB"),
+                _moved_text(step),
+            )
+        )
+    header = (
+        "step",
+        "rung",
+        "what",
+        "KV at gpu_memory_utilization (GiB)",
+        "change against the rung before",
+        f"change against {model.baseline}",
+        "u_max against the rung before",
+        "KV at u_max against the rung before",
+        "attribution parts that moved at this step (GiB)",
+    )
+    return Table(header, tuple(rows), (True, False, False, True, False, False, False, False, False))
+
+
+def ladder_answer(model: ExperimentModel) -> str:
+    """The ladder's answer: the step that costs the KV, by how much, and what moved there."""
+    found = costliest_step(model)
+    if found is None:
+        return (
+            f"Isolation ladder {model.experiment}, {model.model}: no step from {model.baseline} to "
+            f"{model.ladder[-1].name} lowered the KV cache by more than its runs vary."
+        )
+    step, metric, change = found
+    if change.evidence == "below_bound":
+        amount = f"by at least {with_unit(-(change.change or 0.0), 'GiB', sign=False)} (the rung before is a bound)"
+    else:
+        detail = ", ".join(x for x in (interval_text(change, "GiB"), p_text(change)) if x)
+        amount = f"{with_unit(change.change, 'GiB')} ({(change.change_percent or 0.0):+.1f}%, {detail})"
+    moved = f"; parts that moved at this step: {_moved_text(step)}" if step.moved_parts else ""
+    return (
+        f"Isolation ladder {model.experiment}, {model.model}: the step that costs the KV cache is "
+        f"{step.name} (after {step.previous}): {SHORT_TITLES[metric]} {amount}{moved}."
+    )
+
+
+def _ladder_blocks(model: ExperimentModel, index: int, charts: dict[str, str]) -> list[Block]:
+    blocks: list[Block] = [
+        Heading(3, "The ladder, step by step"),
+        Paragraph.of(
+            "Each rung adds one isolation feature to the rung before it. Changes: this rung minus the rung "
+            "before with the 95% interval of Welch's t-test; a change is called one only where the runs show "
+            "it. ",
+            ladder_answer(model),
+        ),
+        _ladder_table(model),
+    ]
+    if model.unmeasured:
+        blocks.append(
+            Paragraph.of(
+                "Rungs with no complete run here (missing, not zero): ",
+                ", ".join(model.unmeasured),
+                "; the step after a missing rung is against the last measured rung before it.",
+            )
+        )
+    stem = ladder_stem(index)
+    if stem in charts:
+        caption = (
+            f"Waterfall from {model.baseline} to {model.ladder[-1].name}, {model.model}: the first bar is "
+            f"{model.baseline}'s mean KV; each further bar spans the step's change in the mean, with its 95% "
+            "interval as a whisker. Red: a decrease the runs show; grey: not shown by the runs."
+        )
+        blocks.append(Figure(stem, caption, charts[stem]))
+    return blocks
 
 
 def _measured_text(result: ConditionResult) -> str:
@@ -105,7 +206,7 @@ def experiment_blocks(experiments: list[ExperimentModel], charts: dict[str, str]
         blocks += [
             Heading(2, f"Why: experiment {model.experiment}, {model.model}"),
             Paragraph.of(
-                "Conditions run interleaved, compared with the baseline ",
+                f"Conditions run {model.order}, compared with the baseline ",
                 code(model.baseline),
                 f". Cells: mean ± sd [95% CI]; {BOUND_NOTE}. Changes: condition minus baseline with its 95% "
                 "interval, Welch's t-test, from the runs with an exact u_max where u_max is involved; a u_max "
@@ -124,6 +225,8 @@ def experiment_blocks(experiments: list[ExperimentModel], charts: dict[str, str]
                 Paragraph.of(strong("Verdicts"), f" (each condition held against the change {model.explains} shows):")
             )
         blocks.append(BulletList(tuple(_verdict(model, v) for v in explained)))
+        if model.ladder:
+            blocks += _ladder_blocks(model, index, charts)
         for verdict in model.verdicts:
             blocks += sizing_blocks(verdict.sizing, model.baseline, verdict.name)
         captions = {
@@ -152,6 +255,9 @@ def experiment_answer(experiments: list[ExperimentModel]) -> list[Block]:
     """One sentence per experiment model, on top: which condition moves the KV, by how much, its interval."""
     blocks: list[Block] = []
     for model in experiments:
+        if model.ladder:
+            blocks.append(Paragraph.of(strong(ladder_answer(model))))
+            continue
         found = _largest_move(model)
         if found is None:
             text = (
