@@ -17,9 +17,14 @@ from click.testing import CliRunner
 from kvprobe.cli import main
 from kvprobe.config import load_models
 from kvprobe.engines import engine_unavailable, get_engine
-from kvprobe.engines.sizing import TrtllmInputs
+from kvprobe.engines.sizing import TrtllmInputs, check_trial, describe
 from kvprobe.engines.trtllm import TrtllmEngine
+from kvprobe.engines.vllm import Classification
+from kvprobe.results.schema import WorkerResult
+from kvprobe.trial.judge import Observed, judge
 from kvprobe.units import GIB
+from synthetic import documents
+from synthetic import trial as synthetic_trial
 
 DATA = Path(__file__).parent / "data" / "trtllm"
 SRC = Path(__file__).parents[1] / "src"
@@ -139,13 +144,18 @@ def test_engine_args_put_the_fraction_of_free_memory_in_kv_cache_config(tmp_path
     assert settings.settings_hash() != vllm_like.settings_hash()
 
 
-def test_worker_protocol_against_the_recorded_engine_stand_in(tmp_path):
+def run_stand_in(tmp_path: Path, recorded_log: str = "trtllm-1.1.0rc3-dgx-spark.log"):
     """Runs trtllm_worker with tests/data/trtllm/stand_in first on the path: a STAND-IN that records
     the arguments and prints a recorded public log; it is not TensorRT-LLM."""
     spec, result, recorded = tmp_path / "spec.json", tmp_path / "result.json", tmp_path / "args.json"
     args = {"model": "m", "backend": "pytorch", "kv_cache_config": {"free_gpu_memory_fraction": 0.9}}
     spec.write_text(json.dumps({"engine_args": args, "workload": {"generate_tokens": 4}}))
-    env = {**os.environ, "PYTHONPATH": f"{DATA / 'stand_in'}{os.pathsep}{SRC}", "STAND_IN_ARGS": str(recorded)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{DATA / 'stand_in'}{os.pathsep}{SRC}",
+        "STAND_IN_ARGS": str(recorded),
+        "STAND_IN_LOG": recorded_log,
+    }
     run = subprocess.run(
         [sys.executable, "-m", "kvprobe.engines.trtllm_worker", str(spec), str(result)],
         env=env,
@@ -155,12 +165,64 @@ def test_worker_protocol_against_the_recorded_engine_stand_in(tmp_path):
         check=False,
     )
     assert run.returncode == 0, run.stderr
+    return run, result, recorded
+
+
+def test_worker_protocol_against_the_recorded_engine_stand_in(tmp_path):
+    run, result, recorded = run_stand_in(tmp_path)
     phases = [line.split()[1] for line in run.stdout.splitlines() if line.startswith("KVPROBE_PHASE")]
     assert phases == ["import", "engine_start", "ready", "generated", "done"]
     assert json.loads(recorded.read_text())["kv_cache_config"] == {"free_gpu_memory_fraction": 0.9}
     written = json.loads(result.read_text())
     assert written["versions"]["tensorrt_llm"] == "stand-in"
     assert TrtllmEngine().memory_report(run.stdout).kv_cache_tokens_logged == 86720
+
+
+def test_a_start_is_judged_by_the_block_count_its_log_prints(tmp_path):
+    """TensorRT-LLM's LLM API hands no block count to its caller: the trial takes the one its C++ KV
+    manager prints (0.19-era excerpt, issue #4275), through the stand-in worker, its result file as the
+    runner reads it, and the judge."""
+    run, result, _ = run_stand_in(tmp_path, "trtllm-issue-4275-cpp.log")
+    report = TrtllmEngine().memory_report(run.stdout)
+    assert (report.kv_blocks_logged, report.tokens_per_block_logged) == (8219, 32)
+    seen = Observed(
+        verdict=None,
+        returncode=0,
+        worker=WorkerResult.model_validate_json(result.read_bytes()),
+        said=TrtllmEngine().classify(run.stdout),
+        fill_target=None,
+        kv_cache_memory_bytes=None,
+        memory_report=report,
+    )
+    judged = judge(seen)
+    assert (judged.outcome, judged.passed, judged.num_gpu_blocks, judged.block_size) == ("ok", True, 8219, 32)
+    assert judged.kv_cache_tokens == 8219 * 32  # its "(263008)" of the allocation line
+    assert judged.bytes_per_block is None and judged.kv_cache_bytes == round(16.05 * GIB)  # no per-token size printed
+
+
+def test_bytes_per_block_from_the_size_per_token_it_prints():
+    report = (
+        TrtllmEngine()
+        .memory_report(log("trtllm-1.1.0rc3-dgx-spark.log"))
+        .model_copy(
+            update={"kv_blocks_logged": 2710, "tokens_per_block_logged": 32}  # 86720 tokens / 32 (not in the excerpt)
+        )
+    )
+    seen = Observed(None, 0, WorkerResult(), Classification("error", ""), None, None, report)
+    judged = judge(seen)
+    assert judged.bytes_per_block == 73728 * 32 and judged.kv_cache_bytes == 86720 * 73728
+
+
+def test_its_equation_checks_a_trial_of_the_recorded_log():
+    """check_trial chooses TensorRT-LLM's equation by the model's engine, from the log's own inputs."""
+    report = TrtllmEngine().memory_report(log("trtllm-1.1.0rc3-dgx-spark.log"))
+    trial = synthetic_trial(memory_report=report, kv_cache_bytes=int(report.kv_cache_bytes), num_gpu_blocks=None)
+    check = check_trial(trial, documents()[0].environment, engine="tensorrt-llm")
+    assert check.equation == "trtllm" and not check.missing
+    assert check.formula.startswith("0.8999999761581421 x (")
+    assert check.agrees, describe(check)
+    as_vllm = check_trial(trial, documents()[0].environment)
+    assert as_vllm.equation != "trtllm"
 
 
 def test_measure_refuses_an_engine_that_is_not_installed(tmp_path):

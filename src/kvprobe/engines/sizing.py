@@ -22,6 +22,7 @@ from typing import Protocol
 
 from kvprobe.results.schema import Environment, SizingCheck, SizingEquation, TrialRecord
 from kvprobe.units import GIB
+from kvprobe.vocabulary import EngineName
 
 
 @dataclass(frozen=True)
@@ -258,11 +259,30 @@ def _visible_cgroup_limit(environment: Environment) -> _Input:
     return _Input(None, "none: no cgroup limit")
 
 
+def _trtllm_inputs(trial: TrialRecord) -> dict[str, _Input]:
+    """TensorRT-LLM's inputs, all from its "Peak memory ..." line (older versions print no temporary KV:
+    the trial then lacks it) and the explicit budget kvprobe set as max_gpu_total_bytes."""
+    report = trial.memory_report
+    logged_fraction = report.kv_fraction_logged
+    return {
+        "fraction": _Input(
+            logged_fraction if logged_fraction is not None else trial.utilization,
+            "the engine's log (fraction is set)" if logged_fraction is not None else "the trial's fraction",
+        ),
+        "device_total_bytes": _logged(report.device_total_bytes, "device total memory"),
+        "peak_bytes": _logged(report.peak_bytes, "Peak memory during memory usage profiling"),
+        "temporary_kv_bytes": _logged(report.temporary_kv_bytes, "temporary kv cache memory during profiling"),
+        "max_gpu_total_bytes": _Input(trial.kv_cache_memory_bytes, "the trial's explicit budget"),
+    }
+
+
 def _path_inputs(
-    trial: TrialRecord, environment: Environment, cuda_total_bytes: int | None
+    trial: TrialRecord, environment: Environment, cuda_total_bytes: int | None, engine: EngineName
 ) -> tuple[SizingEquation, dict[str, _Input]]:
     report = trial.memory_report
     setting = _Input(trial.utilization, "the trial's gpu_memory_utilization")
+    if engine == "tensorrt-llm":
+        return "trtllm", _trtllm_inputs(trial)
     if trial.kv_cache_memory_bytes is not None:
         return "explicit", {"kv_cache_memory_bytes": _Input(trial.kv_cache_memory_bytes, "the trial's setting")}
     devices = environment.gpu.devices if environment.gpu.available else []
@@ -305,8 +325,9 @@ _EQUATIONS: dict[SizingEquation, type] = {
     "vllm-cuda": VllmCudaInputs,
     "vllm-integrated": VllmIntegratedInputs,
     "explicit": ExplicitInputs,
+    "trtllm": TrtllmInputs,
 }
-_OPTIONAL = {"cgroup_limit_bytes", "cudagraph_bytes"}
+_OPTIONAL = {"cgroup_limit_bytes", "cudagraph_bytes", "max_gpu_total_bytes"}
 
 
 def inputs_from(equation: SizingEquation, values: dict[str, float]) -> SizingInputs:
@@ -326,13 +347,13 @@ def inputs_of(check: SizingCheck) -> SizingInputs | None:
 
 
 def check_trial(
-    trial: TrialRecord, environment: Environment, cuda_total_bytes: int | None = None
+    trial: TrialRecord, environment: Environment, cuda_total_bytes: int | None = None, engine: EngineName = "vllm"
 ) -> SizingCheck | None:
     """The trial's KV beside its engine's equation; None for a trial that reported no KV."""
     engine_kv = trial.kv_cache_bytes
     if engine_kv is None:
         return None
-    equation, inputs = _path_inputs(trial, environment, cuda_total_bytes)
+    equation, inputs = _path_inputs(trial, environment, cuda_total_bytes, engine)
     known = {name: item.value for name, item in inputs.items() if item.value is not None}
     missing = [name for name, item in inputs.items() if item.value is None and name not in _OPTIONAL]
     by_blocks = bool(trial.num_gpu_blocks and trial.bytes_per_block)

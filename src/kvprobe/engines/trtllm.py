@@ -74,6 +74,9 @@ CPP_SIZING_PATTERN = re.compile(
 ALLOCATED_PATTERN = re.compile(
     r"\[MemUsageChange\] Allocated " + _NUM + r" GiB for max tokens in paged KV cache \((\d+)\)"
 )
+# cpp/tensorrt_llm/batch_manager/kvCacheManager.cpp; printed for the profiling cache and again for the final one
+BLOCKS_PATTERN = re.compile(r"Number of blocks in KV cache primary pool: (\d+)")
+TOKENS_PER_BLOCK_PATTERN = re.compile(r"Number of tokens per block: (\d+)")
 MEMORY_PATTERNS: dict[str, re.Pattern] = {
     "weights_bytes": re.compile(r"Memory used after loading model weights \(inside torch\)[^:]*: " + _NUM + " GiB"),
     "activation_peak_bytes": re.compile(r"Memory dynamically allocated during inference[^:]*: " + _NUM + " GiB"),
@@ -181,6 +184,12 @@ class TrtllmEngine:
             report["free_at_sizing_bytes"] = float(free) * GIB
             if report.get("device_total_bytes") is None:
                 report["device_total_bytes"] = float(total) * GIB
+        for key, pattern in (
+            ("kv_blocks_logged", BLOCKS_PATTERN),
+            ("tokens_per_block_logged", TOKENS_PER_BLOCK_PATTERN),
+        ):
+            found = pattern.findall(log_text)
+            report[key] = int(found[-1]) if found else None
         allocated = ALLOCATED_PATTERN.findall(log_text)
         if allocated:
             report["kv_cache_bytes"] = float(allocated[-1][0]) * GIB

@@ -65,8 +65,7 @@ def main(spec_path: str, result_path: str | None) -> int:
     workload = spec.workload
     _, generate_s = generate(llm, rng, 1, 16, workload.generate_tokens)
     mark("generated")
-    result: dict = {
-        "engine": "tensorrt-llm",
+    result: dict = {  # a WorkerResult: the blocks are not here (the LLM API does not give them): the log has them
         "timings": {"import_s": import_s, "engine_start_s": start_s, "generate_s": generate_s},
         "versions": {"tensorrt_llm": tensorrt_llm.__version__, **_torch_versions()},
         "ready_gate_expired": not gate_came,

@@ -26,6 +26,7 @@ from kvprobe.results.schema import (
     TrialRecord,
 )
 from kvprobe.search import SearchResult
+from kvprobe.vocabulary import EngineName
 
 
 def kv_figure(trial: TrialRecord | None, max_model_len: int) -> KvFigure | None:
@@ -106,10 +107,12 @@ def kv_prediction(settings: ModelSettings, block_size: int | None) -> KvPredicti
     )
 
 
-def sizing_checks(trials: list[TrialRecord], environment: Environment, cuda_view: CudaView | None) -> list[SizingCheck]:
+def sizing_checks(
+    trials: list[TrialRecord], environment: Environment, cuda_view: CudaView | None, engine: EngineName
+) -> list[SizingCheck]:
     """Every trial that reported KV, beside its engine's sizing equation (engines.sizing)."""
     total = cuda_view.total_bytes if cuda_view else None
-    checks = (check_trial(trial, environment, total) for trial in trials)
+    checks = (check_trial(trial, environment, total, engine) for trial in trials)
     return [check for check in checks if check is not None]
 
 
@@ -171,7 +174,9 @@ def build_document(
         probe_rss_bytes=probe_rss(),
         replayed_trials=replayed,
         trials=trials,
-        sizing_checks=sizing_checks(trials, environment.model_copy(update={"condition": options.condition}), cuda_view),
+        sizing_checks=sizing_checks(
+            trials, environment.model_copy(update={"condition": options.condition}), cuda_view, settings.engine
+        ),
         status="failed" if found.errors else "complete",
         errors=found.errors,
     )

@@ -45,7 +45,7 @@ def run_check(doc: ResultDocument) -> SizingCheck | None:
         return recorded
     trial = next((t for t in doc.trials if t.number == doc.reference.trial), None)
     total = doc.cuda_view.total_bytes if doc.cuda_view else None
-    return None if trial is None else check_trial(trial, doc.environment, total)
+    return None if trial is None else check_trial(trial, doc.environment, total, doc.settings.get("engine", "vllm"))
 
 
 def all_checks(doc: ResultDocument) -> list[SizingCheck]:
@@ -53,7 +53,8 @@ def all_checks(doc: ResultDocument) -> list[SizingCheck]:
     if doc.sizing_checks:
         return doc.sizing_checks
     total = doc.cuda_view.total_bytes if doc.cuda_view else None
-    checks = (check_trial(trial, doc.environment, total) for trial in doc.trials)
+    engine = doc.settings.get("engine", "vllm")  # capacity_settings leaves out the default engine
+    checks = (check_trial(trial, doc.environment, total, engine) for trial in doc.trials)
     return [check for check in checks if check is not None]
 
 

@@ -228,6 +228,10 @@ class EngineMemoryReport(Record):
         None, description="TensorRT-LLM: free_gpu_memory_fraction as it printed it (a fraction of FREE memory)."
     )
     kv_bytes_per_token: int | None = Field(None, description="TensorRT-LLM: KV bytes per token it printed.")
+    kv_blocks_logged: int | None = Field(
+        None, description="TensorRT-LLM: blocks in its KV cache's primary pool (its worker cannot report them)."
+    )
+    tokens_per_block_logged: int | None = Field(None, description="TensorRT-LLM: tokens per KV block it printed.")
     prefetched_checkpoint_bytes: Bytes | None = Field(
         None,
         description="TensorRT-LLM: checkpoint bytes its weight loader read into the page cache before loading "
@@ -294,6 +298,7 @@ class SoftwareVersions(Record):
 
     kvprobe: str | None = None
     vllm: str | None = None
+    tensorrt_llm: str | None = None
     torch: str | None = None
     cuda_runtime: str | None = None
 
@@ -491,7 +496,7 @@ class Condition(Record):
         return bool(self.page_cache_bytes or self.hold_memory_bytes or self.drop_caches or self.cgroup_limit_bytes)
 
 
-SizingEquation = Literal["vllm-cpu", "vllm-cuda", "vllm-integrated", "explicit"]
+SizingEquation = Literal["vllm-cpu", "vllm-cuda", "vllm-integrated", "explicit", "trtllm"]
 
 
 class SizingCheck(Record):

@@ -44,11 +44,22 @@ class Judgement(BaseModel):
     kv_cache_bytes: int | None = None
 
 
+def kv_layout(seen: Observed) -> tuple[int | None, int | None, int | None]:
+    """Blocks, tokens per block and bytes per block: as the worker read them from its engine (vLLM),
+    else as the engine printed them (TensorRT-LLM's LLM API does not hand them to its caller)."""
+    worker, report = seen.worker, seen.memory_report
+    blocks = worker.num_gpu_blocks or report.kv_blocks_logged or None
+    block_size = worker.block_size or report.tokens_per_block_logged
+    per_token = report.kv_bytes_per_token
+    bytes_per_block = worker.bytes_per_block or (per_token * block_size if per_token and block_size else None)
+    return blocks, block_size, bytes_per_block
+
+
 def _ended(seen: Observed) -> tuple[Outcome, str]:
     said_outcome, said_reason = seen.said.outcome, seen.said.reason
     if seen.verdict is not None:
         return seen.verdict
-    if seen.returncode == 0 and seen.worker.num_gpu_blocks is not None:
+    if seen.returncode == 0 and kv_layout(seen)[0] is not None:
         return "ok", ""
     if seen.returncode is not None and seen.returncode < 0:
         if said_outcome != "error":  # the engine said why before the signal came
@@ -92,18 +103,17 @@ def judge(seen: Observed) -> Judgement:
     stalled = _stall(seen)
     if stalled:
         return Judgement(outcome="stalled", reason=stalled)
-    worker = seen.worker
-    blocks = worker.num_gpu_blocks or None
+    blocks, block_size, bytes_per_block = kv_layout(seen)
     figures = {
         "num_gpu_blocks": blocks,
-        "block_size": worker.block_size,
-        "bytes_per_block": worker.bytes_per_block,
-        "kv_cache_tokens": kv_tokens(seen.memory_report.kv_cache_tokens_logged, blocks, worker.block_size),
+        "block_size": block_size,
+        "bytes_per_block": bytes_per_block,
+        "kv_cache_tokens": kv_tokens(seen.memory_report.kv_cache_tokens_logged, blocks, block_size),
         "kv_cache_bytes": kv_bytes(
-            blocks, worker.bytes_per_block, seen.kv_cache_memory_bytes, seen.memory_report.kv_cache_bytes
+            blocks, bytes_per_block, seen.kv_cache_memory_bytes, seen.memory_report.kv_cache_bytes
         ),
     }
-    fill = worker.fill
+    fill = seen.worker.fill
     if seen.fill_target and fill and fill.peak_kv_usage + 1e-9 < seen.fill_target:
         short = f"fill reached {fill.peak_kv_usage:.1%} of the KV blocks, below the {seen.fill_target:.0%} target"
         return Judgement(outcome="ok", reason=short, passed=False, **figures)

@@ -1,7 +1,8 @@
 """A recorded-engine STAND-IN for TensorRT-LLM, used only by tests/test_trtllm.py: it is not TensorRT-LLM.
 
 LLM(...) records its arguments, prints the recorded log lines of trtllm-1.1.0rc3-dgx-spark.log (a public
-TensorRT-LLM 1.1.0rc3 log), and generate() returns `max_tokens` token ids per prompt.
+TensorRT-LLM 1.1.0rc3 log; STAND_IN_LOG names another file of tests/data/trtllm), and generate() returns
+`max_tokens` token ids per prompt.
 """
 
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 __version__ = "stand-in"
-RECORDED_LOG = Path(__file__).resolve().parents[2] / "trtllm-1.1.0rc3-dgx-spark.log"
+RECORDED_LOGS = Path(__file__).resolve().parents[2]
 
 
 class SamplingParams:
@@ -22,7 +23,8 @@ class LLM:
     def __init__(self, **kwargs):
         kwargs["kv_cache_config"] = vars(kwargs["kv_cache_config"])
         Path(os.environ["STAND_IN_ARGS"]).write_text(json.dumps(kwargs))
-        for line in RECORDED_LOG.read_text().splitlines()[1:]:
+        recorded = RECORDED_LOGS / os.environ.get("STAND_IN_LOG", "trtllm-1.1.0rc3-dgx-spark.log")
+        for line in recorded.read_text().splitlines()[1:]:
             print(line, flush=True)
 
     def generate(self, prompts, params):
