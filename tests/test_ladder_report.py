@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import ROOT
 from kvprobe.report.charts import LadderWaterfall, alt_text, chart_specs, draw
 from kvprobe.report.conditions import analyse_experiments, costliest_step
 from kvprobe.report.conditions_layout import ladder_answer
+from kvprobe.report.sizing_layout import inputs_moved_text
 from kvprobe.report.summary import build_report
 from kvprobe.report.writers import render_report
 from kvprobe.results.schema import ResultDocument
+from kvprobe.results.store import ResultStore
+from kvprobe.units import MIB
 from synthetic import BLOCK_BYTES, experiment_documents
 
 # Rungs in ladder order; the synthetic reference KV (blocks): native 700, cache 700, hidden 70, container 35.
@@ -92,3 +96,17 @@ def test_an_experiment_that_is_not_a_ladder_has_no_steps():
     assert model.ladder == [] and not any(
         isinstance(s, LadderWaterfall) for s in chart_specs(build_report(experiment_documents()))
     )
+
+
+def test_each_step_says_which_input_of_the_engines_equation_it_moved():
+    """The committed sizing-cpu runs (native, then a cgroup limit vLLM's CPU backend cannot see) read as a
+    two-rung ladder: the step moves no input the equation reads, and its residual is what is left."""
+    loaded, problems = ResultStore(ROOT / "docs" / "experiments" / "sizing-cpu-2026-11-30" / "results").load_all()
+    assert not problems
+    docs = [d.model_copy(update={"experiment": d.experiment.model_copy(update={"ladder": True})}) for _, d in loaded]
+    (model,) = analyse_experiments(docs)
+    (step,) = model.ladder
+    assert (step.previous, step.name, step.sizing.equation) == ("native", "hidden-limit", "vllm-cpu")
+    assert step.sizing.residual_bytes is not None and abs(step.sizing.residual_bytes) < 4 * MIB
+    cell = inputs_moved_text(step.sizing)
+    assert cell.startswith(("none moved; residual", "the worker's resident memory (non-KV)")), cell

@@ -84,6 +84,9 @@ class LadderStep(Model):
     moved_parts: dict[str, float] = Field(
         description="Attribution part -> this rung minus the previous, largest first."
     )
+    sizing: SizingDecomposition | None = Field(
+        None, description="The reference KV step split by the engine's sizing equation: which input the step moved."
+    )
 
 
 class ExperimentModel(Model):
@@ -158,6 +161,7 @@ def _ladder_steps(order: list[str], results: list[ConditionResult], runs: dict[s
             previous=previous,
             changes={m: compare(runs[previous], runs[rung], m) for m in CONDITION_METRICS},
             moved_parts=_moved(before.attribution, after.attribution),
+            sizing=decompose_runs(runs[previous], runs[rung]),
         )
         for (previous, before), (rung, after) in pairwise(zip(order, results, strict=True))
     ]

@@ -22,7 +22,7 @@ from kvprobe.report.conditions import (
 )
 from kvprobe.report.document import Block, BulletList, Figure, Heading, Paragraph, Table, code, strong
 from kvprobe.report.formatting import boundary_text, change_text, fmt_stat, interval_text, p_text, with_unit
-from kvprobe.report.sizing_layout import sizing_blocks
+from kvprobe.report.sizing_layout import inputs_moved_text, sizing_blocks
 from kvprobe.report.words import BOUND_NOTE, EVIDENCE_TEXT, PART_LABELS, SHORT_TITLES
 from kvprobe.units import gib
 
@@ -52,6 +52,7 @@ def _ladder_table(model: ExperimentModel) -> Table:
             "-",
             "-",
             "-",
+            "-",
         )
     ]
     for number, step in enumerate(model.ladder, start=1):
@@ -67,6 +68,7 @@ def _ladder_table(model: ExperimentModel) -> Table:
                 change_text(step.changes["u_max"], "fraction"),
                 change_text(step.changes["kv_u_max_bytes"], "GiB"),
                 _moved_text(step),
+                inputs_moved_text(step.sizing),
             )
         )
     header = (
@@ -79,8 +81,9 @@ def _ladder_table(model: ExperimentModel) -> Table:
         "u_max against the rung before",
         "KV at u_max against the rung before",
         "attribution parts that moved at this step (GiB)",
+        "sizing equation inputs that moved (KV change, GiB)",
     )
-    return Table(header, tuple(rows), (True, False, False, True, False, False, False, False, False))
+    return Table(header, tuple(rows), (True, False, False, True, *[False] * 6))
 
 
 def ladder_answer(model: ExperimentModel) -> str:

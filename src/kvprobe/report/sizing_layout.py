@@ -17,7 +17,26 @@ INPUT_LABELS = {
     "available_after_profile_bytes": "MemAvailable after profiling",
     "transient_peak_bytes": "torch's transient peak",
     "kv_cache_memory_bytes": "the explicit KV budget",
+    "fraction": "free_gpu_memory_fraction",
+    "device_total_bytes": "the device's total memory",
+    "peak_bytes": "memory in use at profiling's peak",
+    "temporary_kv_bytes": "the profiling run's KV cache",
+    "max_gpu_total_bytes": "the max_gpu_total_bytes cap",
 }
+
+
+def inputs_moved_text(sizing: SizingDecomposition | None) -> str:
+    """One cell: the equation's inputs that moved and the KV each move gives (GiB), with the residual."""
+    if sizing is None or sizing.residual_bytes is None:
+        return "-" if sizing is None else f"not decomposed ({', '.join(sizing.missing) or 'different equations'})"
+    moved = [
+        f"{INPUT_LABELS.get(name, name)} {gib(value, 3, sign=True)}" for name, value in sizing.contributions.items()
+    ]
+    return (
+        "; ".join([*moved, f"residual {gib(sizing.residual_bytes, 3, sign=True)}"])
+        if moved
+        else (f"none moved; residual {gib(sizing.residual_bytes, 3, sign=True)}")
+    )
 
 
 def sizing_blocks(sizing: SizingDecomposition | None, before: str, after: str) -> list[Block]:
