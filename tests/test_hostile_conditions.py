@@ -48,6 +48,24 @@ def test_a_runtime_flag_that_defeats_cleanup_is_refused(tmp_path, flag):
     assert done.exit_code == 2 and f"--runtime-flag {flag}: refused" in done.output
 
 
+def test_an_experiment_files_runtime_flags_that_defeat_cleanup_are_refused_at_load(tmp_path):
+    """The same flags in an experiment file passed --dry-run with exit 0 and no word."""
+    path = experiment_file(
+        tmp_path,
+        "  boxed:\n    container: {runtime: podman, rootfs: '/:O',\n"
+        "                runtime_flags: ['--rm=false', '--name=x', '--cpus=2']}\n",
+    )
+    done = invoke("experiment", str(path), "--out", str(tmp_path / "out"), "--dry-run")
+    assert done.exit_code == 2, done.output
+    refused = [line for line in done.output.splitlines() if "container.runtime_flags" in line]
+    assert len(refused) == 2, done.output
+    assert (
+        "condition 'boxed'" in refused[0] and "--rm=false: refused: kvprobe removes the container itself" in refused[0]
+    )
+    assert "--name=x: refused: kvprobe names the container itself" in refused[1]
+    assert not (tmp_path / "out").exists()
+
+
 def test_widening_flags_are_shown_on_a_dry_run_of_a_shared_file(tmp_path):
     """--dry-run hid a condition's runtime flags."""
     path = experiment_file(

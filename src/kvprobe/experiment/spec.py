@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kvprobe.config import ConfigError, ModelSettings, load_models, parse_utilization_range, read_document
 from kvprobe.environment.memory import read_cgroup_memory
-from kvprobe.measure.containers import isolation_problems
+from kvprobe.measure.containers import isolation_problems, refused_runtime_flags
 from kvprobe.results.schema import Condition, ContainerSettings, ExperimentRef, NativeFromImage
 from kvprobe.units import gib, parse_size
 from kvprobe.vocabulary import SEARCHES, Search, Strategy
@@ -207,6 +207,10 @@ def _side_problems(path: Path, name: str, entry: ConditionEntry) -> list[str]:
     box, image = entry.container, entry.native_from_image
     if box is not None:
         problems += [f"{_where(path, name, 'container.' + field)}: {text}" for field, text in isolation_problems(box)]
+        problems += [
+            f"{_where(path, name, 'container.runtime_flags')}: {flag}: refused: {why}"
+            for flag, why in refused_runtime_flags(box.runtime_flags)
+        ]
         if "shm_size" in box.model_fields_set and box.ipc_host:
             problems.append(
                 f"{_where(path, name, 'container.shm_size')}: has no effect with the host's IPC (ipc_host is true "

@@ -74,13 +74,14 @@ def _flag_name(flag: str) -> str:
     return flag.split("=", 1)[0]
 
 
+def refused_runtime_flags(flags: list[str]) -> list[tuple[str, str]]:
+    """(flag, why) for each runtime flag kvprobe refuses, from the command line or an experiment file."""
+    return [(flag, REFUSED_FLAGS[_flag_name(flag)]) for flag in flags if _flag_name(flag) in REFUSED_FLAGS]
+
+
 def runtime_flag_problems(flags: list[str]) -> list[str]:
     """--runtime-flag values kvprobe refuses, one sentence each."""
-    return [
-        f"--runtime-flag {flag}: refused: {REFUSED_FLAGS[_flag_name(flag)]}"
-        for flag in flags
-        if _flag_name(flag) in REFUSED_FLAGS
-    ]
+    return [f"--runtime-flag {flag}: refused: {why}" for flag, why in refused_runtime_flags(flags)]
 
 
 def runtime_flag_warnings(flags: list[str]) -> list[str]:
