@@ -7,12 +7,14 @@ import pytest
 import yaml
 
 from conftest import ROOT, kvprobe, tiny_models_file
-from kvprobe.config import ConfigError
+from kvprobe.config import ConfigError, load_models
 from kvprobe.errors import InputError
 from kvprobe.experiment import preflight
-from kvprobe.experiment.plan import estimate, schedule
+from kvprobe.experiment.plan import RULE_FIXED_S, RULE_S_PER_GIB, estimate, schedule, start_time
 from kvprobe.experiment.spec import load_experiment
 from kvprobe.measure.containers import build_command
+from kvprobe.predict import predict
+from kvprobe.units import GIB
 
 
 def write(directory, body: dict):
@@ -200,3 +202,12 @@ def test_a_model_that_cannot_fit_is_refused_before_any_cell_with_predicts_reason
         preflight.check(
             load_experiment(write(tmp_path, {**yaml.safe_load(path.read_text()), "only": ["qwen2.5-72b-instruct"]}))
         )
+
+
+def test_the_start_time_rule_weighs_a_quantized_model_as_predict_does():
+    """The fp8 72B was timed as 135.4 GiB of bf16 weights by --dry-run, against predict's 70.0 GiB."""
+    (fp8,) = [m for m in load_models(ROOT / "models.yaml") if m.extra_engine_args.get("quantization") == "fp8"]
+    timed = start_time(fp8, [])
+    predicted = predict(fp8.name, fp8.hf_config(), dtype=fp8.dtype, quantization="fp8").weight_bytes
+    assert f"({predicted / GIB:.1f} GiB predicted from config.json)" in timed.source
+    assert timed.seconds == pytest.approx(RULE_FIXED_S + RULE_S_PER_GIB * predicted / GIB)

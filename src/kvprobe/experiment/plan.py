@@ -74,7 +74,7 @@ def start_time(model: ModelSettings, earlier: list[ResultDocument]) -> StartTime
     if own:
         seconds = sum(t.wall_s + t.teardown_s for t in own) / len(own)
         return StartTime(model.name, seconds, f"its {len(own)} earlier starts in the results directory")
-    weights = weight_bytes(model.hf_config(), model.dtype)
+    weights = weight_bytes(model.hf_config(), model.dtype, model.extra_engine_args.get("quantization"))
     seconds = RULE_FIXED_S + RULE_S_PER_GIB * weights / GIB
     return StartTime(model.name, seconds, f"{RULE_TEXT} ({weights / GIB:.1f} GiB predicted from config.json)")
 
