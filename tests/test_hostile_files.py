@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MODELS, kvprobe
+from kvprobe.engines.trtllm import TrtllmEngine
 from kvprobe.engines.vllm import VllmEngine
+from kvprobe.measure.request import kvprobe_command
 from kvprobe.measure.perturb import MemoryHolder, PageCacheFile
 from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.store import (
@@ -247,7 +250,12 @@ def test_a_marker_naming_kvprobes_own_session_does_not_end_kvprobe(tmp_path):
 
 
 def test_child_commands_do_not_put_the_working_directory_on_the_import_path():
+    """Trial workers of both engines, and every kvprobe child (an experiment's cells, a container's
+    or chroot's inner run): `python -P`, or `-I` for an interpreter a container names."""
     assert VllmEngine().worker_command("spec.json")[:2] == [sys.executable, "-P"]
+    assert TrtllmEngine().worker_command("spec.json")[:2] == [sys.executable, "-P"]
+    assert kvprobe_command() == [sys.executable, "-P", "-m", "kvprobe.cli"]
+    assert kvprobe_command("/usr/bin/python3")[:2] == ["/usr/bin/python3", "-I"]
 
 
 def test_a_planted_module_in_the_working_directory_does_not_run_in_a_helper(tmp_path, monkeypatch):
@@ -269,3 +277,19 @@ def test_json_nested_deeper_than_any_kvprobe_file_is_refused_though_python_could
     path.write_text('{"schema_version": 4, "settings": ' + "[" * 950 + "]" * 950 + "}")
     with pytest.raises(ResultFileError, match=r"nested too deeply to read \(more than 64 levels\)"):
         load_result(path)
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [".kvprobe.lock", ".journal/20261125T120024-252c.jsonl", ".trials/20261125T120024-252c/trial-001-reference.log"],
+)
+def test_measure_resume_on_a_directory_with_a_planted_link_exits_2_naming_it(tmp_path, victim, planted):
+    """At the real CLI: refused before anything is started or written, the link named, its target unchanged."""
+    out = tmp_path / "out"
+    (out / planted).parent.mkdir(parents=True, exist_ok=True)
+    (out / planted).symlink_to(victim)
+    done = kvprobe("measure", str(MODELS), "--only", "tiny-llama", "--out", str(out), "--resume", check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert planted in done.stdout + done.stderr and "symbolic link" in done.stdout + done.stderr
+    assert victim.read_text() == VICTIM_TEXT
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() or p.is_symlink()) == [planted]

@@ -178,6 +178,17 @@ def test_worker_protocol_against_the_recorded_engine_stand_in(tmp_path):
     assert TrtllmEngine().memory_report(run.stdout).kv_cache_tokens_logged == 86720
 
 
+def test_the_worker_never_writes_its_result_through_a_planted_link(tmp_path):
+    """The result's temporary file was opened by path: a link planted at it (as root) was written
+    through. Both workers write it with worker_protocol.write_result."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("outside\n")
+    (tmp_path / "result.json.tmp").symlink_to(victim)
+    _, result, _ = run_stand_in(tmp_path)
+    assert victim.read_text() == "outside\n"
+    assert json.loads(result.read_text())["versions"]["tensorrt_llm"] == "stand-in"
+
+
 def test_a_start_is_judged_by_the_block_count_its_log_prints(tmp_path):
     """TensorRT-LLM's LLM API hands no block count to its caller: the trial takes the one its C++ KV
     manager prints (0.19-era excerpt, issue #4275), through the stand-in worker, its result file as the

@@ -9,11 +9,14 @@ adapter's worker speaks this protocol; defaults live here and nowhere else.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from kvprobe.safe_io import write_new
 
 PHASE_MARK = "KVPROBE_PHASE"
 """Starts a log line `KVPROBE_PHASE PHASE UNIX_TIME`: where an engine start is (import, engine_start,
@@ -82,11 +85,12 @@ def read_spec(path: Path) -> WorkerSpec:
     return WorkerSpec.model_validate_json(path.read_text())
 
 
-def write_spec(path: Path, spec: WorkerSpec) -> None:
-    """Atomically: a waiting worker sees the whole spec or none."""
-    ready = path.with_name(path.name + ".tmp")
-    ready.write_text(spec.model_dump_json(indent=1))
-    os.replace(ready, path)
+def write_result(result_path: str, result: dict) -> None:
+    """The worker's result, atomically (the probe reads the whole file or none), its temporary file
+    made anew: never written through a link planted in the trial folder."""
+    tmp = Path(result_path + ".tmp")
+    write_new(tmp, json.dumps(result))
+    os.replace(tmp, result_path)
 
 
 def wait_for_spec(spec_path: Path) -> WorkerSpec:

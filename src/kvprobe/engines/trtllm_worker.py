@@ -13,7 +13,6 @@ classify. This is the only kvprobe code that imports TensorRT-LLM.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 from kvprobe.engines.vllm_worker import _cuda_view, _prompt, _torch_versions
-from kvprobe.worker_protocol import hold_until_measured, mark, read_spec, wait_for_spec
+from kvprobe.worker_protocol import hold_until_measured, mark, read_spec, wait_for_spec, write_result
 
 PROMPT_VOCAB = 1000  # token ids below every model's vocabulary: the worker starts without a tokenizer
 
@@ -77,9 +76,7 @@ def main(spec_path: str, result_path: str | None) -> int:
         result["throughput"] = {**shape, "output_tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
         mark("throughput")
     result["cuda"] = _cuda_view()
-    tmp = Path(result_path + ".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, result_path)
+    write_result(result_path, result)
     mark("done")
     sys.stdout.flush()
     os._exit(0)  # the parent tears down the process group; TensorRT-LLM's shutdown only costs time

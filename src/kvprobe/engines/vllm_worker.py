@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import math
 import os
 import random
@@ -31,6 +30,7 @@ from kvprobe.worker_protocol import (
     mark,
     read_spec,
     wait_for_spec,
+    write_result,
 )
 
 # Scheduler steps the cache must stay full (requests waiting, no new peak) before a fill stops:
@@ -309,9 +309,7 @@ def main(spec_path: str, result_path: str | None, prepare_like: str | None = Non
 
     result["cuda"] = _cuda_view()
     result["versions"].update(_torch_versions())
-    tmp = Path(result_path + ".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, result_path)
+    write_result(result_path, result)
     mark("done")
     sys.stdout.flush()
     # The parent tears down the whole process group; a clean shutdown here only costs time.
