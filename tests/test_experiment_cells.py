@@ -134,3 +134,20 @@ def test_a_container_killed_at_its_start_leaves_its_cell_unfinished_and_resume_r
     manifest = json.loads((out / MANIFEST).read_text())
     assert list(manifest["done"]) == ["a/r1"] and list(manifest["unfinished"]) == ["box/r1"]
     assert not os.path.exists(out / "tiny-llama" / "box") and len(list(out.glob("tiny-llama/a-*.json"))) == 1
+
+
+@needs_podman
+@pytest.mark.container
+def test_a_container_the_runtime_refuses_to_start_is_refused_before_the_first_cell(tmp_path):
+    """podman itself refuses the container (CPUs this machine does not have, exit 125): the preflight's
+    probe container says so, naming the condition, before any cell runs (exit 2, no result written).
+    A container that starts at preflight and dies in its cell: the test above, unfinished and retried."""
+    out = tmp_path / "out"
+    box = {"runtime": "podman", "rootfs": "/:O", "memlock": "none", "stack": "none"}
+    path = experiment_file(tmp_path, {"a": {}, "box": {"container": {**box, "runtime_flags": ["--cpuset-cpus=999"]}}})
+    command = [sys.executable, "-m", "kvprobe.cli", "experiment", str(path), "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600, env=standin_environment())
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    (problem,) = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+    assert "condition 'box'" in problem and "requested CPUs are not available" in problem
+    assert not list(out.glob("tiny-llama/*.json")) and not list(out.glob(".trials/*/*.log"))
