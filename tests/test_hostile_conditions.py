@@ -5,6 +5,10 @@ refused at load (exit 2), before any cell starts."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from click.testing import CliRunner
 from conftest import ROOT
 from kvprobe.cli import main
 from kvprobe.measure.containers import runtime_flag_problems, runtime_flag_warnings
+from replay_engine import standin_environment
 
 MODELS = ROOT / "models.yaml"
 
@@ -80,24 +85,54 @@ def test_widening_flags_are_shown_on_a_dry_run_of_a_shared_file(tmp_path):
     assert runtime_flag_warnings(["--cpus=2"]) == []
 
 
-def test_engine_arguments_that_run_code_are_said_before_anything_runs(tmp_path):
+CODE_RUNNING = [
+    ("trust_remote_code", "true"),
+    ("worker_cls", "my.module.Worker"),
+    ("worker_extension_cls", "my.module.Extension"),
+    ("model_impl", "transformers"),
+]
+
+
+def code_running_models(tmp_path: Path, arg: str, value: str) -> Path:
     models = tmp_path / "models.yaml"
     models.write_text(
         f"models:\n  - name: remote\n    model: {ROOT / 'configs/tiny-llama'}\n    max_model_len: 256\n"
-        "    load_format: dummy\n    extra_engine_args: {trust_remote_code: true}\n"
+        f"    load_format: dummy\n    extra_engine_args: {{{arg}: {value}}}\n"
     )
+    return models
+
+
+@pytest.mark.parametrize(("arg", "value"), CODE_RUNNING)
+def test_engine_arguments_that_run_code_are_said_on_a_dry_run(tmp_path, arg, value):
+    models = code_running_models(tmp_path, arg, value)
     path = tmp_path / "experiment.yaml"
     path.write_text(f"name: code\nmodels: {models}\nbaseline: native\nrepeats: 1\nconditions:\n  native: {{}}\n")
     done = invoke("experiment", str(path), "--out", str(tmp_path / "out"), "--dry-run")
-    assert "model 'remote': extra_engine_args trust_remote_code: the engine runs code" in done.output
+    assert done.exit_code == 0, done.output
+    assert f"model 'remote': extra_engine_args {arg}: the engine runs code" in done.output
+
+
+def test_engine_arguments_that_run_code_are_said_before_the_first_start_of_a_measurement(tmp_path):
+    """A real `kvprobe measure` (the recorded-engine stand-in in place of vLLM): the warning comes
+    before the first trial."""
+    models = code_running_models(tmp_path, "worker_cls", "my.module.Worker")
+    command = [sys.executable, "-m", "kvprobe.cli", "measure", str(models), "--out", str(tmp_path / "out")]
+    command += ["--searches", "reference"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=standin_environment())
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    said = next(
+        i for i, e in enumerate(events) if "extra_engine_args worker_cls: the engine runs code" in e.get("text", "")
+    )
+    first_trial = next(i for i, e in enumerate(events) if e["event"] in ("phase", "trial"))
+    assert said < first_trial, done.stdout
 
 
 @pytest.mark.parametrize(
     ("condition", "says"),
     [
         ("page_cache: 1000t", "field 'page_cache': 1024000.00 GiB is beyond any machine"),
-        ("hold_memory: 100000g", "field 'hold_memory'"),
-        ("cgroup_limit: 1k", "field 'cgroup_limit'"),
+        ("hold_memory: 100000g", "field 'hold_memory': 100000.00 GiB is beyond any machine"),
+        ("cgroup_limit: 1k", "field 'cgroup_limit': 0.00 GiB is below 0.50 GiB: too small for an engine to start"),
     ],
 )
 def test_sizes_the_machine_cannot_honour_are_refused_at_load(tmp_path, condition, says):
@@ -105,3 +140,27 @@ def test_sizes_the_machine_cannot_honour_are_refused_at_load(tmp_path, condition
     path = experiment_file(tmp_path, f"  big:\n    {condition}\n")
     done = invoke("experiment", str(path), "--out", str(tmp_path / "out"), "--dry-run")
     assert done.exit_code == 2 and says in done.output and "Traceback" not in done.output
+
+
+@pytest.mark.parametrize(
+    ("condition", "says"),
+    [
+        ("page_cache: 1000g", "field 'page_cache': 1000.00 GiB is more than this machine's memory"),
+        ("hold_memory: 23g", "field 'hold_memory': 23.00 GiB leaves less than 2.00 GiB of this machine's"),
+        ("cgroup_limit: 1000g", "field 'cgroup_limit': 1000.00 GiB is more than this machine's memory"),
+    ],
+)
+def test_sizes_this_machine_cannot_honour_are_refused_before_the_first_cell(tmp_path, condition, says):
+    """The issue's sizes (1000g of page cache, memory held up to the OOM killer, a limit above the
+    machine): said on a dry run (the file may be meant for another machine), refused by a real run
+    with exit 2 before any cell, nothing written."""
+    if "cgroup_limit" in condition and os.geteuid() != 0:
+        pytest.skip("a cgroup limit needs root, refused for that first")
+    path = experiment_file(tmp_path, f"  big:\n    {condition}\n")
+    out = tmp_path / "out"
+    dry = invoke("experiment", str(path), "--out", str(out), "--dry-run")
+    assert dry.exit_code == 0 and f"warning: on this machine, {path}: condition 'big': {says}" in dry.output
+    run = invoke("experiment", str(path), "--out", str(out))
+    lines = [line for line in run.output.splitlines() if "condition 'big'" in line]
+    assert run.exit_code == 2 and len(lines) == 1 and says in lines[0], run.output
+    assert not out.exists() or not any(out.rglob("*.json"))

@@ -25,7 +25,7 @@ from kvprobe.units import gib
 HOLD_HEADROOM = 2 << 30  # what a held helper must leave: the guard's default host floor
 
 
-def machine_problems(experiment: Experiment, out_dir: Path) -> None:
+def machine_problems(experiment: Experiment, out_dir: Path) -> list[str]:
     """Sizes this machine cannot honour, refused before the first cell: a page cache larger than its
     memory or than the free disk under OUT/.scratch (it would fill the disk mid-run), held memory
     that leaves less than the guard's floor (the OOM killer would come first), a cgroup limit above
@@ -50,8 +50,7 @@ def machine_problems(experiment: Experiment, out_dir: Path) -> None:
                 f"{field} 'cgroup_limit': {gib(c.cgroup_limit_bytes, unit=True)} is more than this "
                 f"machine's memory ({gib(total, unit=True)})"
             )
-    if problems:
-        raise InputError("\n".join(problems))
+    return problems
 
 
 def run_experiment(
@@ -61,13 +60,17 @@ def run_experiment(
     loaded = load_experiment(experiment_file)
     earlier, _ = ResultStore(Path(out_dir)).load_all() if Path(out_dir).is_dir() else ([], [])
     print_schedule(console, loaded, [doc for _, doc in earlier])
-    if dry_run:
+    too_large = machine_problems(loaded, Path(out_dir))
+    if dry_run:  # the file may be meant for another machine: said, not refused
+        for problem in too_large:
+            console.print(f"[yellow]warning:[/] on this machine, {escape(problem)}", highlight=False)
         return 0
     if importlib.util.find_spec("vllm") is None:
         raise InputError("vLLM is not installed in this Python environment (see README: setup)")
     place = {cell.key: k for k, cell in enumerate(schedule(loaded), start=1)}
     preflight.check(loaded)
-    machine_problems(loaded, Path(out_dir))
+    if too_large:
+        raise InputError("\n".join(too_large))
 
     def on_cell(cell: Cell, state: str) -> None:
         where = f"cell {place[cell.key]} of {len(place)}"
