@@ -230,10 +230,23 @@ def test_predict_refuses_a_deeply_nested_config_json(tmp_path):
     refused(invoke("predict", str(path), "--memory", "8g"), "nested too deeply")
 
 
-def test_a_deeply_nested_models_file_is_bad_input(tmp_path):
-    path = tmp_path / "models.yaml"
+@pytest.mark.parametrize("command", ["predict", "measure", "experiment"])
+def test_a_deeply_nested_models_or_experiment_file_is_bad_input(tmp_path, command):
+    """measure and predict exited 1 with a RecursionError; an experiment file is read the same way."""
+    path = tmp_path / "input.yaml"
     path.write_text("models: " + "[" * 50_000 + "]" * 50_000 + "\n")
-    refused(invoke("predict", str(path), "--memory", "8g"), "nested too deeply to read")
+    extra = {"predict": ["--memory", "8g"], "measure": ["--out", str(tmp_path / "out")]}.get(command, [])
+    if command == "experiment":
+        extra = ["--out", str(tmp_path / "out"), "--dry-run"]
+    refused(invoke(command, str(path), *extra), "nested too deeply to read")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_fifo_in_a_recorded_machine_is_refused_without_hanging(tmp_path):
+    (tmp_path / "proc").mkdir()
+    os.mkfifo(tmp_path / "proc" / "meminfo")
+    with within(10):
+        refused(invoke("env", "--recorded", str(tmp_path)), "not a regular file")
 
 
 def test_a_fifo_config_json_is_refused_without_hanging(tmp_path):

@@ -124,3 +124,26 @@ def test_a_disk_that_fills_during_a_measurement_is_a_sentence(small_disk, tmp_pa
     said = done.stdout + done.stderr
     assert done.returncode in (1, 2) and "Traceback" not in said, said[-3000:]
     assert "No space left on device" in said
+
+
+def test_a_torn_experiment_manifest_exits_2_at_the_cli(tmp_path):
+    """The same torn experiment.json through `kvprobe experiment --resume`: a sentence and exit 2,
+    no traceback, nothing started or overwritten."""
+    from click.testing import CliRunner
+
+    from conftest import tiny_models_file
+    from kvprobe.cli import main
+    from kvprobe.experiment.run import MANIFEST
+
+    path = tmp_path / "experiment.yaml"
+    path.write_text(
+        f"name: torn\nmodels: {tiny_models_file(tmp_path)}\nbaseline: native\nrepeats: 1\nconditions:\n  native: {{}}\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST).write_text('{"run_id": "2026')
+    done = CliRunner().invoke(main, ["experiment", str(path), "--out", str(out), "--resume"])
+    assert done.exit_code == 2, done.output
+    assert "not a readable experiment manifest" in done.output and "Traceback" not in done.output
+    assert sorted(p.name for p in out.iterdir()) == [".kvprobe-experiment.lock", MANIFEST]  # the lock: empty
+    assert (out / MANIFEST).read_text() == '{"run_id": "2026'  # kept as it was for the user to look at
