@@ -18,8 +18,8 @@ import pytest
 from conftest import MODELS, kvprobe
 from kvprobe.engines.trtllm import TrtllmEngine
 from kvprobe.engines.vllm import VllmEngine
-from kvprobe.measure.request import kvprobe_command
 from kvprobe.measure.perturb import MemoryHolder, PageCacheFile
+from kvprobe.measure.request import kvprobe_command
 from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.store import (
     BadManifest,
@@ -293,3 +293,15 @@ def test_measure_resume_on_a_directory_with_a_planted_link_exits_2_naming_it(tmp
     assert planted in done.stdout + done.stderr and "symbolic link" in done.stdout + done.stderr
     assert victim.read_text() == VICTIM_TEXT
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() or p.is_symlink()) == [planted]
+
+
+@pytest.mark.parametrize("folder", [".journal", ".trials", ".trials/20261125T120024-252c"])
+def test_a_file_where_kvprobe_keeps_a_folder_is_refused_with_a_sentence(tmp_path, folder):
+    """Found by the property test: a file named .journal ended measure --resume in a FileExistsError."""
+    out = tmp_path / "out"
+    (out / folder).parent.mkdir(parents=True, exist_ok=True)
+    (out / folder).write_text("not a folder\n")
+    with pytest.raises(LinkedDirectory, match=rf"{folder}: a file where kvprobe keeps a folder"):
+        RunLock(out).acquire()
+    done = kvprobe("measure", str(MODELS), "--only", "tiny-llama", "--out", str(out), "--resume", check=False)
+    assert done.returncode == 2 and "a file where kvprobe keeps a folder" in done.stderr, done.stderr

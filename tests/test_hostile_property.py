@@ -1,20 +1,24 @@
-"""A results directory is untrusted input, checked by Hypothesis: a link, a FIFO, an oversized file or
-deeply nested JSON planted at any path kvprobe reads or writes under it, then `kvprobe report` and
-`kvprobe measure --resume` of the shipped tiny model, its engine the recorded-engine stand-in
-(tests/replay_engine.py: kvprobe's own lock, manifest, journal, markers and trial files, no vLLM start).
-Whatever is planted,
-no file outside the directory changes, nothing hangs beyond a bound, and the exit is 0, 1 or 2 with
-a sentence, never a traceback.
+"""A results directory is untrusted input, checked by Hypothesis: a link, a FIFO, an oversized file,
+deeply nested JSON or garbage planted at any path kvprobe reads or writes under it (and a link or a
+file in place of any of its folders), then `kvprobe report` and `kvprobe measure --resume`.
+
+The directory is a real interrupted run of the shipped tiny model (its engine the recorded-engine
+stand-in, tests/replay_engine.py: kvprobe's own lock, manifest, journal, markers and trial files,
+no vLLM start), so the resume reads its manifest and journal and continues it, beside the committed
+sample results. Whatever is planted, no file outside the directory changes, nothing hangs beyond a
+bound, and the exit is 0, 1 or 2 with a sentence, never a traceback.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,31 +27,58 @@ from replay_engine import standin_environment
 
 SAMPLE = ROOT / "tests" / "data" / "results"
 VICTIM_TEXT = "outside the results directory\n"
-RUN_ID = "20261125T120024-252c"
-# Every kind of file kvprobe reads or writes under a results directory.
-PATHS = (
-    ".kvprobe.lock",
-    ".kvprobe-run-native.json",
-    f".journal/{RUN_ID}.jsonl",
-    f".trials/{RUN_ID}/running-trial.json",
-    f".trials/{RUN_ID}/waiting-001.worker.json",
-    f".trials/{RUN_ID}/trial-001-reference.log",
-    f".trials/{RUN_ID}/trial-001-reference.spec.json",
-    "tiny-llama/native-20261125T120024-252c-r1.json",
-    "tiny-llama/native-20261125T999999-0000-r1.json",
-    "experiment.json",
-    "summary.json",
-)
+MEASURE = ("--label", "native", "--searches", "reference,u_max")
 PLANTS = ("link", "fifo", "oversized", "nested", "garbage")
+FOLDER_PLANTS = ("link", "garbage")  # a link to a folder outside, or a file where the folder was
 BOUND_S = 60
 
 
-def plant(path: Path, kind: str, victim: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.exists():
+def kvprobe(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kvprobe.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=BOUND_S,
+        env=standin_environment(),
+    )
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
+    """A run interrupted after its first trial (its manifest open, one trial journaled), the sample
+    results beside it; every file and folder it holds, and the files its resume would write next."""
+    base = tmp_path_factory.mktemp("template")
+    out = base / "out"
+    command = [sys.executable, "-m", "kvprobe.cli", "measure", str(tiny_models_file(base)), "--out", str(out), *MEASURE]
+    probe = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=standin_environment()
+    )
+    assert probe.stdout is not None
+    for line in probe.stdout:
+        if '"event":"trial"' in line:
+            probe.send_signal(signal.SIGINT)
+            break
+    probe.communicate(timeout=BOUND_S)
+    assert probe.returncode == 130
+    shutil.copytree(SAMPLE, out, dirs_exist_ok=True)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    folders = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_dir())
+    (run,) = [Path(f).stem for f in files if f.startswith(".journal/")]
+    upcoming = [f".trials/{run}/trial-002-u_max.{suffix}" for suffix in ("spec.json", "log", "result.json")]
+    upcoming += [f".trials/{run}/trial-002-u_max.result.json.tmp", f".trials/{run}/trial-002-u_max.measured"]
+    upcoming += [f".trials/{run}/running-trial.json", "experiment.json", "summary.json"]
+    return out, [*files, *upcoming], folders
+
+
+def plant(path: Path, kind: str, outside: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
         path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "link":
-        path.symlink_to(victim)
+        path.symlink_to(outside / ("folder" if path.suffix == "" else "victim.txt"))
     elif kind == "fifo":
         os.mkfifo(path)
     elif kind == "oversized":
@@ -59,35 +90,39 @@ def plant(path: Path, kind: str, victim: Path) -> None:
         path.write_bytes(b"\x00\xff{not json\n")
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kvprobe.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=BOUND_S,
-        env=standin_environment(),
-    )
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(where=st.sampled_from(PATHS), kind=st.sampled_from(PLANTS))
-def test_anything_planted_under_a_results_directory_is_refused_or_skipped(tmp_path_factory, where, kind):
+def said_why(done: subprocess.CompletedProcess) -> bool:
+    """A failure's sentence: an error line (click's `Error: ...`) or a message record of the run."""
+    plain = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("{")]
+    return bool(plain) or '"event":"message"' in done.stdout
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_anything_planted_under_a_results_directory_is_refused_or_skipped(tmp_path_factory, interrupted, data):
+    template, files, folders = interrupted
+    where = data.draw(st.sampled_from([*files, *folders]), label="where")
+    kind = data.draw(st.sampled_from(FOLDER_PLANTS if where in folders else PLANTS), label="kind")
     base = tmp_path_factory.mktemp("planted")
-    out = base / "out"
-    shutil.copytree(SAMPLE, out)
-    victim = base / "victim.txt"
-    victim.write_text(VICTIM_TEXT)
-    models = tiny_models_file(base)
-    plant(out / where, kind, victim)
+    out, outside = base / "out", base / "outside"
+    shutil.copytree(template, out, symlinks=True)
+    (outside / "folder").mkdir(parents=True)
+    (outside / "folder" / "kept.txt").write_text(VICTIM_TEXT)
+    (outside / "victim.txt").write_text(VICTIM_TEXT)
+    models = tiny_models_file(outside)
+    plant(out / where, kind, outside)
+    before = snapshot(outside)
 
     for args in (
         ("report", str(out), "--format", "json", "--out", str(base / "report")),
-        ("measure", str(models), "--out", str(out), "--resume", "--label", "native", "--searches", "reference"),
+        ("measure", str(models), "--out", str(out), "--resume", *MEASURE),
     ):
-        done = run(*args, cwd=base)
+        done = kvprobe(*args, cwd=base)
         said = done.stdout + done.stderr
         assert done.returncode in (0, 1, 2), said
         assert "Traceback" not in said, said
-        assert done.returncode == 0 or said.strip(), "a failure must say why"
-        assert victim.read_text() == VICTIM_TEXT
+        assert done.returncode == 0 or said_why(done), f"a failure must say why: {said}"
+        assert snapshot(outside) == before, f"{args[0]} changed a file outside the results directory"

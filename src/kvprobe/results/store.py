@@ -84,8 +84,24 @@ def planted_links(root: Path) -> list[Path]:
     return sorted(path for path in candidates if path.is_symlink())
 
 
+def misplaced_files(root: Path) -> list[Path]:
+    """kvprobe's own folders (.journal, .trials and each run's folder in it) that are not folders."""
+    root = Path(root)
+    trials = root / TRIALS_DIR
+    runs = [*trials.iterdir()] if trials.is_dir() and not trials.is_symlink() else []
+    own = [root / JOURNAL_DIR, trials, *runs]
+    return sorted(path for path in own if (path.exists() or path.is_symlink()) and not path.is_dir())
+
+
 def refuse_links(root: Path) -> None:
-    """LinkedDirectory when `planted_links` finds any: a prepared directory must not steer root's writes."""
+    """LinkedDirectory when `planted_links` finds any, or kvprobe's folders are files: a prepared
+    directory must not steer root's writes, nor end a run in a traceback."""
+    files = [path for path in misplaced_files(root) if not path.is_symlink()]
+    if files:
+        raise LinkedDirectory(
+            f"{root}: {', '.join(str(path.relative_to(root)) for path in files)}: a file where kvprobe keeps a "
+            "folder; remove it or use another --out"
+        )
     links = planted_links(root)
     if links:
         shown = ", ".join(str(path.relative_to(root)) for path in links[:5])
