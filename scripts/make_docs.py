@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT / "src"))
 import numpy  # noqa: E402
 
 from kvprobe.config import load_models  # noqa: E402
+from kvprobe.engines.sizing import LOG_ROUNDING_BYTES  # noqa: E402
+from kvprobe.experiment.schedule_view import describe  # noqa: E402
 from kvprobe.predict import predict  # noqa: E402
 from kvprobe.report.external import STUDY_MODELS, load_benchmark_spark, summarise_external  # noqa: E402
 from kvprobe.report.external_layout import external_document  # noqa: E402
@@ -41,6 +43,7 @@ from kvprobe.units import gib  # noqa: E402
 COMPARED_FILES = ("report.md", "report.html", "summary.json", "runs.csv")
 EXPERIMENT = "docs/experiments/cpu-2026-11-26"  # the committed CPU experiment (issue 14)
 SIZING_EXPERIMENT = "docs/experiments/sizing-cpu-2026-11-30"  # the CPU run recording the sizing inputs (issue 26)
+LADDER_EXPERIMENT = "docs/experiments/ladder-cpu-2026-11-30"  # the isolation ladder on this CPU machine (issue 25)
 # The discrete-GPU control of the study's models, one results directory per model and card.
 GPU_RESULTS = (
     "docs/gpu-h200/results",
@@ -82,6 +85,12 @@ REPORTS = (
         f"{SIZING_EXPERIMENT}/results",
         f"{SIZING_EXPERIMENT}/report",
         "A cgroup limit vLLM's CPU backend cannot see, against native: the KV by its sizing equation",
+        "2026-11-30",
+    ),
+    (
+        f"{LADDER_EXPERIMENT}/results",
+        f"{LADDER_EXPERIMENT}/report",
+        "An isolation ladder on vLLM's CPU backend: native to the study's flags, one feature at a time",
         "2026-11-30",
     ),
     (
@@ -583,6 +592,115 @@ def sizing_experiment_readme() -> str:
     return "\n".join(lines) + "\n"
 
 
+def commits_line(documents: list[ResultDocument]) -> str:
+    """Which kvprobe commits the cells ran (each cell is a new kvprobe process: it runs the checkout
+    as it is when the cell starts)."""
+    counts: dict[str, int] = {}
+    for doc in sorted(documents, key=lambda d: d.started_at):
+        commit = doc.environment.software.get("kvprobe_commit") or "unknown"
+        key = commit[:7] + ("-modified" if commit.endswith("-modified") else "")
+        counts[key] = counts.get(key, 0) + 1
+    if len(counts) == 1:
+        return f"Every cell ran kvprobe commit {next(iter(counts))}."
+    listed = ", ".join(f"{commit} ({n} results)" for commit, n in counts.items())
+    return (
+        f"The cells ran kvprobe commits {listed}, in that order: each cell is a new kvprobe process and runs the "
+        "checkout as it is when the cell starts, and commits landed during the run. Between them kvprobe's "
+        "source changed in its report, TensorRT-LLM's adapter, input checks and the way a worker writes its "
+        "result file; nothing that sets a vLLM trial's arguments or figures (the committed diff shows it)."
+    )
+
+
+def progress_line(experiment: dict, documents: list[ResultDocument], rungs: int) -> str:
+    """How far the experiment got (its manifest, experiment.json), and each full repeat's duration."""
+    done, unfinished = len(experiment["done"]), len(experiment["unfinished"])
+    repeats = sorted({d.repeat for d in documents})
+    took = {
+        r: max(d.finished_at for d in documents if d.repeat == r)
+        - min(d.started_at for d in documents if d.repeat == r)
+        for r in repeats
+        if sum(1 for d in documents if d.repeat == r) == rungs
+    }
+    durations = ", ".join(f"repeat {r} took {seconds / 60:.0f} min" for r, seconds in took.items())
+    if experiment["status"] == "finished":
+        return f"All {done} cells finished ({durations})."
+    return (
+        f"It was stopped after {done} cells ({len(took)} full repeat(s) of the {rungs} rungs, {unfinished} cell(s) "
+        f"unfinished; {durations}): the third repeat did not fit in this session. `experiment.json` keeps the "
+        "run: `--resume` runs the rest, and the report lists what is missing."
+    )
+
+
+def ladder_readme() -> str:
+    """docs/experiments/ladder-cpu-.../README.md: what ran, what each rung was as recorded inside it."""
+    documents = sorted(load(f"{LADDER_EXPERIMENT}/results"), key=lambda d: d.started_at)
+    first = documents[0]
+    spec = first.experiment
+    experiment = json.loads((ROOT / LADDER_EXPERIMENT / "results" / "experiment.json").read_text())
+    took = max(d.finished_at for d in documents) - min(d.started_at for d in documents)
+    starts = sum(len(d.trials) for d in documents)
+    lines = [
+        f"# Experiment {spec.name}: an isolation ladder on vLLM's CPU backend",
+        "",
+        "Made by `scripts/make_docs.py`. Ran from the repository root, as root, as",
+        "",
+        "```",
+        "kvprobe experiment experiments/ladder-cpu.yaml --out results",
+        "```",
+        "",
+        f"on this project's CPU machine (2 cores, {gib(first.environment.host_memory['MemTotal'])} GiB MemTotal at",
+        f"the first cell), podman with runc, vLLM {first.versions.vllm}, torch {first.versions.torch}.",
+        f"{len(documents)} results, {starts} engine starts in {took / 60:.0f} min, {spec.order}.",
+        progress_line(experiment, documents, len(spec.conditions)),
+        "Files:",
+        "[`experiment.yaml`](experiment.yaml) and [`cpu-demo-models.yaml`](cpu-demo-models.yaml) as run,",
+        "[`results/`](results/) (result JSON, `experiment.json`, journals, trial specs and engine logs),",
+        "[`experiment.log`](experiment.log) (the command's output), [`report/`](report/report.md) (the report:",
+        "its ladder section holds each step against the one before, with the step's sizing-equation inputs).",
+        "The checkout's directory in the committed files was rewritten to `/srv/kvprobe`.",
+        "",
+        commits_line(documents),
+        "",
+        "Each rung as kvprobe recorded it from inside the run (the cgroup it ran in and its limit, the",
+        "size of /dev/shm, the runtime's command line for a container rung, the root for the chroot):",
+        "",
+        "| rung | what | results | cgroup (limit) | /dev/shm (GiB) | how the side was made |",
+        "| --- | --- | ---: | --- | ---: | --- |",
+    ]
+    for name in spec.conditions:
+        runs = [d for d in documents if d.condition == name]
+        if not runs:
+            lines.append(f"| {name} | - | 0 | - | - | - |")
+            continue
+        doc = runs[0]
+        env, made = doc.environment, doc.options.container
+        limit = "none" if env.cgroup.limit_bytes is None else f"{gib(env.cgroup.limit_bytes)} GiB"
+        if made is None:
+            how = "this machine's own install"
+        elif made.runtime == "chroot":
+            how = f"chroot of `{made.rootfs}`, {len(made.mounts)} mounts"
+        else:  # the runtime's flags, up to the image or root it ran
+            flags = made.command[: made.command.index("--rootfs")] if "--rootfs" in made.command else made.command
+            how = "`" + " ".join(flags) + "`"
+        lines.append(
+            f"| {name} | {describe(env.condition) if env.condition else '-'} | {len(runs)} | "
+            f"`{env.cgroup.path}` ({limit}) | {gib(env.shm_bytes)} | {how} |"
+        )
+    lines += [
+        "",
+        "What the numbers say is in the report's ladder section, stated only where the runs show a change.",
+        "Other work ran on this machine during parts of the run (kvprobe's own tests): it lowers MemAvailable,",
+        "and so the u_max that kvprobe's guard sets (the report names which boundary set each u_max). The KV at",
+        "gpu_memory_utilization does not depend on it: vLLM's CPU backend sizes it from the node's MemTotal",
+        "and its own resident memory, and every start's sizing check in the results says whether it agreed.",
+        "The rung without a cgroup of its own (podman `--cgroups=disabled`) is not here: it needs crun, and",
+        "Debian 12's crun refuses this machine's hybrid cgroup hierarchy. The study's memlock and stack",
+        "ulimits are left out on every rung (this machine's root may not raise them in a container).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 TEST_SUITE = "docs/benchmarks/raw/test-suite.json"
 
 
@@ -971,6 +1089,14 @@ def backend(doc: ResultDocument) -> str:
     return "CPU" if doc.device.startswith("CPU") else doc.device
 
 
+NODE_TOTAL = "the NUMA node's MemTotal (MemTotal used)"
+
+
+def engine_total(doc: ResultDocument, trial: int) -> float | None:
+    """The total the engine logged it multiplied by the utilization, at one trial."""
+    return next((t.memory_report.budget_total_bytes for t in doc.trials if t.number == trial), None)
+
+
 def sizing_rows() -> list[dict]:
     """One row per results directory: checks, how many agree, the largest residual, what is missing."""
     rows = []
@@ -988,8 +1114,17 @@ def sizing_rows() -> list[dict]:
                 {
                     "directory": directory,
                     "backend": backend(doc),
+                    "unrecorded_node": [
+                        (engine_total(doc, c.trial), c.inputs["node_total_bytes"], c.agrees)
+                        for c in checks
+                        if "no NUMA node" in c.sources.get("node_total_bytes", "")
+                        and "node_total_bytes" in c.inputs
+                        and "cgroup_limit_bytes" not in c.inputs  # a visible limit clamps the total: its own input
+                    ],
                     "checks": checks,
-                    "lacking": lacking | {m for c in checks for m in c.missing},
+                    "lacking": lacking
+                    | {m for c in checks for m in c.missing}
+                    | {NODE_TOTAL for c in checks if "no NUMA node" in c.sources.get("node_total_bytes", "")},
                 }
             )
     return rows
@@ -1037,7 +1172,24 @@ def sizing_table() -> tuple[str, str]:
             block.append(
                 f"| {card} | {gib(value, 3, sign=True)} | `{where}` | {', '.join(sorted(lacking[card])) or '-'} |"
             )
+    unrecorded = [found for row in grouped_rows(grouped) for found in row["unrecorded_node"]]
+    disagree = [(engine, meminfo) for engine, meminfo, agrees in unrecorded if not agrees]
+    explained = [(e, m) for e, m in disagree if e is not None and abs(e - m) > LOG_ROUNDING_BYTES]
+    if unrecorded:
+        lines += [
+            "",
+            f"{len(unrecorded)} CPU starts without a cgroup limit the engine sees come from results made before",
+            "kvprobe recorded NUMA nodes: their node total is /proc/meminfo's MemTotal at the run's start.",
+            f"{len(disagree)} of them disagree, {len(explained)} where the total the engine logged it multiplied",
+            '("Auto set (kv/TOTAL) GiB") was not that MemTotal ('
+            + ", ".join(sorted({f"{gib(e)} against {gib(m)} GiB" for e, m in explained}))
+            + "): the engine read another total than the one recorded, and the check says so.",
+        ]
     return "\n".join(lines) + "\n", "\n".join(block) + "\n"
+
+
+def grouped_rows(grouped: dict[tuple[str, str], list[dict]]) -> list[dict]:
+    return [row for rows in grouped.values() for row in rows]
 
 
 def replace_block(text: str, markers: tuple[str, str], body: str) -> str:
@@ -1076,6 +1228,7 @@ def outputs() -> dict[Path, bytes]:
     files[ROOT / "docs" / "gpu" / "README.md"] = gpu_index().encode()
     files[ROOT / EXPERIMENT / "README.md"] = experiment_readme().encode()
     files[ROOT / SIZING_EXPERIMENT / "README.md"] = sizing_experiment_readme().encode()
+    files[ROOT / LADDER_EXPERIMENT / "README.md"] = ladder_readme().encode()
     files[ROOT / TP2 / "README.md"] = tp2_readme().encode()
     return files
 

@@ -4,11 +4,17 @@ regenerates the reports, the GPU pages and docs/benchmarks.md and compares them 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 
+import click
+import pytest
+
 from conftest import ROOT
+from kvprobe.cli import main
 
 
 def test_docs_are_regenerated_from_their_raw_data():
@@ -50,3 +56,38 @@ def test_every_result_records_kvprobe_commit_or_unknown(tmp_path):
         cwd=tmp_path,
     )
     assert copied.stdout.strip() == "unknown", copied.stderr
+
+
+def documented_commands(text: str) -> list[list[str]]:
+    """The arguments of every `kvprobe SUBCOMMAND ...` line in a page's bash blocks (continuations joined)."""
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = re.match(r"^(?:sudo )?(?:\.venv/bin/)?kvprobe ([a-z].*)$", line.split("  #")[0].strip())
+            if command:
+                found.append(shlex.split(command.group(1)))
+    return found
+
+
+def parse_error(args: list[str]) -> str | None:
+    """What kvprobe's own parser says of these arguments (no callback runs, no file is read)."""
+    context = click.Context(main)
+    command = main.get_command(context, args[0])
+    if command is None:
+        return f"no command {args[0]}"
+    try:
+        command.make_parser(click.Context(command, info_name=args[0], parent=context)).parse_args(args[1:])
+    except click.UsageError as exc:
+        return exc.format_message()
+    return None
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/field/dgx-spark.md"])
+def test_every_command_a_user_is_told_to_type_parses(page):
+    """A Spark owner follows the README and the field guide top to bottom: every kvprobe command line
+    there names a real subcommand and real options."""
+    commands = documented_commands((ROOT / page).read_text())
+    assert len(commands) >= 5
+    assert {" ".join(args): parse_error(args) for args in commands if parse_error(args)} == {}
+    assert parse_error(["experiment", "x.yaml", "--no-such-option"]) is not None  # the check can fail
+    assert "<" not in " ".join(" ".join(args) for args in commands), "a placeholder in a command"
