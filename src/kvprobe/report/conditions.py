@@ -11,21 +11,33 @@ step: each rung against the rung before it, and the step that costs the KV. Numb
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from fractions import Fraction
 from itertools import pairwise
 from typing import Literal
 
 from pydantic import Field
 
 from kvprobe.report.analysis import MeanAttribution, mean_attribution
-from kvprobe.report.compare import Comparison, Model, boundary_kinds, bounds, compare, summarise_metrics
+from kvprobe.report.compare import (
+    METRICS,
+    Comparison,
+    Model,
+    boundary_kinds,
+    bounds,
+    compare,
+    summarise_metrics,
+    values_of,
+)
 from kvprobe.report.sizing import SizingDecomposition, decompose_runs
-from kvprobe.report.stats import Summary
+from kvprobe.report.stats import Summary, linear_trend
 from kvprobe.results.schema import BoundaryKind, Condition, ResultDocument
-from kvprobe.units import MIB
+from kvprobe.units import GIB, MIB
 
 CONDITION_METRICS = ("kv_reference_bytes", "reference_engine_total_bytes", "u_max", "kv_u_max_bytes")
 MOVED_PART_BYTES = 64 * MIB  # attribution parts that moved less than this are not named as a cause
+# Two engine memory totals closer than this are the same total: vLLM logs it to 0.01 GiB.
+SAME_TOTAL_BYTES = GIB // 100
 
 
 def condition_stem(index: int) -> str:
@@ -50,6 +62,24 @@ class PerturbationMeasured(Model):
     caches_dropped: bool = False
 
 
+class RepeatTrend(Model):
+    """A condition's KV at gpu_memory_utilization against its repeat number (report.stats.linear_trend)."""
+
+    n: int
+    slope_bytes_per_repeat: float
+    ci95_bytes: tuple[float, float] | None = Field(None, description="None below three repeats.")
+    p_value: float | None = None
+
+
+class OddCell(Model):
+    """A run whose engine multiplied another memory total than the experiment's other runs (its log)."""
+
+    condition: str
+    repeat: int
+    engine_total_bytes: float
+    usual_total_bytes: float = Field(description="The total most runs of its condition logged.")
+
+
 class ConditionResult(Model):
     name: str
     condition: Condition | None
@@ -59,6 +89,7 @@ class ConditionResult(Model):
     boundary: list[BoundaryKind] = Field(description="What set u_max in this condition's runs.")
     attribution: MeanAttribution | None
     measured: PerturbationMeasured
+    trend: RepeatTrend | None = Field(None, description="KV at gpu_memory_utilization against the repeat number.")
 
 
 class ConditionVerdict(Model):
@@ -106,6 +137,9 @@ class ExperimentModel(Model):
     unmeasured: list[str] = Field(
         default_factory=list, description="Conditions the experiment names that have no complete run here."
     )
+    odd_cells: list[OddCell] = Field(
+        default_factory=list, description="Runs whose engine multiplied another memory total than the rest."
+    )
 
 
 def _measured(runs: list[ResultDocument]) -> PerturbationMeasured:
@@ -124,6 +158,37 @@ def _measured(runs: list[ResultDocument]) -> PerturbationMeasured:
     )
 
 
+def _repeat_trend(runs: list[ResultDocument]) -> RepeatTrend | None:
+    ordered = sorted((d for d in runs if d.reference is not None), key=lambda d: d.repeat)
+    if len(ordered) < 2:
+        return None
+    fit = linear_trend([Fraction(int(value)) for value in values_of(ordered, "kv_reference_bytes")])
+    return RepeatTrend(n=fit.n, slope_bytes_per_repeat=float(fit.slope), ci95_bytes=fit.ci95, p_value=fit.p_value)
+
+
+def engine_total(doc: ResultDocument) -> float | None:
+    return METRICS["reference_engine_total_bytes"][1](doc)
+
+
+def odd_cells(runs: dict[str, list[ResultDocument]]) -> list[OddCell]:
+    """Runs whose engine memory total (what gpu_memory_utilization multiplied) differs from the one most
+    runs of the same condition logged: a VM's balloon, a limit that came and went. Their KV is not
+    comparable with the rest's."""
+    found = []
+    for condition, docs in runs.items():
+        totals = [(d, t) for d in docs if (t := engine_total(d)) is not None]
+        counted = Counter(round(t / SAME_TOTAL_BYTES) for _, t in totals).most_common(1)
+        if not counted or counted[0][1] < 2:
+            continue  # no total shared by two runs: nothing to call usual
+        usual = counted[0][0] * SAME_TOTAL_BYTES
+        found += [
+            OddCell(condition=condition, repeat=d.repeat, engine_total_bytes=t, usual_total_bytes=usual)
+            for d, t in totals
+            if abs(t - usual) > SAME_TOTAL_BYTES
+        ]
+    return found
+
+
 def _condition_result(name: str, runs: list[ResultDocument]) -> ConditionResult:
     return ConditionResult(
         name=name,
@@ -134,6 +199,7 @@ def _condition_result(name: str, runs: list[ResultDocument]) -> ConditionResult:
         boundary=boundary_kinds(runs),
         attribution=mean_attribution(runs),
         measured=_measured(runs),
+        trend=_repeat_trend(runs),
     )
 
 
@@ -212,6 +278,7 @@ def _experiment_model(
         order=info.order if info else "interleaved",
         ladder=_ladder_steps(order, results, runs) if info and info.ladder and base_runs else [],
         unmeasured=[c for c in named if not runs.get(c)],
+        odd_cells=odd_cells(runs),
     )
 
 
