@@ -8,7 +8,9 @@ import json
 import pytest
 
 from conftest import ROOT, kvprobe
+from kvprobe.report.compare import compare
 from kvprobe.report.conditions import analyse_experiments
+from kvprobe.report.formatting import change_text
 from kvprobe.report.summary import build_report
 from kvprobe.report.writers import render_report
 from kvprobe.results.store import ResultStore
@@ -57,11 +59,27 @@ def test_the_report_states_the_verdicts_in_words(tmp_path):
     assert pair.n == {"native": 3, "container": 3}  # and hidden and cache, labelled native, are not mixed in
 
 
-def test_no_variance_is_no_test_statistic(experiment):
-    for verdict in experiment.verdicts:
-        for change in verdict.changes.values():
-            tested = change.welch is not None and change.welch.verdict == "tested"
-            assert not tested or change.evidence in ("changed", "not_significant")
+def test_no_variance_is_no_test_statistic():
+    """Each side repeating its own value exactly is a difference without a test: no p-value, no interval."""
+
+    def constant(docs, blocks):
+        return [
+            d.model_copy(
+                update={
+                    "reference": d.reference.model_copy(update={"num_blocks": blocks, "bytes": blocks * BLOCK_BYTES})
+                }
+            )
+            for d in docs
+        ]
+
+    made = experiment_documents()
+    native = constant([d for d in made if d.condition == "native"], 700)
+    hidden = constant([d for d in made if d.condition == "hidden"], 70)
+    change = compare(native, hidden, "kv_reference_bytes")
+    assert change.evidence == "changed" and change.welch.verdict == "no_variance"
+    assert change.welch.p_value is None and change.welch.ci95_low is None
+    assert change.change == (70 - 700) * BLOCK_BYTES
+    assert "p =" not in change_text(change, "GiB") and "95% CI" not in change_text(change, "GiB")
 
 
 def test_results_from_several_directories_are_merged(tmp_path):
