@@ -126,3 +126,31 @@ def test_the_committed_experiment_says_which_boundary_and_keeps_every_run():
     csv_text = render_report(summary, ["csv"])["runs.csv"].decode()
     lines = csv_text.splitlines()
     assert len(lines) == 1 + 21 and "u_max_lower_bound" in lines[0] and "u_max [fraction]" in lines[0]
+
+
+def test_the_committed_experiment_shows_its_odd_cell_and_the_drift_over_repeats():
+    """Issue: native repeat 1 alone read a 21.09 GiB node total (23.54 in the other cells: the VM's
+    balloon) and blocks rise with the repeat number in every condition: both are shown, and the
+    verdicts that include the odd cell say so."""
+    loaded, problems = ResultStore(ROOT / "docs" / "experiments" / "cpu-2026-11-26" / "results").load_all()
+    assert not problems
+    (model,) = analyse_experiments([d for _, d in loaded])
+    (odd,) = model.odd_cells
+    assert (odd.condition, odd.repeat) == ("native", 1)
+    assert round(odd.engine_total_bytes / 2**30, 2) == 21.09 and round(odd.usual_total_bytes / 2**30, 2) == 23.54
+    slopes = [c.trend.slope_bytes_per_repeat for c in model.conditions if c.trend is not None]
+    assert len(slopes) == 6 and all(slope > 0 for slope in slopes)
+    text = render_report(build_report([d for _, d in loaded]), ["markdown"])["report.md"].decode()
+    assert "In every condition the KV moves the same way with the repeat number" in text
+    assert "native repeat 1: 21.09 GiB where the condition's other runs read 23.54 GiB" in text
+    assert "whose engine multiplied another memory total: see above" in text
+
+
+def test_an_exact_line_is_no_test_and_two_repeats_are_too_few():
+    made = experiment_documents()
+    (model,) = analyse_experiments(made)
+    native = next(c for c in model.conditions if c.name == "native")
+    assert native.trend.n == 3 and native.trend.slope_bytes_per_repeat == BLOCK_BYTES  # blocks 701, 702, 703
+    assert native.trend.ci95_bytes == (BLOCK_BYTES, BLOCK_BYTES)
+    (two,) = analyse_experiments([d for d in made if d.repeat < 3])
+    assert all(c.trend.ci95_bytes is None and c.trend.p_value is None for c in two.conditions)

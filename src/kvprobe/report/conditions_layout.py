@@ -338,5 +338,11 @@ def experiment_answer(experiments: list[ExperimentModel]) -> list[Block]:
                 f"most against the baseline {model.baseline}: {amount}, from "
                 f"{gib(change.reference_mean)} to {gib(change.changed_mean)} GiB."
             )
+            odd = sorted({c.condition for c in model.odd_cells} & {verdict.name, model.baseline})
+            if odd:
+                text += (
+                    f" That comparison includes a cell of {' and '.join(odd)} whose engine multiplied another "
+                    "memory total than its other runs (see Repeats)."
+                )
         blocks.append(Paragraph.of(strong(text)))
     return blocks
