@@ -19,16 +19,7 @@ from typing import Literal
 from pydantic import Field
 
 from kvprobe.report.analysis import MeanAttribution, mean_attribution
-from kvprobe.report.compare import (
-    METRICS,
-    Comparison,
-    Model,
-    boundary_kinds,
-    bounds,
-    compare,
-    summarise_metrics,
-    values_of,
-)
+from kvprobe.report.compare import Comparison, Model, boundary_kinds, bounds, compare, engine_total, summarise_metrics
 from kvprobe.report.sizing import SizingDecomposition, decompose_runs
 from kvprobe.report.stats import Summary, linear_trend
 from kvprobe.results.schema import BoundaryKind, Condition, ResultDocument
@@ -159,15 +150,12 @@ def _measured(runs: list[ResultDocument]) -> PerturbationMeasured:
 
 
 def _repeat_trend(runs: list[ResultDocument]) -> RepeatTrend | None:
-    ordered = sorted((d for d in runs if d.reference is not None), key=lambda d: d.repeat)
-    if len(ordered) < 2:
+    ordered = sorted(runs, key=lambda d: d.repeat)
+    kv = [Fraction(d.reference.bytes) for d in ordered if d.reference is not None and d.reference.bytes is not None]
+    if len(kv) < 2:
         return None
-    fit = linear_trend([Fraction(int(value)) for value in values_of(ordered, "kv_reference_bytes")])
+    fit = linear_trend(kv)
     return RepeatTrend(n=fit.n, slope_bytes_per_repeat=float(fit.slope), ci95_bytes=fit.ci95, p_value=fit.p_value)
-
-
-def engine_total(doc: ResultDocument) -> float | None:
-    return METRICS["reference_engine_total_bytes"][1](doc)
 
 
 def odd_cells(runs: dict[str, list[ResultDocument]]) -> list[OddCell]:
