@@ -154,3 +154,32 @@ def test_an_exact_line_is_no_test_and_two_repeats_are_too_few():
     assert native.trend.ci95_bytes == (BLOCK_BYTES, BLOCK_BYTES)
     (two,) = analyse_experiments([d for d in made if d.repeat < 3])
     assert all(c.trend.ci95_bytes is None and c.trend.p_value is None for c in two.conditions)
+
+
+def test_cells_that_wrote_no_result_are_listed_from_the_experiments_manifest(tmp_path):
+    """A cell that did not produce a result is missing, not zero: the report lists it with the reason
+    experiment.json gives, and says when the experiment run has not finished."""
+    store = ResultStore(tmp_path / "out")
+    for made in experiment_documents():
+        doc = made.model_copy(
+            update={"experiment": made.experiment.model_copy(update={"run_id": "20261130T000000-abcd"})}
+        )
+        store.write_result(store.result_path(doc.model, doc.condition, doc.run_id, doc.repeat), doc)
+    manifest = {
+        "run_id": "20261130T000000-abcd",
+        "status": "running",
+        "identity": {},
+        "done": {"native/r1": 0},
+        "unfinished": {"cache/r4": "exit 1, no result for demo-model"},
+    }
+    (tmp_path / "out" / "experiment.json").write_text(json.dumps(manifest))
+    done = kvprobe("report", str(tmp_path / "out"), "--format", "markdown", "--out", str(tmp_path / "report"))
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "**Cells without a result** (missing, not zero): cache/r4: exit 1, no result for demo-model" in text, (
+        done.stdout
+    )
+    assert "experiment run 20261130T000000-abcd has not finished" in text
+    other = {**manifest, "run_id": "20261129T000000-0000"}  # another run's manifest says nothing of these results
+    (tmp_path / "out" / "experiment.json").write_text(json.dumps(other))
+    kvprobe("report", str(tmp_path / "out"), "--format", "markdown", "--out", str(tmp_path / "report2"))
+    assert "Cells without a result" not in (tmp_path / "report2" / "report.md").read_text()

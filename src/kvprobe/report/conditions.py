@@ -12,6 +12,7 @@ step: each rung against the rung before it, and the step that costs the KV. Numb
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from fractions import Fraction
 from itertools import pairwise
 from typing import Literal
@@ -22,7 +23,7 @@ from kvprobe.report.analysis import MeanAttribution, mean_attribution
 from kvprobe.report.compare import Comparison, Model, boundary_kinds, bounds, compare, engine_total, summarise_metrics
 from kvprobe.report.sizing import SizingDecomposition, decompose_runs
 from kvprobe.report.stats import Summary, linear_trend
-from kvprobe.results.schema import BoundaryKind, Condition, ResultDocument
+from kvprobe.results.schema import BoundaryKind, Condition, ExperimentProgress, ResultDocument
 from kvprobe.units import GIB, MIB
 
 CONDITION_METRICS = ("kv_reference_bytes", "reference_engine_total_bytes", "u_max", "kv_u_max_bytes")
@@ -127,6 +128,10 @@ class ExperimentModel(Model):
     )
     unmeasured: list[str] = Field(
         default_factory=list, description="Conditions the experiment names that have no complete run here."
+    )
+    missing_cells: list[str] = Field(
+        default_factory=list,
+        description="Cells of this experiment run that wrote no result, and why (experiment.json).",
     )
     odd_cells: list[OddCell] = Field(
         default_factory=list, description="Runs whose engine multiplied another memory total than the rest."
@@ -270,8 +275,28 @@ def _experiment_model(
     )
 
 
-def analyse_experiments(documents: list[ResultDocument]) -> list[ExperimentModel]:
-    """Every experiment's models, from complete results that name an experiment (any directory)."""
+def missing_cells(runs: dict[str, list[ResultDocument]], progress: Sequence[ExperimentProgress]) -> list[str]:
+    """The cells of these runs' experiment runs that wrote no result (their manifests say why), and a
+    line for a run that has not finished (the cells it has not reached are not known here)."""
+    run_ids = {d.experiment.run_id for docs in runs.values() for d in docs if d.experiment and d.experiment.run_id}
+    lines = []
+    for manifest in progress:
+        if manifest.run_id not in run_ids:
+            continue
+        lines += [f"{cell}: {why}" for cell, why in sorted(manifest.unfinished.items())]
+        if manifest.status == "running":
+            lines.append(
+                f"experiment run {manifest.run_id} has not finished (interrupted or still running): the cells "
+                f"it has not reached are not listed; {len(manifest.done)} finished"
+            )
+    return lines
+
+
+def analyse_experiments(
+    documents: list[ResultDocument], progress: Sequence[ExperimentProgress] = ()
+) -> list[ExperimentModel]:
+    """Every experiment's models, from complete results that name an experiment (any directory), with the
+    cells their manifests (`progress`) say wrote no result."""
     grouped: dict[tuple[str, str, str, str | None], dict[str, list[ResultDocument]]] = defaultdict(
         lambda: defaultdict(list)
     )
@@ -279,4 +304,7 @@ def analyse_experiments(documents: list[ResultDocument]) -> list[ExperimentModel
         if doc.experiment is not None and doc.status == "complete":
             key = (doc.experiment.name, doc.model, doc.experiment.baseline, doc.experiment.explains)
             grouped[key][doc.condition].append(doc)
-    return [_experiment_model(*key, runs) for key, runs in sorted(grouped.items(), key=lambda item: item[0][:2])]
+    return [
+        _experiment_model(*key, runs).model_copy(update={"missing_cells": missing_cells(runs, progress)})
+        for key, runs in sorted(grouped.items(), key=lambda item: item[0][:2])
+    ]

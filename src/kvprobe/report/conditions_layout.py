@@ -277,6 +277,12 @@ def experiment_blocks(experiments: list[ExperimentModel], charts: dict[str, str]
             Paragraph.of(strong("Against the baseline"), ":"),
             _changes_table(model),
         ]
+        if model.missing_cells:
+            blocks.append(
+                Paragraph.of(
+                    strong("Cells without a result"), " (missing, not zero): ", "; ".join(model.missing_cells), "."
+                )
+            )
         if model.missing_baseline:
             blocks.append(Paragraph.of(f"No complete run of the baseline {model.baseline}: nothing is compared."))
         explained = [v for v in model.verdicts if v.name != model.explains]

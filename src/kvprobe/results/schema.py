@@ -542,6 +542,17 @@ class ExperimentRef(Record):
     )
 
 
+class ExperimentProgress(Record):
+    """An experiment's manifest (experiment.json): the cells finished (their exit code) and those that
+    ran without writing a result for every model (why), keyed CONDITION/rREPEAT."""
+
+    run_id: str
+    status: Literal["running", "unfinished", "finished"]  # an interrupted experiment stays running
+    identity: dict[str, str] = Field(default_factory=dict)
+    done: dict[str, int] = Field(default_factory=dict)
+    unfinished: dict[str, str] = Field(default_factory=dict)
+
+
 class GuardSettings(Record):
     """Floors under which a trial's process group is killed (None: that floor is off)."""
 
