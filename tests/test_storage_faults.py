@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from conftest import ROOT
+from kvprobe.results.loader import load_result
 
 SAMPLE = ROOT / "tests" / "data" / "results"
 
@@ -124,6 +125,10 @@ def test_a_disk_that_fills_during_a_measurement_is_a_sentence(small_disk, tmp_pa
     said = done.stdout + done.stderr
     assert done.returncode in (1, 2) and "Traceback" not in said, said[-3000:]
     assert "No space left on device" in said
+    # nothing half-written: no temporary file left, and any result there is whole
+    assert not list((small_disk / "out").rglob("*.tmp"))
+    for result in (small_disk / "out").glob("*/*.json"):
+        load_result(result)
 
 
 def test_a_torn_experiment_manifest_exits_2_at_the_cli(tmp_path):
