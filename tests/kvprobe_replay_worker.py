@@ -111,9 +111,13 @@ def main(spec_path: str, result_path: str | None, prepare_like: str | None) -> i
         if prepare_like
         else None,
     }
-    tmp = Path(result_path + ".tmp")
-    tmp.write_text(json.dumps(worker))
-    os.replace(tmp, result_path)
+    tmp = Path(result_path + ".tmp")  # as kvprobe.worker_protocol.write_result: nothing torn left behind
+    try:
+        tmp.write_text(json.dumps(worker))
+        os.replace(tmp, result_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     mark("done")
     sys.stdout.flush()
     os._exit(0)

@@ -105,6 +105,8 @@ def test_report_formats_of_only_commas_are_refused(tmp_path):
 
 
 def test_ctrl_c_in_report_exits_130(tmp_path, monkeypatch):
+    """Ctrl-C simulated: the report's builder is patched to raise KeyboardInterrupt, as a Ctrl-C there would."""
+
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 

@@ -71,6 +71,13 @@ def test_a_fill_short_of_its_target_is_ok_but_does_not_pass():
     assert judged.outcome == "ok" and not judged.passed and "below the 95% target" in judged.reason
 
 
+def test_a_trial_asked_for_a_fill_that_ran_none_does_not_pass():
+    """TensorRT-LLM's worker has no fill test: its physical-capacity trials passed as "started"."""
+    judged = judge(seen(fill_target=0.95))
+    assert judged.outcome == "ok" and not judged.passed and judged.reason.startswith("no fill test ran")
+    assert judge(seen()).passed  # without a fill target, a start that came up passes
+
+
 @pytest.mark.parametrize(
     ("changes", "says"),
     [

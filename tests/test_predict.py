@@ -1,5 +1,7 @@
 """KV bytes per token and weight bytes from config.json alone, against hand computation from the public
-configs and against what engines measured (committed results, engine logs quoted in the issues)."""
+configs and against what engines measured (committed results, engine logs quoted in the issues). The
+DGX Spark and GH200 pools come from SIMULATED machines (hand-written from public reports,
+tests/data/machines/SOURCES.md), not recorded ones."""
 
 from __future__ import annotations
 
@@ -404,7 +406,9 @@ def test_without_memory_the_machines_pool_is_used_and_named(monkeypatch):
     import kvprobe.output.prediction
 
     spark = machine_pool(MACHINES / "dgx-spark-native")
-    monkeypatch.setattr(kvprobe.output.prediction, "machine_pool", lambda: spark)  # stand-in: a recorded DGX Spark
+    monkeypatch.setattr(
+        kvprobe.output.prediction, "machine_pool", lambda: spark
+    )  # stand-in: a simulated DGX Spark (SOURCES.md)
     done = run_predict("--only", "qwen2.5-72b-instruct-fp8")
     assert done.exit_code == 0, done.output
     assert f"a pool of {spark.bytes / GIB:.2f} GiB" in done.output

@@ -29,9 +29,11 @@ def start_probe(out: Path) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_a_closed_terminal_then_repeated_interrupts_still_end_the_engine(tmp_path):
-    """SIGHUP killed the probe outright and the engine held its memory until a later run; a second
-    Ctrl-C during the first one's teardown abandoned it (exit 130, engine alive, marker left)."""
+@pytest.mark.parametrize("first", [signal.SIGHUP, signal.SIGQUIT], ids=["SIGHUP", "SIGQUIT"])
+def test_a_closed_terminal_then_repeated_interrupts_still_end_the_engine(tmp_path, first):
+    """SIGHUP (a closed terminal) or SIGQUIT killed the probe outright and the engine held its memory
+    until a later run; a second Ctrl-C during the first one's teardown abandoned it (exit 130, engine
+    alive, marker left)."""
     out = tmp_path / "out"
     probe = start_probe(out)
     sessions: set[int] = set()
@@ -41,7 +43,7 @@ def test_a_closed_terminal_then_repeated_interrupts_still_end_the_engine(tmp_pat
         return sum(len(members(leader)) for leader in sessions) >= 3  # the worker, EngineCore, its Worker
 
     wait_until(engine_up, 600, "the engine never came up")
-    probe.send_signal(signal.SIGHUP)
+    probe.send_signal(first)
     for _ in range(3):  # Ctrl-C again and again while the first interrupt tears the trial down
         time.sleep(0.2)
         if probe.poll() is None:

@@ -1,6 +1,8 @@
 """Each trial's KV beside its engine's sizing equation (engines.sizing.check_trial), the inputs the
 sampler records for it (Shmem, NVML free per device), and the "why" a report draws from it
-(report.sizing). Built on the committed CPU experiment's results (vLLM 0.32, CPU backend)."""
+(report.sizing). Built on the committed CPU experiment's results (vLLM 0.32, CPU backend); the
+integrated-GPU and CUDA paths on those CPU trials placed in a SIMULATED machine (the hand-written
+tests/data/machines/dgx-spark-native, tests/data/machines/SOURCES.md) with a made-up CUDA total."""
 
 from __future__ import annotations
 

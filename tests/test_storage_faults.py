@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from conftest import ROOT
+from kvprobe.results.loader import load_result
 
 SAMPLE = ROOT / "tests" / "data" / "results"
 
@@ -124,6 +125,10 @@ def test_a_disk_that_fills_during_a_measurement_is_a_sentence(small_disk, tmp_pa
     said = done.stdout + done.stderr
     assert done.returncode in (1, 2) and "Traceback" not in said, said[-3000:]
     assert "No space left on device" in said
+    # nothing half-written: no temporary file left, and any result there is whole
+    assert not list((small_disk / "out").rglob("*.tmp"))
+    for result in (small_disk / "out").glob("*/*.json"):
+        load_result(result)
 
 
 def test_a_torn_experiment_manifest_exits_2_at_the_cli(tmp_path):
@@ -147,3 +152,37 @@ def test_a_torn_experiment_manifest_exits_2_at_the_cli(tmp_path):
     assert "not a readable experiment manifest" in done.output and "Traceback" not in done.output
     assert sorted(p.name for p in out.iterdir()) == [".kvprobe-experiment.lock", MANIFEST]  # the lock: empty
     assert (out / MANIFEST).read_text() == '{"run_id": "2026'  # kept as it was for the user to look at
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A real read-only file system (a read-only bind mount of a fresh directory); root only."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("measure", "models.yaml", "--only", "tiny-llama"),
+        ("experiment", "experiments/ladder-cpu.yaml"),
+        ("report", "docs/experiments/sizing-cpu-2026-11-30/results"),
+    ],
+    ids=["measure", "experiment", "report"],
+)
+def test_a_read_only_out_is_a_sentence_and_exit_2(read_only_dir, command):
+    """measure, experiment and report with --out on a read-only file system: one sentence, exit 2."""
+    from conftest import kvprobe
+
+    done = kvprobe(*command, "--out", str(read_only_dir / "out"), check=False)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert done.returncode == 2 and len(errors) == 1 and "Read-only file system" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and not any(read_only_dir.iterdir())

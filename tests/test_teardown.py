@@ -36,4 +36,4 @@ def test_a_worker_deaf_to_sigterm_is_killed_after_the_grace_and_the_tracker_clea
     leader.wait()
     assert members(leader.pid) == []
     assert cleaned.read_text() == "cleaned up"  # the tracker saw the others go and exited by itself
-    assert took < 4.0, f"teardown took {took:.1f} s: the deaf worker should be killed after the 1 s grace"
+    assert took < 4.0, f"teardown took {took:.1f} s: the deaf worker should be killed after the grace (SIGTERM_GRACE_S)"

@@ -20,6 +20,7 @@ from kvprobe.engines import engine_unavailable, get_engine
 from kvprobe.engines.sizing import TrtllmInputs, check_trial, describe
 from kvprobe.engines.trtllm import TrtllmEngine
 from kvprobe.engines.vllm import Classification
+from kvprobe.measure.request import MeasureRequest, SearchSettings
 from kvprobe.results.schema import WorkerResult
 from kvprobe.trial.judge import Observed, judge
 from kvprobe.units import GIB
@@ -234,6 +235,26 @@ def test_its_equation_checks_a_trial_of_the_recorded_log():
     assert check.agrees, describe(check)
     as_vllm = check_trial(trial, documents()[0].environment)
     assert as_vllm.equation != "trtllm"
+
+
+def test_the_physical_search_is_refused_for_tensorrt_llm_until_its_worker_fills(tmp_path, monkeypatch):
+    """Its worker runs no fill test, so a kv_blocks trial could not vouch for a capacity. TensorRT-LLM is
+    not installed here: `engine_unavailable` is patched to say it is (a stand-in for an installed one)."""
+    from kvprobe.measure import session
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        f"models:\n- name: a\n  engine: tensorrt-llm\n  model: {model}\n  load_format: dummy\n  max_model_len: 64\n"
+    )
+    monkeypatch.setattr(session, "engine_unavailable", lambda engine: None)
+    request = MeasureRequest(models_file=str(models), search=SearchSettings(searches=("reference", "kv_blocks")))
+    (problem,) = session.engine_problems(request, request.models())
+    assert "model 'a': field 'engine': the physical-capacity search (kv_blocks) needs a fill test" in problem
+    fine = MeasureRequest(models_file=str(models), search=SearchSettings(searches=("reference", "u_max")))
+    assert session.engine_problems(fine, fine.models()) == []
 
 
 def test_measure_refuses_an_engine_that_is_not_installed(tmp_path):

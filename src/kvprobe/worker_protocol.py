@@ -87,10 +87,14 @@ def read_spec(path: Path) -> WorkerSpec:
 
 def write_result(result_path: str, result: dict) -> None:
     """The worker's result, atomically (the probe reads the whole file or none), its temporary file
-    made anew: never written through a link planted in the trial folder."""
+    made anew (never written through a link planted in the trial folder) and removed if writing fails."""
     tmp = Path(result_path + ".tmp")
-    write_new(tmp, json.dumps(result))
-    os.replace(tmp, result_path)
+    try:
+        write_new(tmp, json.dumps(result))
+        os.replace(tmp, result_path)
+    except BaseException:  # a full disk: no torn temporary left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def wait_for_spec(spec_path: Path) -> WorkerSpec:

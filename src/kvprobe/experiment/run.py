@@ -30,12 +30,11 @@ from kvprobe.experiment.cgroup import CellCgroup
 from kvprobe.experiment.plan import Cell, schedule, search_settings
 from kvprobe.experiment.spec import Experiment
 from kvprobe.measure.request import MeasureRequest, StartSettings, kvprobe_command
-from kvprobe.results.store import RunLock, write_json_atomic
+from kvprobe.results.store import EXPERIMENT_MANIFEST as MANIFEST
+from kvprobe.results.store import MAX_EXPERIMENT_MANIFEST_BYTES, RunLock, write_json_atomic
 from kvprobe.safe_io import read_json
 from kvprobe.units import parse_size
 
-MANIFEST = "experiment.json"
-MAX_MANIFEST_BYTES = 16 << 20
 LOCK = ".kvprobe-experiment.lock"
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 RESUMABLE = ("running", "unfinished")  # manifest states `--resume` continues
@@ -113,7 +112,7 @@ class ExperimentRun:
         path = self.out_dir / MANIFEST
         if resume and path.exists():
             try:
-                manifest = read_json(path, MAX_MANIFEST_BYTES)
+                manifest = read_json(path, MAX_EXPERIMENT_MANIFEST_BYTES)
             except (OSError, ValueError) as exc:  # torn, garbage, a link or a FIFO (UnsafeFile)
                 raise InputError(
                     f"{path}: not a readable experiment manifest ({exc}); remove it to start anew"

@@ -50,7 +50,7 @@ def _figure(name: str, field: str) -> Callable[[ResultDocument], float | None]:
     return extract
 
 
-def _reference_total(doc: ResultDocument) -> float | None:
+def engine_total(doc: ResultDocument) -> float | None:
     """The memory total the engine multiplied gpu_memory_utilization by at the reference start (its log)."""
     if doc.reference is None:
         return None
@@ -74,7 +74,7 @@ METRICS: dict[str, tuple[Unit, Callable[[ResultDocument], float | None]]] = {
     "kv_reference_bytes": ("GiB", _figure("reference", "bytes")),
     "kv_reference_blocks": ("blocks", _figure("reference", "num_blocks")),
     "kv_reference_tokens": ("tokens", _figure("reference", "tokens")),
-    "reference_engine_total_bytes": ("GiB", _reference_total),
+    "reference_engine_total_bytes": ("GiB", engine_total),
     "u_max": ("fraction", lambda d: d.u_max),
     "u_min": ("fraction", lambda d: d.u_min),
     "kv_u_max_bytes": ("GiB", _figure("kv_at_u_max", "bytes")),

@@ -11,21 +11,25 @@ step: each rung against the rung before it, and the step that costs the KV. Numb
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from fractions import Fraction
 from itertools import pairwise
 from typing import Literal
 
 from pydantic import Field
 
 from kvprobe.report.analysis import MeanAttribution, mean_attribution
-from kvprobe.report.compare import Comparison, Model, boundary_kinds, bounds, compare, summarise_metrics
+from kvprobe.report.compare import Comparison, Model, boundary_kinds, bounds, compare, engine_total, summarise_metrics
 from kvprobe.report.sizing import SizingDecomposition, decompose_runs
-from kvprobe.report.stats import Summary
-from kvprobe.results.schema import BoundaryKind, Condition, ResultDocument
-from kvprobe.units import MIB
+from kvprobe.report.stats import Summary, linear_trend
+from kvprobe.results.schema import BoundaryKind, Condition, ExperimentProgress, ResultDocument
+from kvprobe.units import GIB, MIB
 
 CONDITION_METRICS = ("kv_reference_bytes", "reference_engine_total_bytes", "u_max", "kv_u_max_bytes")
 MOVED_PART_BYTES = 64 * MIB  # attribution parts that moved less than this are not named as a cause
+# Two engine memory totals closer than this are the same total: vLLM logs it to 0.01 GiB.
+SAME_TOTAL_BYTES = GIB // 100
 
 
 def condition_stem(index: int) -> str:
@@ -50,6 +54,24 @@ class PerturbationMeasured(Model):
     caches_dropped: bool = False
 
 
+class RepeatTrend(Model):
+    """A condition's KV at gpu_memory_utilization against its repeat number (report.stats.linear_trend)."""
+
+    n: int
+    slope_bytes_per_repeat: float
+    ci95_bytes: tuple[float, float] | None = Field(None, description="None below three repeats.")
+    p_value: float | None = None
+
+
+class OddCell(Model):
+    """A run whose engine multiplied another memory total than the experiment's other runs (its log)."""
+
+    condition: str
+    repeat: int
+    engine_total_bytes: float
+    usual_total_bytes: float = Field(description="The total most runs of its condition logged.")
+
+
 class ConditionResult(Model):
     name: str
     condition: Condition | None
@@ -59,6 +81,7 @@ class ConditionResult(Model):
     boundary: list[BoundaryKind] = Field(description="What set u_max in this condition's runs.")
     attribution: MeanAttribution | None
     measured: PerturbationMeasured
+    trend: RepeatTrend | None = Field(None, description="KV at gpu_memory_utilization against the repeat number.")
 
 
 class ConditionVerdict(Model):
@@ -106,6 +129,13 @@ class ExperimentModel(Model):
     unmeasured: list[str] = Field(
         default_factory=list, description="Conditions the experiment names that have no complete run here."
     )
+    missing_cells: list[str] = Field(
+        default_factory=list,
+        description="Cells of this experiment run that wrote no result, and why (experiment.json).",
+    )
+    odd_cells: list[OddCell] = Field(
+        default_factory=list, description="Runs whose engine multiplied another memory total than the rest."
+    )
 
 
 def _measured(runs: list[ResultDocument]) -> PerturbationMeasured:
@@ -124,6 +154,34 @@ def _measured(runs: list[ResultDocument]) -> PerturbationMeasured:
     )
 
 
+def _repeat_trend(runs: list[ResultDocument]) -> RepeatTrend | None:
+    ordered = sorted(runs, key=lambda d: d.repeat)
+    kv = [Fraction(d.reference.bytes) for d in ordered if d.reference is not None and d.reference.bytes is not None]
+    if len(kv) < 2:
+        return None
+    fit = linear_trend(kv)
+    return RepeatTrend(n=fit.n, slope_bytes_per_repeat=float(fit.slope), ci95_bytes=fit.ci95, p_value=fit.p_value)
+
+
+def odd_cells(runs: dict[str, list[ResultDocument]]) -> list[OddCell]:
+    """Runs whose engine memory total (what gpu_memory_utilization multiplied) differs from the one most
+    runs of the same condition logged: a VM's balloon, a limit that came and went. Their KV is not
+    comparable with the rest's."""
+    found = []
+    for condition, docs in runs.items():
+        totals = [(d, t) for d in docs if (t := engine_total(d)) is not None]
+        counted = Counter(round(t / SAME_TOTAL_BYTES) for _, t in totals).most_common(1)
+        if not counted or counted[0][1] < 2:
+            continue  # no total shared by two runs: nothing to call usual
+        usual = counted[0][0] * SAME_TOTAL_BYTES
+        found += [
+            OddCell(condition=condition, repeat=d.repeat, engine_total_bytes=t, usual_total_bytes=usual)
+            for d, t in totals
+            if abs(t - usual) > SAME_TOTAL_BYTES
+        ]
+    return found
+
+
 def _condition_result(name: str, runs: list[ResultDocument]) -> ConditionResult:
     return ConditionResult(
         name=name,
@@ -134,6 +192,7 @@ def _condition_result(name: str, runs: list[ResultDocument]) -> ConditionResult:
         boundary=boundary_kinds(runs),
         attribution=mean_attribution(runs),
         measured=_measured(runs),
+        trend=_repeat_trend(runs),
     )
 
 
@@ -212,11 +271,32 @@ def _experiment_model(
         order=info.order if info else "interleaved",
         ladder=_ladder_steps(order, results, runs) if info and info.ladder and base_runs else [],
         unmeasured=[c for c in named if not runs.get(c)],
+        odd_cells=odd_cells(runs),
     )
 
 
-def analyse_experiments(documents: list[ResultDocument]) -> list[ExperimentModel]:
-    """Every experiment's models, from complete results that name an experiment (any directory)."""
+def missing_cells(runs: dict[str, list[ResultDocument]], progress: Sequence[ExperimentProgress]) -> list[str]:
+    """The cells of these runs' experiment runs that wrote no result (their manifests say why), and a
+    line for a run that has not finished (the cells it has not reached are not known here)."""
+    run_ids = {d.experiment.run_id for docs in runs.values() for d in docs if d.experiment and d.experiment.run_id}
+    lines = []
+    for manifest in progress:
+        if manifest.run_id not in run_ids:
+            continue
+        lines += [f"{cell}: {why}" for cell, why in sorted(manifest.unfinished.items())]
+        if manifest.status == "running":
+            lines.append(
+                f"experiment run {manifest.run_id} has not finished (interrupted or still running): the cells "
+                f"it has not reached are not listed; {len(manifest.done)} finished"
+            )
+    return lines
+
+
+def analyse_experiments(
+    documents: list[ResultDocument], progress: Sequence[ExperimentProgress] = ()
+) -> list[ExperimentModel]:
+    """Every experiment's models, from complete results that name an experiment (any directory), with the
+    cells their manifests (`progress`) say wrote no result."""
     grouped: dict[tuple[str, str, str, str | None], dict[str, list[ResultDocument]]] = defaultdict(
         lambda: defaultdict(list)
     )
@@ -224,4 +304,7 @@ def analyse_experiments(documents: list[ResultDocument]) -> list[ExperimentModel
         if doc.experiment is not None and doc.status == "complete":
             key = (doc.experiment.name, doc.model, doc.experiment.baseline, doc.experiment.explains)
             grouped[key][doc.condition].append(doc)
-    return [_experiment_model(*key, runs) for key, runs in sorted(grouped.items(), key=lambda item: item[0][:2])]
+    return [
+        _experiment_model(*key, runs).model_copy(update={"missing_cells": missing_cells(runs, progress)})
+        for key, runs in sorted(grouped.items(), key=lambda item: item[0][:2])
+    ]

@@ -169,6 +169,59 @@ def _conditions_table(model: ExperimentModel) -> Table:
     return Table(header, tuple(rows), (False, False, True, *[True] * len(CONDITION_METRICS), False, False))
 
 
+def _trend_text(result: ConditionResult) -> str:
+    trend = result.trend
+    if trend is None:
+        return "-"
+    slope = gib(trend.slope_bytes_per_repeat, 3, unit=True, sign=True)
+    if trend.ci95_bytes is None or trend.p_value is None:
+        return f"{slope} per repeat (n {trend.n}: no test below three repeats)"
+    low, high = trend.ci95_bytes
+    if low == high:  # the repeats lie exactly on a line: no variance left to test against
+        return f"{slope} per repeat, exactly (every repeat on one line)"
+    return f"{slope} per repeat, 95% CI [{gib(low, 3, sign=True)}, {gib(high, 3, sign=True)}], p = {trend.p_value:.2g}"
+
+
+def _repeat_blocks(model: ExperimentModel) -> list[Block]:
+    """Whether the repeats are independent draws, as the tests assume: the trend over repeats per
+    condition, and the cells whose engine multiplied another memory total than the rest."""
+    rows = tuple((r.name, str(r.n), _trend_text(r)) for r in model.conditions if r.trend is not None)
+    blocks: list[Block] = []
+    if rows:
+        slopes = [r.trend.slope_bytes_per_repeat for r in model.conditions if r.trend is not None]
+        same_way = len(slopes) > 1 and (all(x > 0 for x in slopes) or all(x < 0 for x in slopes))
+        note = (
+            " In every condition the KV moves the same way with the repeat number: the repeats are not "
+            "independent draws, and Welch's test, which assumes they are, can find differences that are "
+            "only the order the cells ran in. With this design a change is supported only where it is "
+            "larger than that drift."
+            if same_way
+            else ""
+        )
+        blocks += [
+            Paragraph.of(
+                strong("Repeats"),
+                ": the KV at gpu_memory_utilization against the repeat number, per condition (least squares; "
+                f"the test's null hypothesis is no trend, which the comparisons above assume).{note}",
+            ),
+            Table(("condition", "n", "KV change per repeat"), rows, (False, True, False)),
+        ]
+    if model.odd_cells:
+        listed = "; ".join(
+            f"{c.condition} repeat {c.repeat}: {gib(c.engine_total_bytes)} GiB where the condition's other runs "
+            f"read {gib(c.usual_total_bytes)} GiB"
+            for c in model.odd_cells
+        )
+        blocks.append(
+            Paragraph.of(
+                strong("Cells whose engine multiplied another memory total"),
+                f" (its log; its KV is not comparable with its condition's other runs, and the comparisons "
+                f"above include it): {listed}.",
+            )
+        )
+    return blocks
+
+
 def _changes_table(model: ExperimentModel) -> Table:
     rows = tuple(
         (v.name, *(change_text(v.changes[m], UNITS[m]) for m in CONDITION_METRICS), _moved_text(v))
@@ -200,6 +253,9 @@ def _verdict(model: ExperimentModel, verdict: ConditionVerdict) -> Paragraph:
         text = "nothing compared: " + "; ".join(sorted({EVIDENCE_TEXT[c.evidence] for c in verdict.changes.values()}))
     if shares:
         text += f"; it reproduces {', '.join(shares)} that {model.explains} shows"
+    odd = sorted({c.condition for c in model.odd_cells} & {verdict.name, model.baseline})
+    if odd:
+        text += f" (with a cell of {' and '.join(odd)} whose engine multiplied another memory total: see above)"
     return Paragraph.of(strong(verdict.name), f": {text}.")
 
 
@@ -217,9 +273,16 @@ def experiment_blocks(experiments: list[ExperimentModel], charts: dict[str, str]
                 "start's.",
             ),
             _conditions_table(model),
+            *_repeat_blocks(model),
             Paragraph.of(strong("Against the baseline"), ":"),
             _changes_table(model),
         ]
+        if model.missing_cells:
+            blocks.append(
+                Paragraph.of(
+                    strong("Cells without a result"), " (missing, not zero): ", "; ".join(model.missing_cells), "."
+                )
+            )
         if model.missing_baseline:
             blocks.append(Paragraph.of(f"No complete run of the baseline {model.baseline}: nothing is compared."))
         explained = [v for v in model.verdicts if v.name != model.explains]
@@ -281,5 +344,11 @@ def experiment_answer(experiments: list[ExperimentModel]) -> list[Block]:
                 f"most against the baseline {model.baseline}: {amount}, from "
                 f"{gib(change.reference_mean)} to {gib(change.changed_mean)} GiB."
             )
+            odd = sorted({c.condition for c in model.odd_cells} & {verdict.name, model.baseline})
+            if odd:
+                text += (
+                    f" That comparison includes a cell of {' and '.join(odd)} whose engine multiplied another "
+                    "memory total than its other runs (see Repeats)."
+                )
         blocks.append(Paragraph.of(strong(text)))
     return blocks

@@ -11,7 +11,6 @@ of the runs, the trend within each side and the labels' throughput. All arithmet
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -21,7 +20,7 @@ from typing import Literal
 from kvprobe.config import load_models
 from kvprobe.errors import InputError
 from kvprobe.predict import Prediction, predict
-from kvprobe.report.stats import Summary, summarise, t_quantile, t_two_sided_p
+from kvprobe.report.stats import Summary, least_squares, linear_trend, summarise
 from kvprobe.units import GIB
 from kvprobe.vocabulary import LABELS, Label
 
@@ -125,18 +124,8 @@ class SizingFit:
         return max(abs(r) for r in self.residual_bytes)
 
 
-def _least_squares(x: Sequence[Fraction], y: Sequence[Fraction]) -> tuple[Fraction, Fraction, Fraction]:
-    """Slope, intercept and Sxx of y on x, exactly."""
-    n = len(x)
-    mean_x, mean_y = sum(x, Fraction(0)) / n, sum(y, Fraction(0)) / n
-    sxx = sum(((a - mean_x) ** 2 for a in x), Fraction(0))
-    sxy = sum(((a - mean_x) * (b - mean_y) for a, b in zip(x, y, strict=True)), Fraction(0))
-    slope = sxy / sxx
-    return slope, mean_y - slope * mean_x, sxx
-
-
 def fit_sizing(runs: Sequence[StudyRun]) -> SizingFit:
-    slope, intercept, _ = _least_squares([r.in_use_bytes for r in runs], [r.kv_bytes for r in runs])
+    slope, intercept, _ = least_squares([r.in_use_bytes for r in runs], [r.kv_bytes for r in runs])
     fraction = -slope
     total = intercept / fraction
     return SizingFit(
@@ -210,16 +199,8 @@ class Trend:
 
 def trend(model: str, label: Label, runs: Sequence[StudyRun], scope: TrendScope) -> Trend:
     kv = [r.kv_bytes for r in runs]
-    slope, intercept, sxx = _least_squares([Fraction(i) for i in range(len(kv))], kv)
-    se = ci = p = None
-    if len(kv) > 2:
-        squared = sum(((y - intercept - slope * i) ** 2 for i, y in enumerate(kv)), Fraction(0))
-        se = math.sqrt(float(squared / (len(kv) - 2) / sxx))
-        df = len(kv) - 2
-        half = t_quantile(0.975, df) * se
-        ci = (float(slope) - half, float(slope) + half)
-        p = 0.0 if se == 0 else t_two_sided_p(float(slope) / se, df)
-    return Trend(model, label, scope, len(kv), kv[0], kv[-1], slope, se, ci, p)
+    fit = linear_trend(kv)
+    return Trend(model, label, scope, fit.n, kv[0], kv[-1], fit.slope, fit.se, fit.ci95, fit.p_value)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from kvprobe.errors import InputError
 from kvprobe.report.external import external_from_files
 from kvprobe.report.summary import ReportSummary, build_report
 from kvprobe.report.writers import FORMATS, ReportOptions, write_report
-from kvprobe.results.schema import ResultDocument
+from kvprobe.results.schema import ExperimentProgress, ResultDocument
 from kvprobe.results.store import ResultStore, distinct_results
 
 
@@ -39,12 +39,16 @@ def make_report(
     chosen = chosen_formats(formats)
     loaded: list[tuple[Path, ResultDocument]] = []
     unreadable: list[str] = []
+    progress: list[ExperimentProgress] = []
     for results_dir in results_dirs:
         root = Path(results_dir)
         if not root.is_dir():
             raise InputError(f"{results_dir}: no such results directory")
         found, problems = ResultStore(root).load_all()
         loaded, unreadable = loaded + found, unreadable + problems
+        manifest, unusable = ResultStore(root).experiment_progress()
+        progress += [manifest] if manifest else []
+        unreadable += [unusable] if unusable else []
     if not loaded:
         detail = "".join(f"\n  {p}" for p in unreadable)
         where = ", ".join(results_dirs)
@@ -52,6 +56,6 @@ def make_report(
     loaded, counted_once = distinct_results(loaded)
     if external is not None:
         options = dataclasses.replace(options, external=external_from_files(*external))
-    summary = build_report([doc for _, doc in loaded], unreadable)
+    summary = build_report([doc for _, doc in loaded], unreadable, progress)
     target = Path(out_dir) if out_dir else Path(results_dirs[0]) / "report"
     return WrittenReport(summary, target, write_report(summary, target, chosen, options), unreadable, counted_once)

@@ -1,4 +1,5 @@
-"""Small statistics for repeated runs: mean, standard deviation, 95% interval, Welch's t-test.
+"""Small statistics for repeated runs: mean, standard deviation, 95% interval, Welch's t-test, and a
+linear trend over the runs' order.
 
 Student's t distribution and Welch's test are SciPy's (`scipy.stats`); what is kvprobe's own is the
 verdict that says why no test ran (too few runs, no variance), so a report never prints a bare p-value.
@@ -10,6 +11,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 from scipy import stats as scipy_stats
@@ -23,6 +25,41 @@ def t_two_sided_p(t: float, df: float) -> float:
 def t_quantile(p: float, df: float) -> float:
     """The t value with P(T <= t) = p."""
     return float(scipy_stats.t.ppf(p, df))
+
+
+def least_squares(x: Sequence[Fraction], y: Sequence[Fraction]) -> tuple[Fraction, Fraction, Fraction]:
+    """Slope, intercept and Sxx of y on x, exactly."""
+    n = len(x)
+    mean_x, mean_y = sum(x, Fraction(0)) / n, sum(y, Fraction(0)) / n
+    sxx = sum(((a - mean_x) ** 2 for a in x), Fraction(0))
+    sxy = sum(((a - mean_x) * (b - mean_y) for a, b in zip(x, y, strict=True)), Fraction(0))
+    slope = sxy / sxx
+    return slope, mean_y - slope * mean_x, sxx
+
+
+@dataclass(frozen=True)
+class TrendFit:
+    """Values against their position in a series (0, 1, 2, ...): the least-squares slope (exact), its
+    standard error, 95% interval and t-test; None below three values. Its null hypothesis, no trend,
+    is the exchangeability a test between two sets of runs assumes."""
+
+    n: int
+    slope: Fraction
+    se: float | None
+    ci95: tuple[float, float] | None
+    p_value: float | None
+
+
+def linear_trend(values: Sequence[Fraction]) -> TrendFit:
+    slope, intercept, sxx = least_squares([Fraction(i) for i in range(len(values))], values)
+    if len(values) < 3:
+        return TrendFit(len(values), slope, None, None, None)
+    squared = sum(((y - intercept - slope * i) ** 2 for i, y in enumerate(values)), Fraction(0))
+    df = len(values) - 2
+    se = math.sqrt(float(squared / df / sxx))
+    half = t_quantile(0.975, df) * se
+    p = 0.0 if se == 0 else t_two_sided_p(float(slope) / se, df)
+    return TrendFit(len(values), slope, se, (float(slope) - half, float(slope) + half), p)
 
 
 @dataclass

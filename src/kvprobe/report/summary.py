@@ -11,7 +11,7 @@ from kvprobe.report.cluster import ClusterRun, cluster_runs
 from kvprobe.report.compare import AT_U_MAX, METRICS, Model, Unit
 from kvprobe.report.conditions import ExperimentModel, analyse_experiments
 from kvprobe.report.pairing import group_results
-from kvprobe.results.schema import ResultDocument
+from kvprobe.results.schema import ExperimentProgress, ResultDocument
 
 Cell = str | int | float | bool | None
 
@@ -57,8 +57,11 @@ def run_row(doc: ResultDocument) -> dict[str, Cell]:
 LOWER_BOUND_COLUMNS = AT_U_MAX  # the columns u_max_lower_bound qualifies
 
 
-def build_report(documents: list[ResultDocument], problems: list[str] | None = None) -> ReportSummary:
-    """The report's numbers. `problems` are files that could not be read; they are listed as unmatched."""
+def build_report(
+    documents: list[ResultDocument], problems: list[str] | None = None, progress: list[ExperimentProgress] | None = None
+) -> ReportSummary:
+    """The report's numbers. `problems` are files that could not be read; they are listed as unmatched.
+    `progress`: the experiment manifests of the directories, for the cells that wrote no result."""
     groups, unmatched = group_results(documents)
     ordered = sorted(documents, key=lambda d: (d.model, d.condition, d.repeat, d.run_id))
     return ReportSummary(
@@ -67,7 +70,7 @@ def build_report(documents: list[ResultDocument], problems: list[str] | None = N
         unmatched=list(problems or []) + unmatched,
         metrics={name: unit for name, (unit, _) in METRICS.items()},
         documents=len(documents),
-        experiments=analyse_experiments(documents),
+        experiments=analyse_experiments(documents, progress or []),
         clusters=cluster_runs(documents),
         runs=[run_row(d) for d in ordered],
     )

@@ -228,9 +228,7 @@ class EngineMemoryReport(Record):
         None, description="TensorRT-LLM: free_gpu_memory_fraction as it printed it (a fraction of FREE memory)."
     )
     kv_bytes_per_token: int | None = Field(None, description="TensorRT-LLM: KV bytes per token it printed.")
-    kv_blocks_logged: int | None = Field(
-        None, description="TensorRT-LLM: blocks in its KV cache's primary pool (its worker cannot report them)."
-    )
+    kv_blocks_logged: int | None = Field(None, description="TensorRT-LLM: blocks in its KV cache's primary pool.")
     tokens_per_block_logged: int | None = Field(None, description="TensorRT-LLM: tokens per KV block it printed.")
     prefetched_checkpoint_bytes: Bytes | None = Field(
         None,
@@ -298,7 +296,7 @@ class SoftwareVersions(Record):
 
     kvprobe: str | None = None
     vllm: str | None = None
-    tensorrt_llm: str | None = None
+    tensorrt_llm: str | None = Field(None, description="Where the engine is TensorRT-LLM.")
     torch: str | None = None
     cuda_runtime: str | None = None
 
@@ -542,6 +540,17 @@ class ExperimentRef(Record):
         description="The conditions, in order, are an isolation ladder: each adds one feature to the one before "
         "(the first is native, the last the study's flags); a condition's rung is its index in `conditions`.",
     )
+
+
+class ExperimentProgress(Record):
+    """An experiment's manifest (experiment.json): the cells finished (their exit code) and those that
+    ran without writing a result for every model (why), keyed CONDITION/rREPEAT."""
+
+    run_id: str
+    status: Literal["running", "unfinished", "finished"]  # an interrupted experiment stays running
+    identity: dict[str, str] = Field(default_factory=dict)
+    done: dict[str, int] = Field(default_factory=dict)
+    unfinished: dict[str, str] = Field(default_factory=dict)
 
 
 class GuardSettings(Record):

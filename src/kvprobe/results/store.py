@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from kvprobe.errors import InputError
 from kvprobe.results.loader import ResultFileError, load_result
-from kvprobe.results.schema import ResultDocument, TrialRecord
+from kvprobe.results.schema import ExperimentProgress, ResultDocument, TrialRecord
 from kvprobe.safe_io import UnsafeFile, create_new, decode_json, open_existing_or_new, read_json, read_text
 
 MANIFEST = ".kvprobe-run-{condition}.json"  # one per condition: native and container runs share a directory
@@ -23,7 +23,9 @@ RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{4}")  # what open_run makes; nothing 
 LOCK = ".kvprobe.lock"  # held by the one measurement that owns the directory; the kernel drops it with its holder
 JOURNAL_DIR = ".journal"
 # kvprobe's own JSON files that are not results: an experiment's manifest, a report's summary
-NOT_RESULTS = ("experiment.json", "summary.json")
+EXPERIMENT_MANIFEST = "experiment.json"  # `kvprobe experiment`'s cells: done, unfinished (experiment.run)
+MAX_EXPERIMENT_MANIFEST_BYTES = 16 << 20
+NOT_RESULTS = (EXPERIMENT_MANIFEST, "summary.json")
 TRIALS_DIR = ".trials"
 SCRATCH = ".scratch"  # an experiment condition's page-cache file, removed when the run ends
 
@@ -188,6 +190,19 @@ class ResultStore:
             except ResultFileError as exc:
                 problems.append(str(exc))
         return documents, problems
+
+    def experiment_progress(self) -> tuple[ExperimentProgress | None, str | None]:
+        """The experiment manifest of this directory (None: there is none), or why it cannot be read."""
+        path = self.root / EXPERIMENT_MANIFEST
+        if not (path.exists() or path.is_symlink()):
+            return None, None
+        try:
+            return ExperimentProgress.model_validate(read_json(path, MAX_EXPERIMENT_MANIFEST_BYTES, "a manifest")), None
+        except (OSError, ValueError) as exc:  # torn, garbage, a link, a FIFO; pydantic's errors are ValueErrors
+            return (
+                None,
+                f"{path}: not a readable experiment manifest ({str(exc).splitlines()[0]}); its cells not listed",
+            )
 
     # --- run manifest -------------------------------------------------------------------------
     def _manifest(self, condition: str) -> Path:
