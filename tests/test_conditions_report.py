@@ -142,7 +142,7 @@ def test_the_committed_experiment_shows_its_odd_cell_and_the_drift_over_repeats(
     assert len(slopes) == 6 and all(slope > 0 for slope in slopes)
     text = render_report(build_report([d for _, d in loaded]), ["markdown"])["report.md"].decode()
     assert "In every condition the KV moves the same way with the repeat number" in text
-    assert "native repeat 1: 21.09 GiB where the condition's other runs read 23.54 GiB" in text
+    assert "native repeat 1: 21.09 GiB where the usual total is 23.54 GiB" in text
     assert "whose engine multiplied another memory total: see above" in text
 
 

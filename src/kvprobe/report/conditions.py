@@ -69,7 +69,7 @@ class OddCell(Model):
     condition: str
     repeat: int
     engine_total_bytes: float
-    usual_total_bytes: float = Field(description="The total most runs of its condition logged.")
+    usual_total_bytes: float = Field(description="The usual total: its condition's, else the experiment's.")
 
 
 class ConditionResult(Model):
@@ -163,23 +163,29 @@ def _repeat_trend(runs: list[ResultDocument]) -> RepeatTrend | None:
     return RepeatTrend(n=fit.n, slope_bytes_per_repeat=float(fit.slope), ci95_bytes=fit.ci95, p_value=fit.p_value)
 
 
+def _usual_total(totals: list[float]) -> float | None:
+    """The total at least two of these runs logged, the most common one (None: no two agree)."""
+    counted = Counter(round(t / SAME_TOTAL_BYTES) for t in totals).most_common(1)
+    return counted[0][0] * SAME_TOTAL_BYTES if counted and counted[0][1] >= 2 else None
+
+
 def odd_cells(runs: dict[str, list[ResultDocument]]) -> list[OddCell]:
-    """Runs whose engine memory total (what gpu_memory_utilization multiplied) differs from the one most
-    runs of the same condition logged: a VM's balloon, a limit that came and went. Their KV is not
-    comparable with the rest's."""
-    found = []
-    for condition, docs in runs.items():
-        totals = [(d, t) for d in docs if (t := engine_total(d)) is not None]
-        counted = Counter(round(t / SAME_TOTAL_BYTES) for _, t in totals).most_common(1)
-        if not counted or counted[0][1] < 2:
-            continue  # no total shared by two runs: nothing to call usual
-        usual = counted[0][0] * SAME_TOTAL_BYTES
-        found += [
+    """Runs whose engine memory total (what gpu_memory_utilization multiplied) differs from the usual
+    one: their condition's, or where no two of its runs agree, the whole experiment's (a VM's balloon,
+    a limit that came and went). Their KV is not comparable with the rest's."""
+    totals = {c: [(d, t) for d in docs if (t := engine_total(d)) is not None] for c, docs in runs.items()}
+    everywhere = _usual_total([t for found in totals.values() for _, t in found])
+    cells = []
+    for condition, found in totals.items():
+        usual = _usual_total([t for _, t in found]) or everywhere
+        if usual is None:
+            continue
+        cells += [
             OddCell(condition=condition, repeat=d.repeat, engine_total_bytes=t, usual_total_bytes=usual)
-            for d, t in totals
+            for d, t in found
             if abs(t - usual) > SAME_TOTAL_BYTES
         ]
-    return found
+    return cells
 
 
 def _condition_result(name: str, runs: list[ResultDocument]) -> ConditionResult:

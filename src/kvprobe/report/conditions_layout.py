@@ -208,15 +208,16 @@ def _repeat_blocks(model: ExperimentModel) -> list[Block]:
         ]
     if model.odd_cells:
         listed = "; ".join(
-            f"{c.condition} repeat {c.repeat}: {gib(c.engine_total_bytes)} GiB where the condition's other runs "
-            f"read {gib(c.usual_total_bytes)} GiB"
+            f"{c.condition} repeat {c.repeat}: {gib(c.engine_total_bytes)} GiB where the usual total is "
+            f"{gib(c.usual_total_bytes)} GiB"
             for c in model.odd_cells
         )
         blocks.append(
             Paragraph.of(
                 strong("Cells whose engine multiplied another memory total"),
-                f" (its log; its KV is not comparable with its condition's other runs, and the comparisons "
-                f"above include it): {listed}.",
+                f" (its log; the usual total is its condition's, or where no two of its runs agree the "
+                f"experiment's; its KV is not comparable with the rest, and the comparisons above include it): "
+                f"{listed}.",
             )
         )
     return blocks
