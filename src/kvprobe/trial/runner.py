@@ -258,16 +258,21 @@ class TrialRunner:
         baseline = self.sampler.baseline()
         started_at = time.time()
         marker = self.workdir / RUNNING_MARKER
-        process, prestarted = self._launch(spec, spec_path, result_path, log_path)
-        write_marker(marker, process.pid, started_at=started_at)
+        process: subprocess.Popen | None = None
         try:
+            # An interrupt arriving while the worker is spawned waits until its group is known: one that
+            # came between the spawn and this try left the engine running after kvprobe exited 130.
+            with interrupts_held():
+                process, prestarted = self._launch(spec, spec_path, result_path, log_path)
+                write_marker(marker, process.pid, started_at=started_at)
             if self.prestart:
                 self._start_waiting(spec_path)
             verdict, samples, phases, engine_memory = self._watch(process, log_path, ready_gate)
         except BaseException:  # Ctrl-C, SIGTERM or SIGHUP: never leave an engine (or a waiting worker) behind
             with interrupts_held():  # a second interrupt waits until the teardown is done
-                terminate(process.pid)
-                process.wait()
+                if process is not None:
+                    terminate(process.pid)
+                    process.wait()
                 marker.unlink(missing_ok=True)
                 ready_gate.unlink(missing_ok=True)
                 self._end_waiting()
