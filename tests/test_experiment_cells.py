@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, needs_podman, tiny_models_file
+from kvprobe.errors import InputError
 from kvprobe.experiment.run import MANIFEST, ExperimentRun
 from kvprobe.experiment.spec import load_experiment
 from replay_engine import standin_environment
@@ -108,6 +109,38 @@ def test_an_interrupted_cell_stops_the_experiment_with_130(tmp_path, monkeypatch
     path = experiment_file(tmp_path, {"a": {}, "b": {}})
     outcome, started, manifest = run_with(monkeypatch, path, tmp_path / "out", {"a": (130, False), "b": (0, True)})
     assert outcome.status == 130 and started == ["a/r1"] and manifest["status"] == "running"
+
+
+def test_resume_follows_the_settings_not_the_bytes_and_refuses_other_settings(tmp_path, monkeypatch):
+    """A comment edited since (as happened to the committed ladder's file) does not restart the
+    experiment; another setting, or a manifest of another shape, is refused rather than overwritten."""
+    path = experiment_file(tmp_path, {"a": {}, "b": {}})
+    out = tmp_path / "out"
+    run_with(monkeypatch, path, out, {"a": (130, True), "b": (0, True)})
+    path.write_text("# a comment added after the run\n" + path.read_text())
+    outcome, started, manifest = run_with(monkeypatch, path, out, {"a": (0, True), "b": (0, True)}, resume=True)
+    assert started == ["b/r1"] and manifest["done"] == {"a/r1": 0, "b/r1": 0} and outcome.status == 0
+
+    recorded = (out / MANIFEST).read_text()
+    path.write_text(path.read_text().replace("repeats: 1", "repeats: 1\ntolerance: 0.05"))
+    with pytest.raises(InputError, match="other experiment settings or models.*remove experiment.json"):
+        run_with(monkeypatch, path, out, {"a": (0, True), "b": (0, True)}, resume=True)
+    assert (out / MANIFEST).read_text() == recorded  # nothing overwritten
+
+    (out / MANIFEST).write_text(json.dumps({**json.loads(recorded), "done": ["a/r1"]}))
+    with pytest.raises(InputError, match="not a readable experiment manifest"):
+        run_with(monkeypatch, path, out, {"a": (0, True), "b": (0, True)}, resume=True)
+
+
+def test_a_manifest_of_the_file_digest_era_still_resumes(tmp_path, monkeypatch):
+    path = experiment_file(tmp_path, {"a": {}, "b": {}})
+    out = tmp_path / "out"
+    run_with(monkeypatch, path, out, {"a": (130, True), "b": (0, True)})
+    manifest = json.loads((out / MANIFEST).read_text())
+    old = {**manifest, "identity": load_experiment(path).file_digests()}
+    (out / MANIFEST).write_text(json.dumps(old))
+    _, started, manifest = run_with(monkeypatch, path, out, {"a": (0, True), "b": (0, True)}, resume=True)
+    assert started == ["b/r1"] and manifest["run_id"] == old["run_id"]
 
 
 @needs_podman

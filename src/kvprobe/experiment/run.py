@@ -30,6 +30,7 @@ from kvprobe.experiment.cgroup import CellCgroup
 from kvprobe.experiment.plan import Cell, schedule, search_settings
 from kvprobe.experiment.spec import Experiment
 from kvprobe.measure.request import MeasureRequest, StartSettings, kvprobe_command
+from kvprobe.results.schema import ExperimentProgress
 from kvprobe.results.store import EXPERIMENT_MANIFEST as MANIFEST
 from kvprobe.results.store import MAX_EXPERIMENT_MANIFEST_BYTES, RunLock, write_json_atomic
 from kvprobe.safe_io import read_json
@@ -37,7 +38,6 @@ from kvprobe.units import parse_size
 
 LOCK = ".kvprobe-experiment.lock"
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-RESUMABLE = ("running", "unfinished")  # manifest states `--resume` continues
 PR_SET_PDEATHSIG = 1
 
 
@@ -105,24 +105,26 @@ class ExperimentRun:
         self.experiment = experiment
         self.out_dir = Path(out_dir)
         self.on_cell = on_cell
-        self.identity = experiment.sha256_inputs()
+        self.identity = experiment.identity()
         self.failed: list[str] = []  # keys of the cells whose measurement exited 1 (a model failed)
 
     def _open(self, resume: bool) -> dict:
         path = self.out_dir / MANIFEST
         if resume and path.exists():
             try:
-                manifest = read_json(path, MAX_EXPERIMENT_MANIFEST_BYTES)
-            except (OSError, ValueError) as exc:  # torn, garbage, a link or a FIFO (UnsafeFile)
+                recorded = ExperimentProgress.model_validate(read_json(path, MAX_EXPERIMENT_MANIFEST_BYTES))
+            except (OSError, ValueError) as exc:  # torn, garbage, a link, a FIFO, another shape
                 raise InputError(
-                    f"{path}: not a readable experiment manifest ({exc}); remove it to start anew"
+                    f"{path}: not a readable experiment manifest ({str(exc).splitlines()[0]}); "
+                    "remove it to start anew"
                 ) from None
-            if not isinstance(manifest, dict):
-                raise InputError(f"{path}: not an experiment manifest; remove it to start anew")
-            if manifest.get("status") in RESUMABLE and manifest.get("identity") == self.identity:
-                manifest.setdefault("unfinished", {})
-                manifest["status"] = "running"
-                return manifest
+            if recorded.identity not in (self.identity, self.experiment.file_digests()):
+                raise InputError(
+                    f"{path}: --resume: this directory holds a run of other experiment settings or models "
+                    f"({self.experiment.path} or {self.experiment.models_file} changed since); "
+                    f"use another --out, or remove {MANIFEST} to start anew"
+                )
+            return {**recorded.model_dump(), "status": "running"}
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
         manifest = {"run_id": run_id, "status": "running", "identity": self.identity, "done": {}, "unfinished": {}}
         write_json_atomic(path, manifest)

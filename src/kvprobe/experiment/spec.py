@@ -123,11 +123,24 @@ class Experiment(BaseModel):
             ladder=self.file.ladder,
         )
 
-    def sha256_inputs(self) -> dict[str, str]:
+    def identity(self) -> dict[str, str]:
+        """What a resumed run must share with the run it continues: the experiment's settings and
+        its models' settings, as checked (comments, layout and models it does not measure do not count)."""
+        return {
+            "experiment_settings_sha256": _sha256_json(self.file.model_dump(mode="json")),
+            "models_settings_sha256": _sha256_json([model.model_dump(mode="json") for model in self.models]),
+        }
+
+    def file_digests(self) -> dict[str, str]:
+        """The identity runs before 2026-12 recorded: the two files' bytes (a comment counted)."""
         return {
             "experiment_sha256": hashlib.sha256(self.path.read_bytes()).hexdigest(),
             "models_sha256": hashlib.sha256(self.models_file.read_bytes()).hexdigest(),
         }
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def _where(path: Path, condition: str | None, field: str) -> str:
