@@ -123,7 +123,7 @@ def test_resume_follows_the_settings_not_the_bytes_and_refuses_other_settings(tm
 
     recorded = (out / MANIFEST).read_text()
     path.write_text(path.read_text().replace("repeats: 1", "repeats: 1\ntolerance: 0.05"))
-    with pytest.raises(InputError, match="other experiment settings or models.*remove experiment.json"):
+    with pytest.raises(InputError, match=r"other experiment settings or models.*remove experiment\.json"):
         run_with(monkeypatch, path, out, {"a": (0, True), "b": (0, True)}, resume=True)
     assert (out / MANIFEST).read_text() == recorded  # nothing overwritten
 

@@ -115,8 +115,7 @@ class ExperimentRun:
                 recorded = ExperimentProgress.model_validate(read_json(path, MAX_EXPERIMENT_MANIFEST_BYTES))
             except (OSError, ValueError) as exc:  # torn, garbage, a link, a FIFO, another shape
                 raise InputError(
-                    f"{path}: not a readable experiment manifest ({str(exc).splitlines()[0]}); "
-                    "remove it to start anew"
+                    f"{path}: not a readable experiment manifest ({str(exc).splitlines()[0]}); remove it to start anew"
                 ) from None
             if recorded.identity not in (self.identity, self.experiment.file_digests()):
                 raise InputError(
