@@ -8,6 +8,8 @@
 #   scripts/gpu_host.sh cgroup  SECONDS SIZE [measure options...]   # same, inside a memory-limited cgroup v2
 #   scripts/gpu_host.sh bench [bench options...]  # scripts/bench_search.py, rows into /root/bench/bench.json
 #   scripts/gpu_host.sh tp2 SECONDS [measure options...]   # native, CUDA_VISIBLE_DEVICES=0,1, process list watched
+#   scripts/gpu_host.sh ray2 SECONDS [measure options...]   # a two-node Ray cluster, one GPU a node, TP 2 over it
+#   scripts/gpu_host.sh ray2-kill SECONDS [measure options...]   # the same; the probe SIGKILLed at its first ready, then --resume
 #   scripts/gpu_host.sh env                 # kvprobe env, text and JSON
 #   scripts/gpu_host.sh pack DEST           # results and trial logs as one tarball
 #
@@ -21,6 +23,27 @@ export PYTHONPATH="/root/site:$PWD/src" VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONUNBU
 RESULTS=${KVPROBE_RESULTS:-/root/results}
 MODEL=${KVPROBE_MODEL:-deepseek-r1-distill-qwen-7b}
 MODELS=${KVPROBE_MODELS:-models.yaml}
+
+watch_processes() {  # the process list (with arguments) every 0.25 s into FILE, until killed
+  while sleep 0.25; do echo "@ $(date +%s.%N)"; ps -eo pid,ppid,pgid,sid,stat,args --no-headers | grep -v ' ps -eo\| sleep 0.25\|grep ' | cut -c1-200; done >> "$1"
+}
+
+tagged() {  # every process on this host carrying a kvprobe trial tag: pid and command
+  for environ in /proc/[0-9]*/environ; do
+    if tr '\0' '\n' < "$environ" 2>/dev/null | grep -q '^KVPROBE_TRIAL='; then
+      pid=${environ#/proc/}; pid=${pid%/environ}
+      echo "$pid $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-160)"
+    fi
+  done
+}
+
+ray_cluster() {  # start the two-node cluster (one GPU a node); prints its address
+  export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 VLLM_HOST_IP=127.0.0.1
+  rm -f /root/ray-state.json
+  python3 tests/ray_cluster.py /root/ray-state.json --one-gpu-each --memory-monitor-off >> "$RESULTS/ray-cluster.log" 2>&1 &
+  for _ in $(seq 180); do [ -f /root/ray-state.json ] && break; sleep 1; done
+  python3 -c "import json; print(json.load(open('/root/ray-state.json'))['address'])"
+}
 
 measure() {  # LABEL SECONDS [options...]: a measure that ends itself (SIGTERM) before the call's limit
   local label=$1 seconds=$2
@@ -60,6 +83,32 @@ case "${1:?usage: gpu_host.sh receive|unpack|native|cgroup|env|pack}" in
   bench)
     shift
     python3 scripts/bench_search.py --model "$MODEL" --keep /root/bench --json /root/bench/bench.json "$@" ;;
+  ray2|ray2-kill)
+    action=$1; shift; seconds=$1; shift
+    mkdir -p "$RESULTS"
+    address=$(ray_cluster)
+    echo "ray cluster at $address" | tee -a "$RESULTS/ray2.log"
+    watch_processes "$RESULTS/ps-watch.log" &
+    watcher=$!
+    if [ "$action" = ray2 ]; then
+      measure native "$seconds" --ray-address "$address" "$@" 2>&1 | tee -a "$RESULTS/ray2.log"
+    else
+      python3 -m kvprobe.cli measure "$MODELS" --only "$MODEL" --label native --out "$RESULTS" --resume \
+        --ray-address "$address" "$@" > "$RESULTS/ray2-killed.log" 2>&1 &
+      probe=$!
+      for _ in $(seq $((seconds / 2))); do grep -q '"phase":"ready"' "$RESULTS/ray2-killed.log" && break; sleep 1; done
+      sleep 2
+      kill -9 "$probe"; echo "probe $probe SIGKILLed at $(date +%s.%N)" | tee -a "$RESULTS/ray2.log"
+      sleep 5
+      { echo "tagged processes 5 s after the SIGKILL:"; tagged; } | tee -a "$RESULTS/ray2.log"
+      nvidia-smi --query-gpu=index,memory.used --format=csv | tee -a "$RESULTS/ray2.log"
+      measure native "$seconds" --ray-address "$address" "$@" 2>&1 | tee -a "$RESULTS/ray2.log"
+      { echo "tagged processes after --resume:"; tagged; } | tee -a "$RESULTS/ray2.log"
+    fi
+    kill "$watcher"
+    nvidia-smi --query-gpu=index,uuid,memory.used,memory.total --format=csv | tee -a "$RESULTS/ray2.log"
+    pkill -TERM -f tests/ray_cluster.py; sleep 5
+    { echo "tagged processes after the cluster's shutdown:"; tagged; } | tee -a "$RESULTS/ray2.log" ;;
   env) python3 -m kvprobe.cli env; python3 -m kvprobe.cli env --json > "${2:-/dev/stdout}" ;;
   pack) tar -C "$RESULTS" -czf "$2" . && ls -la "$2" ;;
 esac

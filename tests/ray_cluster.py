@@ -1,9 +1,14 @@
 """A two-node Ray cluster on this machine, for the multi-node tests (Ray's own cluster_utils).
 
-    python tests/ray_cluster.py STATE.json [--squeeze-b BYTES]
+    python tests/ray_cluster.py STATE.json [--squeeze-b BYTES] [--one-gpu-each] [--memory-monitor-off]
 
 Starts a head node (a) and a second node (b), each with one CPU; with --squeeze-b, node b's
 raylet and everything it starts live in a memory cgroup of BYTES (a small node beside a big one).
+--one-gpu-each gives node a GPU 0 and node b GPU 1 (each raylet's CUDA_VISIBLE_DEVICES): two
+linked single-GPU machines, as two DGX Sparks are, on one two-GPU host. Each raylet then also gets
+its own VLLM_HOST_IP (127.0.0.1, 127.0.0.2; run the probe with VLLM_HOST_IP=127.0.0.1): vLLM's Ray
+executor refuses two nodes behind one address ("Every node should have a unique IP address"). --memory-monitor-off sets
+RAY_memory_monitor_refresh_ms=0 for both raylets, as NVIDIA's two-Spark playbook does.
 Writes STATE.json ({"address", "a", "b", "cgroup"}) once both nodes are up, then waits; on
 SIGTERM it shuts the cluster down and removes the cgroup.
 
@@ -13,10 +18,10 @@ every node and client 127.0.0.1 instead of the machine's own address, so no traf
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 
@@ -44,10 +49,20 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def main(state_path: str, squeeze_b: int | None) -> None:
-    args = {"num_cpus": 1, "include_dashboard": False}
-    cluster = Cluster(initialize_head=True, head_node_args={**args, "resources": {"node_a": 1}})
-    node_b = cluster.add_node(**args, resources={"node_b": 1})
+def node_args(gpu: int | None, memory_monitor_off: bool) -> dict:
+    """One node's Ray parameters: one CPU, and `gpu` alone where given."""
+    env_vars = {"RAY_memory_monitor_refresh_ms": "0"} if memory_monitor_off else {}
+    if gpu is not None:
+        env_vars.update(CUDA_VISIBLE_DEVICES=str(gpu), VLLM_HOST_IP=f"127.0.0.{gpu + 1}")
+    gpus = {"num_gpus": 1} if gpu is not None else {}
+    return {"num_cpus": 1, "include_dashboard": False, "env_vars": env_vars, **gpus}
+
+
+def main(state_path: str, squeeze_b: int | None, one_gpu_each: bool, memory_monitor_off: bool) -> None:
+    a = node_args(0 if one_gpu_each else None, memory_monitor_off)
+    b = node_args(1 if one_gpu_each else None, memory_monitor_off)
+    cluster = Cluster(initialize_head=True, head_node_args={**a, "resources": {"node_a": 1}})
+    node_b = cluster.add_node(**b, resources={"node_b": 1})
     cluster.wait_for_nodes()
     cgroup = None
     if squeeze_b:
@@ -75,5 +90,10 @@ def main(state_path: str, squeeze_b: int | None) -> None:
 
 
 if __name__ == "__main__":
-    squeeze = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[2] == "--squeeze-b" else None
-    main(sys.argv[1], squeeze)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("state")
+    parser.add_argument("--squeeze-b", type=int)
+    parser.add_argument("--one-gpu-each", action="store_true")
+    parser.add_argument("--memory-monitor-off", action="store_true")
+    given = parser.parse_args()
+    main(given.state, given.squeeze_b, given.one_gpu_each, given.memory_monitor_off)

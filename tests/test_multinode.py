@@ -46,7 +46,14 @@ def loopback_only():
 def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("ray") / "state.json"
     process = subprocess.Popen(
-        [sys.executable, str(HERE / "ray_cluster.py"), str(state), "--squeeze-b", str(NODE_B_LIMIT)],
+        [
+            sys.executable,
+            str(HERE / "ray_cluster.py"),
+            str(state),
+            "--squeeze-b",
+            str(NODE_B_LIMIT),
+            "--memory-monitor-off",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -116,6 +123,7 @@ def test_vllm_cpu_cannot_place_its_ranks_on_ray_and_the_run_records_the_cluster(
     nodes = doc["environment"]["cluster"]["nodes"]
     assert {n["node_id"] for n in nodes} == {cluster["a"], cluster["b"]}
     assert [n["probe_node"] for n in nodes if n["node_id"] == cluster["a"]] == [True]
+    assert [n["ray_memory_monitor_refresh_ms"] for n in nodes] == ["0", "0"]  # as the raylets were started
     limits = {n["node_id"]: n["environment"]["cgroup"]["limit_bytes"] for n in nodes}
     assert limits[cluster["b"]] == NODE_B_LIMIT and limits[cluster["a"]] != NODE_B_LIMIT
     from kvprobe.trial.monitor import GuardPolicy

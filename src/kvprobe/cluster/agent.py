@@ -19,13 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvprobe.environment.facts import collect
-from kvprobe.environment.gpu import Nvml
+from kvprobe.environment.gpu import CUDA_VISIBLE_DEVICES, Nvml
 from kvprobe.results.schema import EngineAtReady, MemorySample, NodeTrial, TrialBaseline
 from kvprobe.trial.monitor import GuardPolicy, MemorySampler, measure_at_ready, summarise, wait_until_back
 from kvprobe.trial.process_group import end_processes, processes_memory
 from kvprobe.worker_protocol import TRIAL_TAG
 
 RAYLET_PID = "RAY_RAYLET_PID"
+# Ray's memory monitor kills workers when the node's memory use passes a threshold; NVIDIA's
+# two-Spark playbook turns it off (0). Ray reads it from the raylet's environment.
+MEMORY_MONITOR = "RAY_memory_monitor_refresh_ms"
 
 
 def _environment_of(pid: int) -> dict[str, str]:
@@ -81,10 +84,14 @@ class NodeAgent:
         self.probe_node = probe_node
         self.interval_s = interval_s
         self.raylet_pid = os.environ.get(RAYLET_PID)
-        # The agent watches its whole node, whatever CUDA_VISIBLE_DEVICES Ray gave its actor.
-        self.environment = collect(visible=None)
+        # The agent watches its node's GPUs, whatever CUDA_VISIBLE_DEVICES Ray gave its actor: those
+        # of its raylet's environment (all of the machine's where it has none; two nodes sharing a
+        # host are given one GPU each this way).
+        self.raylet_environment = _environment_of(int(self.raylet_pid)) if self.raylet_pid else {}
+        visible = self.raylet_environment.get(CUDA_VISIBLE_DEVICES)
+        self.environment = collect(visible=visible)
         self.guard = GuardPolicy.for_environment(self.environment, floor_bytes, enabled=guard)
-        self.nvml = Nvml(visible=None)
+        self.nvml = Nvml(visible=visible)
         self.sampler = MemorySampler(self.nvml)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -99,8 +106,12 @@ class NodeAgent:
         self._breach: str | None = None
 
     def describe(self) -> dict:
-        """This node's environment block and guard floors (as JSON, for Ray)."""
-        return {"environment": self.environment.model_dump(mode="json"), "guard": self.guard.settings().model_dump()}
+        """This node's environment block, guard floors and Ray memory-monitor setting (as JSON, for Ray)."""
+        return {
+            "environment": self.environment.model_dump(mode="json"),
+            "guard": self.guard.settings().model_dump(),
+            "memory_monitor_refresh_ms": self.raylet_environment.get(MEMORY_MONITOR),
+        }
 
     def _processes(self, prefix: str) -> TrialProcesses:
         return trial_processes(prefix, self.raylet_pid, self.probe_node)

@@ -57,6 +57,7 @@ class RayCluster:
                     probe_node=node["NodeID"] == here,
                     environment=Environment.model_validate(described[node["NodeID"]]["environment"]),
                     guard=GuardSettings.model_validate(described[node["NodeID"]]["guard"]),
+                    ray_memory_monitor_refresh_ms=described[node["NodeID"]]["memory_monitor_refresh_ms"],
                 )
                 for node in self._nodes
             ],

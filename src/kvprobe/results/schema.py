@@ -602,6 +602,11 @@ class ClusterNode(Record):
     probe_node: bool = Field(False, description="kvprobe (and so the engine's driver) runs on this node.")
     environment: Environment
     guard: GuardSettings = Field(description="The floors this node's agent guarded with (its own memory's).")
+    ray_memory_monitor_refresh_ms: str | None = Field(
+        None,
+        description="RAY_memory_monitor_refresh_ms in the node's raylet environment: 0 turns Ray's memory "
+        "monitor off (NVIDIA's two-Spark playbook); None: not set, Ray's default (on), or not recorded.",
+    )
 
 
 class ClusterRecord(Record):
