@@ -41,7 +41,8 @@ ray_cluster() {  # start the two-node cluster (one GPU a node); prints its addre
   export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 VLLM_HOST_IP=127.0.0.1
   rm -f /root/ray-state.json
   python3 tests/ray_cluster.py /root/ray-state.json --one-gpu-each --memory-monitor-off >> "$RESULTS/ray-cluster.log" 2>&1 &
-  for _ in $(seq 180); do [ -f /root/ray-state.json ] && break; sleep 1; done
+  local cluster=$!
+  for _ in $(seq 180); do [ -f /root/ray-state.json ] || ! kill -0 $cluster 2>/dev/null && break; sleep 1; done
   python3 -c "import json; print(json.load(open('/root/ray-state.json'))['address'])"
 }
 
@@ -57,6 +58,9 @@ case "${1:?usage: gpu_host.sh receive|unpack|native|cgroup|env|pack}" in
   unpack)
     mkdir -p /root/site
     cat /root/b/part-* | "$2" -d | tar -x -C /root/site
+    # The bundle's wheels were unpacked by python's zipfile, which drops the mode bits: Ray's own
+    # executables (its GCS server and raylet) are not executable until set so.
+    chmod +x /root/site/ray/core/src/ray/gcs/gcs_server /root/site/ray/core/src/ray/raylet/raylet 2>/dev/null || true
     python3 -c "import vllm, sys; print('vllm', vllm.__version__, file=sys.stderr)" ;;
   native) shift; seconds=$1; shift; measure native "$seconds" "$@" ;;
   tp2)  # what survives a trial's SIGTERM: the process list every 0.25 s, set against each trial's teardown
