@@ -30,15 +30,15 @@ watch_processes() {  # the process list (with arguments) every 0.25 s into FILE,
 
 tagged() {  # every process on this host carrying a kvprobe trial tag: pid and command
   for environ in /proc/[0-9]*/environ; do
+    [ -r "$environ" ] || continue
     if tr '\0' '\n' < "$environ" 2>/dev/null | grep -q '^KVPROBE_TRIAL='; then
       pid=${environ#/proc/}; pid=${pid%/environ}
       echo "$pid $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-160)"
     fi
-  done
+  done 2>/dev/null
 }
 
 ray_cluster() {  # start the two-node cluster (one GPU a node); prints its address
-  export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 VLLM_HOST_IP=127.0.0.1
   rm -f /root/ray-state.json
   python3 tests/ray_cluster.py /root/ray-state.json --one-gpu-each --memory-monitor-off >> "$RESULTS/ray-cluster.log" 2>&1 &
   local cluster=$!
@@ -90,6 +90,8 @@ case "${1:?usage: gpu_host.sh receive|unpack|native|cgroup|env|pack}" in
   ray2|ray2-kill)
     action=$1; shift; seconds=$1; shift
     mkdir -p "$RESULTS"
+    # Every node, the probe and the engine's driver on 127.0.0.1 (the driver's node is a's: 127.0.0.1)
+    export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 VLLM_HOST_IP=127.0.0.1
     address=$(ray_cluster)
     echo "ray cluster at $address" | tee -a "$RESULTS/ray2.log"
     watch_processes "$RESULTS/ps-watch.log" &
