@@ -30,6 +30,7 @@ from kvprobe.config import load_models  # noqa: E402
 from kvprobe.engines.sizing import LOG_ROUNDING_BYTES  # noqa: E402
 from kvprobe.experiment.schedule_view import describe  # noqa: E402
 from kvprobe.predict import predict  # noqa: E402
+from kvprobe.report.cluster import cluster_runs  # noqa: E402
 from kvprobe.report.external import STUDY_MODELS, load_benchmark_spark, summarise_external  # noqa: E402
 from kvprobe.report.external_layout import external_document  # noqa: E402
 from kvprobe.report.markdown import MarkdownWriter  # noqa: E402
@@ -43,6 +44,7 @@ from kvprobe.units import gib  # noqa: E402
 COMPARED_FILES = ("report.md", "report.html", "summary.json", "runs.csv")
 EXPERIMENT = "docs/experiments/cpu-2026-11-26"  # the committed CPU experiment (issue 14)
 SIZING_EXPERIMENT = "docs/experiments/sizing-cpu-2026-11-30"  # the CPU run recording the sizing inputs (issue 26)
+RAY_GPU = "docs/multinode/h200x2-2026-11-30"  # two Ray nodes of one H200 each (issue 29)
 LADDER_EXPERIMENT = "docs/experiments/ladder-cpu-2026-11-30"  # the isolation ladder on this CPU machine (issue 25)
 # The discrete-GPU control of the study's models, one results directory per model and card.
 GPU_RESULTS = (
@@ -97,6 +99,12 @@ REPORTS = (
         "docs/gpu-tp2/results",
         "docs/gpu-tp2/report",
         "Llama-3.1-8B (config only) in tensor parallel 2 on two H200s",
+        "2026-11-30",
+    ),
+    (
+        f"{RAY_GPU}/results",
+        f"{RAY_GPU}/report",
+        "Llama-3.1-8B (config only) in tensor parallel 2 over a two-node Ray cluster, one H200 a node",
         "2026-11-30",
     ),
     (
@@ -943,15 +951,17 @@ def tp2_readme() -> str:
         "| ---: | --- | ---: | --- | ---: | ---: | ---: | --- |",
         *trial_rows,
         "",
-        "Every passing trial's group outlived the 5 s SIGTERM grace of `trial/process_group.py` and was",
-        "SIGKILLed; trials whose engine had already exited ended in hundredths of a second. The process",
+        "Every passing trial's group outlived the SIGTERM grace `trial/process_group.py` had then (5 s;",
+        "1 s now) and was SIGKILLed; trials whose engine had already exited ended in hundredths of a",
+        "second. The process",
         "list (`raw/ps-watch.log.gz`, read by hand against each trial's start and wall time) shows what",
         "survived: in trials 1, 3, 6, 7 and 10 (the others not read) the `VLLM::Worker_TP` processes",
         "ended 2.2 to 3.7 s after SIGTERM, while `VLLM::EngineCore` and a `python3` child of the trial's",
         "worker were still listed 4.7 to 5.0 s after it, until SIGKILL. The list holds command names",
         "only: which Python process that second one is (multiprocessing's resource tracker ignores",
-        "SIGTERM, for one) is not shown. Teardown under 2 s is not reached; memory was back at",
-        "baseline after every trial.",
+        "SIGTERM, for one) is not shown. Teardown under 2 s is not reached with that grace, and this",
+        "model at TP 2 has not been run with the 1 s one; memory was back at baseline after every trial.",
+        "Over Ray the same model's passing trials ended in 0.4-0.5 s (`docs/multinode/h200x2-2026-11-30/`).",
         "",
         "## What this shows and what it does not",
         "",
@@ -965,6 +975,140 @@ def tp2_readme() -> str:
         "  logic is checked by tests/test_multi_gpu.py only); a TP=2 measurement under",
         "  `CUDA_VISIBLE_DEVICES=1,0` or a single hidden GPU with a running engine; a preparation (prestart)",
         "  that does not initialize CUDA at TP=2 (prestart is off there, as every result says); Ray.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def killed_run_console() -> tuple[list[str], list[str], list[str]]:
+    """From the kill-and-resume call's console: the tagged processes listed 5 s after the probe's
+    SIGKILL, those listed after --resume, and the GPUs' memory in use 5 s after the SIGKILL."""
+    lines = (ROOT / RAY_GPU / "raw/kill-and-resume/console.txt").read_text().splitlines()
+    after_kill = lines.index("tagged processes 5 s after the SIGKILL:")
+    gpus = lines.index("index, memory.used [MiB]")
+    after_resume = lines.index("tagged processes after --resume:")
+    return lines[after_kill + 1 : gpus], lines[gpus + 1 : gpus + 3], lines[after_resume + 1 : after_resume + 2]
+
+
+def ray_gpu_readme() -> str:
+    """docs/multinode/h200x2-*/README.md: the two-node Ray run's figures against the same model at
+    TP 2 without Ray, every node's attribution, teardown, and the killed probe's leftovers."""
+    (doc,) = load(f"{RAY_GPU}/results")
+    (without_ray,) = load(f"{TP2}/results")
+    cluster = doc.environment.cluster
+    assert cluster is not None and doc.kv_at_u_max and without_ray.kv_at_u_max
+    (run,) = cluster_runs([doc])
+    killed = [json.loads(line) for line in (ROOT / RAY_GPU / "raw/kill-and-resume/journal.jsonl").open()]
+    left, gpu_memory, after_resume = killed_run_console()
+    node_rows = [
+        f"| {node.node_id[:8]}{' (probe)' if node.probe_node else ''} | "
+        + ", ".join(f"NVML {d.nvml_index} ({d.uuid})" for d in node.environment.gpu.devices)
+        + f" | {node.gpus:g} | {node.ray_memory_monitor_refresh_ms} |"
+        for node in cluster.nodes
+    ]
+    trial_rows = [
+        f"| {t.number} | {t.search} | {t.utilization} | {t.outcome} | {t.wall_s:.1f} | {t.teardown_s:.2f} | "
+        + ", ".join(f"{n.node_id[:8]}: {'yes' if n.baseline_restored else 'NO'}" for n in t.nodes)
+        + " |"
+        for t in doc.trials
+    ]
+    killed_rows = [
+        f"| {e['trial']['number']} | {e['trial']['search']} | {e['trial']['utilization']} | {e['trial']['outcome']} | "
+        f"{e['trial']['num_gpu_blocks'] or 0:,} |"
+        for e in killed
+    ]
+    same = doc.kv_at_u_max.num_blocks == without_ray.kv_at_u_max.num_blocks and doc.u_max == without_ray.u_max
+    limiting = run.limiting_node or "-"
+    lines = [
+        "# Tensor parallel 2 over a two-node Ray cluster: one H200 a node",
+        "",
+        "Made by `scripts/make_docs.py` from [`results/`](results/) (result JSON, journal, trial specs and engine",
+        "logs) and [`raw/`](raw/) (console output, the process list every 0.25 s, the killed probe's run).",
+        f"Measured by kvprobe {doc.versions.kvprobe} with vLLM {doc.versions.vllm}, Ray {cluster.ray_version},",
+        f"torch {doc.versions.torch} on {doc.device}. The cluster: `tests/ray_cluster.py --one-gpu-each",
+        "--memory-monitor-off` (`scripts/gpu_host.sh ray2`), two Ray nodes on one host, each raylet given",
+        "one GPU (`CUDA_VISIBLE_DEVICES`) and its own `VLLM_HOST_IP`: the topology of two linked DGX Sparks,",
+        "with NVLink instead of their network. Model: the Llama-3.1-8B-shaped config of `docs/gpu-tp2/`,",
+        "`tensor_parallel_size: 2`, `distributed_executor_backend: ray`, `disable_custom_all_reduce: true`",
+        "(`configs/gpu-ray2.yaml`; why the last: below). Paths of the device's checkout read `<checkout>`.",
+        "Report: [`report/report.md`](report/report.md). Device time: this run was one `--searches u_max",
+        "--range 0.98:0.99 --no-confirm` call; the killed-probe run below was another.",
+        "",
+        "| node | its GPU | Ray GPUs | RAY_memory_monitor_refresh_ms |",
+        "| --- | --- | ---: | --- |",
+        *node_rows,
+        "",
+        f"u_max {doc.u_max} (failing {doc.searches['u_max'].failing}: refused at the start-up check), KV at u_max"
+        f" {doc.kv_at_u_max.num_blocks:,} blocks, {gib(doc.kv_at_u_max.bytes)} GiB ({doc.kv_at_u_max.bytes:,} bytes),",
+        f"{doc.kv_at_u_max.tokens:,} tokens. Without Ray (`docs/gpu-tp2/`, the multiprocessing backend, one node):",
+        f"u_max {without_ray.u_max}, {without_ray.kv_at_u_max.num_blocks:,} blocks:"
+        f" {'the same to the block' if same else 'DIFFERENT'}.",
+        "",
+        "## Each node at u_max",
+        "",
+        "Each node's agent measured its own GPU (the one its raylet was given), with NVML's per-process",
+        "figure for the trial's processes there. The parts, the limiting node and the unexplained rest",
+        "are in the report's multi-node section; in short:",
+        "",
+        "| node | pool GiB | the trial's processes GiB | other processes GiB | free at ready GiB | unexplained MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *[
+            f"| {a.node_id[:8]} | {gib(a.total_bytes)} | {gib(a.parts.engine)} | {gib(a.parts.other_processes)} | "
+            f"{gib(a.parts.free_at_ready)} | {a.unexplained_bytes / 2**20:.2f} |"
+            for a in doc.node_attribution
+        ],
+        "",
+        f"The node that limits the KV: {limiting[:8]}"
+        + (" (both nodes had the same free to the MiB: the first of equals)." if run.limiting_tie else "."),
+        "",
+        "## Teardown",
+        "",
+        "| trial | search | u | outcome | wall s | teardown s | memory back, per node |",
+        "| ---: | --- | ---: | --- | ---: | ---: | --- |",
+        *trial_rows,
+        "",
+        "With Ray the engine's workers are Ray actors, not children of the trial's group; the passing trial",
+        "ended well inside the 1 s SIGTERM grace, where the same model without Ray outlived the then 5 s",
+        "grace (`docs/gpu-tp2/`).",
+        "",
+        "## A probe killed mid-trial, then `--resume`",
+        "",
+        "Another call (`scripts/gpu_host.sh ray2-kill`, searches reference and u_max, `--no-confirm`) ran",
+        "the same model on a fresh cluster and SIGKILLed the probe 2 s after the first `ready` it printed,",
+        "which was the third trial's. Its journal after the `--resume` (trials 1 and 2 from before the kill,",
+        "3 run again; [`raw/kill-and-resume/journal.jsonl`](raw/kill-and-resume/)):",
+        "",
+        "| trial | search | u | outcome | KV blocks |",
+        "| ---: | --- | ---: | --- | ---: |",
+        *killed_rows,
+        "",
+        f"Tagged with that run's trial 5 s after the SIGKILL ({len(left)} processes; GPUs in use then:"
+        f" {'; '.join(gpu_memory)}):",
+        "",
+        *[f"    {line.strip()}" for line in left],
+        "",
+        "`--resume` then ended the stale trial group, asked both nodes' agents to sweep the run's tag,",
+        "re-ran trial 3 and finished (u_max 0.98, the same KV). Tagged processes listed after it:"
+        f" {'none' if not after_resume or after_resume[0].startswith('index') else after_resume}; both GPUs at 0 MiB.",
+        "",
+        "## What this shows and what it does not",
+        "",
+        "- Shown: vLLM over Ray with its two ranks on two Ray nodes of one GPU each, measured by kvprobe's",
+        "  agents on both nodes, each on its own GPU; the same KV as without Ray to the block; Ray's",
+        "  memory-monitor setting recorded per node; a SIGKILLed probe's engine (driver, engine core,",
+        "  pooled Ray workers) left running and ended by `--resume`.",
+        "- Two settings this one-host cluster needs that two machines do not: each raylet's own",
+        "  `VLLM_HOST_IP` (vLLM's Ray executor refuses two nodes behind one address), and",
+        "  `disable_custom_all_reduce` (vLLM's custom all-reduce tests for one machine through shared",
+        "  memory, finds it, and then asks for a GPU the rank cannot see:",
+        "  `raw/earlier-attempts/custom-all-reduce-error.log.gz`).",
+        "- An earlier attempt ran the probe without the cluster's loopback setting: Ray's client kept",
+        "  retrying the GCS at the host's other address and kvprobe waited for it until the call's limit",
+        "  (`raw/earlier-attempts/probe-without-loopback.log`); kvprobe now gives up on a cluster that does",
+        "  not answer within a minute (exit 2).",
+        "- Not shown: two real machines (their network, their separate memory); a node that holds more",
+        "  than the other (both held the same here); the guard firing on a GPU node; u_min and the fill",
+        "  test over Ray (device time).",
         "",
     ]
     return "\n".join(lines)
@@ -1230,6 +1374,7 @@ def outputs() -> dict[Path, bytes]:
     files[ROOT / SIZING_EXPERIMENT / "README.md"] = sizing_experiment_readme().encode()
     files[ROOT / LADDER_EXPERIMENT / "README.md"] = ladder_readme().encode()
     files[ROOT / TP2 / "README.md"] = tp2_readme().encode()
+    files[ROOT / RAY_GPU / "README.md"] = ray_gpu_readme().encode()
     return files
 
 

@@ -9,10 +9,13 @@ every agent to end what is left on its node and to wait for its memory.
 from __future__ import annotations
 
 import socket
+import threading
 
 from kvprobe.cluster.agent import NodeAgent
 from kvprobe.errors import InputError
 from kvprobe.results.schema import ClusterNode, ClusterRecord, Environment, GuardSettings, NodeTrial
+
+CONNECT_TIMEOUT_S = 60.0
 
 
 class ClusterError(InputError):
@@ -30,10 +33,7 @@ class RayCluster:
             raise ClusterError("--ray-address needs Ray in this environment (pip install 'kvprobe[ray]')") from None
         self.ray = ray
         self.address = address
-        try:
-            ray.init(address=address, namespace="kvprobe", log_to_driver=False, configure_logging=False)
-        except Exception as exc:  # ConnectionError, or Ray's own when the address is not a cluster
-            raise ClusterError(f"--ray-address {address}: cannot connect: {exc}") from None
+        self._connect(address)
         here = ray.get_runtime_context().get_node_id()
         self._nodes = [n for n in ray.nodes() if n.get("Alive")]
         agent_actor = ray.remote(num_cpus=0, max_restarts=0)(NodeAgent)
@@ -62,6 +62,28 @@ class RayCluster:
                 for node in self._nodes
             ],
         )
+
+    def _connect(self, address: str) -> None:
+        """ray.init, given CONNECT_TIMEOUT_S: Ray's client retries a GCS it cannot reach for as long
+        as it runs (seen when the cluster gave an address this machine does not reach)."""
+        failure: list[Exception] = []
+
+        def connect() -> None:
+            try:
+                self.ray.init(address=address, namespace="kvprobe", log_to_driver=False, configure_logging=False)
+            except Exception as exc:  # ConnectionError, or Ray's own when the address is not a cluster
+                failure.append(exc)
+
+        attempt = threading.Thread(target=connect, daemon=True)
+        attempt.start()
+        attempt.join(CONNECT_TIMEOUT_S)
+        if attempt.is_alive():
+            raise ClusterError(
+                f"--ray-address {address}: no answer from the cluster within {CONNECT_TIMEOUT_S:g} s (Ray's "
+                "client keeps retrying the address the cluster gave for itself; can this machine reach it?)"
+            )
+        if failure:
+            raise ClusterError(f"--ray-address {address}: cannot connect: {failure[0]}")
 
     def _all(self, method: str, *args) -> dict:
         """Call `method` on every agent at once; node id -> its answer."""

@@ -37,6 +37,24 @@ class ClusterRun(Model):
     kv_at_u_max_bytes: int | None
     nodes: list[NodeSummary]
     attribution: list[NodeAttribution] = Field(description="Per node at the u_max start.")
+    limiting_node: str | None = Field(
+        None, description="The node with the least memory free at ready at u_max: where more KV fails first."
+    )
+    limiting_tie: bool = Field(False, description="Every node had as little free, to the MiB: a first of equals.")
+
+
+TIE_BYTES = 1 << 20
+
+
+def limiting_node(attribution: list[NodeAttribution]) -> tuple[str | None, bool]:
+    """The node whose pool had the least memory free at the u_max start, and whether every node had
+    as little to the MiB. The engine gives every rank the same KV, so the node with the least left
+    is the one where a larger budget fails first."""
+    if len(attribution) < 2:
+        return None, False
+    free = [node.parts.free_at_ready for node in attribution]
+    least = min(range(len(free)), key=free.__getitem__)
+    return attribution[least].node_id, max(free) - free[least] < TIE_BYTES
 
 
 def cluster_runs(documents: list[ResultDocument]) -> list[ClusterRun]:
@@ -66,6 +84,7 @@ def cluster_runs(documents: list[ResultDocument]) -> list[ClusterRun]:
             )
             for node in cluster.nodes
         ]
+        limiting, tie = limiting_node(doc.node_attribution)
         runs.append(
             ClusterRun(
                 where=doc.where(),
@@ -76,6 +95,8 @@ def cluster_runs(documents: list[ResultDocument]) -> list[ClusterRun]:
                 kv_at_u_max_bytes=doc.kv_at_u_max.bytes if doc.kv_at_u_max else None,
                 nodes=nodes,
                 attribution=doc.node_attribution,
+                limiting_node=limiting,
+                limiting_tie=tie,
             )
         )
     return runs

@@ -82,4 +82,17 @@ def cluster_blocks(runs: list[ClusterRun]) -> list[Block]:
                 Paragraph.of(strong("Where each node's memory went"), " at u_max (pools on one host overlap):"),
                 _attribution_table(run),
             ]
+        if run.limiting_node:
+            blocks.append(_limiting(run))
     return blocks
+
+
+def _limiting(run: ClusterRun) -> Paragraph:
+    (node,) = [n for n in run.nodes if n.node_id == run.limiting_node]
+    (parts,) = [a.parts for a in run.attribution if a.node_id == run.limiting_node]
+    tie = " Every node had as little to the MiB, so it is the first of equals." if run.limiting_tie else ""
+    return Paragraph.of(
+        strong("The node that limits the KV:"),
+        f" {_node_name(node.node_id, node.address, node.probe_node)}, with the least memory free at ready"
+        f" ({gib(parts.free_at_ready)} GiB): every rank gets the same KV, so a larger budget fails there first.{tie}",
+    )
