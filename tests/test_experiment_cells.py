@@ -2,7 +2,7 @@
 every model is unfinished, named at the end, left for `--resume`, and the experiment exits 0, 1 or 130.
 
 The first tests run `ExperimentRun` in this process with a stand-in for the cell's child process
-(`_run_cell` replaced: it writes the result files a real child would, or not, and returns a given
+(`_start_cell` replaced: it writes the result files a real child would, or not, and returns a given
 exit code): the bookkeeping is the subject, not the measurement. The last runs the real command with
 a real podman container whose measurement is killed at its start (a stand-in interpreter exits 137
 for `measure`, as the OOM killer would), beside a native condition measured with the replay stand-in
@@ -35,18 +35,34 @@ def experiment_file(directory: Path, conditions: dict, repeats: int = 1) -> Path
     return path
 
 
+class FinishedChild:
+    """A cell's child that has already exited with `code` (what `_start_cell` returns, stood in)."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+    def poll(self) -> int:
+        return self.code
+
+    def interrupt(self) -> None:
+        pass
+
+    def finish(self) -> int:
+        return self.code
+
+
 class StandinChildren:
     """Stands in for the cells' child processes: per condition, the exit code and whether results are written."""
 
-    def __init__(self, out: Path, plan: dict[str, tuple[int, bool]], status: str = "complete"):
-        self.out, self.plan, self.status, self.started = out, plan, status, []
+    def __init__(self, plan: dict[str, tuple[int, bool]], status: str = "complete"):
+        self.plan, self.status, self.started = plan, status, []
 
-    def run_cell(self, run: ExperimentRun, cell, run_id: str, resume: bool) -> tuple[int, bool]:
+    def start_cell(self, run: ExperimentRun, cell, lane, run_id: str, resume: bool) -> FinishedChild:
         self.started.append(cell.key)
         code, writes = self.plan[cell.condition.name]
         if writes:
             for model in run.experiment.models:
-                path = self.out / model.name / f"{cell.condition.name}-x-r{cell.repeat}.json"
+                path = lane.out_dir / model.name / f"{cell.condition.name}-x-r{cell.repeat}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 reference = {"run_id": run_id, "name": "cells"}
                 path.write_text(
@@ -59,16 +75,16 @@ class StandinChildren:
                         }
                     )
                 )
-        return code, code == 130
+        return FinishedChild(code)
 
 
 def run_with(monkeypatch, path: Path, out: Path, plan: dict[str, tuple[int, bool]], resume: bool = False):
-    children = StandinChildren(out, plan)
+    children = StandinChildren(plan)
 
-    def run_cell(run: ExperimentRun, cell, run_id: str, resume: bool) -> tuple[int, bool]:
-        return children.run_cell(run, cell, run_id, resume)
+    def start_cell(run: ExperimentRun, cell, lane, run_id: str, resume: bool) -> FinishedChild:
+        return children.start_cell(run, cell, lane, run_id, resume)
 
-    monkeypatch.setattr(ExperimentRun, "_run_cell", run_cell)
+    monkeypatch.setattr(ExperimentRun, "_start_cell", start_cell)
     outcome = ExperimentRun(load_experiment(path), out, lambda cell, state: None).run(resume)
     return outcome, children.started, json.loads((out / MANIFEST).read_text())
 

@@ -149,8 +149,15 @@ def _paired(status: int, request, console: Console) -> int:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The results directory.")
 @click.option("--resume", is_flag=True, help="Continue the unfinished experiment in --out, skipping finished cells.")
 @click.option("--dry-run", is_flag=True, help="Print the schedule and its estimated duration; run nothing.")
+@click.option(
+    "--devices",
+    default="",
+    metavar="GPU,GPU",
+    help="Run cells in parallel, one per GPU (NVML indices or UUIDs), each GPU's results under "
+    "OUT/lane-GPU. Discrete GPUs only.",
+)
 @display_options
-def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool, **display) -> None:
+def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool, devices: str, **display) -> None:
     """Run every condition of EXPERIMENT_FILE for every repeat, interleaved (A B C A B C ...) or, with
     `order: blocked` in the file, all repeats of one condition before the next (A A B B ...).
 
@@ -161,7 +168,8 @@ def experiment(experiment_file: str, out_dir: str, resume: bool, dry_run: bool, 
 
     console = make_console(display["log_format"])
     _interrupts()
-    sys.exit(run_experiment(experiment_file, out_dir, resume, dry_run, console, display))
+    lanes = tuple(device.strip() for device in devices.split(",") if device.strip())
+    sys.exit(run_experiment(experiment_file, out_dir, resume, dry_run, console, display, lanes))
 
 
 @main.command(epilog=REPORT_EPILOG, short_help="Compare results: statistics, tables, charts.")

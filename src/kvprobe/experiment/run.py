@@ -21,24 +21,29 @@ import secrets
 import signal
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvprobe.environment.gpu import CUDA_VISIBLE_DEVICES
 from kvprobe.errors import InputError
 from kvprobe.experiment.cgroup import CellCgroup
+from kvprobe.experiment.lanes import Lane, lanes
 from kvprobe.experiment.plan import Cell, schedule, search_settings
 from kvprobe.experiment.spec import Experiment
 from kvprobe.measure.request import MeasureRequest, StartSettings, kvprobe_command
 from kvprobe.results.schema import ExperimentProgress
 from kvprobe.results.store import EXPERIMENT_MANIFEST as MANIFEST
-from kvprobe.results.store import MAX_EXPERIMENT_MANIFEST_BYTES, RunLock, write_json_atomic
-from kvprobe.safe_io import read_json
+from kvprobe.results.store import LANE_PREFIX, MAX_EXPERIMENT_MANIFEST_BYTES, RunLock, write_json_atomic
+from kvprobe.safe_io import open_existing_or_new, read_json
+from kvprobe.trial.runner import end_stale_groups
 from kvprobe.units import parse_size
 
 LOCK = ".kvprobe-experiment.lock"
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 PR_SET_PDEATHSIG = 1
+POLL_S = 0.2  # how often running cells are looked at
 
 
 def _die_with_parent() -> None:
@@ -46,16 +51,22 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def cell_request(experiment: Experiment, cell: Cell, out_dir: Path, run_id: str, resume: bool) -> MeasureRequest:
-    """The cell's measurement: the experiment file's settings, the cell's condition and repeat;
-    `resume` continues the cell's own unfinished measurement (its journal), as after an interrupt."""
+def cell_request(experiment: Experiment, cell: Cell, lane: Lane, run_id: str, resume: bool) -> MeasureRequest:
+    """The cell's measurement: the experiment file's settings, the cell's condition and repeat, in
+    its lane; `resume` continues the cell's own unfinished measurement (its journal), as after an
+    interrupt."""
     file, condition = experiment.file, cell.condition
     floor = parse_size(file.guard_floor) if file.guard_floor else None
-    start = StartSettings(cooldown_s=file.cooldown, trial_timeout_s=file.trial_timeout, guard_floor_bytes=floor)
+    start = StartSettings(
+        cooldown_s=file.cooldown,
+        trial_timeout_s=file.trial_timeout,
+        guard_floor_bytes=floor,
+        host_shared=lane.device is not None,
+    )
     return MeasureRequest(
         models_file=str(experiment.models_file),
         only=tuple(file.only),
-        out_dir=str(out_dir),
+        out_dir=str(lane.out_dir),
         label="native" if condition.container is None else "auto",
         repeats=file.repeats,
         only_repeat=cell.repeat,
@@ -101,9 +112,17 @@ class Outcome:
 class ExperimentRun:
     """One experiment in one results directory; `run` returns its exit code and unfinished cells."""
 
-    def __init__(self, experiment: Experiment, out_dir: Path, on_cell: Callable[[Cell, str], None]):
+    def __init__(
+        self,
+        experiment: Experiment,
+        out_dir: Path,
+        on_cell: Callable[[Cell, str], None],
+        devices: tuple[str, ...] = (),
+    ):
+        """`devices`: run cells in parallel, one lane per GPU (experiment.lanes); none: one at a time."""
         self.experiment = experiment
         self.out_dir = Path(out_dir)
+        self.lanes = lanes(self.out_dir, devices)
         self.on_cell = on_cell
         self.identity = experiment.identity()
         self.failed: list[str] = []  # keys of the cells whose measurement exited 1 (a model failed)
@@ -137,38 +156,84 @@ class ExperimentRun:
             raise InputError(f"--out {self.out_dir}: cannot be used ({exc.strerror})") from None
         manifest = self._open(resume)
         resumed = bool(manifest["done"]) or resume
-        status = EXIT_OK
+        self._end_stale_lanes()
+        pending = []
         for cell in schedule(self.experiment):
             if cell.key in manifest["done"]:
                 self.on_cell(cell, "done earlier")
-                status = max(status, manifest["done"][cell.key])
                 self.failed += [cell.key] if manifest["done"][cell.key] == EXIT_FAILED else []
-                continue
-            self.on_cell(cell, "starting")
-            code, interrupted = self._run_cell(cell, manifest["run_id"], resumed)
-            written = cell_results(self.out_dir, self.experiment, cell, manifest["run_id"])
-            missing = [m.name for m in self.experiment.models if m.name not in written]
-            if missing:
-                manifest["unfinished"][cell.key] = f"exit {code}, no result for {', '.join(missing)}"
-                self.on_cell(cell, f"unfinished ({manifest['unfinished'][cell.key]})")
-            else:  # every result is written (the child may have been interrupted at its end): they decide
-                complete = all(status == "complete" for status in written.values())
-                manifest["done"][cell.key] = EXIT_OK if complete else EXIT_FAILED
-                manifest["unfinished"].pop(cell.key, None)
-                status = max(status, manifest["done"][cell.key])
-                self.failed += [cell.key] if manifest["done"][cell.key] == EXIT_FAILED else []
-            write_json_atomic(self.out_dir / MANIFEST, manifest)
-            if interrupted or code == EXIT_INTERRUPTED:
-                return Outcome(EXIT_INTERRUPTED, dict(manifest["unfinished"]))
+            else:
+                pending.append(cell)
+        interrupted = self._run_cells(pending, manifest, resumed)
+        status = max([EXIT_OK, *manifest["done"].values()])
+        if interrupted:
+            return Outcome(EXIT_INTERRUPTED, dict(manifest["unfinished"]))
         manifest["status"] = "unfinished" if manifest["unfinished"] else "finished"
         write_json_atomic(self.out_dir / MANIFEST, manifest)
         lock.release()
         return Outcome(EXIT_FAILED if manifest["unfinished"] else status, dict(manifest["unfinished"]))
 
-    def _run_cell(self, cell: Cell, run_id: str, resume: bool) -> tuple[int, bool]:
-        """(the cell's exit code, whether the experiment was interrupted meanwhile)."""
-        request = cell_request(self.experiment, cell, self.out_dir, run_id, resume)
-        command = [*kvprobe_command(), *request.arguments()]
+    def _end_stale_lanes(self) -> None:
+        """A killed experiment's lanes may have left trial groups running: end those of every lane
+        directory under OUT (its lock, once taken, proves its owner gone), whichever lanes run now."""
+        for directory in sorted(self.out_dir.glob(f"{LANE_PREFIX}*")):
+            lock = RunLock(directory)
+            lock.acquire()  # DirectoryInUse: a measurement of another run works there
+            try:
+                end_stale_groups(directory / ".trials")
+            finally:
+                lock.release()
+
+    def _run_cells(self, cells: list[Cell], manifest: dict, resumed: bool) -> bool:
+        """Run `cells` in schedule order, one at a time in each lane; True if interrupted. A cell that
+        exits 130 stops the experiment as an interrupt does: the others are ended, their results kept."""
+        queue, free = deque(cells), list(self.lanes)
+        running: list[tuple[Cell, Lane, CellChild]] = []
+        interrupted = False
+        while running or (queue and not interrupted):
+            try:
+                while queue and free and not interrupted:
+                    cell, lane = queue.popleft(), free.pop(0)
+                    self.on_cell(cell, f"starting on {lane.name}" if lane.name else "starting")
+                    running.append((cell, lane, self._start_cell(cell, lane, manifest["run_id"], resumed)))
+                ended = next((entry for entry in running if entry[2].poll() is not None), None)
+                if ended is None:
+                    time.sleep(POLL_S)
+                    continue
+            except KeyboardInterrupt:
+                # SIGTERM, not SIGINT: a shell's background job starts with SIGINT ignored, and so would
+                # the cell. The cell takes it as an interrupt: it ends its trial, journals it, exits 130.
+                interrupted = True
+                for _, _, child in running:
+                    child.interrupt()
+                continue
+            running.remove(ended)
+            cell, lane, child = ended
+            code = child.finish()
+            self._record(cell, lane, code, manifest)
+            free.append(lane)
+            if code == EXIT_INTERRUPTED and not interrupted:
+                interrupted = True
+                for _, _, other in running:
+                    other.interrupt()
+        return interrupted
+
+    def _record(self, cell: Cell, lane: Lane, code: int, manifest: dict) -> None:
+        """The cell is done by its results (their status decides), or unfinished with why."""
+        written = cell_results(lane.out_dir, self.experiment, cell, manifest["run_id"])
+        missing = [m.name for m in self.experiment.models if m.name not in written]
+        if missing:
+            manifest["unfinished"][cell.key] = f"exit {code}, no result for {', '.join(missing)}"
+            self.on_cell(cell, f"unfinished ({manifest['unfinished'][cell.key]})")
+        else:  # every result is written (the child may have been interrupted at its end)
+            complete = all(status == "complete" for status in written.values())
+            manifest["done"][cell.key] = EXIT_OK if complete else EXIT_FAILED
+            manifest["unfinished"].pop(cell.key, None)
+            self.failed += [cell.key] if manifest["done"][cell.key] == EXIT_FAILED else []
+        write_json_atomic(self.out_dir / MANIFEST, manifest)
+
+    def _start_cell(self, cell: Cell, lane: Lane, run_id: str, resume: bool) -> CellChild:
+        request = cell_request(self.experiment, cell, lane, run_id, resume)
         limit = cell.condition.cgroup_limit_bytes
         cgroup = CellCgroup(f"kvprobe-{os.getpid()}-{cell.condition.name}", limit) if limit else None
         if cgroup is not None:
@@ -179,15 +244,47 @@ class ExperimentRun:
             if cgroup is not None:
                 cgroup.join()
 
+        environment, output = None, None
+        if lane.device is not None:  # the lanes' consoles would interleave: each cell logs to a file
+            environment = {**os.environ, CUDA_VISIBLE_DEVICES: lane.device}
+            lane.out_dir.mkdir(parents=True, exist_ok=True)
+            log = lane.out_dir / f"console-{cell.condition.name}-r{cell.repeat}.log"
+            output = open_existing_or_new(log, os.O_WRONLY | os.O_APPEND)
         # The experiment runs no threads, so preexec_fn is safe here; it is the only way to join before exec.
-        child = subprocess.Popen(command, preexec_fn=prepare_child, start_new_session=True)  # noqa: PLW1509
-        try:
-            return child.wait(), False
-        except KeyboardInterrupt:
-            # SIGTERM, not SIGINT: a shell's background job starts with SIGINT ignored, and so would the
-            # cell. The cell takes it as an interrupt: it ends its trial, journals it, and exits 130.
-            child.send_signal(signal.SIGTERM)
-            return child.wait(), True
-        finally:
-            if cgroup is not None:
-                cgroup.remove()
+        child = subprocess.Popen(
+            [*kvprobe_command(), *request.arguments()],
+            preexec_fn=prepare_child,  # noqa: PLW1509
+            start_new_session=True,
+            env=environment,
+            stdout=output,
+            stderr=output,
+        )
+        if output is not None:
+            os.close(output)
+        return CellChild(child, cgroup)
+
+
+class CellChild:
+    """One cell's running measurement, with the cgroup it was started in (removed at its end)."""
+
+    def __init__(self, process: subprocess.Popen, cgroup: CellCgroup | None):
+        self.process, self.cgroup = process, cgroup
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def interrupt(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def finish(self) -> int:
+        """Its exit code, once it has exited (a second Ctrl-C waits for it too)."""
+        while True:
+            try:
+                code = self.process.wait()
+                break
+            except KeyboardInterrupt:
+                self.interrupt()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        return code

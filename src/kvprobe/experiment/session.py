@@ -12,9 +12,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from kvprobe.environment.facts import collect
 from kvprobe.environment.memory import read_meminfo
 from kvprobe.errors import InputError
 from kvprobe.experiment import preflight
+from kvprobe.experiment.lanes import lane_problems
 from kvprobe.experiment.plan import Cell, schedule
 from kvprobe.experiment.run import EXIT_INTERRUPTED, ExperimentRun
 from kvprobe.experiment.schedule_view import print_schedule
@@ -54,10 +56,20 @@ def machine_problems(experiment: Experiment, out_dir: Path) -> list[str]:
 
 
 def run_experiment(
-    experiment_file: str, out_dir: str, resume: bool, dry_run: bool, console: Console, display: dict
+    experiment_file: str,
+    out_dir: str,
+    resume: bool,
+    dry_run: bool,
+    console: Console,
+    display: dict,
+    devices: tuple[str, ...] = (),
 ) -> int:
-    """The experiment's exit code: 0, 1 (a cell failed or is unfinished), 2 (bad input) or 130."""
+    """The experiment's exit code: 0, 1 (a cell failed or is unfinished), 2 (bad input) or 130.
+    `devices`: one lane of cells per GPU, run in parallel (experiment.lanes)."""
     loaded = load_experiment(experiment_file)
+    refused = lane_problems(loaded, collect(visible=None), devices)
+    if refused:
+        raise InputError("\n".join(refused))
     earlier, _ = ResultStore(Path(out_dir)).load_all() if Path(out_dir).is_dir() else ([], [])
     print_schedule(console, loaded, [doc for _, doc in earlier])
     too_large = machine_problems(loaded, Path(out_dir))
@@ -79,7 +91,13 @@ def run_experiment(
     # the cells' measurements (children) show their progress as this command was asked to
     os.environ["KVPROBE_LOG_FORMAT"] = display["log_format"] or ("" if sys.stdout.isatty() else "jsonl")
     os.environ["KVPROBE_SHOW_ENGINE_LOG"] = "1" if display["show_engine_log"] else ""
-    run = ExperimentRun(loaded, Path(out_dir), on_cell)
+    if devices:
+        console.print(
+            f"in parallel on {len(devices)} GPUs ({escape(', '.join(devices))}): each cell's console output "
+            f"in {escape(out_dir)}/lane-GPU/console-CONDITION-rREPEAT.log",
+            highlight=False,
+        )
+    run = ExperimentRun(loaded, Path(out_dir), on_cell, devices)
     try:
         outcome = run.run(resume)
         status, unfinished = outcome.status, outcome.unfinished

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from kvprobe.config import ModelSettings
+from kvprobe.environment.gpu import CUDA_VISIBLE_DEVICES
 from kvprobe.errors import InputError
 from kvprobe.measure.request import kvprobe_command
 from kvprobe.results.schema import ContainerSettings, Environment
@@ -187,6 +188,8 @@ def build_command(
     if gpus and gpus != "auto":
         command += ["--gpus", gpus]
     command += ["-w", os.getcwd(), "-e", "PYTHONUNBUFFERED=1"]
+    if CUDA_VISIBLE_DEVICES in os.environ:  # the GPUs the engine may use, as outside (experiment --devices)
+        command += ["-e", f"{CUDA_VISIBLE_DEVICES}={os.environ[CUDA_VISIBLE_DEVICES]}"]
     command += volume_flags + list(settings.runtime_flags)
     command += ["--rootfs", settings.rootfs] if settings.rootfs else [str(settings.image)]
     return command + inner

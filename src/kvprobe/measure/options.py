@@ -87,6 +87,7 @@ class MeasureOptions:
     condition: Condition | None = None  # what `kvprobe experiment` does around each start; None: nothing
     experiment: ExperimentRef | None = None
     only_repeat: int | None = None  # measure this repeat alone (an experiment's cell), not 1..repeats
+    host_shared: bool = False  # a lane of `experiment --devices`: host memory is not awaited at a trial's end
 
     @property
     def condition_name(self) -> str:

@@ -71,6 +71,11 @@ class StartSettings(Settings):
     trial_timeout_s: float = Field(900.0, ge=10.0, description="Seconds one engine start may take.")
     guard: bool = Field(True, description="End a trial whose free memory falls below the floor.")
     guard_floor_bytes: int | None = Field(None, gt=0, description="The guard's floor; None: kvprobe's default.")
+    host_shared: bool = Field(
+        False,
+        description="Trials run beside this one on other GPUs (experiment --devices): a trial's end does "
+        "not wait for host memory, which they move, to come back to its baseline; its GPU's still does.",
+    )
 
     @field_validator("cooldown_s", "trial_timeout_s")
     @classmethod

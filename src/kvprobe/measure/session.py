@@ -178,6 +178,7 @@ def measure_options(request: MeasureRequest, environment: Environment, ranks: in
         condition=request.condition if request.condition and request.condition.name else None,
         experiment=request.experiment,
         only_repeat=request.only_repeat,
+        host_shared=start.host_shared,
     )
 
 
@@ -215,7 +216,9 @@ def run_measure(request: MeasureRequest, console: Console, show_engine_log: bool
     near_floor = headroom_warning(guard, environment.host_memory)
     if near_floor:
         console.print(f"[yellow]warning:[/] {escape(near_floor)}", highlight=False)
-    limits = TrialLimits(timeout_s=request.start.trial_timeout_s, guard=guard)
+    limits = TrialLimits(
+        timeout_s=request.start.trial_timeout_s, guard=guard, host_settles=not request.start.host_shared
+    )
     runner = TrialRunner(
         engine,
         out_dir / ".trials" / run_id,

@@ -716,6 +716,11 @@ class RunOptions(Record):
     )
     kv_approach_reason: str = ""
     container: ContainerRun | None = None
+    host_shared: bool = Field(
+        False,
+        description="Run beside other trials on other GPUs (experiment --devices): each trial ended when its "
+        "processes were gone and its GPU was back at its baseline, host memory not awaited.",
+    )
 
 
 class StartOutcome(Record):

@@ -23,6 +23,7 @@ RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{4}")  # what open_run makes; nothing 
 LOCK = ".kvprobe.lock"  # held by the one measurement that owns the directory; the kernel drops it with its holder
 JOURNAL_DIR = ".journal"
 # kvprobe's own JSON files that are not results: an experiment's manifest, a report's summary
+LANE_PREFIX = "lane-"  # an experiment's per-GPU results directories, OUT/lane-GPU (experiment.lanes)
 EXPERIMENT_MANIFEST = "experiment.json"  # `kvprobe experiment`'s cells: done, unfinished (experiment.run)
 MAX_EXPERIMENT_MANIFEST_BYTES = 16 << 20
 NOT_RESULTS = (EXPERIMENT_MANIFEST, "summary.json")
@@ -168,9 +169,10 @@ class ResultStore:
     def result_files(self) -> list[Path]:
         """MODEL/*.json, less kvprobe's own manifests (run manifests, experiment.json, summary.json)
         where a directory of several results directories or a report is named."""
+        found = [*self.root.glob("*/*.json"), *self.root.glob(f"{LANE_PREFIX}*/*/*.json")]  # experiment --devices
         return sorted(
             path
-            for path in self.root.glob("*/*.json")
+            for path in found
             if path.name not in NOT_RESULTS and not path.name.startswith(".")  # .kvprobe-run-*.json, temporaries
         )
 
