@@ -614,8 +614,12 @@ def commits_line(documents: list[ResultDocument]) -> str:
     return (
         f"The cells ran kvprobe commits {listed}, in that order: each cell is a new kvprobe process and runs the "
         "checkout as it is when the cell starts, and commits landed during the run. Between them kvprobe's "
-        "source changed in its report, TensorRT-LLM's adapter, input checks and the way a worker writes its "
-        "result file; nothing that sets a vLLM trial's arguments or figures (the committed diff shows it)."
+        "source changed in its report, TensorRT-LLM's adapter, input checks, the way a worker writes its "
+        "result file and (during the third repeat) the experiment's resume check and the Ray agents; nothing "
+        "that sets a vLLM trial's arguments or figures (the committed diff shows it). The third repeat ran "
+        "from `--resume` with the experiment file's bytes as run: a first `--resume` after a comment in the "
+        "file had been edited restarted at cell 1 (the resume check then compared the file's bytes; it now "
+        "compares its settings) and was stopped within a minute, its files removed."
     )
 
 
