@@ -261,14 +261,15 @@ def speedup_section(machines: list[tuple[str, str]]) -> list[str]:
     pair, and what the ratio depends on. `machines`: (raw rows file, what its commit did)."""
     table = []
     for raw, change in machines:
-        rows = [r for r in json.loads((ROOT / f"{raw}.json").read_text()) if r["variant"] in OVERLAP_OFF + OVERLAP_ON]
+        every_row = json.loads((ROOT / f"{raw}.json").read_text())  # numbered in run order, `before` runs too
+        rows = [r for r in every_row if r["variant"] in OVERLAP_OFF + OVERLAP_ON]
         one_boot(rows)
         offs = [r for r in rows if r["variant"] in OVERLAP_OFF]
         ons = [r for r in rows if r["variant"] in OVERLAP_ON]
         ratios = [off["wall_s"] / on["wall_s"] for off, on in zip(offs, ons, strict=True)]
         first = "overlap first" if rows[0]["variant"] in OVERLAP_ON else "no overlap first"
         warm = f"{warm_up_words(rows[0])} ({rows[0]['warm_up_s']:.0f} s)" if rows[0].get("warm_up_s") else "none"
-        fit = drift_fit([{**r, "variant": _overlap_name(r)} for r in rows])
+        fit = drift_fit([{**r, "variant": _overlap_name(r)} for r in every_row])
         imports = [i for r in offs for i in r["import_s"] if i is not None]
         table.append(
             f"| {rows[0]['device']}, boot {rows[0]['boot_id'][:8]} | {rows[0]['kvprobe_commit']} ({change}) | "
@@ -292,11 +293,12 @@ def speedup_section(machines: list[tuple[str, str]]) -> list[str]:
         "",
         "What the speed-up depends on, as these machines show it:",
         "",
-        "- **Import time.** Overlap hides the next trials' imports behind the running trial; a machine with",
-        "  slower imports gains more (the mean import column).",
+        "- **Import time.** Overlap hides the next trials' imports behind the running trial, so the time it",
+        "  can save is about the imports of every start but the first (the mean import column). The rows",
+        "  differ in commit as well as machine, so the table does not separate import time from the rest.",
         "- **What cannot overlap.** A fill test's generation and the engine's own start after its imports",
         "  run in the trial itself; the H200 row's commit still approached the physical capacity from below",
-        "  (three fills), which the later commits do not.",
+        "  (its kv_blocks trials took 200 s of the 271 s), which the later commits do not.",
         "- **Order and warm-up.** The variant that runs first on a cold machine pays for cold file and kernel",
         "  caches; every pair here ran in one order only, so the drift-adjusted figure is the most the design",
         "  supports.",
@@ -309,7 +311,9 @@ def speedup_section(machines: list[tuple[str, str]]) -> list[str]:
 
 
 def _overlap_name(row: dict) -> str:
-    return "prestart-off" if row["variant"] in OVERLAP_OFF else "prestart-auto"
+    """The H200 rows' variant names (prestart=off, prestart=on) as the H100 rows spell them."""
+    names = dict.fromkeys(OVERLAP_OFF, "prestart-off") | dict.fromkeys(OVERLAP_ON, "prestart-auto")
+    return names.get(row["variant"], row["variant"])
 
 
 def drift_fit(rows: list[dict]) -> tuple[float, float] | None:
@@ -1107,7 +1111,10 @@ def ray_gpu_readme() -> str:
         "Made by `scripts/make_docs.py` from [`results/`](results/) (result JSON, journal, trial specs and engine",
         "logs) and [`raw/`](raw/) (console output, the process list every 0.25 s, the killed probe's run).",
         f"Measured by kvprobe {doc.versions.kvprobe} with vLLM {doc.versions.vllm}, Ray {cluster.ray_version},",
-        f"torch {doc.versions.torch} on {doc.device}. The cluster: `tests/ray_cluster.py --one-gpu-each",
+        f"torch {doc.versions.torch} on {doc.device}. The result records commit"
+        f" {(doc.environment.software.get('kvprobe_commit') or '-')[:7]}, which the device's copy of the checkout",
+        "reported; the code that ran was commit 6fd8c44's (its schema has the memory-monitor field the result",
+        "holds); the 60 s connect timeout came after this run. The cluster: `tests/ray_cluster.py --one-gpu-each",
         "--memory-monitor-off` (`scripts/gpu_host.sh ray2`), two Ray nodes on one host, each raylet given",
         "one GPU (`CUDA_VISIBLE_DEVICES`) and its own `VLLM_HOST_IP`: the topology of two linked DGX Sparks,",
         "with NVLink instead of their network. Model: the Llama-3.1-8B-shaped config of `docs/gpu-tp2/`,",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -124,6 +125,8 @@ def main(spec_path: str, result_path: str | None, prepare_like: str | None) -> i
 
 
 if __name__ == "__main__":
+    # as kvprobe.worker_protocol.accept_interrupts: the probe spawned it with these held
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
     parser = argparse.ArgumentParser(prog="kvprobe_replay_worker.py")
     parser.add_argument("spec")
     parser.add_argument("result", nargs="?")

@@ -2,7 +2,7 @@
 notes when it ran, on which device and into which directory, sleeps LANE_CHILD_SLEEP seconds
 (default 1.5), and writes the result file a cell's measurement would (the fields the experiment
 reads). SIGTERM (the experiment's interrupt) ends it with 130 and no result, as a real cell's
-interrupted trial leaves none."""
+interrupted trial leaves none; the cell named in LANE_CHILD_EXIT_130 exits so after 1 s on its own."""
 
 from __future__ import annotations
 
@@ -28,9 +28,12 @@ def main() -> int:
         "interrupted": False,
     }
     signal.signal(signal.SIGTERM, lambda *_: note.update(interrupted=True))
-    deadline = time.monotonic() + float(os.environ.get("LANE_CHILD_SLEEP", "1.5"))
+    sleep = 1.0 if os.environ.get("LANE_CHILD_EXIT_130") == cell else float(os.environ.get("LANE_CHILD_SLEEP", "1.5"))
+    deadline = time.monotonic() + sleep
     while time.monotonic() < deadline and not note["interrupted"]:
         time.sleep(0.05)
+    if os.environ.get("LANE_CHILD_EXIT_130") == cell:  # its own measurement interrupted
+        note["interrupted"] = True
     note["ended"] = time.time()
     with open(os.environ["LANE_CHILD_NOTES"], "a") as notes:
         notes.write(json.dumps(note) + "\n")

@@ -133,7 +133,8 @@ def test_resume_follows_the_settings_not_the_bytes_and_refuses_other_settings(tm
     path = experiment_file(tmp_path, {"a": {}, "b": {}})
     out = tmp_path / "out"
     run_with(monkeypatch, path, out, {"a": (130, True), "b": (0, True)})
-    path.write_text("# a comment added after the run\n" + path.read_text())
+    # a comment, and a default written out, added after the run: the same settings
+    path.write_text("# a comment added after the run\n" + path.read_text() + "cooldown: 0.0\n")
     outcome, started, manifest = run_with(monkeypatch, path, out, {"a": (0, True), "b": (0, True)}, resume=True)
     assert started == ["b/r1"] and manifest["done"] == {"a/r1": 0, "b/r1": 0} and outcome.status == 0
 

@@ -275,3 +275,27 @@ def test_a_resumed_run_ends_the_workers_a_killed_probe_left_waiting(tmp_path):
         for process in [*waiting, stranger]:
             process.kill()
             process.wait()
+
+
+def test_a_trial_worker_lets_the_interrupts_through_that_its_spawn_held(tmp_path, monkeypatch):
+    """The runner spawns a worker with SIGINT, SIGTERM, SIGHUP and SIGQUIT held (so that a Ctrl-C
+    cannot fall between the spawn and the teardown), and a child inherits its parent's signal mask.
+    The worker must lift it, or SIGTERM never reaches the engine and every teardown waits for SIGKILL
+    (as it did from 2a47d7b until this test). The stand-in worker lifts it as kvprobe's workers do."""
+    from kvprobe.worker_protocol import INTERRUPTS
+
+    monkeypatch.setenv("KVPROBE_STANDIN_RECORDING", standin_environment()["KVPROBE_STANDIN_RECORDING"])
+    held = sum(1 << (number - 1) for number in INTERRUPTS)
+    masks: list[int] = []
+
+    def look(sample) -> None:
+        for leader in trial_sessions(tmp_path):
+            try:
+                status = Path(f"/proc/{leader}/status").read_text()
+            except OSError:
+                continue
+            masks.append(int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16))
+
+    start_tiny_trial(tmp_path, TrialLimits(timeout_s=120), look, engine=ReplayEngine())
+    assert masks, "the worker was never seen"
+    assert masks[-1] & held == 0, f"the worker still holds {masks[-1] & held:#x}"

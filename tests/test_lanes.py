@@ -85,7 +85,7 @@ def test_an_interrupt_ends_every_lanes_cell_and_resume_finishes_them(tmp_path, s
     timer.start()
     started = time.monotonic()
     outcome = ExperimentRun(load_experiment(path), out, lambda c, s: None, ("0", "1")).run(resume=False)
-    assert outcome.status == 130 and time.monotonic() - started < 20  # both children ended, not awaited
+    assert outcome.status == 130 and time.monotonic() - started < 20  # both ended by SIGTERM, not slept out
     notes = [json.loads(line) for line in standin_children.read_text().splitlines()]
     assert sorted(n["cell"] for n in notes) == ["a/r1", "b/r1"] and all(n["interrupted"] for n in notes)
     monkeypatch.setenv("LANE_CHILD_SLEEP", "0.2")
@@ -118,8 +118,70 @@ def test_lanes_on_two_discrete_gpus_check_each_device_and_model(tmp_path):
     assert any("'2' names no GPU of this machine" in p for p in problems)
     assert any("named twice" in p for p in problems)
     assert any("model 'tiny-llama': needs 2 GPUs" in p for p in problems)
+    (alias,) = lane_problems(load_experiment(experiment_file(tmp_path)), h200s, ("0", "GPU-0a1b2c3d"))
+    assert "named twice (by index or UUID)" in alias
 
 
+def test_conditions_that_act_on_the_whole_host_are_refused_in_lanes(tmp_path):
+    h200s = collect(recorded=MACHINES / "h200-x2", visible=None)
+    path = experiment_file(tmp_path)
+    body = yaml.safe_load(path.read_text())
+    body["conditions"] = {"a": {}, "held": {"hold_memory": "1g"}, "cached": {"page_cache": "1g", "drop_caches": True}}
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    problems = lane_problems(load_experiment(path), h200s, ("0", "1"))
+    assert [p.split(": ", 2)[1:] for p in problems] == [
+        [
+            "condition 'held'",
+            "field 'hold_memory': acts on the whole host, so on every lane's trials at once; "
+            "run this experiment without --devices",
+        ],
+        [
+            "condition 'cached'",
+            "field 'page_cache': acts on the whole host, so on every lane's trials at once; "
+            "run this experiment without --devices",
+        ],
+        [
+            "condition 'cached'",
+            "field 'drop_caches': acts on the whole host, so on every lane's trials at once; "
+            "run this experiment without --devices",
+        ],
+    ]
+
+
+def test_a_lanes_cell_interrupted_on_its_own_stops_the_other_lanes(tmp_path, standin_children, monkeypatch):
+    """One lane's cell exits 130 (its measurement was interrupted): the experiment stops as on Ctrl-C,
+    the other lane's running cell is ended and recorded, and no new cell starts."""
+    monkeypatch.setenv("LANE_CHILD_SLEEP", "30")
+    monkeypatch.setenv("LANE_CHILD_EXIT_130", "a/r1")
+    out = tmp_path / "out"
+    started = time.monotonic()
+    outcome = ExperimentRun(load_experiment(experiment_file(tmp_path)), out, lambda c, s: None, ("0", "1")).run(False)
+    assert outcome.status == 130 and time.monotonic() - started < 20
+    notes = [json.loads(line) for line in standin_children.read_text().splitlines()]
+    assert sorted(n["cell"] for n in notes) == ["a/r1", "b/r1"]
+    assert set(outcome.unfinished) == {"a/r1", "b/r1"}
+
+
+def test_a_resumed_cell_goes_back_to_its_lane(tmp_path, standin_children, monkeypatch):
+    """Its journal is in that lane's directory: the cell interrupted on GPU 1 resumes on GPU 1 even
+    when GPU 0 is free first."""
+    monkeypatch.setenv("LANE_CHILD_SLEEP", "30")
+    out = tmp_path / "out"
+    path = experiment_file(tmp_path)
+    timer = threading.Timer(2.0, lambda: signal.raise_signal(signal.SIGINT))
+    timer.start()
+    ExperimentRun(load_experiment(path), out, lambda c, s: None, ("0", "1")).run(resume=False)
+    lanes_then = json.loads((out / MANIFEST).read_text())["lanes"]
+    assert sorted(lanes_then.values()) == ["0", "1"]
+    standin_children.unlink()
+    monkeypatch.setenv("LANE_CHILD_SLEEP", "0.2")
+    ExperimentRun(load_experiment(path), out, lambda c, s: None, ("0", "1")).run(resume=True)
+    notes = {n["cell"]: n["device"] for n in map(json.loads, standin_children.read_text().splitlines())}
+    for cell, device in lanes_then.items():
+        assert notes[cell] == device, (cell, notes)
+
+
+@pytest.mark.skipif(collect(visible=None).kv_pool == "gpu", reason="this machine has discrete GPUs: lanes would run")
 def test_the_cli_refuses_lanes_here_with_exit_2(tmp_path):
     from conftest import kvprobe
 

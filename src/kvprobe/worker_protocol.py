@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -21,6 +22,16 @@ from kvprobe.safe_io import write_new
 PHASE_MARK = "KVPROBE_PHASE"
 """Starts a log line `KVPROBE_PHASE PHASE UNIX_TIME`: where an engine start is (import, engine_start,
 ready, generated, filled, throughput, done), for the probe's phase samples."""
+
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def accept_interrupts() -> None:
+    """A worker's first step. The probe spawns it with these signals held (a Ctrl-C must not fall
+    between the spawn and the teardown), and a child inherits its parent's signal mask: without this,
+    SIGTERM would never reach the engine and every teardown would wait for SIGKILL."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
+
 
 TRIAL_TAG = "KVPROBE_TRIAL"
 """The environment variable naming a trial (RUN_ID/NUMBER) in every process of it, Ray workers included."""

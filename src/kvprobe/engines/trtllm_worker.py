@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from kvprobe.engines.vllm_worker import _cuda_view, _prompt, _torch_versions
-from kvprobe.worker_protocol import hold_until_measured, mark, read_spec, wait_for_spec, write_result
+from kvprobe.worker_protocol import accept_interrupts, hold_until_measured, mark, read_spec, wait_for_spec, write_result
 
 PROMPT_VOCAB = 1000  # token ids below every model's vocabulary: the worker starts without a tokenizer
 
@@ -83,6 +83,7 @@ def main(spec_path: str, result_path: str | None) -> int:
 
 
 if __name__ == "__main__":
+    accept_interrupts()
     parser = argparse.ArgumentParser(prog="python -m kvprobe.engines.trtllm_worker")
     parser.add_argument("spec")
     parser.add_argument("result", nargs="?")

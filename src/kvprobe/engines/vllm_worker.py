@@ -26,6 +26,7 @@ from kvprobe.worker_protocol import (
     TRIAL_TAG,
     RayJoin,
     WorkerSpec,
+    accept_interrupts,
     hold_until_measured,
     mark,
     read_spec,
@@ -338,6 +339,7 @@ def _cuda_view() -> dict | None:
 
 
 if __name__ == "__main__":
+    accept_interrupts()
     parser = argparse.ArgumentParser(prog="python -m kvprobe.engines.vllm_worker")
     parser.add_argument("spec")
     parser.add_argument("result", nargs="?")

@@ -56,12 +56,29 @@ def lane_problems(experiment: Experiment, machine: Environment, devices: tuple[s
             f"lives in host memory ({why}), one pool, and parallel trials would measure each other"
         )
     uuids: list[str | None] = [device.uuid for device in machine.gpu.devices]
+    named: list[int] = []
     for device in devices:
         chosen, note = visible_devices(device, uuids)
         if note or len(chosen) != 1:
             problems.append(f"--devices: {device!r} names no GPU of this machine (NVML index or GPU UUID)")
-    if len(set(devices)) != len(devices):
-        problems.append("--devices: a GPU is named twice; each lane needs a GPU of its own")
+        named += chosen[:1]
+    if len(set(named)) != len(named):
+        problems.append("--devices: a GPU is named twice (by index or UUID); each lane needs a GPU of its own")
+    for condition in experiment.conditions:
+        host_wide = [
+            name
+            for name, given in (
+                ("hold_memory", condition.hold_memory_bytes),
+                ("page_cache", condition.page_cache_bytes),
+                ("drop_caches", condition.drop_caches),
+            )
+            if given
+        ]
+        for name in host_wide:
+            problems.append(
+                f"{experiment.path}: condition '{condition.name}': field '{name}': acts on the whole host, "
+                "so on every lane's trials at once; run this experiment without --devices"
+            )
     for model in experiment.models:
         if model.ranks > 1:
             problems.append(

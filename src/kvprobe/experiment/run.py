@@ -21,7 +21,6 @@ import secrets
 import signal
 import subprocess
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +36,10 @@ from kvprobe.results.schema import ExperimentProgress
 from kvprobe.results.store import EXPERIMENT_MANIFEST as MANIFEST
 from kvprobe.results.store import LANE_PREFIX, MAX_EXPERIMENT_MANIFEST_BYTES, RunLock, write_json_atomic
 from kvprobe.safe_io import open_existing_or_new, read_json
+from kvprobe.trial.process_group import interrupts_held
 from kvprobe.trial.runner import end_stale_groups
 from kvprobe.units import parse_size
+from kvprobe.worker_protocol import INTERRUPTS
 
 LOCK = ".kvprobe-experiment.lock"
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -118,8 +119,10 @@ class ExperimentRun:
         out_dir: Path,
         on_cell: Callable[[Cell, str], None],
         devices: tuple[str, ...] = (),
+        on_warning: Callable[[str], None] = lambda _: None,
     ):
         """`devices`: run cells in parallel, one lane per GPU (experiment.lanes); none: one at a time."""
+        self.on_warning = on_warning
         self.experiment = experiment
         self.out_dir = Path(out_dir)
         self.lanes = lanes(self.out_dir, devices)
@@ -142,9 +145,11 @@ class ExperimentRun:
                     f"({self.experiment.path} or {self.experiment.models_file} changed since); "
                     f"use another --out, or remove {MANIFEST} to start anew"
                 )
-            return {**recorded.model_dump(), "status": "running"}
+            # a manifest of the file-digest era continues under the settings' identity from now on
+            return {**recorded.model_dump(), "status": "running", "identity": self.identity}
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
         manifest = {"run_id": run_id, "status": "running", "identity": self.identity, "done": {}, "unfinished": {}}
+        manifest["lanes"] = {}
         write_json_atomic(path, manifest)
         return manifest
 
@@ -180,43 +185,83 @@ class ExperimentRun:
             lock = RunLock(directory)
             lock.acquire()  # DirectoryInUse: a measurement of another run works there
             try:
-                end_stale_groups(directory / ".trials")
+                ended, spared = end_stale_groups(directory / ".trials")
             finally:
                 lock.release()
+            for leader in ended:
+                self.on_warning(f"ended trial group {leader} left running in {directory} by a killed earlier run")
+            for why in spared:
+                self.on_warning(why)
 
     def _run_cells(self, cells: list[Cell], manifest: dict, resumed: bool) -> bool:
         """Run `cells` in schedule order, one at a time in each lane; True if interrupted. A cell that
-        exits 130 stops the experiment as an interrupt does: the others are ended, their results kept."""
-        queue, free = deque(cells), list(self.lanes)
+        exits 130 stops the experiment as an interrupt does: the other lanes' cells are ended, and
+        what each wrote is recorded. A cell resumed goes back to the lane it ran in (its journal is
+        there), where that lane runs now."""
+        queue, free = list(cells), list(self.lanes)
         running: list[tuple[Cell, Lane, CellChild]] = []
         interrupted = False
-        while running or (queue and not interrupted):
-            try:
-                while queue and free and not interrupted:
-                    cell, lane = queue.popleft(), free.pop(0)
-                    self.on_cell(cell, f"starting on {lane.name}" if lane.name else "starting")
-                    running.append((cell, lane, self._start_cell(cell, lane, manifest["run_id"], resumed)))
-                ended = next((entry for entry in running if entry[2].poll() is not None), None)
-                if ended is None:
-                    time.sleep(POLL_S)
-                    continue
-            except KeyboardInterrupt:
-                # SIGTERM, not SIGINT: a shell's background job starts with SIGINT ignored, and so would
-                # the cell. The cell takes it as an interrupt: it ends its trial, journals it, exits 130.
-                interrupted = True
+        try:
+            while running or (queue and not interrupted):
+                try:
+                    self._start_free_lanes(queue, free, running, manifest, resumed, interrupted)
+                    ended = next((entry for entry in running if entry[2].poll() is not None), None)
+                    if ended is None:
+                        time.sleep(POLL_S)
+                        continue
+                    with interrupts_held():  # recorded before a second interrupt can take effect
+                        running.remove(ended)
+                        cell, lane, child = ended
+                        code = child.finish()
+                        self._record(cell, lane, code, manifest)
+                        free.append(lane)
+                    if code == EXIT_INTERRUPTED and not interrupted:
+                        interrupted = True
+                        for _, _, other in running:
+                            other.interrupt()
+                except KeyboardInterrupt:
+                    interrupted = True
+                    for _, _, child in running:
+                        child.interrupt()
+        finally:  # an error (a cgroup that cannot be made, a full disk): no cell is left running
+            with interrupts_held():
                 for _, _, child in running:
                     child.interrupt()
-                continue
-            running.remove(ended)
-            cell, lane, child = ended
-            code = child.finish()
-            self._record(cell, lane, code, manifest)
-            free.append(lane)
-            if code == EXIT_INTERRUPTED and not interrupted:
-                interrupted = True
-                for _, _, other in running:
-                    other.interrupt()
+                for cell, lane, child in running:
+                    self._record(cell, lane, child.finish(), manifest)
         return interrupted
+
+    def _start_free_lanes(
+        self,
+        queue: list[Cell],
+        free: list[Lane],
+        running: list[tuple[Cell, Lane, CellChild]],
+        manifest: dict,
+        resumed: bool,
+        interrupted: bool,
+    ) -> None:
+        """Each free lane takes the first queued cell it may run (a resumed cell only its own lane)."""
+        for lane in list(free):
+            if interrupted:
+                return
+            cell = next((c for c in queue if self._may_run(c, lane, manifest)), None)
+            if cell is None:
+                continue
+            queue.remove(cell)
+            free.remove(lane)
+            self.on_cell(cell, f"starting on {lane.name}" if lane.name else "starting")
+            with interrupts_held():  # the child is in `running` before an interrupt can take effect
+                child = self._start_cell(cell, lane, manifest["run_id"], resumed)
+                running.append((cell, lane, child))
+            if lane.device is not None:
+                manifest["lanes"][cell.key] = lane.device
+                write_json_atomic(self.out_dir / MANIFEST, manifest)
+
+    def _may_run(self, cell: Cell, lane: Lane, manifest: dict) -> bool:
+        """A cell that ran in a lane that runs now goes back there (its journal is in that lane's
+        directory); any other cell runs in any lane."""
+        earlier = manifest["lanes"].get(cell.key)
+        return earlier is None or earlier == lane.device or earlier not in {each.device for each in self.lanes}
 
     def _record(self, cell: Cell, lane: Lane, code: int, manifest: dict) -> None:
         """The cell is done by its results (their status decides), or unfinished with why."""
@@ -235,11 +280,13 @@ class ExperimentRun:
     def _start_cell(self, cell: Cell, lane: Lane, run_id: str, resume: bool) -> CellChild:
         request = cell_request(self.experiment, cell, lane, run_id, resume)
         limit = cell.condition.cgroup_limit_bytes
-        cgroup = CellCgroup(f"kvprobe-{os.getpid()}-{cell.condition.name}", limit) if limit else None
+        name = f"kvprobe-{os.getpid()}-{cell.condition.name}-r{cell.repeat}"  # lanes run a condition's repeats at once
+        cgroup = CellCgroup(name, limit) if limit else None
         if cgroup is not None:
             cgroup.create()
 
         def prepare_child() -> None:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # spawned with interrupts held
             _die_with_parent()
             if cgroup is not None:
                 cgroup.join()
@@ -274,17 +321,14 @@ class CellChild:
         return self.process.poll()
 
     def interrupt(self) -> None:
+        """SIGTERM, not SIGINT: a shell's background job starts with SIGINT ignored, and so would the
+        cell. The cell takes it as an interrupt: it ends its trial, journals it, and exits 130."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
     def finish(self) -> int:
-        """Its exit code, once it has exited (a second Ctrl-C waits for it too)."""
-        while True:
-            try:
-                code = self.process.wait()
-                break
-            except KeyboardInterrupt:
-                self.interrupt()
+        """Wait for it to exit, remove its cgroup, and return its exit code."""
+        code = self.process.wait()
         if self.cgroup is not None:
             self.cgroup.remove()
         return code

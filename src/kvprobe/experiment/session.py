@@ -55,6 +55,15 @@ def machine_problems(experiment: Experiment, out_dir: Path) -> list[str]:
     return problems
 
 
+def refuse_to_start(experiment: Experiment, too_large: list[str]) -> None:
+    """Before the first cell, not on a dry run: vLLM is here, the preflight passes, sizes fit."""
+    if importlib.util.find_spec("vllm") is None:
+        raise InputError("vLLM is not installed in this Python environment (see README: setup)")
+    preflight.check(experiment)
+    if too_large:
+        raise InputError("\n".join(too_large))
+
+
 def run_experiment(
     experiment_file: str,
     out_dir: str,
@@ -67,8 +76,7 @@ def run_experiment(
     """The experiment's exit code: 0, 1 (a cell failed or is unfinished), 2 (bad input) or 130.
     `devices`: one lane of cells per GPU, run in parallel (experiment.lanes)."""
     loaded = load_experiment(experiment_file)
-    refused = lane_problems(loaded, collect(visible=None), devices)
-    if refused:
+    if devices and (refused := lane_problems(loaded, collect(visible=None), devices)):
         raise InputError("\n".join(refused))
     earlier, _ = ResultStore(Path(out_dir)).load_all() if Path(out_dir).is_dir() else ([], [])
     print_schedule(console, loaded, [doc for _, doc in earlier])
@@ -77,12 +85,8 @@ def run_experiment(
         for problem in too_large:
             console.print(f"[yellow]warning:[/] on this machine, {escape(problem)}", highlight=False)
         return 0
-    if importlib.util.find_spec("vllm") is None:
-        raise InputError("vLLM is not installed in this Python environment (see README: setup)")
+    refuse_to_start(loaded, too_large)
     place = {cell.key: k for k, cell in enumerate(schedule(loaded), start=1)}
-    preflight.check(loaded)
-    if too_large:
-        raise InputError("\n".join(too_large))
 
     def on_cell(cell: Cell, state: str) -> None:
         where = f"cell {place[cell.key]} of {len(place)}"
@@ -97,7 +101,11 @@ def run_experiment(
             f"in {escape(out_dir)}/lane-GPU/console-CONDITION-rREPEAT.log",
             highlight=False,
         )
-    run = ExperimentRun(loaded, Path(out_dir), on_cell, devices)
+
+    def on_warning(text: str) -> None:
+        console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
+
+    run = ExperimentRun(loaded, Path(out_dir), on_cell, devices, on_warning)
     try:
         outcome = run.run(resume)
         status, unfinished = outcome.status, outcome.unfinished

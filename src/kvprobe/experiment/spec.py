@@ -126,10 +126,20 @@ class Experiment(BaseModel):
     def identity(self) -> dict[str, str]:
         """What a resumed run must share with the run it continues: the experiment's settings and
         its models' settings, as checked (comments, layout and models it does not measure do not count)."""
+        models = [
+            {**model.model_dump(mode="json", exclude_defaults=True), "model": self._as_written(model.model)}
+            for model in self.models
+        ]
         return {
-            "experiment_settings_sha256": _sha256_json(self.file.model_dump(mode="json")),
-            "models_settings_sha256": _sha256_json([model.model_dump(mode="json") for model in self.models]),
+            "experiment_settings_sha256": _sha256_json(self.file.model_dump(mode="json", exclude_defaults=True)),
+            "models_settings_sha256": _sha256_json(models),
         }
+
+    def _as_written(self, model: str) -> str:
+        """A model directory relative to the models file, as written there (a moved checkout is the
+        same experiment); a hub name as it is."""
+        path = Path(model)
+        return os.path.relpath(path, self.models_file.parent) if path.is_absolute() else model
 
     def file_digests(self) -> dict[str, str]:
         """The identity runs before 2026-12 recorded: the two files' bytes (a comment counted)."""

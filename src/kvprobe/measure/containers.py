@@ -188,7 +188,7 @@ def build_command(
     if gpus and gpus != "auto":
         command += ["--gpus", gpus]
     command += ["-w", os.getcwd(), "-e", "PYTHONUNBUFFERED=1"]
-    if CUDA_VISIBLE_DEVICES in os.environ:  # the GPUs the engine may use, as outside (experiment --devices)
+    if gpus == "all" and CUDA_VISIBLE_DEVICES in os.environ:  # with every GPU inside, the same ones as outside
         command += ["-e", f"{CUDA_VISIBLE_DEVICES}={os.environ[CUDA_VISIBLE_DEVICES]}"]
     command += volume_flags + list(settings.runtime_flags)
     command += ["--rootfs", settings.rootfs] if settings.rootfs else [str(settings.image)]

@@ -216,9 +216,7 @@ def run_measure(request: MeasureRequest, console: Console, show_engine_log: bool
     near_floor = headroom_warning(guard, environment.host_memory)
     if near_floor:
         console.print(f"[yellow]warning:[/] {escape(near_floor)}", highlight=False)
-    limits = TrialLimits(
-        timeout_s=request.start.trial_timeout_s, guard=guard, host_settles=not request.start.host_shared
-    )
+    limits = TrialLimits(timeout_s=request.start.trial_timeout_s, guard=guard, host_shared=request.start.host_shared)
     runner = TrialRunner(
         engine,
         out_dir / ".trials" / run_id,

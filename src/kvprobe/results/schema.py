@@ -551,6 +551,7 @@ class ExperimentProgress(Record):
     identity: dict[str, str] = Field(default_factory=dict)
     done: dict[str, int] = Field(default_factory=dict)
     unfinished: dict[str, str] = Field(default_factory=dict)
+    lanes: dict[str, str] = Field(default_factory=dict, description="With --devices: the GPU each cell ran on.")
 
 
 class GuardSettings(Record):

@@ -11,17 +11,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kvprobe.environment.memory import read_kernel_fields
+from kvprobe.worker_protocol import INTERRUPTS
 
 PR_SET_CHILD_SUBREAPER = 36
 
 
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-
-
 @contextlib.contextmanager
 def interrupts_held() -> Iterator[None]:
-    """Hold interrupts back while a trial's processes are ended: a second Ctrl-C (or a closing
-    terminal) then takes effect once the teardown is done, instead of abandoning the engine."""
+    """Hold interrupts back while a trial's processes are started or ended: a second Ctrl-C (or a
+    closing terminal) then takes effect once that is done, instead of abandoning the engine. A process
+    spawned meanwhile inherits the mask: kvprobe's workers lift it first (accept_interrupts)."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
     try:
         yield

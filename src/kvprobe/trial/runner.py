@@ -140,7 +140,7 @@ class TrialLimits:
     settle_timeout_s: float = 60.0
     gpu_baseline_tolerance: int = 512 * MIB
     host_baseline_tolerance: int = 512 * MIB
-    host_settles: bool = True  # False: other trials share the host (parallel lanes); only the GPU is awaited
+    host_shared: bool = False  # other trials share the host (experiment --devices): only the GPU is awaited
     guard: GuardPolicy = field(default_factory=GuardPolicy.disabled)
 
 
@@ -423,7 +423,7 @@ class TrialRunner:
                 before is None or after is None or after <= before + self.limits.gpu_baseline_tolerance
                 for before, after in zip(baseline.gpu_used_devices or [], now.gpu_used_devices or [], strict=False)
             )
-            if not self.limits.host_settles:
+            if self.limits.host_shared:
                 return gpu_ok
             released = now.host_released + self._waiting_private_bytes()  # the next trials' workers are not ours
             return gpu_ok and released >= baseline.host_released - self.limits.host_baseline_tolerance
