@@ -142,9 +142,10 @@ def _wait_until_none(find: Callable[[], list[int]], seconds: float, poll_s: floa
 
 # The grace a process that handles SIGTERM gets. vLLM's CPU worker (VLLM::Worker) spins in its
 # compute threads and took 5-6 s to act on SIGTERM, though its trial had ended (result written);
-# the engine core and the driver exit within 0.1 s. From 2a47d7b until workers lifted the mask their
-# spawn held (worker_protocol.accept_interrupts), no trial process received SIGTERM at all, so the
-# 1.5-3.2 s teardowns measured then say nothing of a shorter grace; it has not been measured since.
+# the engine core and the driver exit within 0.1 s. With this grace, passing trials of the committed
+# ladder's first two repeats tore down in 1.38-2.69 s. (From 2a47d7b until workers lifted the mask
+# their spawn held, worker_protocol.accept_interrupts, no trial process received SIGTERM at all.)
+# A shorter grace has not been measured on the real engine.
 SIGTERM_GRACE_S = 1.0
 # What a process that ignores SIGTERM gets, once the others are gone, to exit by itself.
 CLEANUP_GRACE_S = 5.0
