@@ -214,6 +214,7 @@ def test_the_guard_stops_an_allocating_trial_before_the_cgroup_limit(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,  # conmon drops an `oom` file in its working directory (containers/conmon#504)
     )
     line = next((text for text in done.stdout.splitlines() if text.startswith("RESULT ")), None)
     assert line, done.stdout[-2000:] + done.stderr[-2000:]
