@@ -104,7 +104,7 @@ def _container_half(console: Console, request: MeasureRequest, volume_flags: lis
     console.print("[dim]" + escape(" ".join(command)) + "[/]", highlight=False, soft_wrap=True)
     command = build_command(settings, [*kvprobe_inside(settings), *inner.arguments()], volume_flags, name)
     try:
-        done = run_in_container(settings, name, command, Path(request.out_dir).absolute())
+        done = run_in_container(settings, name, command)
     except KeyboardInterrupt:
         console.print(
             f"[yellow]interrupted[/]: stopped and removed container {name}; finished trials are "

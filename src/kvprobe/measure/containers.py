@@ -240,17 +240,11 @@ def stop_container(spec: ContainerSettings, name: str) -> None:
     subprocess.run([*base, "rm", "-f", name], capture_output=True, timeout=120)
 
 
-def run_in_container(
-    spec: ContainerSettings, name: str, command: list[str], out_dir: Path
-) -> subprocess.CompletedProcess:
+def run_in_container(spec: ContainerSettings, name: str, command: list[str]) -> subprocess.CompletedProcess:
     """Run the named container; stream its output through; keep the tail of stderr for error messages.
     Interrupted (Ctrl-C, SIGTERM as KeyboardInterrupt), it stops the container before passing it on:
-    the runtime's client dying does not stop a container. The runtime runs in `out_dir`: conmon as
-    Debian 12 ships it (2.1.6) drops an empty `oom` file in its working directory when the container's
-    cgroup sees an OOM event (containers/conmon#504), which belongs with the results, not in the
-    user's directory."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(command, stdout=sys.stdout, stderr=subprocess.PIPE, text=True, cwd=out_dir)
+    the runtime's client dying does not stop a container."""
+    process = subprocess.Popen(command, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
     tail: list[str] = []
     assert process.stderr is not None
     try:
