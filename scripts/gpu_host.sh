@@ -10,6 +10,8 @@
 #   scripts/gpu_host.sh tp2 SECONDS [measure options...]   # native, CUDA_VISIBLE_DEVICES=0,1, process list watched
 #   scripts/gpu_host.sh ray2 SECONDS [measure options...]   # a two-node Ray cluster, one GPU a node, TP 2 over it
 #   scripts/gpu_host.sh ray2-kill SECONDS [measure options...]   # the same; the probe SIGKILLed at its first ready, then --resume
+#   scripts/gpu_host.sh experiment SECONDS FILE NAME [options...]   # kvprobe experiment into RESULTS/NAME, resumable
+#   scripts/gpu_host.sh bench-lanes [bench options...]   # scripts/bench_lanes.py, rows into /root/bench/lanes.json
 #   scripts/gpu_host.sh env                 # kvprobe env, text and JSON
 #   scripts/gpu_host.sh pack DEST           # results and trial logs as one tarball
 #
@@ -115,6 +117,16 @@ case "${1:?usage: gpu_host.sh receive|unpack|native|cgroup|env|pack}" in
     nvidia-smi --query-gpu=index,uuid,memory.used,memory.total --format=csv | tee -a "$RESULTS/ray2.log"
     pkill -TERM -f tests/ray_cluster.py; sleep 5
     { echo "tagged processes after the cluster's shutdown:"; tagged; } | tee -a "$RESULTS/ray2.log" ;;
+  experiment)
+    shift; seconds=$1 file=$2 name=$3; shift 3
+    mkdir -p "$RESULTS"
+    resume=(); [ -f "$RESULTS/$name/experiment.json" ] && resume=(--resume)
+    timeout -s TERM "$seconds" python3 -m kvprobe.cli experiment "$file" --out "$RESULTS/$name" --log-format jsonl \
+      "${resume[@]}" "$@" > >(tee -a "$RESULTS/$name.log") 2>&1 || echo "experiment exited $?" ;;
+  bench-lanes)
+    shift
+    mkdir -p /root/bench
+    python3 scripts/bench_lanes.py --json /root/bench/lanes.json --keep /root/bench/lanes "$@" ;;
   env) python3 -m kvprobe.cli env; python3 -m kvprobe.cli env --json > "${2:-/dev/stdout}" ;;
   pack) tar -C "$RESULTS" -czf "$2" . && ls -la "$2" ;;
 esac

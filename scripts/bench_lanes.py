@@ -1,0 +1,114 @@
+"""Benchmark: one experiment run on one GPU and on several (`kvprobe experiment --devices`), side by side.
+
+Each variant is one whole `kvprobe experiment` run with its own --devices; the rows (wall time,
+and every result's blocks, u_max, lane and trial times) go to a JSON file that
+scripts/make_docs.py turns into docs/benchmarks.md, where the wall times are compared and the
+figures of every cell are checked to be the same in both variants. On the two-H200 host:
+
+    python3 scripts/bench_lanes.py experiments/lanes-h200x2.yaml --variant two-gpus=0,1 \\
+        --variant one-gpu=0 --json /root/bench/lanes.json --keep /root/bench/lanes
+
+--rounds N runs the variants N times, each round in the reverse order of the one before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def cell_rows(out: Path) -> list[dict]:
+    """One row per result file of the experiment in `out`: where it ran and what it found."""
+    rows = []
+    for path in sorted(out.glob("lane-*/*/*.json")):
+        if path.name.startswith("."):
+            continue
+        result = json.loads(path.read_text())
+        reference = result.get("reference") or {}
+        trials = result.get("trials") or []
+        rows.append(
+            {
+                "lane": path.parts[-3],
+                "model": result["model"],
+                "condition": result.get("condition"),
+                "repeat": result.get("repeat"),
+                "status": result.get("status"),
+                "reference_blocks": reference.get("num_blocks"),
+                "reference_bytes": reference.get("kv_cache_memory_bytes"),
+                "u_max": result.get("u_max"),
+                "kv_u_max_blocks": (result.get("kv_at_u_max") or {}).get("num_blocks"),
+                "engine_starts": len(trials),
+                "trial_wall_s": [t["wall_s"] for t in trials],
+                "teardown_s": [t["teardown_s"] for t in trials],
+                "device": result.get("device"),
+            }
+        )
+    return rows
+
+
+def run_variant(args: argparse.Namespace, name: str, devices: str, keep: Path | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"bench-lanes-{name}-") as tmp:
+        out = Path(tmp) / "out"
+        command = [sys.executable, "-m", "kvprobe.cli", "experiment", args.experiment, "--out", str(out)]
+        command += ["--devices", devices, "--log-format", "jsonl"]
+        started = time.monotonic()
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        wall = time.monotonic() - started
+        if keep is not None:
+            shutil.copytree(out, keep / name, dirs_exist_ok=True)
+            (keep / f"{name}.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise SystemExit(f"{name} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        cells = cell_rows(out)
+    return {
+        "variant": name,
+        "devices": devices.split(","),
+        "experiment": args.experiment,
+        "wall_s": wall,
+        "results": cells,
+        "kvprobe_commit": args.commit,
+        "host": platform.node(),
+        "boot_id": boot_id(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", help="the experiment file")
+    parser.add_argument("--variant", action="append", required=True, metavar="NAME=GPU,GPU", help="a --devices list")
+    parser.add_argument("--rounds", type=int, default=1, help="run the variants this often, alternating their order")
+    parser.add_argument("--keep", default=None, help="copy each variant's results directory and log here")
+    parser.add_argument("--commit", default=None, help="the kvprobe commit measured (recorded in every row)")
+    parser.add_argument("--json", required=True, help="append the rows to this file")
+    args = parser.parse_args()
+    variants = dict(named.split("=", 1) for named in args.variant)
+    path = Path(args.json)
+    rows = json.loads(path.read_text()) if path.exists() else []
+    keep = Path(args.keep) if args.keep else None
+    chosen = list(variants)
+    for round_ in range(args.rounds):
+        for name in chosen if round_ % 2 == 0 else chosen[::-1]:
+            row = run_variant(args, name, variants[name], keep and keep / f"round-{round_ + 1}")
+            rows.append(row)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rows, indent=1) + "\n")
+            blocks = [(c["model"], c["repeat"], c["reference_blocks"]) for c in row["results"]]
+            print(f"{name} (--devices {variants[name]}): {row['wall_s']:.0f} s, {blocks}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
