@@ -124,6 +124,7 @@ class SingleSide(Model):
     model: str
     label: Label
     settings_hash: str
+    settings: dict
     n: int
     bounds: list[str] = Field(description="Metrics that are only lower bounds.")
     boundary: list[BoundaryKind] = Field(description="What set u_max.")
@@ -138,6 +139,7 @@ def analyse_single(group: Group) -> list[SingleSide]:
             model=group.model,
             label=label,
             settings_hash=group.settings_hash,
+            settings=runs[0].settings,
             n=len(runs),
             bounds=bounds(runs),
             boundary=boundary_kinds(runs),

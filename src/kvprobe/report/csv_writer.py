@@ -3,6 +3,7 @@
 `u_max_lower_bound` is true where the u_max search passed at the top of its range: then u_max and
 every figure taken at it (the columns in `summary.LOWER_BOUND_COLUMNS`) are lower bounds.
 `u_max_boundary` says what set u_max (engine refused / engine out of memory / killed / guard).
+`enforce_eager` is true where the engine ran without CUDA graphs, which `vllm serve` captures by default.
 """
 
 from __future__ import annotations

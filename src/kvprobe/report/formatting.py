@@ -9,7 +9,7 @@ from __future__ import annotations
 from kvprobe.report.analysis import ModelComparison
 from kvprobe.report.compare import Comparison, Unit
 from kvprobe.report.stats import Summary
-from kvprobe.report.words import BOUNDARY_TEXT, EVIDENCE_TEXT, VERDICT_TEXT
+from kvprobe.report.words import BOUNDARY_TEXT, EVIDENCE_TEXT, GRAPHS_TEXT, VERDICT_TEXT
 from kvprobe.results.schema import BoundaryKind
 from kvprobe.units import gib
 
@@ -62,6 +62,15 @@ def interval_text(comparison: Comparison, unit: Unit, negate: bool = False) -> s
 
 def boundary_text(kinds: list[BoundaryKind]) -> str:
     return ", ".join(BOUNDARY_TEXT[k] for k in kinds) or "-"
+
+
+def graphs_text(settings: dict) -> str:
+    """Whether the engine captured CUDA graphs, as `vllm serve` does by default: their memory comes out
+    of the same budget, so an eager start's u_max and KV at u_max can be higher than served."""
+    eager = settings.get("enforce_eager")
+    if eager is None:
+        return "not recorded"
+    return GRAPHS_TEXT[bool(eager)]
 
 
 def change_text(comparison: Comparison, unit: Unit, negate: bool = False) -> str:

@@ -31,10 +31,19 @@ from kvprobe.report.document import (
     strong,
 )
 from kvprobe.report.document import code as code_span
-from kvprobe.report.formatting import boundary_text, caption_text, change_text, fmt, fmt_stat, interval_text, p_text
+from kvprobe.report.formatting import (
+    boundary_text,
+    caption_text,
+    change_text,
+    fmt,
+    fmt_stat,
+    graphs_text,
+    interval_text,
+    p_text,
+)
 from kvprobe.report.sizing_layout import sizing_blocks
 from kvprobe.report.summary import ReportSummary
-from kvprobe.report.words import BOUND_NOTE, PART_LABELS, SHORT_TITLES, TAGS, TITLES
+from kvprobe.report.words import BOUND_NOTE, GRAPHS_ROW, PART_LABELS, SHORT_TITLES, TAGS, TITLES
 from kvprobe.units import gib
 from kvprobe.vocabulary import LABELS
 
@@ -138,6 +147,7 @@ def _metric_table(model: ModelComparison) -> Table:
         cells = [fmt_stat(model.stats[label][name], UNITS[name], name in model.bounds[label]) for label in LABELS]
         rows.append((TITLES[name], *cells))
     rows.append(("u_max set by (the failing start above it)", *(boundary_text(model.boundary[x]) for x in LABELS)))
+    rows.append((GRAPHS_ROW, *(graphs_text(model.settings) for _ in LABELS)))
     return Table(("metric", "native", "container"), tuple(rows), (False, True, True))
 
 
@@ -265,6 +275,7 @@ def single_section(side: SingleSide) -> list[Block]:
         if side.stats[name].n
     ]
     rows.append(("u_max set by (the failing start above it)", boundary_text(side.boundary)))
+    rows.append((GRAPHS_ROW, graphs_text(side.settings)))
     return [
         Heading(2, f"{side.model} ({side.label} only)"),
         Paragraph.of(

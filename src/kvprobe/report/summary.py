@@ -46,6 +46,7 @@ def run_row(doc: ResultDocument) -> dict[str, Cell]:
         "engine_starts": doc.engine_starts,
         "u_max_lower_bound": doc.u_max_censored,
         "u_max_boundary": doc.u_max_boundary,
+        "enforce_eager": doc.settings.get("enforce_eager"),
         "container_command": " ".join(doc.options.container.command) if doc.options.container else None,
         "kv_bytes_exact": all(f is None or f.bytes_per_block is not None for f in (doc.reference, doc.kv_at_u_max)),
     }

@@ -79,6 +79,11 @@ BOUNDARY_TEXT: dict[BoundaryKind, str] = {
     "top-of-range": "none (top of range: a lower bound)",
     "other": "other failure",
 }
+GRAPHS_ROW = "CUDA graphs"
+GRAPHS_TEXT = {  # by enforce_eager
+    False: "captured (as vllm serve starts)",
+    True: "off (enforce_eager): vllm serve captures them, and their memory can lower u_max and the KV at u_max",
+}
 VERDICT_TEXT: dict[Verdict, str] = {
     "tested": "Welch's t-test",
     "identical": "identical in every repeat",
