@@ -42,6 +42,7 @@ def cell_rows(out: Path) -> list[dict]:
         rows.append(
             {
                 "lane": path.parts[-3],
+                "run_id": result.get("run_id"),
                 "model": result["model"],
                 "condition": result.get("condition"),
                 "repeat": result.get("repeat"),
@@ -102,7 +103,7 @@ def main() -> None:
     chosen = list(variants)
     for round_ in range(args.rounds):
         for name in chosen if round_ % 2 == 0 else chosen[::-1]:
-            row = run_variant(args, name, variants[name], keep and keep / f"round-{round_ + 1}")
+            row = run_variant(args, name, variants[name], keep and keep / f"run-{len(rows) + 1}")
             rows.append(row)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(rows, indent=1) + "\n")
