@@ -8,7 +8,8 @@ figures of every cell are checked to be the same in both variants. On the two-H2
     python3 scripts/bench_lanes.py experiments/lanes-h200x2.yaml --variant two-gpus=0,1 \\
         --variant one-gpu=0 --json /root/bench/lanes.json --keep /root/bench/lanes
 
---rounds N runs the variants N times, each round in the reverse order of the one before.
+--rounds N runs the variants N times, each round in the reverse order of the one before. Each run's
+results directory and console are kept as KEEP/run-N/NAME, N being its row in the JSON file.
 """
 
 from __future__ import annotations
