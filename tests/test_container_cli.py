@@ -115,3 +115,21 @@ def test_a_pair_with_different_settings_is_named(tmp_path):
     (model,) = {p.parent.name for p in data.glob("*/*.json")}
     problems = check_pairs(ResultStore(data), [model])
     assert problems and "settings hash" in problems[0] and "ffffffffffffffff" in problems[0]
+
+
+def test_one_failed_search_does_not_void_the_pair(tmp_path):
+    """`container --both` on a model whose u_min search failed natively (an engine configuration
+    error, say): what both sides measured is still a pair, compared and flagged, not "unmatched"."""
+    data = tmp_path / "results"
+    shutil.copytree(DATA, data)
+    for path in data.glob("*/native-*.json"):
+        doc = json.loads(path.read_text())
+        doc.update(status="failed", u_min=None, errors=["u_min: the engine refused its configuration"])
+        path.write_text(json.dumps(doc))
+    (model,) = {p.parent.name for p in data.glob("*/*.json")}
+    assert check_pairs(ResultStore(data), [model]) == []
+    kvprobe("report", str(data), "--out", str(tmp_path / "report"), "--format", "markdown")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "1 model(s) with matched native and container runs" in text
+    assert "did not finish every search; its figures are compared where it has them" in text
+    assert "no container counterpart" not in text and "no native counterpart" not in text
