@@ -59,6 +59,16 @@ def test_the_report_states_the_verdicts_in_words(tmp_path):
     assert pair.n == {"native": 3, "container": 3}  # and hidden and cache, labelled native, are not mixed in
 
 
+def test_an_experiment_report_leads_with_its_answer_and_the_conditions_chart():
+    text = render_report(build_report(experiment_documents()), ["markdown", "charts"])["report.md"].decode()
+    title, answer, chart, caption, pair_heading = [b for b in text.split("\n\n") if b.strip()][:5]
+    assert title == "# KV cache: what each condition changes"
+    assert answer.startswith("**Experiment demo, demo-model: container moves the KV at gpu_memory_utilization")
+    assert chart.startswith("![KV cache per condition") and "(conditions_1_kv_cache.png)" in chart
+    assert "against the baseline native" in caption
+    assert pair_heading == "## Native and container"  # the pair is one comparison of several, below
+
+
 def test_no_variance_is_no_test_statistic():
     """Each side repeating its own value exactly is a difference without a test: no p-value, no interval."""
 

@@ -35,6 +35,8 @@ def test_the_committed_runs_differ_only_in_cuda_graphs():
 def test_the_report_says_whether_cuda_graphs_were_captured(tmp_path):
     kvprobe("report", str(RESULTS), "--out", str(tmp_path), "--format", "markdown,csv")
     text = (tmp_path / "report.md").read_text()
+    # one condition only: the answer says there is nothing to compare, not that nothing moved
+    assert f"**Experiment eager-vs-graphs, {GRAPHS}: the baseline native is its only condition" in text
     graphs_section = text.split(f"## {GRAPHS} ")[1].split("\n## ")[0]
     eager_section = text.split(f"## {EAGER} ")[1].split("\n## ")[0]
     assert "| CUDA graphs | captured (as vllm serve starts) |" in graphs_section

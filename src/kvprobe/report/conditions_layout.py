@@ -296,15 +296,23 @@ def experiment_blocks(experiments: list[ExperimentModel], charts: dict[str, str]
             blocks += _ladder_blocks(model, index, charts)
         for verdict in model.verdicts:
             blocks += sizing_blocks(verdict.sizing, model.baseline, verdict.name)
-        captions = {
-            condition_stem(index): (
-                f"KV cache per condition, {model.model} (mean ± sd, GiB). A hatched bar marked >= is a lower "
-                "bound; a condition not measured has no bar."
-            ),
-            attribution_stem(index): f"Where the memory went at the u_max start, per condition, {model.model} (GiB).",
-        }
-        blocks += [Figure(stem, caption, charts[stem]) for stem, caption in captions.items() if stem in charts]
+        stem = attribution_stem(index)
+        if stem in charts:
+            caption = f"Where the memory went at the u_max start, per condition, {model.model} (GiB)."
+            blocks.append(Figure(stem, caption, charts[stem]))
     return blocks
+
+
+def _answer_chart(model: ExperimentModel, index: int, charts: dict[str, str]) -> list[Block]:
+    """The chart of the answer: every condition's KV beside the baseline's, drawn right under it."""
+    stem = condition_stem(index)
+    if stem not in charts:
+        return []
+    caption = (
+        f"KV cache per condition against the baseline {model.baseline}, {model.model} (mean ± sd, GiB). A hatched "
+        "bar marked >= is a lower bound; a condition not measured has no bar."
+    )
+    return [Figure(stem, caption, charts[stem])]
 
 
 def _largest_move(model: ExperimentModel) -> tuple[ConditionVerdict, str, Comparison] | None:
@@ -318,15 +326,22 @@ def _largest_move(model: ExperimentModel) -> tuple[ConditionVerdict, str, Compar
     return max(shown, key=lambda item: abs(item[2].change_percent or 0.0), default=None)
 
 
-def experiment_answer(experiments: list[ExperimentModel]) -> list[Block]:
-    """One sentence per experiment model, on top: which condition moves the KV, by how much, its interval."""
+def experiment_answer(experiments: list[ExperimentModel], charts: dict[str, str]) -> list[Block]:
+    """On top, per experiment model: one sentence saying which condition moves the KV, by how much and
+    with what interval, and the chart of every condition against the baseline."""
     blocks: list[Block] = []
-    for model in experiments:
+    for index, model in enumerate(experiments, start=1):
         if model.ladder:
             blocks.append(Paragraph.of(strong(ladder_answer(model))))
+            blocks += _answer_chart(model, index, charts)
             continue
         found = _largest_move(model)
-        if found is None:
+        if not model.verdicts:
+            text = (
+                f"Experiment {model.experiment}, {model.model}: the baseline {model.baseline} is its only condition, "
+                "so nothing is compared; its figures are below."
+            )
+        elif found is None:
             text = (
                 f"Experiment {model.experiment}, {model.model}: no condition moved the KV cache against the "
                 f"baseline {model.baseline} by more than its runs vary."
@@ -352,4 +367,5 @@ def experiment_answer(experiments: list[ExperimentModel]) -> list[Block]:
                     "memory total than its other runs (see Repeats)."
                 )
         blocks.append(Paragraph.of(strong(text)))
+        blocks += _answer_chart(model, index, charts)
     return blocks

@@ -49,6 +49,7 @@ from kvprobe.vocabulary import LABELS
 
 DEFAULT_TITLE = "KV cache: native vs container"
 ONE_SIDED_TITLE = "KV cache: what one side measured"
+EXPERIMENT_TITLE = "KV cache: what each condition changes"
 ROWS = (
     "kv_reference_bytes",
     "kv_reference_blocks",
@@ -299,11 +300,13 @@ def build_document(
     """The pair report; `charts` maps the stems of the chart files written beside it to their alt text;
     `answer_first` leads (an experiment's answer), else each pair's answer does."""
     one_sided = not summary.models and not answer_first and bool(summary.single)
-    title = title or (ONE_SIDED_TITLE if one_sided else DEFAULT_TITLE)
+    title = title or (ONE_SIDED_TITLE if one_sided else EXPERIMENT_TITLE if answer_first else DEFAULT_TITLE)
     lead = answer_first or [Paragraph.of(strong(answer(model))) for model in summary.models]
     if one_sided:
         lead = [Paragraph.of(strong(single_answer(side))) for side in summary.single]
     blocks: list[Block] = [*lead]
+    if answer_first and summary.models:  # an experiment: its native/container pair is one comparison of several
+        blocks.append(Heading(2, "Native and container"))
     if not one_sided:
         blocks.append(
             Paragraph.of(

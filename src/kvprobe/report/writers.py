@@ -60,7 +60,7 @@ def render_report(
             images.update(draw(spec))
             charts[spec.stem] = alt_text(spec)
     date = options.date or time.strftime("%Y-%m-%d")
-    document = build_document(summary, options.title, date, charts, experiment_answer(summary.experiments))
+    document = build_document(summary, options.title, date, charts, experiment_answer(summary.experiments, charts))
     if document.front_matter is not None:
         document.front_matter = dataclasses.replace(
             document.front_matter, draft=options.draft, tags=options.tags or document.front_matter.tags
