@@ -210,7 +210,11 @@ def search_speed_section(rows: list[dict], raw: str, title: str, change: str) ->
         "",
         *[f"- *{v}*: {VARIANTS[v]};" for v in VARIANTS if runs[v]],
         "",
-        "| run | variant | prestarted starts | kv_blocks from | engine starts | fill tests | fill (s) | wall (s) "
+        "The fill column is the worker's fill timer (`fill_s`: from the fill requests' start until they finished or",
+        "the cache had stayed full, summed over the run's fill tests); the first-fill table below uses phase marks",
+        "(KV allocated to ready: the engine's warm-up), a different interval.",
+        "",
+        "| run | variant | prestarted starts | kv_blocks from | engine starts | fill tests | fill_s (s) | wall (s) "
         "| per start (s) | u_max | KV blocks at u_max | physical KV blocks |",
         "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -425,6 +429,11 @@ def preparation_section(folders: list[str], attention_rows: list[dict], attentio
         "| --- | ---: | ---: | ---: | ---: | ---: |",
         row(True),
         row(False),
+        "",
+        "What this table cannot separate: a worker prepares only while it waits, so every prepared start was also",
+        "prestarted (its imports overlapped the trial before), and the unprepared starts are those that were not",
+        "prestarted, or whose preparation had not finished. The difference belongs to prestart with preparation",
+        "together; no run prestarted without preparing.",
         "",
         f"Selecting the attention backend while waiting too (commit {attention['kvprobe_commit']}, another H100 boot,",
         f"one prestart-auto run, raw in `{attention_raw}`) imported FlashInfer, which initializes CUDA at",

@@ -34,8 +34,9 @@ from kvprobe.worker_protocol import (
     write_result,
 )
 
-# Scheduler steps the cache must stay full (requests waiting, no new peak) before a fill stops:
-# then every block has been written, and the rest of the requests' decoding adds nothing but time.
+# Scheduler steps the cache must stay full (requests waiting, no new peak) before a fill stops: by
+# then the scheduler has held its peak (recorded as peak_kv_usage and checked against the fill target),
+# and the rest of the requests' decoding adds nothing but time.
 SATURATED_STEPS = 8
 
 

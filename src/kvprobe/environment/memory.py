@@ -47,8 +47,8 @@ def kernel_unaccounted(info: dict[str, int]) -> int:
 
     Mostly drivers' pages, steady. On VMs with free-page reporting (Firecracker's virtio-balloon,
     this project's CI machine) it also holds pages a process freed that the hypervisor has not
-    handed back yet: up to a GiB after an engine exits, returned over tens of seconds, during
-    which MemAvailable is that much lower.
+    handed back yet: over a GiB after an engine exits (1.34 GiB seen on the CI machine), returned
+    over tens of seconds, during which MemAvailable is that much lower.
     """
     huge = info.get("HugePages_Total", 0) * info.get("Hugepagesize", 0)
     return info["MemTotal"] - huge - sum(info.get(key, 0) for key in _ACCOUNTED)
