@@ -13,6 +13,7 @@ version (the PNG files are written but not compared).
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import re
@@ -876,6 +877,7 @@ def benchmarks() -> str:
         ]
     )
     lines += lanes_section()
+    lines += cpu_teardown_section()
     lines += search_speed_section(
         rows[2],
         machines[2],
@@ -969,6 +971,67 @@ def lanes_section() -> list[str]:
         "",
     ]
     return lines
+
+
+CPU_TEARDOWN = "docs/benchmarks/raw/cpu-teardown-2026-12-01"  # a plain measure with the process list watched
+
+
+def process_snapshots(path: Path) -> list[tuple[float, list[list[str]]]]:
+    """`ps -eo pid,ppid,pgid,stat,comm` every 0.1 s (the watch in CPU_TEARDOWN): (time, rows)."""
+    snapshots: list[tuple[float, list[list[str]]]] = []
+    with gzip.open(path, "rt") as lines:
+        for line in lines:
+            if line.startswith("@ "):
+                snapshots.append((float(line[2:]), []))
+            elif snapshots and len(fields := line.split()) == 5:
+                snapshots[-1][1].append(fields)
+    return snapshots
+
+
+def gpu_span(results: str) -> str:
+    """The shortest and longest teardown of the passing trials in `results`, in seconds."""
+    times = [t.teardown_s for doc in load(results) for t in doc.trials if t.passed]
+    return f"{min(times):.2f}-{max(times):.2f}"
+
+
+def cpu_teardown_section() -> list[str]:
+    """Each passing trial's teardown on the CPU backend, and which of its processes outlived SIGTERM."""
+    (doc,) = load(f"{CPU_TEARDOWN}/results")
+    snapshots = process_snapshots(ROOT / CPU_TEARDOWN / "ps-watch.log.gz")
+    rows = []
+    for trial in (t for t in doc.trials if t.passed):
+        end = trial.started_at + trial.wall_s  # the trial's end: SIGTERM to its group
+        during = [rows_ for when, rows_ in snapshots if trial.started_at < when < end]
+        group = next(p[2] for p in during[-1] if p[4] == "VLLM::Worker")
+        after = [(when - end, [p for p in rows_ if p[2] == group]) for when, rows_ in snapshots if when > end]
+        alive = [(offset, members) for offset, members in after if any("Z" not in p[3] for p in members)]
+        last_offset, last = alive[-1] if alive else (0.0, [])
+        outlived = ", ".join(sorted({p[4] for p in last if "Z" not in p[3]})) or "none"
+        rows.append(
+            f"| {trial.number} | {trial.search} | {trial.utilization} | {trial.teardown_s:.2f} | {trial.kill_s:.2f} | "
+            f"{outlived} | {last_offset:.2f} | {'yes' if trial.baseline_restored else 'no'} |"
+        )
+    return [
+        "## Teardown on the CPU backend: what outlives SIGTERM",
+        "",
+        "`kvprobe measure models.yaml --only tiny-llama --searches reference,u_min` on this project's 2-core",
+        f"machine, kvprobe {measured_at(f'{CPU_TEARDOWN}/results')}, vLLM {doc.versions.vllm} (CPU), with `ps`",
+        f"listing every process every 0.1 s (raw: [`{CPU_TEARDOWN}/`]({CPU_TEARDOWN.removeprefix('docs/')}/)).",
+        "A trial's teardown (`trial/process_group.py`) sends its group SIGTERM, waits up to 1 s, then SIGKILLs",
+        "what is left.",
+        "",
+        "| trial | search | u | teardown s | until no process s | still running at the last sample before they went | "
+        "that sample, s after the trial's end | memory back |",
+        "| ---: | --- | ---: | ---: | ---: | --- | ---: | --- |",
+        *rows,
+        "",
+        "The trial's worker (the group's leader) exits on SIGTERM at once. vLLM's engine core and its CPU worker",
+        "(`VLLM::Worker`, busy on the CPU) and one more Python child stay until the grace runs out and SIGKILL",
+        "ends them, so every passing CPU trial ends in the grace plus a few hundredths: under 2 s, with memory",
+        f"back. On the H200s the 7B's passing trials ended in {gpu_span(f'{GRAPHS}/results')} s and the TP 2 ones"
+        f" in {gpu_span(f'{GRAPHS}/results-tp2')} s ([`docs/gpu-graphs/`](gpu-graphs/README.md)).",
+        "",
+    ]
 
 
 def measured(value, doc: ResultDocument) -> str:
