@@ -1,8 +1,9 @@
 """What a run shows while it runs: on a terminal the live line (start k of about n, ETA, phase, the
 memory figure the guard acts on and its floor); piped, one JSON Lines (or logfmt) record per line.
 
-The measurements here use the stand-in engine (tests/replay_engine.py), which replays recorded vLLM
-starts: the trial runner, its sampling and phase marks, and the display are kvprobe's own code."""
+Most measurements here use the stand-in engine (tests/replay_engine.py), which replays recorded vLLM
+starts: the trial runner, its sampling and phase marks, and the display are kvprobe's own code. One
+drives the real CPU engine in a pseudo-terminal, as a user's overnight run would be watched."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, tiny_models_file
+import pytest
+
+from conftest import ROOT, needs_engine, tiny_models_file
 from kvprobe.output.progress import RecordConsole, headroom_warning, record_key, record_line
 from kvprobe.trial.monitor import GuardPolicy
 from replay_engine import standin_environment
@@ -64,6 +67,21 @@ def test_a_terminal_shows_k_of_n_eta_phase_and_the_guards_figure_and_floor(tmp_p
     assert re.search(r"ETA ~\d+ (s|min) \(from \d+ starts\)", shown)
     assert re.search(r"phase (importing|weights|profiling|KV allocated)", shown)
     assert re.search(r"(MemAvailable|MemFree) \d+\.\d\d GiB \(guard floor \d+\.\d\d GiB\)", shown)
+
+
+@needs_engine
+@pytest.mark.engine
+def test_a_real_engine_run_on_a_terminal_shows_its_progress(tmp_path):
+    """vLLM's CPU backend, two starts (the reference, and u_max over a range whose top passes)."""
+    command = measure_command(tmp_path, "--range", "0.2:0.22", "--no-confirm")
+    code, shown = run_in_pty(command, dict(os.environ), timeout_s=900)
+    assert code == 0, shown[-3000:]
+    assert re.search(r"start 1 of about \d+", shown) and re.search(r"start 2 of about \d+", shown), shown[-3000:]
+    assert re.search(r"ETA ~\d+ (s|min) \(from 1 starts?\)", shown), shown[-3000:]
+    for phase in ("importing", "weights", "profiling", "KV allocated"):
+        assert f"phase {phase}" in shown, phase
+    assert re.search(r"(MemAvailable|MemFree) \d+\.\d\d GiB \(guard floor \d+\.\d\d GiB\)", shown)
+    assert "KV" in shown and "tiny-llama" in shown  # the summary row at the end
 
 
 def test_piped_every_line_is_a_json_record(tmp_path):
