@@ -9,8 +9,10 @@ import sys
 
 import pytest
 import tomllib
+from packaging.requirements import Requirement
 
-from conftest import ROOT
+from conftest import ROOT, needs_podman
+from offline_base import make_root
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -43,3 +45,31 @@ def test_the_dockerfile_installs_kvprobe_with_pyprojects_dependency_list():
     for dependency in PYPROJECT["project"]["dependencies"]:
         name = dependency.split(">")[0].split("=")[0].strip()
         assert name not in dockerfile.split("FROM", 1)[1], f"{name} is listed a second time in the Dockerfile"
+
+
+@needs_podman
+@pytest.mark.container
+def test_the_dockerfile_builds_on_a_base_made_offline_and_runs_kvprobe(tmp_path):
+    """docker/Dockerfile, built by podman on tests/offline_base.py's image (no registry, pip offline):
+    kvprobe's layer installs with pyproject's dependency list and `kvprobe --version` runs inside."""
+    tag = f"localhost/kvprobe-offline-base:{tmp_path.name.lower()}"
+    built = f"localhost/kvprobe-dockerfile:{tmp_path.name.lower()}"
+    requirements = [Requirement(entry).name for entry in PYPROJECT["project"]["dependencies"]]
+    environment = make_root(tmp_path / "root", requirements)
+    changes = [f"--change=ENV {name}={value}" for name, value in environment.items()]
+    try:
+        archive = subprocess.Popen(["tar", "-C", str(tmp_path / "root"), "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run(["podman", "import", *changes, "-", tag], stdin=archive.stdout, capture_output=True)
+        archive.wait()
+        assert imported.returncode == 0, imported.stderr.decode()[-2000:]
+        build = ["podman", "build", "--runtime", "runc", "--network", "none", "--layers=false", "-t", built]
+        build += ["-f", "docker/Dockerfile"]
+        build += ["--build-arg", f"VLLM_IMAGE={tag}", "--build-arg", "PIP_ARGS=--no-index --no-build-isolation", "."]
+        done = subprocess.run(build, capture_output=True, text=True, cwd=ROOT, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        run = ["podman", "run", "--rm", "--runtime", "runc", "--network", "none", built, "kvprobe", "--version"]
+        version = subprocess.run(run, capture_output=True, text=True, timeout=300)
+        assert version.returncode == 0, version.stderr[-2000:]
+        assert PYPROJECT["project"]["version"] in version.stdout
+    finally:
+        subprocess.run(["podman", "rmi", "--force", built, tag], capture_output=True)
