@@ -9,7 +9,7 @@ figures of every cell are checked to be the same in both variants. On the two-H2
         --variant one-gpu=0 --json /root/bench/lanes.json --keep /root/bench/lanes
 
 --rounds N runs the variants N times, each round in the reverse order of the one before. Each run's
-results directory and console are kept as KEEP/run-N/NAME, N being its row in the JSON file.
+results directory is kept as KEEP/run-N-NAME (N: its row in the JSON file), its console in console.log there.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def run_variant(args: argparse.Namespace, name: str, devices: str, keep: Path | 
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         wall = time.monotonic() - started
         if keep is not None:
-            shutil.copytree(out, keep / name, dirs_exist_ok=True)
-            (keep / f"{name}.log").write_text(done.stdout + done.stderr)
+            shutil.copytree(out, keep)
+            (keep / "console.log").write_text(done.stdout + done.stderr)
         if done.returncode != 0:
             raise SystemExit(f"{name} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         cells = cell_rows(out)
@@ -104,7 +104,7 @@ def main() -> None:
     chosen = list(variants)
     for round_ in range(args.rounds):
         for name in chosen if round_ % 2 == 0 else chosen[::-1]:
-            row = run_variant(args, name, variants[name], keep and keep / f"run-{len(rows) + 1}")
+            row = run_variant(args, name, variants[name], keep and keep / f"run-{len(rows) + 1}-{name}")
             rows.append(row)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(rows, indent=1) + "\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import re
@@ -38,8 +39,10 @@ from kvprobe.report.markdown import MarkdownWriter  # noqa: E402
 from kvprobe.report.sizing import all_checks  # noqa: E402
 from kvprobe.report.summary import build_report  # noqa: E402
 from kvprobe.report.writers import FORMATS, ReportOptions, render_report  # noqa: E402
+from kvprobe.results.loader import load_result  # noqa: E402
 from kvprobe.results.schema import SCHEMA_VERSION, KvFigure, ResultDocument  # noqa: E402
 from kvprobe.results.store import ResultStore  # noqa: E402
+from kvprobe.trial.process_group import SIGTERM_GRACE_S  # noqa: E402
 from kvprobe.units import gib  # noqa: E402
 
 COMPARED_FILES = ("report.md", "report.html", "summary.json", "runs.csv")
@@ -876,8 +879,6 @@ def benchmarks() -> str:
             ("docs/benchmarks/raw/h200-prestart", "one worker ahead, kv_blocks from below"),
         ]
     )
-    lines += lanes_section()
-    lines += cpu_teardown_section()
     lines += search_speed_section(
         rows[2],
         machines[2],
@@ -905,6 +906,8 @@ def benchmarks() -> str:
     lines += phase_section("docs/gpu-h200/results")
     lines += strategy_section(json.loads((raw / "cpu-strategy.json").read_text()))
     lines += experiment_section()
+    lines += lanes_section()
+    lines += cpu_teardown_section()
     return "\n".join(lines)
 
 
@@ -912,13 +915,11 @@ def lanes_section() -> list[str]:
     """Trials in parallel across GPUs: one experiment with one lane and with two, pairs alternating."""
     rows = json.loads((ROOT / f"{LANES_RAW}.json").read_text())
     one_boot(rows)
+    assert len(rows) % 2 == 0, f"{LANES_RAW}.json: the runs come in pairs"
     pairs = [rows[i : i + 2] for i in range(0, len(rows), 2)]
 
     def figures(row: dict) -> dict[tuple[str, int], int]:
         return {(c["model"], c["repeat"]): c["reference_blocks"] for c in row["results"]}
-
-    def graphs_blocks(row: dict) -> set[int]:
-        return {c["reference_blocks"] for c in row["results"] if c["model"] == GRAPHS_7B}
 
     table = []
     for number, pair in enumerate(pairs, 1):
@@ -935,18 +936,26 @@ def lanes_section() -> list[str]:
             f"{two['wall_s'] / one['wall_s']:.2f}x | {'no: ' + '; '.join(differ) if differ else 'yes'} |"
         )
     first = rows[0]
-    cold = graphs_blocks(first)
-    warm = set().union(*(graphs_blocks(r) for r in rows[1:]))
+    cold, *later = lanes_reference_blocks(GRAPHS_7B)
+    warm = set().union(*later)
+    (eager,) = set().union(*lanes_reference_blocks(f"{GRAPHS_7B}-eager"))
+    vllm = {load_result(path).versions.vllm for path in (ROOT / LANES_RAW).glob("run-*/lane-*/*/*.json")}
     cells = len(first["results"])
     starts = sum(c["engine_starts"] for c in first["results"])
-    walls = [{r["variant"]: r["wall_s"] for r in pair} for pair in pairs[1:]]
-    ratios = [wall["two-gpus"] / wall["one-gpu"] for wall in walls]
+    ratios = [{r["variant"]: r["wall_s"] for r in pair} for pair in pairs]
+    ratios_two_one = [wall["two-gpus"] / wall["one-gpu"] for wall in ratios]
+    met = [
+        n
+        for n, (ratio, row) in enumerate(zip(ratios_two_one, table, strict=True), 1)
+        if ratio <= 0.55 and "| yes |" in row
+    ]
+    missed = [n for n in range(1, len(pairs) + 1) if n not in met]
     lines = [
         "## Trials in parallel across GPUs (`kvprobe experiment --devices`)",
         "",
         f"`scripts/bench_lanes.py {first['experiment']}` on the two-H200 host (boot {first['boot_id'][:8]}, kvprobe",
-        f"{first['kvprobe_commit']}, vLLM 0.26.0): the same experiment, {cells} results from {starts} engine starts"
-        " (the 7B with CUDA graphs and eager, two repeats, the reference search),",
+        f"{first['kvprobe_commit']}, vLLM {', '.join(sorted(map(str, vllm)))}): the same experiment, {cells} results"
+        f" from {starts} engine starts (the 7B with CUDA graphs and eager, two repeats, the reference search),",
         "with one lane (`--devices 0`) and with two (`--devices 0,1`), in pairs whose order alternates. Wall time is",
         "the whole `kvprobe experiment` command. Raw rows: "
         f"[`{LANES_RAW}.json`]({LANES_RAW.removeprefix('docs/')}.json); results, journals and engine logs of every",
@@ -956,18 +965,18 @@ def lanes_section() -> list[str]:
         "| ---: | --- | ---: | ---: | ---: | --- |",
         *table,
         "",
-        f"- The goal, at most 0.55x the one-GPU wall time with identical figures, holds in pairs 2-{len(pairs)}"
-        f" ({', '.join(f'{r:.2f}x' for r in ratios)}).",
-        "- Pair 1 does not meet it: its two-GPU run came first on a fresh machine, and each lane compiled the",
+        "- The goal, at most 0.55x the one-GPU wall time with identical figures, holds in pair(s)"
+        f" {', '.join(map(str, met)) or 'none'} ({', '.join(f'{ratios_two_one[n - 1]:.2f}x' for n in met)}).",
+        f"- Not in pair(s) {', '.join(map(str, missed)) or 'none'}. Pair 1's two-GPU run came first on a fresh"
+        " machine, and each lane compiled the",
         "  graphs model (torch.compile, CUDA graph capture) with a cold cache; the one-GPU run after it found the",
         "  cache warm. The order was alternated so that such a cost shows, not to cancel it.",
-        "- Figures: the eager model gave the same blocks in every run. The graphs model gave"
+        f"- Figures: the eager model gave {eager:,} blocks in every run. The graphs model gave"
         f" {', '.join(f'{b:,}' for b in sorted(cold))} blocks in the cold run and"
         f" {', '.join(f'{b:,}' for b in sorted(warm))} in every later run, on either",
         "  GPU and with one lane or two: the compile cache, not the lane, moves that profile (docs/gpu-graphs/).",
         "- Two lanes share the host (its memory and CPU cores): a lane's trial does not wait for host memory to",
-        "  settle, because the other lane moves it. This host has 32 cores and 256 GiB; a smaller host was not",
-        "  measured, and the overlap may gain less there.",
+        "  settle, because the other lane moves it. A host with fewer cores or less memory was not measured.",
         "",
     ]
     return lines
@@ -977,59 +986,79 @@ CPU_TEARDOWN = "docs/benchmarks/raw/cpu-teardown-2026-12-01"  # a plain measure 
 
 
 def process_snapshots(path: Path) -> list[tuple[float, list[list[str]]]]:
-    """`ps -eo pid,ppid,pgid,stat,comm` every 0.1 s (the watch in CPU_TEARDOWN): (time, rows)."""
+    """A `ps -eo pid,ppid,pgid,[sid,]stat,comm` watch (gzip, `@ TIME` before each listing): (time, rows)."""
     snapshots: list[tuple[float, list[list[str]]]] = []
     with gzip.open(path, "rt") as lines:
         for line in lines:
             if line.startswith("@ "):
                 snapshots.append((float(line[2:]), []))
-            elif snapshots and len(fields := line.split()) == 5:
+            elif snapshots and len(fields := line.split()) in (5, 6):
                 snapshots[-1][1].append(fields)
     return snapshots
 
 
-def gpu_span(results: str) -> str:
-    """The shortest and longest teardown of the passing trials in `results`, in seconds."""
-    times = [t.teardown_s for doc in load(results) for t in doc.trials if t.passed]
+def teardown_rows(doc: ResultDocument, snapshots: list[tuple[float, list[list[str]]]]) -> tuple[list[str], float]:
+    """A table row per passing trial: its teardown, and the processes of its group (pgid, the third
+    column) still running, not zombies, at the last listing before none was; and the largest gap
+    between two listings around any of those teardowns."""
+    rows, gaps = [], []
+    for trial in (t for t in doc.trials if t.passed):
+        end = trial.started_at + trial.wall_s  # the trial's end: SIGTERM to its group
+        listed = [procs for when, procs in snapshots if trial.started_at < when < end]
+        group = next(p[2] for p in listed[-1] if p[-1].startswith("VLLM::Worker") and "Z" not in p[-2])
+        window = [when for when, _ in snapshots if end - 1.0 < when < end + trial.teardown_s + 1.0]
+        gaps += [b - a for a, b in itertools.pairwise(window)]
+        after = [(when - end, [p for p in procs if p[2] == group]) for when, procs in snapshots if when > end]
+        running = [(offset, group_now) for offset, group_now in after if any("Z" not in p[-2] for p in group_now)]
+        if running:
+            offset, last = running[-1]
+            names, at = ", ".join(sorted({p[-1] for p in last if "Z" not in p[-2]})), f"{offset:.2f}"
+        else:
+            names, at = "not listed (none in the next listing)", "-"
+        rows.append(
+            f"| {doc.model} | {trial.number} | {trial.search} | {trial.utilization} | {trial.teardown_s:.2f} | "
+            f"{trial.kill_s:.2f} | {names} | {at} | {'yes' if trial.baseline_restored else 'no'} |"
+        )
+    return rows, max(gaps)
+
+
+TEARDOWN_HEADER = (
+    "| model | trial | search | u | teardown s | until no process s | still running at the last listing "
+    "before none was | that listing, s after the trial's end | memory back |",
+    "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | --- |",
+)
+
+
+def teardown_span(results: str, field: str = "teardown_s") -> str:
+    """The shortest and longest `field` of the passing trials in `results`, in seconds."""
+    times = [getattr(t, field) for doc in load(results) for t in doc.trials if t.passed]
     return f"{min(times):.2f}-{max(times):.2f}"
 
 
 def cpu_teardown_section() -> list[str]:
     """Each passing trial's teardown on the CPU backend, and which of its processes outlived SIGTERM."""
     (doc,) = load(f"{CPU_TEARDOWN}/results")
-    snapshots = process_snapshots(ROOT / CPU_TEARDOWN / "ps-watch.log.gz")
-    rows = []
-    for trial in (t for t in doc.trials if t.passed):
-        end = trial.started_at + trial.wall_s  # the trial's end: SIGTERM to its group
-        during = [rows_ for when, rows_ in snapshots if trial.started_at < when < end]
-        group = next(p[2] for p in during[-1] if p[4] == "VLLM::Worker")
-        after = [(when - end, [p for p in rows_ if p[2] == group]) for when, rows_ in snapshots if when > end]
-        alive = [(offset, members) for offset, members in after if any("Z" not in p[3] for p in members)]
-        last_offset, last = alive[-1] if alive else (0.0, [])
-        outlived = ", ".join(sorted({p[4] for p in last if "Z" not in p[3]})) or "none"
-        rows.append(
-            f"| {trial.number} | {trial.search} | {trial.utilization} | {trial.teardown_s:.2f} | {trial.kill_s:.2f} | "
-            f"{outlived} | {last_offset:.2f} | {'yes' if trial.baseline_restored else 'no'} |"
-        )
+    rows, gap = teardown_rows(doc, process_snapshots(ROOT / CPU_TEARDOWN / "ps-watch.log.gz"))
+    beyond = [t.kill_s - SIGTERM_GRACE_S for t in doc.trials if t.passed]
     return [
         "## Teardown on the CPU backend: what outlives SIGTERM",
         "",
         "`kvprobe measure models.yaml --only tiny-llama --searches reference,u_min` on this project's 2-core",
         f"machine, kvprobe {measured_at(f'{CPU_TEARDOWN}/results')}, vLLM {doc.versions.vllm} (CPU), with `ps`",
-        f"listing every process every 0.1 s (raw: [`{CPU_TEARDOWN}/`]({CPU_TEARDOWN.removeprefix('docs/')}/)).",
-        "A trial's teardown (`trial/process_group.py`) sends its group SIGTERM, waits up to 1 s, then SIGKILLs",
-        "what is left.",
+        f"listing every process about every 0.1 s (around the teardowns the largest gap {gap:.2f} s; raw:",
+        f"[`{CPU_TEARDOWN}/`]({CPU_TEARDOWN.removeprefix('docs/')}/)). A trial's teardown (`trial/process_group.py`)",
+        f"sends its group SIGTERM, waits up to {SIGTERM_GRACE_S:g} s, then SIGKILLs what is left.",
         "",
-        "| trial | search | u | teardown s | until no process s | still running at the last sample before they went | "
-        "that sample, s after the trial's end | memory back |",
-        "| ---: | --- | ---: | ---: | ---: | --- | ---: | --- |",
+        *TEARDOWN_HEADER,
         *rows,
         "",
-        "The trial's worker (the group's leader) exits on SIGTERM at once. vLLM's engine core and its CPU worker",
-        "(`VLLM::Worker`, busy on the CPU) and one more Python child stay until the grace runs out and SIGKILL",
-        "ends them, so every passing CPU trial ends in the grace plus a few hundredths: under 2 s, with memory",
-        f"back. On the H200s the 7B's passing trials ended in {gpu_span(f'{GRAPHS}/results')} s and the TP 2 ones"
-        f" in {gpu_span(f'{GRAPHS}/results-tp2')} s ([`docs/gpu-graphs/`](gpu-graphs/README.md)).",
+        "The trial's worker (the group's leader) had already exited by the trial's end, in every trial. vLLM's",
+        "engine core, its CPU worker (`VLLM::Worker`, busy on the CPU) and one more Python child did not act on",
+        "SIGTERM: they ran until the grace was over and SIGKILL ended them, "
+        f"{min(beyond):.2f}-{max(beyond):.2f} s after it. Every passing CPU trial's teardown is the grace and that",
+        "tail, with memory back at baseline. The H200 runs, with the same grace: "
+        f"[`docs/gpu-graphs/`](gpu-graphs/README.md) (7B trials {teardown_span(f'{GRAPHS}/results')} s,"
+        f" tensor parallel 2 {teardown_span(f'{GRAPHS}/results-tp2')} s).",
         "",
     ]
 
@@ -1192,10 +1221,11 @@ def tp2_readme() -> str:
         "ended 2.2 to 3.7 s after SIGTERM, while `VLLM::EngineCore` and a `python3` child of the trial's",
         "worker were still listed 4.7 to 5.0 s after it, until SIGKILL. The list holds command names",
         "only: which Python process that second one is (multiprocessing's resource tracker ignores",
-        "SIGTERM, for one) is not shown. That grace was never what ended them: a signal-mask bug (fixed",
-        "since) kept SIGTERM from reaching any trial process, so every teardown waited for SIGKILL. Memory was",
-        "back at baseline after every trial. With the fix and the 1 s grace, the same model's TP 2 trials ended",
-        "in 1.4-1.7 s ([`docs/gpu-graphs/`](../gpu-graphs/README.md)).",
+        "SIGTERM, for one) is not shown. This run came before the signal-mask fix, when every trial process",
+        "held SIGTERM, so what ended the `Worker_TP` processes then was not SIGTERM. Memory was back at baseline",
+        "after every trial. With the fix and a 1 s grace the same model's TP 2 trials ended in"
+        f" {teardown_span(f'{GRAPHS}/results-tp2')} s, the `Worker_TP` processes still SIGKILLed after the grace",
+        "([`docs/gpu-graphs/`](../gpu-graphs/README.md)).",
         "Over Ray the same model's passing trials ended in 0.4-0.5 s (`docs/multinode/h200x2-2026-11-30/`).",
         "",
         "## What this shows and what it does not",
@@ -1223,12 +1253,24 @@ def blocks_of(figure: KvFigure | None) -> int:
 
 
 def graphs_mode(doc: ResultDocument) -> str:
-    return "eager" if doc.settings.get("enforce_eager") else "CUDA graphs"
+    eager = doc.settings.get("enforce_eager")
+    return "not recorded" if eager is None else "eager" if eager else "CUDA graphs"
 
 
 def lane_of(doc: ResultDocument) -> str:
-    visible = doc.environment.gpu.cuda_visible_devices
-    return f"GPU {visible}" if visible is not None else "-"
+    return f"GPU {doc.environment.gpu.cuda_visible_devices or '-'}"
+
+
+def lanes_reference_blocks(model: str) -> list[set[int]]:
+    """The reference blocks `model` gave in each run of the lanes benchmark, in run order."""
+    rows = json.loads((ROOT / f"{LANES_RAW}.json").read_text())
+    return [{c["reference_blocks"] for c in row["results"] if c["model"] == model} for row in rows]
+
+
+def lanes_start_walls(model: str) -> list[float]:
+    """The reference starts' wall seconds of `model` in the lanes benchmark's runs after its first."""
+    rows = json.loads((ROOT / f"{LANES_RAW}.json").read_text())[1:]
+    return [wall for row in rows for c in row["results"] if c["model"] == model for wall in c["trial_wall_s"]]
 
 
 def graphs_readme() -> str:
@@ -1243,60 +1285,57 @@ def graphs_readme() -> str:
         above = next((t for t in doc.trials if t.search == "u_max" and t.utilization == search.failing), None)
         return f"{search.failing} ({above.outcome})" if above else str(search.failing)
 
-    def kv(figure) -> str:
-        return f"{figure.num_blocks:,} | {gib(figure.bytes)} | {figure.tokens:,}"
-
     def row(doc: ResultDocument, where: str) -> str:
-        assert doc.reference and doc.kv_at_u_max
         reference = doc.reference
+        assert reference is not None
+        searched = doc.kv_at_u_max
+        at_u_max = (
+            f"{doc.u_max} | {failing(doc)} | {blocks_of(searched):,} | {gib(searched.bytes)} | {searched.tokens:,}"
+            if searched
+            else "not searched | | | |"
+        )
         return (
-            f"| {doc.model} | {graphs_mode(doc)} | {where} | {reference.utilization} | {reference.num_blocks:,} "
-            f"| {doc.u_max} | {failing(doc)} | {kv(doc.kv_at_u_max)} |"
+            f"| {doc.model} | {graphs_mode(doc)} | {where} | {reference.utilization} | {blocks_of(reference):,} | "
+            f"{at_u_max} |"
         )
 
     by_mode: dict[str, list[ResultDocument]] = {}
     for doc in experiment:
         by_mode.setdefault(graphs_mode(doc), []).append(doc)
-    graphs_blocks = {blocks_of(d.kv_at_u_max) for d in by_mode["CUDA graphs"]}
-    eager_blocks = {blocks_of(d.kv_at_u_max) for d in by_mode["eager"]}
-    assert len(graphs_blocks) == len(eager_blocks) == 1, "the repeats differ: say so before publishing one figure"
-    (g_blocks,), (e_blocks,) = graphs_blocks, eager_blocks
+    at_u_max = {mode: {blocks_of(d.kv_at_u_max) for d in docs} for mode, docs in by_mode.items()}
+    assert all(len(blocks) == 1 for blocks in at_u_max.values()), "the repeats differ: say so, not one figure"
+    (graphs_max,), (eager_max,) = at_u_max["CUDA graphs"], at_u_max["eager"]
     tp2_graphs = tp2["CUDA graphs"]
-    assert tp2_graphs.kv_at_u_max and tp2_eager_earlier.kv_at_u_max
     tp2_g, tp2_e = blocks_of(tp2_graphs.kv_at_u_max), blocks_of(tp2_eager_earlier.kv_at_u_max)
-    teardowns = [
-        f"| {d.model} | {graphs_mode(d)} | {d.environment.gpu.cuda_visible_devices or '-'} | "
-        + ", ".join(f"{t.teardown_s:.2f}" for t in d.trials if t.passed)
+    first, *later = lanes_reference_blocks(GRAPHS_7B)
+    (cold,), (warm,) = first | {blocks_of(d.reference) for d in by_mode["CUDA graphs"]}, set().union(*later)
+    eager_runs = [*lanes_reference_blocks(f"{GRAPHS_7B}-eager"), {blocks_of(d.reference) for d in by_mode["eager"]}]
+    (eager_reference,) = set().union(*eager_runs)
+    graphs_reference = by_mode["CUDA graphs"][0].reference
+    assert graphs_reference is not None and graphs_reference.bytes_per_block is not None
+    bytes_per_block = graphs_reference.bytes_per_block
+    graphs_walls, eager_walls = lanes_start_walls(GRAPHS_7B), lanes_start_walls(f"{GRAPHS_7B}-eager")
+    tp2_rows, tp2_gap = teardown_rows(tp2_graphs, process_snapshots(ROOT / GRAPHS / "raw/ps-watch-tp2.log.gz"))
+    eager_rows, eager_gap = teardown_rows(tp2["eager"], process_snapshots(ROOT / GRAPHS / "raw/ps-watch-tp2.log.gz"))
+    single = [
+        f"| {d.model} | {lane_of(d)} | "
+        + ", ".join(f"{t.teardown_s:.2f} ({t.kill_s:.2f})" for t in d.trials if t.passed)
         + f" | {'yes' if all(t.baseline_restored for t in d.trials) else 'no'} |"
-        for d in [*experiment, *tp2.values()]
+        for d in experiment
     ]
-    first_start = {graphs_mode(d): f"{d.trials[0].wall_s:.0f}" for d in experiment if d.repeat == 1}
     before_fix = [t.teardown_s for t in tp2_eager_earlier.trials if t.passed]
-    reference_gap = {
-        name: abs(blocks_of(a.reference) - blocks_of(b.reference))
-        for name, a, b in (
-            ("7B", by_mode["CUDA graphs"][0], by_mode["eager"][0]),
-            ("TP 2", tp2_graphs, tp2["eager"]),
-        )
-    }
-    lane_rows = json.loads((ROOT / f"{LANES_RAW}.json").read_text())
-    graphs_references = [
-        sorted({c["reference_blocks"] for c in r["results"] if c["model"] == GRAPHS_7B}) for r in lane_rows
-    ]
-    cold, warm = graphs_references[0][0], graphs_references[-1][0]
-    bytes_per_block = by_mode["CUDA graphs"][0].reference.bytes_per_block if by_mode["CUDA graphs"][0].reference else 0
     lines = [
         "# CUDA graphs (as `vllm serve` starts) against eager mode, on two H200s",
         "",
         "Made by `scripts/make_docs.py` from [`results/`](results/) (`kvprobe experiment",
         "experiments/eager-vs-graphs-h200x2.yaml --devices 0,1`: one repeat a GPU) and",
         "[`results-tp2/`](results-tp2/) (`kvprobe measure` of the TP 2 model, `configs/gpu-tp2.yaml`), with",
-        "their journals, trial specs and engine logs; `kvprobe env`, `nvidia-smi` and the experiment's console",
-        f"in [`raw/`](raw/). {experiment[0].device}, vLLM {experiment[0].versions.vllm}, torch",
-        f"{experiment[0].versions.torch}, kvprobe commit {measured_at(f'{GRAPHS}/results')} (that of `src/kvprobe`;",
-        "the models and experiment files it ran were committed in 87978da). Models: public config.json, dummy",
-        "weights, bf16, max_model_len 8192. Paths of the device's checkout read `<checkout>`. Report:",
-        "[`report/report.md`](report/report.md).",
+        "their journals, trial specs and engine logs; `kvprobe env`, `nvidia-smi`, the experiment's console and",
+        f"the TP 2 run's process list in [`raw/`](raw/). {experiment[0].device}, vLLM {experiment[0].versions.vllm},",
+        f"torch {experiment[0].versions.torch}, kvprobe commit {measured_at(f'{GRAPHS}/results')} (that of",
+        "`src/kvprobe`; the models and experiment files it ran were committed in f186ad7 to 87978da). Models:",
+        "public config.json, dummy weights, bf16, max_model_len 8192. Paths of the device's checkout read",
+        "`<checkout>`. Report: [`report/report.md`](report/report.md).",
         "",
         "`vllm serve` captures CUDA graphs unless told `--enforce-eager`. The graphs' memory comes out of the",
         "budget that gpu_memory_utilization sets, so a start that fits in eager mode can fail in graph capture.",
@@ -1305,48 +1344,53 @@ def graphs_readme() -> str:
         "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
         *(row(d, f"{lane_of(d)}, repeat {d.repeat}") for d in experiment),
         row(tp2_graphs, "GPUs 0,1 (this run)"),
-        row(tp2["eager"], "GPUs 0,1 (this run, reference only)")
-        if tp2["eager"].kv_at_u_max
-        else f"| {tp2['eager'].model} | eager | GPUs 0,1 (this run, reference only) | "
-        f"{tp2['eager'].reference.utilization if tp2['eager'].reference else '-'} | "
-        f"{tp2['eager'].reference.num_blocks if tp2['eager'].reference else 0:,} | not searched | | | | |",
+        row(tp2["eager"], "GPUs 0,1 (this run)"),
         row(tp2_eager_earlier, "GPUs 0,1 ([`docs/gpu-tp2/`](../gpu-tp2/README.md), 2026-11-30)"),
         "",
-        f"- **The 7B:** with CUDA graphs u_max is one step lower and the KV at u_max {e_blocks - g_blocks:,} blocks"
-        f" ({100 * (e_blocks - g_blocks) / e_blocks:.1f}%) smaller than eager. Both repeats, one on each GPU,",
-        "  gave the same blocks, and they equal what issue 27 reports from plain vLLM 0.26 on an H200.",
-        f"- **The TP 2 model:** with CUDA graphs u_max is {tp2_graphs.u_max} with {tp2_g:,} blocks; eager (the"
-        f" committed run of the same model on this kind of host) reached {tp2_eager_earlier.u_max} with {tp2_e:,}"
-        f" ({100 * (tp2_e - tp2_g) / tp2_e:.1f}% more). That eager run is from another machine of the kind, a day"
-        f" earlier; this run's eager reference start gave {blocks_of(tp2['eager'].reference):,} blocks at 0.85, that"
-        f" run's {blocks_of(tp2_eager_earlier.reference):,}.",
-        f"- **Start time:** the first graphs start of the 7B took {first_start['CUDA graphs']} s (torch.compile and"
-        f" capture, cold caches), the first eager one {first_start['eager']} s (after the graphs model, in the same"
-        " cell: imports warm).",
+        f"- **The 7B:** with CUDA graphs u_max is one step lower and the KV at u_max {eager_max - graphs_max:,}"
+        f" blocks ({100 * (eager_max - graphs_max) / eager_max:.1f}%) smaller than in eager mode. Both repeats,",
+        "  one on each GPU, gave the same blocks.",
+        f"- **The TP 2 model:** with CUDA graphs u_max is {tp2_graphs.u_max} with {tp2_g:,} blocks at u_max;"
+        f" eager mode reached {tp2_eager_earlier.u_max} with {tp2_e:,} in the committed run of the same model on"
+        f" another machine of this kind, a day earlier: graphs have {100 * (tp2_e - tp2_g) / tp2_e:.1f}% fewer."
+        " This run's eager reference start gave"
+        f" {blocks_of(tp2['eager'].reference):,} blocks, that run's {blocks_of(tp2_eager_earlier.reference):,}.",
+        f"- **At the reference utilization** eager mode gave {eager_reference:,} blocks on the 7B in every run;"
+        f" CUDA graphs gave {cold:,} with a cold torch.compile cache (this experiment, and the lanes benchmark's"
+        f" first run) and {warm:,} once the cache was warm (every later run): {warm - cold:+,} blocks"
+        f" ({(warm - cold) * bytes_per_block / 2**20:+.0f} MiB), so which mode has more there depends on the cache.",
+        f"- **Start time** (the lanes benchmark's warm runs, reference starts): CUDA graphs"
+        f" {min(graphs_walls):.0f}-{max(graphs_walls):.0f} s, eager {min(eager_walls):.0f}-{max(eager_walls):.0f} s."
+        f" The first graphs start here took {by_mode['CUDA graphs'][0].trials[0].wall_s:.0f} s (cold caches).",
         "",
-        "## Each passing trial's teardown (SIGTERM grace 1 s)",
+        f"## Each passing trial's teardown (SIGTERM grace {SIGTERM_GRACE_S:g} s)",
         "",
-        "| model | mode | CUDA_VISIBLE_DEVICES | teardown s, each passing trial | memory back, every trial |",
-        "| --- | --- | --- | --- | --- |",
-        *teardowns,
+        "The 7B, one GPU (teardown s, and in brackets until no process was left):",
         "",
-        f"The TP 2 trials now end in under 2 s with memory back, against {min(before_fix):.1f}-{max(before_fix):.1f} s"
-        " when every teardown waited",
-        "for SIGKILL (`docs/gpu-tp2/`, run before the signal-mask fix).",
+        "| model | where | each passing trial | memory back, every trial |",
+        "| --- | --- | --- | --- |",
+        *single,
+        "",
+        f"Tensor parallel 2, with the process list (`ps` about every 0.25 s; around these teardowns the largest"
+        f" gap between two listings was {max(tp2_gap, eager_gap):.2f} s):",
+        "",
+        *TEARDOWN_HEADER,
+        *tp2_rows,
+        *eager_rows,
+        "",
+        "On one GPU every process acts on SIGTERM and the group is gone in hundredths of a second. At tensor",
+        "parallel 2 the engine core exits, but the two `VLLM::Worker_TP` processes (and a Python child) run until",
+        "the grace is over and SIGKILL ends them: each such teardown is the grace and a few tenths, under 2 s with",
+        f"memory back. The run in `docs/gpu-tp2/` ({min(before_fix):.1f}-{max(before_fix):.1f} s) had a 5 s grace.",
         "",
         "## What this shows and what it does not",
         "",
         "- Shown: with graphs captured, as served, u_max and the KV at u_max are lower than in eager mode, on the",
-        "  7B (two repeats, one a GPU) and on the Llama-3.1-8B-shaped model at TP 2 (one run). At the reference",
-        f"  utilization the two modes differ by {reference_gap['7B']:,} blocks on the 7B and {reference_gap['TP 2']:,}"
-        " at TP 2.",
+        "  7B (two repeats, one a GPU) and on the Llama-3.1-8B-shaped model at TP 2 (one run each mode, eager's",
+        "  u_max from the day before).",
         "- Not shown: Qwen2.5-72B-Instruct in fp8 (H200) and GPT-OSS-120B (H100, a MoE model that needs the larger",
-        "  bundle) with CUDA graphs; their committed u_max are eager and say so in their reports. The device time",
+        "  bundle) with CUDA graphs; their committed u_max are eager and their reports say so. The device time",
         "  went to the runs above and to the lanes benchmark (`docs/benchmarks.md`).",
-        f"- The graphs reference of the 7B gave {cold:,} blocks on a cold torch.compile cache (here, and in the",
-        f"  lanes benchmark's first run, `{LANES_RAW}/`) and {warm:,} once warm (its later runs): the cache moves the",
-        f"  profile's peak by {abs(warm - cold):,} blocks ({abs(warm - cold) * bytes_per_block / 2**20:.0f} MiB)."
-        " Eager gave the same blocks in every run.",
         "",
     ]
     return "\n".join(lines)
@@ -1585,6 +1629,8 @@ SIZING_RESULTS = (
     "docs/gpu-h200/results",
     *GPU_RESULTS[1:],
     BEFORE_FILL_FIX,
+    f"{GRAPHS}/results/lane-0",  # CUDA graphs and eager, one repeat a GPU
+    f"{GRAPHS}/results/lane-1",
 )
 AT_SIZING_FIELDS = {
     "host_free": "MemFree",

@@ -9,6 +9,7 @@ through `build_document`, so the rebuilt document can be compared with the commi
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,18 +53,22 @@ class CommittedRun:
 
     journal: Path
     result: Path
+    several: bool = False  # the run measured several models: one journal, a result each
 
     @property
     def name(self) -> str:
-        return str(self.journal.relative_to(ROOT / "docs"))
+        name = str(self.journal.relative_to(ROOT / "docs"))
+        return f"{name}:{self.result.parent.name}" if self.several else name
 
 
 def committed_runs() -> list[CommittedRun]:
-    """Every journal under docs/, each with its one result (`MODEL/CONDITION-RUN_ID-rREPEAT.json`)."""
+    """Every journal under docs/ with each result its run wrote (`MODEL/CONDITION-RUN_ID-rREPEAT.json`:
+    one per model measured, each replayed from that model's entries)."""
     runs = []
     for journal in sorted((ROOT / "docs").glob("**/.journal/*.jsonl")):
-        (result,) = sorted(journal.parent.parent.glob(f"*/*-{journal.stem}-r*.json"))
-        runs.append(CommittedRun(journal, result))
+        results = sorted(journal.parent.parent.glob(f"*/*-{journal.stem}-r*.json"))
+        assert results, f"{journal}: no result beside it"
+        runs += [CommittedRun(journal, result, several=len(results) > 1) for result in results]
     return runs
 
 
@@ -105,6 +110,7 @@ def options_of(committed: ResultDocument) -> MeasureOptions:
         condition=committed.environment.condition,
         experiment=committed.experiment,
         only_repeat=committed.repeat,
+        host_shared=recorded.host_shared,
     )
 
 
@@ -137,4 +143,6 @@ def replay_run(run: CommittedRun, workdir: Path) -> Replayed:
         committed.started_at,
         replayed=executor.replayed,
     )
-    return Replayed(committed, rebuilt, len(journal))
+    model = json.dumps(committed.model)
+    entries = sum(1 for key in journal.entries if key.startswith(f"[{model},"))  # journal_key leads with it
+    return Replayed(committed, rebuilt, entries)

@@ -63,6 +63,23 @@ def copy_library(root: Path, library: Path) -> None:
         alias.symlink_to(library.resolve())
 
 
+def copy_distributions(target: Path, requirements: list[str]) -> None:
+    """`requirements`, what they need, pip and setuptools: their files from this environment's
+    site-packages into `target`."""
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    for distribution in distributions([*requirements, *TOOLS]).values():
+        for file in distribution.files or []:
+            path = Path(distribution.locate_file(file)).resolve()
+            if not path.is_relative_to(site):
+                if path.is_relative_to(site.parent.parent.parent):  # its scripts in bin/: not needed
+                    continue
+                raise RuntimeError(f"{distribution.name} is installed outside {site}: {path}")
+            if path.is_file():
+                destination = target / path.relative_to(site)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, destination)
+
+
 def make_root(root: Path, requirements: list[str]) -> dict[str, str]:
     """The base image's root filesystem in `root`; returns the environment its image sets."""
     prefix = Path(sys.base_prefix)
@@ -82,16 +99,7 @@ def make_root(root: Path, requirements: list[str]) -> dict[str, str]:
     (root / "usr" / "bin").mkdir(parents=True, exist_ok=True)
     (root / "usr" / "bin" / "python3").symlink_to(interpreter)
     (root / "tmp").mkdir(exist_ok=True)
-    site = Path(sysconfig.get_paths()["purelib"])
-    target = root / (prefix / "lib" / version / "site-packages").relative_to("/")
-    target.mkdir(parents=True, exist_ok=True)
-    for distribution in distributions([*requirements, *TOOLS]).values():
-        for file in distribution.files or []:
-            path = Path(distribution.locate_file(file)).resolve()
-            if path.is_file() and path.is_relative_to(site):
-                destination = target / path.relative_to(site)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, destination)
+    copy_distributions(root / (prefix / "lib" / version / "site-packages").relative_to("/"), requirements)
     for extension in [p for p in root.rglob("*.so*") if p.is_file() and not p.is_symlink()]:
         for library in shared_libraries(extension):  # what the standard library's and wheels' modules load
             if library.is_relative_to(root) or (root / library.relative_to("/")).exists() or not library.exists():

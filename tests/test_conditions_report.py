@@ -69,6 +69,13 @@ def test_an_experiment_report_leads_with_its_answer_and_the_conditions_chart():
     assert pair_heading == "## Native and container"  # the pair is one comparison of several, below
 
 
+def test_conditions_without_results_are_named_in_the_answer_not_called_absent():
+    baseline_only = [d for d in experiment_documents() if d.condition == "native"]
+    text = render_report(build_report(baseline_only), ["markdown"])["report.md"].decode()
+    assert "no result of container, hidden, cache, so nothing is compared with the baseline native" in text
+    assert "0 model(s) with matched" not in text  # an experiment without a pair prints no pair count
+
+
 def test_no_variance_is_no_test_statistic():
     """Each side repeating its own value exactly is a difference without a test: no p-value, no interval."""
 

@@ -117,9 +117,10 @@ def test_a_pair_with_different_settings_is_named(tmp_path):
     assert problems and "settings hash" in problems[0] and "ffffffffffffffff" in problems[0]
 
 
-def test_one_failed_search_does_not_void_the_pair(tmp_path):
-    """`container --both` on a model whose u_min search failed natively (an engine configuration
-    error, say): what both sides measured is still a pair, compared and flagged, not "unmatched"."""
+def test_a_pair_with_one_failed_search_is_still_compared(tmp_path):
+    """The check `container --both` ends with (check_pairs), and the report, on a model whose u_min
+    search failed natively (an engine configuration error, say): what both sides measured is still a
+    pair, compared and flagged, not "unmatched"."""
     data = tmp_path / "results"
     shutil.copytree(DATA, data)
     for path in data.glob("*/native-*.json"):

@@ -29,7 +29,13 @@ PREDICTION = ("prediction", "the config.json prediction was " + ADDED_LATER)
 BUDGET_VIEWS = ("attribution.budget_views", "the attribution's budget views were " + ADDED_LATER)
 LOGGED = "the engine's logged KV GiB beside the exact bytes was " + ADDED_LATER
 SIZING = ("sizing_checks", "each trial's check against its engine's sizing equation was " + ADDED_LATER)
-SIZED_SINCE = ("experiments/sizing-cpu-2026-11-30/", "experiments/ladder-cpu-2026-11-30/")  # made with the checks
+SIZED_SINCE = (  # made with the checks
+    "experiments/sizing-cpu-2026-11-30/",
+    "experiments/ladder-cpu-2026-11-30/",
+    "benchmarks/raw/cpu-teardown-2026-12-01/",
+    "benchmarks/raw/h200x2-lanes/",
+    "gpu-graphs/",
+)
 ROUNDED = (
     "sizing_checks",
     "the run recorded its checks while a log-derived input's GiB was still truncated to bytes; the builder "

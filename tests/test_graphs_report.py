@@ -40,7 +40,7 @@ def test_the_report_says_whether_cuda_graphs_were_captured(tmp_path):
     graphs_section = text.split(f"## {GRAPHS} ")[1].split("\n## ")[0]
     eager_section = text.split(f"## {EAGER} ")[1].split("\n## ")[0]
     assert "| CUDA graphs | captured (as vllm serve starts) |" in graphs_section
-    assert "| CUDA graphs | off (enforce_eager)" in eager_section
+    assert "| CUDA graphs | off (enforce_eager; vllm serve captures them" in eager_section
     with open(tmp_path / "runs.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {(r["model"], r["enforce_eager"]) for r in rows} == {(GRAPHS, "False"), (EAGER, "True")}

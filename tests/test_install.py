@@ -58,9 +58,9 @@ def test_the_dockerfile_builds_on_a_base_made_offline_and_runs_kvprobe(tmp_path)
     environment = make_root(tmp_path / "root", requirements)
     changes = [f"--change=ENV {name}={value}" for name, value in environment.items()]
     try:
-        archive = subprocess.Popen(["tar", "-C", str(tmp_path / "root"), "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(["podman", "import", *changes, "-", tag], stdin=archive.stdout, capture_output=True)
-        archive.wait()
+        archive = tmp_path / "root.tar"
+        subprocess.run(["tar", "-C", str(tmp_path / "root"), "-cf", str(archive), "."], check=True, timeout=300)
+        imported = subprocess.run(["podman", "import", *changes, str(archive), tag], capture_output=True, timeout=300)
         assert imported.returncode == 0, imported.stderr.decode()[-2000:]
         build = ["podman", "build", "--runtime", "runc", "--network", "none", "--layers=false", "-t", built]
         build += ["-f", "docker/Dockerfile"]

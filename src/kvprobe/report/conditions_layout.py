@@ -336,7 +336,12 @@ def experiment_answer(experiments: list[ExperimentModel], charts: dict[str, str]
             blocks += _answer_chart(model, index, charts)
             continue
         found = _largest_move(model)
-        if not model.verdicts:
+        if not model.verdicts and model.unmeasured:
+            text = (
+                f"Experiment {model.experiment}, {model.model}: no result of {', '.join(model.unmeasured)}, so "
+                f"nothing is compared with the baseline {model.baseline}; its figures are below."
+            )
+        elif not model.verdicts:
             text = (
                 f"Experiment {model.experiment}, {model.model}: the baseline {model.baseline} is its only condition, "
                 "so nothing is compared; its figures are below."

@@ -307,7 +307,7 @@ def build_document(
     blocks: list[Block] = [*lead]
     if answer_first and summary.models:  # an experiment: its native/container pair is one comparison of several
         blocks.append(Heading(2, "Native and container"))
-    if not one_sided:
+    if not one_sided and (summary.models or not answer_first):
         blocks.append(
             Paragraph.of(
                 f"{len(summary.models)} model(s) with matched native and container runs, "

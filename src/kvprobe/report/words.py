@@ -82,7 +82,7 @@ BOUNDARY_TEXT: dict[BoundaryKind, str] = {
 GRAPHS_ROW = "CUDA graphs"
 GRAPHS_TEXT = {  # by enforce_eager
     False: "captured (as vllm serve starts)",
-    True: "off (enforce_eager): vllm serve captures them, and their memory can lower u_max and the KV at u_max",
+    True: "off (enforce_eager; vllm serve captures them, which can lower u_max)",
 }
 VERDICT_TEXT: dict[Verdict, str] = {
     "tested": "Welch's t-test",
