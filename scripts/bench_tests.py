@@ -96,6 +96,8 @@ def main() -> int:
     variants = [tuple(v.split("=", 1)) for v in args.variant]
     rows = json.loads(args.json.read_text()) if args.json.exists() else []
     with tempfile.TemporaryDirectory(prefix="kvprobe-bench-tests-") as workdir:
+        # readable by all: some tests run kvprobe as another user (setpriv) or in a container
+        os.chmod(workdir, 0o755)
         for round_number in range(args.rounds):
             order = variants if round_number % 2 == 0 else list(reversed(variants))
             for name, commit in order:
