@@ -24,38 +24,36 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_search import ROOT, boot_id  # this directory is first on the path when run as a script
 
-
-def boot_id() -> str:
-    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+from kvprobe.results.store import ResultStore
 
 
 def cell_rows(out: Path) -> list[dict]:
-    """One row per result file of the experiment in `out`: where it ran and what it found."""
+    """One row per result of the experiment in `out` (read by kvprobe's own loader): where it ran and
+    what it found."""
+    loaded, problems = ResultStore(out).load_all()
+    if problems:
+        raise SystemExit("\n".join(problems))
     rows = []
-    for path in sorted(out.glob("lane-*/*/*.json")):
-        if path.name.startswith("."):
-            continue
-        result = json.loads(path.read_text())
-        reference = result.get("reference") or {}
-        trials = result.get("trials") or []
+    for path, result in loaded:
+        reference, at_u_max = result.reference, result.kv_at_u_max
         rows.append(
             {
                 "lane": path.parts[-3],
-                "run_id": result.get("run_id"),
-                "model": result["model"],
-                "condition": result.get("condition"),
-                "repeat": result.get("repeat"),
-                "status": result.get("status"),
-                "reference_blocks": reference.get("num_blocks"),
-                "reference_bytes": reference.get("kv_cache_memory_bytes"),
-                "u_max": result.get("u_max"),
-                "kv_u_max_blocks": (result.get("kv_at_u_max") or {}).get("num_blocks"),
-                "engine_starts": len(trials),
-                "trial_wall_s": [t["wall_s"] for t in trials],
-                "teardown_s": [t["teardown_s"] for t in trials],
-                "device": result.get("device"),
+                "run_id": result.run_id,
+                "model": result.model,
+                "condition": result.condition,
+                "repeat": result.repeat,
+                "status": result.status,
+                "reference_blocks": reference and reference.num_blocks,
+                "reference_bytes": reference and reference.bytes,
+                "u_max": result.u_max,
+                "kv_u_max_blocks": at_u_max and at_u_max.num_blocks,
+                "engine_starts": len(result.trials),
+                "trial_wall_s": [t.wall_s for t in result.trials],
+                "teardown_s": [t.teardown_s for t in result.trials],
+                "device": result.device,
             }
         )
     return rows

@@ -140,12 +140,12 @@ def _wait_until_none(find: Callable[[], list[int]], seconds: float, poll_s: floa
         time.sleep(poll_s)
 
 
-# The grace a process that handles SIGTERM gets. vLLM's CPU worker (VLLM::Worker) spins in its
-# compute threads and took 5-6 s to act on SIGTERM, though its trial had ended (result written);
-# the engine core and the driver exit within 0.1 s. With this grace, passing trials of the committed
-# ladder's first two repeats tore down in 1.38-2.69 s. (From 2a47d7b until workers lifted the mask
-# their spawn held, worker_protocol.accept_interrupts, no trial process received SIGTERM at all.)
-# A shorter grace has not been measured on the real engine.
+# The grace a process that handles SIGTERM gets. On one GPU every engine process exits within it
+# (the 7B's trials: 0.25-0.47 s). vLLM's CPU engine core and worker (VLLM::Worker, spinning in its
+# compute threads) and TP 2's VLLM::Worker_TP do not act on SIGTERM and are SIGKILLed after it:
+# teardown 1.15-1.16 s on the CPU backend, 1.39-1.67 s at TP 2 (docs/benchmarks.md,
+# docs/gpu-graphs/). (From 2a47d7b until workers lifted the mask their spawn held,
+# worker_protocol.accept_interrupts, no trial process received SIGTERM at all.)
 SIGTERM_GRACE_S = 1.0
 # What a process that ignores SIGTERM gets, once the others are gone, to exit by itself.
 CLEANUP_GRACE_S = 5.0
