@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "src"))
 import numpy  # noqa: E402
 
 from kvprobe.config import load_models  # noqa: E402
-from kvprobe.engines.sizing import LOG_ROUNDING_BYTES  # noqa: E402
+from kvprobe.engines.sizing import LOG_ROUNDING_BYTES, check_trial  # noqa: E402
+from kvprobe.engines.vllm import VllmEngine  # noqa: E402
 from kvprobe.experiment.schedule_view import describe  # noqa: E402
 from kvprobe.predict import predict  # noqa: E402
 from kvprobe.report.cluster import cluster_runs  # noqa: E402
@@ -40,7 +41,7 @@ from kvprobe.report.sizing import all_checks  # noqa: E402
 from kvprobe.report.summary import build_report  # noqa: E402
 from kvprobe.report.writers import FORMATS, ReportOptions, render_report  # noqa: E402
 from kvprobe.results.loader import load_result  # noqa: E402
-from kvprobe.results.schema import SCHEMA_VERSION, KvFigure, ResultDocument  # noqa: E402
+from kvprobe.results.schema import SCHEMA_VERSION, KvFigure, ResultDocument, SizingCheck  # noqa: E402
 from kvprobe.results.store import ResultStore  # noqa: E402
 from kvprobe.trial.process_group import SIGTERM_GRACE_S  # noqa: E402
 from kvprobe.units import gib  # noqa: E402
@@ -49,6 +50,16 @@ COMPARED_FILES = ("report.md", "report.html", "summary.json", "runs.csv")
 EXPERIMENT = "docs/experiments/cpu-2026-11-26"  # the committed CPU experiment (issue 14)
 SIZING_EXPERIMENT = "docs/experiments/sizing-cpu-2026-11-30"  # the CPU run recording the sizing inputs (issue 26)
 RAY_GPU = "docs/multinode/h200x2-2026-11-30"  # two Ray nodes of one H200 each (issue 29)
+GRAPHS = "docs/gpu-graphs"  # CUDA graphs against eager mode: the 7B on two lanes, the TP 2 model, the large two
+GRAPHS_7B = "deepseek-r1-distill-qwen-7b"
+# The study's two large models, each mode side by side on one H200, every run twice (issue 27, item 17)
+GRAPHS_LARGE = {
+    "qwen2.5-72b-instruct-fp8": ("qwen72b-fp8", "docs/gpu/h200-qwen2.5-72b-instruct-fp8/results"),
+    "gpt-oss-120b": ("gpt-oss", "docs/gpu/h100-gpt-oss-120b/results"),
+}
+GRAPHS_LARGE_RESULTS = tuple(
+    f"{GRAPHS}/results-{short}{run}" for short, _ in GRAPHS_LARGE.values() for run in ("", "-again")
+)
 LADDER_EXPERIMENT = "docs/experiments/ladder-cpu-2026-11-30"  # the isolation ladder on this CPU machine (issue 25)
 # The discrete-GPU control of the study's models, one results directory per model and card.
 GPU_RESULTS = (
@@ -106,9 +117,9 @@ REPORTS = (
         "2026-11-30",
     ),
     (
-        ("docs/gpu-graphs/results", "docs/gpu-graphs/results-tp2"),
+        ("docs/gpu-graphs/results", "docs/gpu-graphs/results-tp2", *GRAPHS_LARGE_RESULTS),
         "docs/gpu-graphs/report",
-        "CUDA graphs (as vllm serve starts) against eager mode, on two H200s",
+        "CUDA graphs (as vllm serve starts) against eager mode, on H200s",
         "2026-12-01",
     ),
     (
@@ -1139,9 +1150,7 @@ def control_readme(results: str, card: str, report: str = "report/report.md") ->
 
 
 TP2 = "docs/gpu-tp2"
-GRAPHS = "docs/gpu-graphs"  # CUDA graphs against eager mode, the 7B on two lanes and the TP 2 model (issue 27)
 LANES_RAW = "docs/benchmarks/raw/h200x2-lanes"  # one experiment on one GPU and on two (issue 29)
-GRAPHS_7B = "deepseek-r1-distill-qwen-7b"
 
 
 def tp2_readme() -> str:
@@ -1292,26 +1301,6 @@ def graphs_readme() -> str:
     tp2 = {graphs_mode(d): d for d in load(f"{GRAPHS}/results-tp2")}
     (tp2_eager_earlier,) = load(f"{TP2}/results")
 
-    def failing(doc: ResultDocument) -> str:
-        search = doc.searches["u_max"]
-        above = next((t for t in doc.trials if t.search == "u_max" and t.utilization == search.failing), None)
-        return f"{search.failing} ({above.outcome})" if above else str(search.failing)
-
-    def row(doc: ResultDocument, where: str) -> str:
-        reference = doc.reference
-        assert reference is not None
-        searched = doc.kv_at_u_max
-        u_max = f">={doc.u_max}" if doc.u_max_censored else str(doc.u_max)  # a lower bound, shown as one
-        at_u_max = (
-            f"{u_max} | {failing(doc)} | {blocks_of(searched):,} | {gib(searched.bytes)} | {searched.tokens:,}"
-            if searched
-            else "not searched | | | |"
-        )
-        return (
-            f"| {doc.model} | {graphs_mode(doc)} | {where} | {reference.utilization} | {blocks_of(reference):,} | "
-            f"{at_u_max} |"
-        )
-
     by_mode: dict[str, list[ResultDocument]] = {}
     for doc in experiment:
         by_mode.setdefault(graphs_mode(doc), []).append(doc)
@@ -1337,12 +1326,14 @@ def graphs_readme() -> str:
         for d in experiment
     ]
     before_fix = [t.teardown_s for t in tp2_eager_earlier.trials if t.passed]
+    large_table, large_findings = graphs_large_section()
     lines = [
-        "# CUDA graphs (as `vllm serve` starts) against eager mode, on two H200s",
+        "# CUDA graphs (as `vllm serve` starts) against eager mode, on H200s",
         "",
         "Made by `scripts/make_docs.py` from [`results/`](results/) (`kvprobe experiment",
         "experiments/eager-vs-graphs-h200x2.yaml --devices 0,1`: one repeat a GPU) and",
-        "[`results-tp2/`](results-tp2/) (`kvprobe measure` of the TP 2 model, `configs/gpu-tp2.yaml`), with",
+        "[`results-tp2/`](results-tp2/) (`kvprobe measure` of the TP 2 model, `configs/gpu-tp2.yaml`) and the",
+        "large two's `results-*` (below), with",
         "their journals, trial specs and engine logs; `kvprobe env`, `nvidia-smi`, the experiment's console and",
         f"the TP 2 run's process list in [`raw/`](raw/). {experiment[0].device}, vLLM {experiment[0].versions.vllm},",
         f"torch {experiment[0].versions.torch}, kvprobe commit {measured_at(f'{GRAPHS}/results')} (that of",
@@ -1355,10 +1346,10 @@ def graphs_readme() -> str:
         "",
         "| model | mode | where | u | KV blocks at u | u_max | failing above it | KV blocks at u_max | GiB | tokens |",
         "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
-        *(row(d, f"{lane_of(d)}, repeat {d.repeat}") for d in experiment),
-        row(tp2_graphs, "GPUs 0,1 (this run)"),
-        row(tp2["eager"], "GPUs 0,1 (this run)"),
-        row(tp2_eager_earlier, "GPUs 0,1 ([`docs/gpu-tp2/`](../gpu-tp2/README.md), 2026-11-30)"),
+        *(graphs_row(d, f"{lane_of(d)}, repeat {d.repeat}") for d in experiment),
+        graphs_row(tp2_graphs, "GPUs 0,1 (this run)"),
+        graphs_row(tp2["eager"], "GPUs 0,1 (this run)"),
+        graphs_row(tp2_eager_earlier, "GPUs 0,1 ([`docs/gpu-tp2/`](../gpu-tp2/README.md), 2026-11-30)"),
         "",
         f"- **The 7B:** with CUDA graphs u_max is one step lower and the KV at u_max {eager_max - graphs_max:,}"
         f" blocks ({100 * (eager_max - graphs_max) / eager_max:.1f}%) smaller than in eager mode. Both repeats,",
@@ -1375,6 +1366,21 @@ def graphs_readme() -> str:
         f"- **Start time** (the lanes benchmark's warm runs, reference starts): CUDA graphs"
         f" {min(graphs_walls):.0f}-{max(graphs_walls):.0f} s, eager {min(eager_walls):.0f}-{max(eager_walls):.0f} s."
         f" The first graphs start here took {by_mode['CUDA graphs'][0].trials[0].wall_s:.0f} s (cold caches).",
+        "",
+        "## The study's large models, each mode on one H200, twice",
+        "",
+        "`kvprobe experiment experiments/graphs-qwen72b-fp8-h200.yaml` and `experiments/graphs-gpt-oss-h200.yaml`",
+        "(models in `configs/gpu-graphs-large.yaml`; the 72B with online fp8), each run twice one after the",
+        "other on one H200 (`results-qwen72b-fp8/`, `results-qwen72b-fp8-again/`, `results-gpt-oss/`,",
+        "`results-gpt-oss-again/`; consoles, `kvprobe env` and `nvidia-smi` in [`raw/`](raw/)), kvprobe commit",
+        f"{measured_at(GRAPHS_LARGE_RESULTS[0])} (that of `src/kvprobe`; the three files it ran were committed with",
+        "the results, unchanged). Beside them, each model's committed eager run (GPT-OSS-120B's on an",
+        "H100: another card, so only its mode compares). The activation peak is vLLM's logged figure (two",
+        "decimals of GiB) in the start that gave the KV at u_max.",
+        "",
+        *large_table,
+        "",
+        *large_findings,
         "",
         f"## Each passing trial's teardown (SIGTERM grace {SIGTERM_GRACE_S:g} s)",
         "",
@@ -1398,15 +1404,92 @@ def graphs_readme() -> str:
         "",
         "## What this shows and what it does not",
         "",
-        "- Shown: with graphs captured, as served, u_max and the KV at u_max are lower than in eager mode, on the",
-        "  7B (two repeats, one a GPU) and on the Llama-3.1-8B-shaped model at TP 2 (one run each mode, eager's",
-        "  u_max from the day before).",
-        "- Not shown: Qwen2.5-72B-Instruct in fp8 (H200) and GPT-OSS-120B (H100, a MoE model that needs the larger",
-        "  bundle) with CUDA graphs; their committed u_max are eager and their reports say so. The device time",
-        "  went to the runs above and to the lanes benchmark (`docs/benchmarks.md`).",
+        "- Shown: as served, with graphs captured, u_max is one step lower than in eager mode on the 7B (two",
+        "  repeats, one a GPU) and on the Llama-3.1-8B-shaped model at TP 2 (one run each mode, eager's u_max from",
+        "  the day before), and the same on the 72B in fp8 and on GPT-OSS-120B (two runs each). The KV at u_max",
+        "  moves either way: the graphs' capture takes memory, and a compiled forward pass can peak lower in",
+        "  vLLM's profile, which leaves more for the KV cache (the 72B). Which wins is measured per model, not",
+        "  assumed.",
+        "- Not shown: GPT-OSS-120B with graphs on the H100 of its committed run (no H100 was lent this round);",
+        "  the large models at tensor parallel 2; other vLLM versions.",
         "",
     ]
     return "\n".join(lines)
+
+
+def u_max_failing(doc: ResultDocument) -> str:
+    """The utilization that failed above u_max, and how."""
+    search = doc.searches["u_max"]
+    if search.failing is None:
+        return "none: passed at the top of its range"
+    above = next((t for t in doc.trials if t.search == "u_max" and t.utilization == search.failing), None)
+    return f"{search.failing} ({above.outcome})" if above else str(search.failing)
+
+
+def peak_at_u_max(doc: ResultDocument) -> str:
+    """The activation peak vLLM logged (two decimals of GiB) in the start that gave the KV at u_max."""
+    searched = doc.kv_at_u_max
+    assert searched is not None and searched.trial is not None
+    report = next(t for t in doc.trials if t.number == searched.trial).memory_report
+    return gib(report.activation_peak_bytes) if report and report.activation_peak_bytes else "-"
+
+
+def graphs_row(doc: ResultDocument, where: str, peak: bool = False) -> str:
+    """One result's row of the graphs tables: the reference, u_max and the KV at u_max (and, with
+    `peak`, the activation peak vLLM logged in the start at u_max)."""
+    reference = doc.reference
+    assert reference is not None
+    searched = doc.kv_at_u_max
+    u_max = f">={doc.u_max}" if doc.u_max_censored else str(doc.u_max)  # a lower bound, shown as one
+    at_u_max = (
+        f"{u_max} | {u_max_failing(doc)} | {blocks_of(searched):,} | {gib(searched.bytes)} | {searched.tokens:,}"
+        if searched
+        else "not searched | | | |"
+    )
+    if peak:
+        at_u_max += f" | {peak_at_u_max(doc)}"
+    return (
+        f"| {doc.model} | {graphs_mode(doc)} | {where} | {reference.utilization} | {blocks_of(reference):,} | "
+        f"{at_u_max} |"
+    )
+
+
+def graphs_large_section() -> tuple[list[str], list[str]]:
+    """The large two on one H200: each mode's figures in both runs beside the committed eager run (the
+    section's table), and one finding per model."""
+    table = [
+        "| model | mode | run | u | KV blocks at u | u_max | failing above it | KV blocks at u_max | GiB | tokens"
+        " | activation peak at u_max, GiB |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    findings = []
+    for model, (short, committed_dir) in GRAPHS_LARGE.items():
+        by_mode: dict[str, list[ResultDocument]] = {}
+        for run, suffix in (("first", ""), ("again", "-again")):
+            for doc in sorted(load(f"{GRAPHS}/results-{short}{suffix}"), key=graphs_mode):
+                by_mode.setdefault(graphs_mode(doc), []).append(doc)
+                table.append(graphs_row(doc, run, peak=True))
+        (committed,) = [d for d in load(committed_dir) if d.label == "native"]
+        link = "../" + committed_dir.removeprefix("docs/").removesuffix("/results") + "/README.md"
+        table.append(graphs_row(committed, f"[committed]({link}), {committed.device}", peak=True))
+
+        def one(figures: dict[str, set]) -> tuple:
+            assert all(len(values) == 1 for values in figures.values()), "the runs differ: say so, not one figure"
+            return next(iter(figures["CUDA graphs"])), next(iter(figures["eager"]))
+
+        graphs_max, eager_max = one({mode: {blocks_of(d.kv_at_u_max) for d in docs} for mode, docs in by_mode.items()})
+        graphs_u, eager_u = one({mode: {d.u_max for d in docs} for mode, docs in by_mode.items()})
+        graphs_peak, eager_peak = one({mode: {peak_at_u_max(d) for d in docs} for mode, docs in by_mode.items()})
+        references = {mode: ", ".join(f"{blocks_of(d.reference):,}" for d in docs) for mode, docs in by_mode.items()}
+        where = "the same u_max as eager" if graphs_u == eager_u else f"u_max {graphs_u} against eager's {eager_u}"
+        findings.append(
+            f"- **{model}:** with CUDA graphs {where} ({graphs_u}), and {graphs_max:,} blocks at u_max against"
+            f" eager's {eager_max:,} ({100 * (graphs_max - eager_max) / eager_max:+.1f}%), in both runs. In that"
+            f" start vLLM logged an activation peak of {graphs_peak} GiB compiled and {eager_peak} GiB eager."
+            f" At the reference utilization graphs gave {references['CUDA graphs']}"
+            f" blocks (first run, again), eager {references['eager']}."
+        )
+    return table, findings
 
 
 def killed_run_console() -> tuple[list[str], list[str], list[str]]:
@@ -1644,6 +1727,7 @@ SIZING_RESULTS = (
     BEFORE_FILL_FIX,
     f"{GRAPHS}/results/lane-0",  # CUDA graphs and eager, one repeat a GPU
     f"{GRAPHS}/results/lane-1",
+    *GRAPHS_LARGE_RESULTS,
 )
 AT_SIZING_FIELDS = {
     "host_free": "MemFree",
@@ -1675,12 +1759,33 @@ def engine_total(doc: ResultDocument, trial: int) -> float | None:
     return next((t.memory_report.budget_total_bytes for t in doc.trials if t.number == trial), None)
 
 
+def with_logged_cudagraph_estimate(directory: str, doc: ResultDocument) -> tuple[list[SizingCheck], int]:
+    """The result's checks, each redone where its committed engine log shows vLLM took a CUDA graph
+    estimate from the KV budget that the result lacks (made before kvprobe read that line); and how
+    many were redone."""
+    checks, redone = [], 0
+    total = doc.cuda_view.total_bytes if doc.cuda_view else None
+    for recorded in all_checks(doc):
+        trial = next(t for t in doc.trials if t.number == recorded.trial)
+        log = ROOT / directory / ".trials" / trial.log_path.split("/.trials/", 1)[-1] if trial.log_path else None
+        redo = recorded.equation == "vllm-cuda" and "cudagraph_bytes" not in recorded.inputs and log and log.is_file()
+        report = VllmEngine().memory_report(log.read_text(errors="replace")) if redo and log else None
+        if report is not None and report.cudagraph_estimate_bytes is not None:
+            reread = trial.model_copy(update={"memory_report": report})
+            checks.append(check_trial(reread, doc.environment, total) or recorded)
+            redone += 1
+        else:
+            checks.append(recorded)
+    return checks, redone
+
+
 def sizing_rows() -> list[dict]:
     """One row per results directory: checks, how many agree, the largest residual, what is missing."""
     rows = []
     for directory in sizing_directories():
         for doc in load(directory):
-            checks = [c for c in all_checks(doc) if c.equation != "explicit"]
+            every, redone = with_logged_cudagraph_estimate(directory, doc)
+            checks = [c for c in every if c.equation != "explicit"]
             lacking = {
                 name
                 for c in checks
@@ -1700,6 +1805,7 @@ def sizing_rows() -> list[dict]:
                         and "cgroup_limit_bytes" not in c.inputs  # a visible limit clamps the total: its own input
                     ],
                     "checks": checks,
+                    "redone": redone,
                     "lacking": lacking
                     | {m for c in checks for m in c.missing}
                     | {NODE_TOTAL for c in checks if "no NUMA node" in c.sources.get("node_total_bytes", "")},
@@ -1750,6 +1856,15 @@ def sizing_table() -> tuple[str, str]:
             block.append(
                 f"| {card} | {gib(value, 3, sign=True)} | `{where}` | {', '.join(sorted(lacking[card])) or '-'} |"
             )
+    redone = sorted({row["directory"] for row in grouped_rows(grouped) if row["redone"]})
+    if redone:
+        lines += [
+            "",
+            f"In {', '.join(f'`{d}`' for d in redone)} vLLM took its CUDA graph estimate from the KV budget",
+            '("Estimated CUDA graph memory", beside "CUDA graph memory profiling is enabled"), a term kvprobe',
+            "read only after these results were made: their checks are redone here with the estimate read from",
+            f"the committed engine logs ({sum(row['redone'] for row in grouped_rows(grouped))} starts).",
+        ]
     unrecorded = [found for row in grouped_rows(grouped) for found in row["unrecorded_node"]]
     disagree = [(engine, meminfo) for engine, meminfo, agrees in unrecorded if not agrees]
     explained = [(e, m) for e, m in disagree if e is not None and abs(e - m) > LOG_ROUNDING_BYTES]

@@ -206,3 +206,35 @@ def test_an_integrated_gpu_takes_memavailable_from_the_phase_samples_and_names_w
     assert check.inputs["available_at_create_bytes"] == trial.memory.phases["engine_start"].host_available
     assert check.inputs["available_after_profile_bytes"] == trial.memory.phases[SIZING_MOMENT].host_available
     assert check.missing == ["transient_peak_bytes"]  # the CPU build's log prints no torch peak
+
+
+GRAPHS = ROOT / "docs" / "gpu-graphs"
+
+
+@pytest.mark.parametrize(
+    ("results", "estimate_gib"),
+    [("results-gpt-oss", 0.66), ("results-qwen72b-fp8", None)],
+    ids=["gpt-oss-estimate-applied", "72b-no-estimate"],
+)
+def test_vllms_cuda_graph_estimate_is_read_where_it_took_it_from_the_budget(results, estimate_gib):
+    """Real vLLM 0.26 logs (H200, docs/gpu-graphs/): GPT-OSS-120B with CUDA graphs logged its graph
+    estimate beside "CUDA graph memory profiling is enabled" and took it from the KV budget, which its
+    "Total non KV cache memory" leaves out; the 72B with graphs logged no estimate."""
+    from kvprobe.engines.vllm import VllmEngine
+
+    loaded, _ = ResultStore(GRAPHS / results).load_all()
+    (doc,) = [d for _, d in loaded if not d.settings["enforce_eager"]]
+    for trial in (t for t in doc.trials if t.kv_cache_bytes):
+        log = (GRAPHS / results / ".trials" / trial.log_path.split("/.trials/", 1)[1]).read_text()
+        report = VllmEngine().memory_report(log)
+        assert report.non_kv_bytes == trial.memory_report.non_kv_bytes
+        reread = trial.model_copy(update={"memory_report": report})
+        check = check_trial(reread, doc.environment, doc.cuda_view.total_bytes)
+        if estimate_gib is None:
+            assert report.cudagraph_estimate_bytes is None and "cudagraph_bytes" not in check.inputs
+        else:
+            assert report.cudagraph_estimate_bytes == estimate_gib * (1 << 30)
+            assert check.inputs["cudagraph_bytes"] == report.cudagraph_estimate_bytes
+            without = check_trial(trial, doc.environment, doc.cuda_view.total_bytes)  # as recorded: no estimate
+            assert without.agrees is False and without.residual_bytes < -0.6 * (1 << 30)
+        assert check.agrees is True, (check.residual_bytes, check.tolerance_bytes)

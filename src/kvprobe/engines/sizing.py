@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from kvprobe.results.schema import Environment, SizingCheck, SizingEquation, TrialRecord
+from kvprobe.results.schema import EngineMemoryReport, Environment, SizingCheck, SizingEquation, TrialRecord
 from kvprobe.units import GIB
 from kvprobe.vocabulary import EngineName
 
@@ -47,13 +47,17 @@ class VllmCudaInputs:
     """Device total memory (cudaMemGetInfo total) at start."""
     non_kv_bytes: int
     """Free memory consumed from engine creation to the end of profiling, plus torch's transient peak
-    (peak - allocated), plus the CUDA-graph estimate where vLLM applies it."""
+    (peak - allocated): the log's "Total non KV cache memory"."""
+    cudagraph_bytes: int = 0
+    """The CUDA-graph estimate, where vLLM takes it from the budget (logged beside "CUDA graph memory
+    profiling is enabled"; not part of "Total non KV cache memory")."""
 
     def predict(self) -> Prediction:
         requested = math.ceil(self.total_bytes * self.utilization)
+        graphs = f" - {_gib(self.cudagraph_bytes)} CUDA graphs" if self.cudagraph_bytes else ""
         return Prediction(
-            requested - self.non_kv_bytes,
-            f"ceil({self.utilization} x {_gib(self.total_bytes)}) - {_gib(self.non_kv_bytes)} non-KV",
+            requested - self.non_kv_bytes - self.cudagraph_bytes,
+            f"ceil({self.utilization} x {_gib(self.total_bytes)}) - {_gib(self.non_kv_bytes)} non-KV{graphs}",
         )
 
 
@@ -312,12 +316,21 @@ def _path_inputs(
                 sized.host_available if sized else None, f"MemAvailable at {SIZING_MOMENT}"
             ),
             "transient_peak_bytes": _logged(report.activation_peak_bytes, "torch peak memory increase"),
+            **_cudagraph_estimate(report),
         }
-    return "vllm-cuda", {
+    inputs = {
         "utilization": setting,
         "total_bytes": total,
         "non_kv_bytes": _logged(report.non_kv_bytes, "Total non KV cache memory"),
     }
+    return "vllm-cuda", {**inputs, **_cudagraph_estimate(report)}
+
+
+def _cudagraph_estimate(report: EngineMemoryReport) -> dict[str, _Input]:
+    """vLLM's CUDA graph estimate as an input, where its log says it took it from the budget."""
+    if report.cudagraph_estimate_bytes is None:
+        return {}
+    return {"cudagraph_bytes": _logged(report.cudagraph_estimate_bytes, "Estimated CUDA graph memory")}
 
 
 _EQUATIONS: dict[SizingEquation, type] = {

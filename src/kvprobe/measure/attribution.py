@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from kvprobe.results.schema import (
     Attribution,
     AttributionParts,
@@ -40,7 +42,7 @@ def _engine_gpu_bytes(at_ready: EngineAtReady | None, index: int = 0) -> float |
     used = [
         p.used_bytes for p in at_ready.gpu_processes if p.pid in at_ready.pids and p.used_bytes and p.index == index
     ]
-    return float(sum(used)) if used else None
+    return math.fsum(used) if used else None
 
 
 def engine_measured(trial: TrialRecord, pool: Pool) -> float | None:
@@ -186,7 +188,7 @@ def attribute(trial: TrialRecord, environment: Environment) -> Attribution | Non
         "other_engine": other_engine,
     }
     parts = AttributionParts(kv_cache=float(kv), **from_engine_log, **measured_by_kvprobe)
-    explained = sum(parts.model_dump().values())
+    explained = math.fsum(parts.model_dump().values())
     ranks = attribute_ranks(trial, environment, from_engine_log, requested) if pool == "gpu" else []
     return Attribution(
         budget_views=budget_views(trial, environment),
@@ -238,7 +240,7 @@ def attribute_ranks(
                 total_bytes=total,
                 engine_measured_bytes=measured,
                 parts=parts,
-                unexplained_bytes=total - sum(parts.model_dump().values()),
+                unexplained_bytes=total - math.fsum(parts.model_dump().values()),
                 kv_room_bytes=room,
             )
         )
@@ -262,7 +264,7 @@ def attribute_node(node: NodeTrial, facts: ClusterNode) -> NodeAttribution | Non
         other_nodes_same_host=node.same_host_other_nodes_bytes if shares_host_pool else 0.0,
         **_pool_accounts(pool, total, node.baseline, ready, at_ready, engine_gpu or None),
     )
-    explained = sum(parts.model_dump().values())
+    explained = math.fsum(parts.model_dump().values())
     return NodeAttribution(
         node_id=node.node_id,
         hostname=node.hostname,

@@ -201,6 +201,9 @@ class EngineMemoryReport(Record):
     kv_cache_bytes: Bytes | None = None
     non_kv_bytes: Bytes | None = None
     activation_peak_bytes: Bytes | None = None
+    cudagraph_estimate_bytes: Bytes | None = Field(
+        None, description="vLLM: the CUDA graph memory it estimated and took from the KV budget (where it did)."
+    )
     non_torch_bytes: Bytes | None = None
     free_at_start_bytes: Bytes | None = None
     requested_bytes: Bytes | None = None
