@@ -70,7 +70,6 @@ MEMORY_PATTERNS: dict[str, re.Pattern] = {
     "kv_cache_gib": re.compile(r"Available KV cache memory: " + _NUM + r" ?GiB"),
     "non_kv_gib": re.compile(r"Total non KV cache memory: " + _NUM + r" ?GiB"),
     "activation_peak_gib": re.compile(r"torch peak memory increase: " + _NUM + r" ?GiB"),
-    "cudagraph_estimate_gib": re.compile(r"Estimated CUDA graph memory: " + _NUM + r" ?GiB total"),
     "non_torch_gib": re.compile(r"non-torch (?:forward increase )?memory(?: increase)?:? " + _NUM + r" ?GiB"),
     "free_at_start_gib": re.compile(r"(?:Initial free memory:? |Free memory on device \S+ \()" + _NUM),
     "requested_gib": re.compile(r"Requested memory: [\d.]+ \(util\), " + _NUM + r" ?GiB"),
@@ -83,8 +82,9 @@ MEMORY_PATTERNS: dict[str, re.Pattern] = {
         r"(?:Available memory on node \d+|Free memory on device \S+) \([\d.]+/" + _NUM + r" GiB\)"
     ),
 }
-# vLLM subtracts its CUDA graph estimate from the KV budget only where it says so in this line
+# vLLM takes its CUDA graph estimate from the KV budget only where it says so in the second line
 # (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, on by default; vllm/v1/worker/gpu_worker.py).
+CUDAGRAPH_ESTIMATE_PATTERN = re.compile(r"Estimated CUDA graph memory: " + _NUM + r" ?GiB total")
 CUDAGRAPH_ESTIMATE_APPLIED = "CUDA graph memory profiling is enabled"
 KV_USAGE_PATTERN = re.compile(r"KV cache usage: ([\d.]+)%")
 KV_TOKENS_PATTERN = re.compile(r"KV cache size: ([\d,]+) tokens")
@@ -186,8 +186,8 @@ class VllmEngine:
         report["kv_cache_tokens_logged"] = int(tokens[-1].replace(",", "")) if tokens else None
         concurrency = MAX_CONCURRENCY_PATTERN.findall(log_text)
         report["max_concurrency_logged"] = float(concurrency[-1][1]) if concurrency else None
-        if CUDAGRAPH_ESTIMATE_APPLIED not in log_text:  # estimated, but not taken from the KV budget
-            report["cudagraph_estimate_bytes"] = None
+        estimates = CUDAGRAPH_ESTIMATE_PATTERN.findall(log_text) if CUDAGRAPH_ESTIMATE_APPLIED in log_text else []
+        report["cudagraph_estimate_bytes"] = float(estimates[-1]) * GIB if estimates else None
         return EngineMemoryReport(**_normalise_backends(report))
 
 

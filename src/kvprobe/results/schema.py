@@ -601,16 +601,16 @@ class ClusterNode(Record):
 
     node_id: str
     address: str
-    cpus: float | None = Field(None, description="Ray's CPU resource on the node.")
-    gpus: float | None = Field(None, description="Ray's GPU resource on the node.")
-    probe_node: bool = Field(False, description="kvprobe (and so the engine's driver) runs on this node.")
     environment: Environment
     guard: GuardSettings = Field(description="The floors this node's agent guarded with (its own memory's).")
+    probe_node: bool = Field(False, description="kvprobe (and so the engine's driver) runs on this node.")
     ray_memory_monitor_refresh_ms: str | None = Field(
         None,
         description="RAY_memory_monitor_refresh_ms in the node's raylet environment: 0 turns Ray's memory "
         "monitor off (NVIDIA's two-Spark playbook); None: not set, Ray's default (on), or not recorded.",
     )
+    cpus: float | None = Field(None, description="Ray's CPU resource on the node.")
+    gpus: float | None = Field(None, description="Ray's GPU resource on the node.")
 
 
 class ClusterRecord(Record):
