@@ -16,6 +16,7 @@ def test_a_reference_refused_for_too_little_kv_sends_u_max_up(tmp_path):
     models = tiny_models_file(tmp_path, gpu_memory_utilization=0.02, utilization_range=[0.02, 0.06])
     out = tmp_path / "out"
     command = ("measure", str(models), "--out", str(out), "--label", "native", "--searches", "reference,u_max")
+    command += ("--no-confirm",)  # the boundary's second start is the machinery's, tested with the stand-in
     done = kvprobe(*command, check=False)
     (result,) = load_results(out)
     reference = next(t for t in result["trials"] if t["search"] == "reference")

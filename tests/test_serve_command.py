@@ -16,6 +16,7 @@ from conftest import ROOT, have_vllm
 from kvprobe.cli import main
 from kvprobe.config import load_models, models_from_serve_command
 from kvprobe.measure.request import MeasureRequest
+from replay_engine import standin_environment
 
 TINY = ROOT / "configs" / "tiny-llama"
 FLAGS = ["--gpu-memory-utilization", "0.2", "--max-model-len", "512", "--load-format", "dummy"]
@@ -92,14 +93,16 @@ def test_a_serve_command_and_a_models_file_are_one_or_the_other():
         MeasureRequest(serve_command=("vllm", "serve", "x"), only=("a",))
 
 
-@pytest.mark.engine
+@needs_vllm
 def test_measure_from_the_serve_command_records_the_yamls_hash(tmp_path):
-    """One real reference start on the CPU engine (run through the engine lock)."""
+    """The whole measure path from a serve command, with the stand-in engine (tests/replay_engine.py):
+    the subject is kvprobe's reading of the command (vLLM's own parser, in the probe) and the result it
+    writes, not an engine start."""
     (from_yaml,) = equivalent_yaml(tmp_path)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "kvprobe.cli", "measure", "--searches", "reference", "--out", str(out)]
     command += ["--log-format", "jsonl", "--", "vllm", "serve", str(TINY), *FLAGS]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT, env=standin_environment())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (result,) = out.glob("tiny-llama/*.json")
     document = json.loads(result.read_text())

@@ -1,5 +1,6 @@
 """Signals to the probe while a real vLLM engine (CPU backend) runs: a closed terminal (SIGHUP), and
-interrupts repeated during the teardown, end the engine group and leave nothing behind."""
+interrupts repeated during the teardown, end the engine group and leave nothing behind. A probe
+stopped mid-start (SIGSTOP) is checked with the stand-in engine: there the probe is the subject."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ import pytest
 
 from conftest import measure_command, needs_engine, wait_until
 from kvprobe.trial.process_group import members
+from replay_engine import standin_environment
 from test_isolation import VLLM_WORKER, trial_sessions
-
-pytestmark = [needs_engine, pytest.mark.engine]
 
 
 def engine_sessions(out: Path) -> set[int]:
@@ -23,12 +23,14 @@ def engine_sessions(out: Path) -> set[int]:
     return trial_sessions(out, VLLM_WORKER)
 
 
-def start_probe(out: Path) -> subprocess.Popen:
+def start_probe(out: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`kvprobe measure` of the tiny model's reference start, natively, its output kept."""
     command = measure_command(out, "--searches", "reference", "--label", "native")
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
+@needs_engine
+@pytest.mark.engine
 @pytest.mark.parametrize("first", [signal.SIGHUP, signal.SIGQUIT], ids=["SIGHUP", "SIGQUIT"])
 def test_a_closed_terminal_then_repeated_interrupts_still_end_the_engine(tmp_path, first):
     """SIGHUP (a closed terminal) or SIGQUIT killed the probe outright and the engine held its memory
@@ -55,13 +57,15 @@ def test_a_closed_terminal_then_repeated_interrupts_still_end_the_engine(tmp_pat
 
 
 def test_a_probe_stopped_while_the_engine_starts_marks_the_trial_stalled_and_starts_it_again(tmp_path):
-    """A probe stopped for over a minute recorded such a trial `ok`, its phases collapsed."""
+    """A probe stopped for over a minute recorded such a trial `ok`, its phases collapsed. The probe's
+    machinery is the subject, not the engine: the stand-in engine (tests/replay_engine.py) replays a
+    recorded start that takes 12 s, so the 8 s stop falls inside it."""
     out = tmp_path / "out"
-    probe = start_probe(out)
+    probe = start_probe(out, standin_environment(start_s=12))
     sessions: set[int] = set()
 
     def engine_starting() -> bool:
-        sessions.update(engine_sessions(out))
+        sessions.update(trial_sessions(out))
         return bool(sessions)
 
     wait_until(engine_starting, 600, "no trial started")
@@ -76,6 +80,8 @@ def test_a_probe_stopped_while_the_engine_starts_marks_the_trial_stalled_and_sta
     assert again["outcome"] == "ok" and result["status"] == "complete"
 
 
+@needs_engine
+@pytest.mark.engine
 def test_a_reference_start_ended_by_the_guard_fails_the_result(tmp_path):
     """It gave `status complete` and exit 0 with no figure measured."""
     from kvprobe.environment.memory import read_meminfo
