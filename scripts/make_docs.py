@@ -41,8 +41,8 @@ from kvprobe.report.sizing import all_checks  # noqa: E402
 from kvprobe.report.summary import build_report  # noqa: E402
 from kvprobe.report.writers import FORMATS, ReportOptions, render_report  # noqa: E402
 from kvprobe.results.loader import load_result  # noqa: E402
-from kvprobe.results.schema import SCHEMA_VERSION, KvFigure, ResultDocument, SizingCheck  # noqa: E402
-from kvprobe.results.store import ResultStore  # noqa: E402
+from kvprobe.results.schema import SCHEMA_VERSION, KvFigure, ResultDocument, SizingCheck, TrialRecord  # noqa: E402
+from kvprobe.results.store import ResultStore, trial_log  # noqa: E402
 from kvprobe.trial.process_group import SIGTERM_GRACE_S  # noqa: E402
 from kvprobe.units import gib  # noqa: E402
 
@@ -821,49 +821,57 @@ TEST_SUITE = "docs/benchmarks/raw/test-suite.json"
 
 
 def test_suite_section() -> list[str]:
-    """The README's test command before and after the recorded-engine tests, one boot, from its rows."""
+    """The README's test command at `before` and at a later commit, pair by pair on one boot, from its rows."""
     rows = json.loads((ROOT / TEST_SUITE).read_text())
     assert len({row["boot_id"] for row in rows}) == 1, f"{TEST_SUITE}: rows from more than one boot"
+    assert len(rows) % 2 == 0, f"{TEST_SUITE}: rows come in pairs"
+    pairs = [rows[i : i + 2] for i in range(0, len(rows), 2)]
+    befores = {row["commit"] for row in rows if row["variant"] == "before"}
+    assert len(befores) == 1, f"{TEST_SUITE}: the pairs' `before` commits differ: {befores}"
     first = rows[0]
     lines = [
         "## The test suite on this project's 2-core CPU machine",
         "",
-        "`scripts/bench_tests.py` ran the README's test command (`.venv/bin/python -m pytest`) at two commits",
-        f"on one boot of a {first['cores']}-core machine ({first['cpu_model']}, "
-        f"{first['mem_total_kib'] / (1 << 20):.1f} GiB), one after the other, in the order below (beside the",
-        "`before` run a few short test files ran, under a minute in all; raw rows:",
-        f"`{TEST_SUITE}`). The commits' tests differ: the later one has more tests, and",
-        "kvprobe's own machinery (resume, lock, prestart, interrupts, the experiment runner) is tested",
-        "there with a recorded-engine stand-in instead of real vLLM starts; every test whose subject is the",
-        "engine still starts real vLLM. One run each: no spread is measured, so the ratio is one pair's.",
+        "`scripts/bench_tests.py` ran the README's test command (`.venv/bin/python -m pytest`) at two commits,",
+        f"one after the other, on one boot of a {first['cores']}-core machine ({first['cpu_model']},",
+        f"{first['mem_total_kib'] / (1 << 20):.1f} GiB), in pairs against the same `before` ({len(pairs)} so far),",
+        f"in the order below (raw rows: `{TEST_SUITE}`). The commits' tests differ: the later ones have more tests,",
+        "and they test kvprobe's own machinery with a recorded-engine stand-in instead of real vLLM starts",
+        "(8df9fd5: resume, lock, prestart, interrupts, the experiment runner; since ab9cd4a also a probe stopped",
+        "mid-start and a measure from a serve command); every test whose subject is the engine still starts",
+        "real vLLM. One run a variant in each pair: no spread is measured, so each ratio is one pair's.",
         "",
-        "| order | variant | commit | wall (s) | pytest's summary |",
-        "| ---: | --- | --- | ---: | --- |",
+        "| pair | order | variant | commit | wall (s) | pytest's summary | later / before |",
+        "| ---: | ---: | --- | --- | ---: | --- | ---: |",
     ]
-    for number, row in enumerate(rows, start=1):
-        lines.append(
-            f"| {number} | {row['variant']} | `{row['commit'][:7]}` | {row['wall_s']:.0f} | {row['summary']} |"
-        )
-    by_name = {row["variant"]: row for row in rows}
-    if {"before", "after"} <= by_name.keys():
-        ratio = by_name["after"]["wall_s"] / by_name["before"]["wall_s"]
-        lines += ["", f"After / before: {ratio:.2f} of the time."]
-    if any(row["not_passed"] for row in rows):
+    for number, pair in enumerate(pairs, start=1):
+        (before,) = [row for row in pair if row["variant"] == "before"]
+        (later,) = [row for row in pair if row["variant"] != "before"]
+        for order, row in enumerate(pair, start=1):
+            ratio = f"{later['wall_s'] / before['wall_s']:.2f}" if row is later else ""
+            lines.append(
+                f"| {number} | {order} | {row['variant']} | `{row['commit'][:7]}` | {row['wall_s']:.0f} | "
+                f"{row['summary']} | {ratio} |"
+            )
+    if any(row["not_passed"] for row in pairs[0]):
         lines += [
             "",
-            "Each commit's worktree sat in a temporary directory of mode 0700, which a test that runs kvprobe as",
-            "another user (`setpriv`) or in a container cannot read (`bench_tests.py` makes it readable since).",
-            "Every test that did not pass at `after` passed when run again in the checkout at that commit (the",
-            "four without an engine fixture; `test_engine_pair.py` whole, 13 tests in 778 s).",
+            "Beside pair 1's `before` run a few short test files ran, under a minute in all. In pair 1 each",
+            "commit's worktree sat in a temporary directory of mode 0700, which a test that runs",
+            "kvprobe as another user (`setpriv`) or in a container cannot read (`bench_tests.py` makes it readable",
+            "since). Every test that did not pass at `after` passed when run again in the checkout at that commit",
+            "(the four without an engine fixture; `test_engine_pair.py` whole, 13 tests in 778 s).",
         ]
-    for row in rows:
-        if row["not_passed"]:
-            failed = [line.split(" - ")[0].split(" ", 1)[1] for line in row["not_passed"]]
-            lines += ["", f"Not passed at `{row['variant']}` ({row['commit'][:7]}: its own tests, here):", ""]
-            lines += [f"- `{test}`" for test in failed]
-        lines += ["", f"The slowest tests of `{row['variant']}` (pytest's `--durations`):", ""]
-        lines += ["| seconds | phase | test |", "| ---: | --- | --- |"]
-        lines += [f"| {t['seconds']:.1f} | {t['phase']} | `{t['test']}` |" for t in row["slowest"][:10]]
+    for number, pair in enumerate(pairs, start=1):
+        for row in pair:
+            label = f"`{row['variant']}` in pair {number} ({row['commit'][:7]})"
+            if row["not_passed"]:
+                failed = [line.split(" - ")[0].split(" ", 1)[1] for line in row["not_passed"]]
+                lines += ["", f"Not passed at {label}, its own tests:", ""]
+                lines += [f"- `{test}`" for test in failed]
+            lines += ["", f"The slowest tests at {label} (pytest's `--durations`):", ""]
+            lines += ["| seconds | phase | test |", "| ---: | --- | --- |"]
+            lines += [f"| {t['seconds']:.1f} | {t['phase']} | `{t['test']}` |" for t in row["slowest"][:10]]
     return [*lines, ""]
 
 
@@ -1341,8 +1349,12 @@ def graphs_readme() -> str:
         "public config.json, dummy weights, bf16, max_model_len 8192. Paths of the device's checkout read",
         "`<checkout>`. Report: [`report/report.md`](report/report.md).",
         "",
-        "`vllm serve` captures CUDA graphs unless told `--enforce-eager`. The graphs' memory comes out of the",
-        "budget that gpu_memory_utilization sets, so a start that fits in eager mode can fail in graph capture.",
+        "`vllm serve` compiles the model and captures CUDA graphs unless told `--enforce-eager`. vLLM either",
+        "estimates the graphs' memory and takes it from the KV budget (its log says so: GPT-OSS-120B below), or",
+        "captures them after sizing the KV cache, in what the budget leaves (every other model here); the",
+        "compiled forward pass also changes the activation peak vLLM profiles. So u_max and the KV at u_max",
+        'can differ from eager mode\'s. "Failing above it" names where in vLLM (its traceback) a start ran out',
+        "of memory.",
         "",
         "| model | mode | where | u | KV blocks at u | u_max | failing above it | KV blocks at u_max | GiB | tokens |",
         "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
@@ -1406,10 +1418,10 @@ def graphs_readme() -> str:
         "",
         "- Shown: as served, with graphs captured, u_max is one step lower than in eager mode on the 7B (two",
         "  repeats, one a GPU) and on the Llama-3.1-8B-shaped model at TP 2 (one run each mode, eager's u_max from",
-        "  the day before), and the same on the 72B in fp8 and on GPT-OSS-120B (two runs each). The KV at u_max",
-        "  moves either way: the graphs' capture takes memory, and a compiled forward pass can peak lower in",
-        "  vLLM's profile, which leaves more for the KV cache (the 72B). Which wins is measured per model, not",
-        "  assumed.",
+        "  the day before), and equal to eager's on the 72B in fp8 and on GPT-OSS-120B (two runs each; GPT-OSS's",
+        "  next step is refused in both modes). No model had a higher u_max with graphs. The KV at u_max moves",
+        "  either way: lower on three models, higher on the 72B, whose compiled forward pass peaked lower in",
+        "  vLLM's profile than eager's in every start but the very first, which compiled it.",
         "- Not shown: GPT-OSS-120B with graphs on the H100 of its committed run (no H100 was lent this round);",
         "  the large models at tensor parallel 2; other vLLM versions.",
         "",
@@ -1417,21 +1429,51 @@ def graphs_readme() -> str:
     return "\n".join(lines)
 
 
+# vLLM functions an out-of-memory traceback can end in, the more telling first
+OOM_SITES = ("flashinfer_autotune", "capture_model", "warmup_kernels", "kernel_warmup", "profile_run")
+
+
+def committed_log(trial: TrialRecord) -> str:
+    """A trial's engine log as committed under docs/ (found by its run id and name), or ''."""
+    tail = trial.log_path.split("/.trials/", 1)[-1] if trial.log_path else None
+    log = next((ROOT / "docs").rglob(f".trials/{tail}"), None) if tail else None
+    return log.read_text(errors="replace") if log else ""
+
+
+def oom_site(trial: TrialRecord) -> str | None:
+    """Where in vLLM a start ran out of memory, from its committed log's traceback."""
+    text = committed_log(trial)
+    return next((site for site in OOM_SITES if f"in {site}" in text), None)
+
+
 def u_max_failing(doc: ResultDocument) -> str:
-    """The utilization that failed above u_max, and how."""
+    """The utilization that failed above u_max, how, and (out of memory) where in vLLM."""
     search = doc.searches["u_max"]
     if search.failing is None:
         return "none: passed at the top of its range"
     above = next((t for t in doc.trials if t.search == "u_max" and t.utilization == search.failing), None)
-    return f"{search.failing} ({above.outcome})" if above else str(search.failing)
+    if above is None:
+        return str(search.failing)
+    site = oom_site(above) if above.outcome == "oom" else None
+    return f"{search.failing} ({above.outcome}{f' in `{site}`' if site else ''})"
+
+
+def blocks_of_trial(doc: ResultDocument) -> int:
+    """The trial that gave the KV at u_max."""
+    searched = doc.kv_at_u_max
+    assert searched is not None and searched.trial is not None
+    return searched.trial
+
+
+def peak_at(doc: ResultDocument, trial: int | None) -> str:
+    """The activation peak vLLM logged (two decimals of GiB) in one start of `doc`."""
+    report = next((t.memory_report for t in doc.trials if t.number == trial), None)
+    return gib(report.activation_peak_bytes) if report and report.activation_peak_bytes else "-"
 
 
 def peak_at_u_max(doc: ResultDocument) -> str:
-    """The activation peak vLLM logged (two decimals of GiB) in the start that gave the KV at u_max."""
-    searched = doc.kv_at_u_max
-    assert searched is not None and searched.trial is not None
-    report = next(t for t in doc.trials if t.number == searched.trial).memory_report
-    return gib(report.activation_peak_bytes) if report and report.activation_peak_bytes else "-"
+    """The activation peak vLLM logged in the start that gave the KV at u_max."""
+    return peak_at(doc, blocks_of_trial(doc))
 
 
 def graphs_row(doc: ResultDocument, where: str, peak: bool = False) -> str:
@@ -1477,17 +1519,41 @@ def graphs_large_section() -> tuple[list[str], list[str]]:
             assert all(len(values) == 1 for values in figures.values()), "the runs differ: say so, not one figure"
             return next(iter(figures["CUDA graphs"])), next(iter(figures["eager"]))
 
+        if any(d.u_max_censored for docs in by_mode.values() for d in docs):
+            raise SystemExit(f"{model}: a u_max at the top of its range is a bound: write it as one")
         graphs_max, eager_max = one({mode: {blocks_of(d.kv_at_u_max) for d in docs} for mode, docs in by_mode.items()})
         graphs_u, eager_u = one({mode: {d.u_max for d in docs} for mode, docs in by_mode.items()})
         graphs_peak, eager_peak = one({mode: {peak_at_u_max(d) for d in docs} for mode, docs in by_mode.items()})
-        references = {mode: ", ".join(f"{blocks_of(d.reference):,}" for d in docs) for mode, docs in by_mode.items()}
-        where = "the same u_max as eager" if graphs_u == eager_u else f"u_max {graphs_u} against eager's {eager_u}"
+        at_u_max = [next(t for t in d.trials if t.number == blocks_of_trial(d)) for d in by_mode["CUDA graphs"]]
+        estimates = {VllmEngine().memory_report(committed_log(t)).cudagraph_estimate_bytes for t in at_u_max}
+        (estimate,) = estimates
+        references = {
+            mode: ", ".join(
+                f"{blocks_of(d.reference):,} (peak {peak_at(d, d.reference.trial)} GiB)" for d in docs if d.reference
+            )
+            for mode, docs in by_mode.items()
+        }
+        failing = {u_max_failing(d) for docs in by_mode.values() for d in docs}
+        u_max_words = (
+            f"u_max {graphs_u}, equal to eager's" if graphs_u == eager_u else f"u_max {graphs_u}, eager {eager_u}"
+        )
         findings.append(
-            f"- **{model}:** with CUDA graphs {where} ({graphs_u}), and {graphs_max:,} blocks at u_max against"
+            f"- **{model}:** with CUDA graphs {u_max_words}, and {graphs_max:,} blocks at u_max against"
             f" eager's {eager_max:,} ({100 * (graphs_max - eager_max) / eager_max:+.1f}%), in both runs. In that"
-            f" start vLLM logged an activation peak of {graphs_peak} GiB compiled and {eager_peak} GiB eager."
-            f" At the reference utilization graphs gave {references['CUDA graphs']}"
-            f" blocks (first run, again), eager {references['eager']}."
+            f" start vLLM logged an activation peak of {graphs_peak} GiB compiled and {eager_peak} GiB eager, and "
+            + (
+                f"took its CUDA graph estimate, {gib(estimate)} GiB, from the KV budget."
+                if estimate
+                else "made no CUDA graph estimate (the graphs were captured after the KV cache was sized)."
+            )
+            + f" At the reference utilization (first run, again) graphs gave {references['CUDA graphs']},"
+            f" eager {references['eager']}."
+            + (
+                f" Above u_max every start failed the same way ({failing.pop()}), in both modes: there u_max cannot"
+                " tell them apart."
+                if len(failing) == 1 and "startup-check" in next(iter(failing))
+                else ""
+            )
         )
     return table, findings
 
@@ -1760,22 +1826,22 @@ def engine_total(doc: ResultDocument, trial: int) -> float | None:
 
 
 def with_logged_cudagraph_estimate(directory: str, doc: ResultDocument) -> tuple[list[SizingCheck], int]:
-    """The result's checks, each redone where its committed engine log shows vLLM took a CUDA graph
-    estimate from the KV budget that the result lacks (made before kvprobe read that line); and how
-    many were redone."""
+    """The result's checks, each redone where its committed engine log says vLLM took a CUDA graph
+    estimate from the KV budget and the result, made before kvprobe read that line, does not know it;
+    and how many were redone."""
     checks, redone = [], 0
     total = doc.cuda_view.total_bytes if doc.cuda_view else None
     for recorded in all_checks(doc):
         trial = next(t for t in doc.trials if t.number == recorded.trial)
-        log = ROOT / directory / ".trials" / trial.log_path.split("/.trials/", 1)[-1] if trial.log_path else None
-        redo = recorded.equation == "vllm-cuda" and "cudagraph_bytes" not in recorded.inputs and log and log.is_file()
-        report = VllmEngine().memory_report(log.read_text(errors="replace")) if redo and log else None
-        if report is not None and report.cudagraph_estimate_bytes is not None:
-            reread = trial.model_copy(update={"memory_report": report})
-            checks.append(check_trial(reread, doc.environment, total) or recorded)
-            redone += 1
-        else:
-            checks.append(recorded)
+        log = trial_log(ROOT / directory, trial.log_path)
+        gpu = recorded.equation in ("vllm-cuda", "vllm-integrated")
+        predates = gpu and trial.memory_report.cudagraph_estimate_applied is None and log and log.is_file()
+        report = VllmEngine().memory_report(log.read_text(errors="replace")) if predates and log else None
+        check = None
+        if report is not None and report.cudagraph_estimate_applied:
+            check = check_trial(trial.model_copy(update={"memory_report": report}), doc.environment, total)
+        checks.append(check or recorded)
+        redone += check is not None
     return checks, redone
 
 

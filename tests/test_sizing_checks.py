@@ -17,7 +17,7 @@ from kvprobe.environment.gpu import Nvml
 from kvprobe.report.sizing import all_checks, decompose_runs, run_check
 from kvprobe.report.sizing_layout import sizing_blocks
 from kvprobe.results.schema import CgroupMemory, ResultDocument
-from kvprobe.results.store import ResultStore
+from kvprobe.results.store import ResultStore, trial_log
 from kvprobe.trial.monitor import MemorySampler
 
 EXPERIMENT = ROOT / "docs" / "experiments" / "cpu-2026-11-26" / "results"
@@ -214,27 +214,52 @@ GRAPHS = ROOT / "docs" / "gpu-graphs"
 @pytest.mark.parametrize(
     ("results", "estimate_gib"),
     [("results-gpt-oss", 0.66), ("results-qwen72b-fp8", None)],
-    ids=["gpt-oss-estimate-applied", "72b-no-estimate"],
+    ids=["gpt-oss-older-runner-estimate-applied", "72b-model-runner-v2-no-estimate"],
 )
 def test_vllms_cuda_graph_estimate_is_read_where_it_took_it_from_the_budget(results, estimate_gib):
-    """Real vLLM 0.26 logs (H200, docs/gpu-graphs/): GPT-OSS-120B with CUDA graphs logged its graph
-    estimate beside "CUDA graph memory profiling is enabled" and took it from the KV budget, which its
-    "Total non KV cache memory" leaves out; the 72B with graphs logged no estimate."""
+    """Real vLLM 0.26 logs (H200, docs/gpu-graphs/): GPT-OSS-120B with CUDA graphs (vLLM's older model
+    runner) logged its graph estimate beside "CUDA graph memory profiling is enabled" and took it from
+    the KV budget, which its "Total non KV cache memory" leaves out; the 72B with graphs (Model Runner
+    V2, which in 0.26 made no estimate) logged neither line."""
     from kvprobe.engines.vllm import VllmEngine
 
     loaded, _ = ResultStore(GRAPHS / results).load_all()
     (doc,) = [d for _, d in loaded if not d.settings["enforce_eager"]]
     for trial in (t for t in doc.trials if t.kv_cache_bytes):
-        log = (GRAPHS / results / ".trials" / trial.log_path.split("/.trials/", 1)[1]).read_text()
-        report = VllmEngine().memory_report(log)
+        log = trial_log(GRAPHS / results, trial.log_path)
+        assert log is not None
+        report = VllmEngine().memory_report(log.read_text())
         assert report.non_kv_bytes == trial.memory_report.non_kv_bytes
         reread = trial.model_copy(update={"memory_report": report})
         check = check_trial(reread, doc.environment, doc.cuda_view.total_bytes)
         if estimate_gib is None:
-            assert report.cudagraph_estimate_bytes is None and "cudagraph_bytes" not in check.inputs
+            assert report.cudagraph_estimate_applied is None and "cudagraph_bytes" not in check.inputs
         else:
             assert report.cudagraph_estimate_bytes == estimate_gib * (1 << 30)
             assert check.inputs["cudagraph_bytes"] == report.cudagraph_estimate_bytes
             without = check_trial(trial, doc.environment, doc.cuda_view.total_bytes)  # as recorded: no estimate
             assert without.agrees is False and without.residual_bytes < -0.6 * (1 << 30)
         assert check.agrees is True, (check.residual_bytes, check.tolerance_bytes)
+
+
+def test_an_estimate_applied_without_its_figure_is_a_missing_input_not_a_disagreement():
+    """Model Runner V2 (vLLM 0.32, vllm/v1/worker/gpu/cudagraph_utils.py) takes its CUDA graph estimate
+    from the budget and says so, without logging the figure: the check names the input it lacks.
+    The log is a STAND-IN: the two lines vLLM's gpu_worker.py writes, with the committed H200 run's
+    figures; no vLLM 0.32 GPU run was made here."""
+    from kvprobe.engines.vllm import VllmEngine
+
+    loaded, _ = ResultStore(GRAPHS / "results-qwen72b-fp8").load_all()
+    (doc,) = [d for _, d in loaded if not d.settings["enforce_eager"]]
+    trial = next(t for t in doc.trials if t.kv_cache_bytes)
+    log = trial_log(GRAPHS / "results-qwen72b-fp8", trial.log_path)
+    assert log is not None
+    said = log.read_text() + (
+        "INFO [gpu_worker.py] CUDA graph memory profiling is enabled (default since v0.21.0). The current "
+        "--gpu-memory-utilization=0.9000 is equivalent to --gpu-memory-utilization=0.8953 without CUDA graph "
+        "memory profiling.\n"
+    )
+    report = VllmEngine().memory_report(said)
+    assert report.cudagraph_estimate_applied is True and report.cudagraph_estimate_bytes is None
+    check = check_trial(trial.model_copy(update={"memory_report": report}), doc.environment, doc.cuda_view.total_bytes)
+    assert check.missing == ["cudagraph_bytes"] and check.agrees is None and check.predicted_kv_bytes is None

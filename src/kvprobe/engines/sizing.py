@@ -327,8 +327,9 @@ def _path_inputs(
 
 
 def _cudagraph_estimate(report: EngineMemoryReport) -> dict[str, _Input]:
-    """vLLM's CUDA graph estimate as an input, where its log says it took it from the budget."""
-    if report.cudagraph_estimate_bytes is None:
+    """vLLM's CUDA graph estimate as an input where its log says it took one from the budget (missing
+    where it did not log the figure, as Model Runner V2 does not)."""
+    if not report.cudagraph_estimate_applied:
         return {}
     return {"cudagraph_bytes": _logged(report.cudagraph_estimate_bytes, "Estimated CUDA graph memory")}
 
@@ -340,7 +341,7 @@ _EQUATIONS: dict[SizingEquation, type] = {
     "explicit": ExplicitInputs,
     "trtllm": TrtllmInputs,
 }
-_OPTIONAL = {"cgroup_limit_bytes", "cudagraph_bytes", "max_gpu_total_bytes"}
+_OPTIONAL = {"cgroup_limit_bytes", "max_gpu_total_bytes"}
 
 
 def inputs_from(equation: SizingEquation, values: dict[str, float]) -> SizingInputs:

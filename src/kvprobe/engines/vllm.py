@@ -82,10 +82,14 @@ MEMORY_PATTERNS: dict[str, re.Pattern] = {
         r"(?:Available memory on node \d+|Free memory on device \S+) \([\d.]+/" + _NUM + r" GiB\)"
     ),
 }
-# vLLM takes its CUDA graph estimate from the KV budget only where it says so in the second line
-# (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, on by default; vllm/v1/worker/gpu_worker.py).
+# vLLM says whether it took its CUDA graph estimate from the KV budget
+# (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, on by default; vllm/v1/worker/gpu_worker.py); the
+# older model runner also logs the estimate's figure (gpu_model_runner.py), Model Runner V2 does not.
 CUDAGRAPH_ESTIMATE_PATTERN = re.compile(r"Estimated CUDA graph memory: " + _NUM + r" ?GiB total")
-CUDAGRAPH_ESTIMATE_APPLIED = "CUDA graph memory profiling is enabled"
+CUDAGRAPH_ESTIMATE_APPLIED = {
+    "CUDA graph memory profiling is enabled": True,
+    "CUDA graph memory profiling is disabled": False,
+}
 KV_USAGE_PATTERN = re.compile(r"KV cache usage: ([\d.]+)%")
 KV_TOKENS_PATTERN = re.compile(r"KV cache size: ([\d,]+) tokens")
 MAX_CONCURRENCY_PATTERN = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
@@ -186,7 +190,9 @@ class VllmEngine:
         report["kv_cache_tokens_logged"] = int(tokens[-1].replace(",", "")) if tokens else None
         concurrency = MAX_CONCURRENCY_PATTERN.findall(log_text)
         report["max_concurrency_logged"] = float(concurrency[-1][1]) if concurrency else None
-        estimates = CUDAGRAPH_ESTIMATE_PATTERN.findall(log_text) if CUDAGRAPH_ESTIMATE_APPLIED in log_text else []
+        applied = next((said for line, said in CUDAGRAPH_ESTIMATE_APPLIED.items() if line in log_text), None)
+        estimates = CUDAGRAPH_ESTIMATE_PATTERN.findall(log_text) if applied else []
+        report["cudagraph_estimate_applied"] = applied
         report["cudagraph_estimate_bytes"] = float(estimates[-1]) * GIB if estimates else None
         return EngineMemoryReport(**_normalise_backends(report))
 

@@ -65,8 +65,8 @@ def boundary_text(kinds: list[BoundaryKind]) -> str:
 
 
 def graphs_text(settings: dict) -> str:
-    """Whether the engine captured CUDA graphs, as `vllm serve` does by default: their memory comes out
-    of the same budget, so an eager start's u_max and KV at u_max can be higher than served."""
+    """Whether the engine captured CUDA graphs, as `vllm serve` does by default: an eager start's u_max
+    and KV at u_max can differ from the served ones (docs/gpu-graphs/)."""
     eager = settings.get("enforce_eager")
     if eager is None:
         return "not recorded"

@@ -201,9 +201,6 @@ class EngineMemoryReport(Record):
     kv_cache_bytes: Bytes | None = None
     non_kv_bytes: Bytes | None = None
     activation_peak_bytes: Bytes | None = None
-    cudagraph_estimate_bytes: Bytes | None = Field(
-        None, description="vLLM: the CUDA graph memory it estimated and took from the KV budget (where it did)."
-    )
     non_torch_bytes: Bytes | None = None
     free_at_start_bytes: Bytes | None = None
     requested_bytes: Bytes | None = None
@@ -211,6 +208,14 @@ class EngineMemoryReport(Record):
     available_bytes: Bytes | None = Field(None, description="Free memory named by a refused start-up check.")
     kv_cache_tokens_logged: int | None = None
     max_concurrency_logged: float | None = None
+    cudagraph_estimate_bytes: Bytes | None = Field(
+        None, description="vLLM: the CUDA graph estimate it took from the KV budget, where it logged the figure."
+    )
+    cudagraph_estimate_applied: bool | None = Field(
+        None,
+        description="vLLM: whether its log says it took a CUDA graph estimate from the KV budget (None: no such "
+        "line, or a result made before kvprobe read it).",
+    )
     peak_bytes: Bytes | None = Field(
         None,
         description="TensorRT-LLM: peak memory of its profiling run, torch + non-torch (everything in use on "

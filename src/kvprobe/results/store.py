@@ -31,6 +31,15 @@ TRIALS_DIR = ".trials"
 SCRATCH = ".scratch"  # an experiment condition's page-cache file, removed when the run ends
 
 
+def trial_log(results_dir: Path, log_path: str | None) -> Path | None:
+    """A trial's engine log under `results_dir`, wherever the run that wrote it had that directory
+    (results are moved: committed, unpacked from a bundle); None where the path names no trial log."""
+    marker = f"/{TRIALS_DIR}/"
+    if not log_path or marker not in log_path:
+        return None
+    return results_dir / TRIALS_DIR / log_path.split(marker, 1)[1]
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Temporary file, fsync, rename, fsync of the directory: readers see the old file or the whole
     new one, and a failed write (a full disk) leaves neither a torn file nor its temporary."""
