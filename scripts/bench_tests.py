@@ -52,6 +52,8 @@ def run_variant(name: str, commit: str, workdir: Path) -> dict:
     tree = workdir / name
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit], check=True)
     sha = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # the tests that run `ROOT/.venv/bin/python` in a container of this machine's root need it in the tree
+    (tree / ".venv").symlink_to(ROOT / ".venv")
     pth = next((ROOT / ".venv/lib").glob("python*/site-packages/__editable__.kvprobe-*.pth"))
     own = pth.read_text()
     pth.write_text(f"{tree / 'src'}\n")

@@ -254,7 +254,7 @@ def test_an_earlier_results_other_memory_can_leave_no_kv_and_a_near_miss_is_name
     assert fit.verdict == "does not fit" and "after the weights and the earlier result's other memory" in fit.reason
     one_request = 512 * prediction.bytes_per_block
     just = assess(prediction, H200_NVML_TOTAL, 0.9, 8192, budget_left - one_request * 1.005)
-    assert just.verdict == "fits" and "within the measured error (+1.3%) of holding none" in just.reason
+    assert just.verdict == "fits" and "within the measured error (+3.3%) of holding none" in just.reason
     clear = assess(prediction, H200_NVML_TOTAL, 0.9, 8192, budget_left - one_request * 2)
     assert "measured error" not in clear.reason
 
