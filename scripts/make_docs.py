@@ -13,6 +13,7 @@ version (the PNG files are written but not compared).
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import itertools
 import json
@@ -42,7 +43,7 @@ from kvprobe.report.summary import build_report  # noqa: E402
 from kvprobe.report.writers import FORMATS, ReportOptions, render_report  # noqa: E402
 from kvprobe.results.loader import load_result  # noqa: E402
 from kvprobe.results.schema import SCHEMA_VERSION, KvFigure, ResultDocument, SizingCheck, TrialRecord  # noqa: E402
-from kvprobe.results.store import ResultStore, trial_log  # noqa: E402
+from kvprobe.results.store import TRIALS_DIR, ResultStore, trial_log  # noqa: E402
 from kvprobe.trial.process_group import SIGTERM_GRACE_S  # noqa: E402
 from kvprobe.units import gib  # noqa: E402
 
@@ -1442,11 +1443,15 @@ def graphs_readme() -> str:
 OOM_SITES = ("flashinfer_autotune", "capture_model", "warmup_kernels", "kernel_warmup", "profile_run")
 
 
+@functools.cache
+def committed_results_dirs() -> tuple[Path, ...]:
+    """Every directory under docs/ that holds trial logs (its .trials)."""
+    return tuple(sorted(p.parent for p in (ROOT / "docs").rglob(TRIALS_DIR)))
+
+
 def committed_log(trial: TrialRecord) -> str:
-    """A trial's engine log as committed under docs/ (found by its run id and name), or ''."""
-    tail = trial.log_path.split("/.trials/", 1)[-1] if trial.log_path else None
-    log = next((ROOT / "docs").rglob(f".trials/{tail}"), None) if tail else None
-    return log.read_text(errors="replace") if log else ""
+    """A trial's engine log as committed under docs/ (run ids are unique), or ''."""
+    return next(filter(None, (trial_log(d, trial.log_path) for d in committed_results_dirs())), "")
 
 
 def oom_site(trial: TrialRecord) -> str | None:
@@ -1848,10 +1853,10 @@ def with_logged_cudagraph_estimate(directory: str, doc: ResultDocument) -> tuple
     total = doc.cuda_view.total_bytes if doc.cuda_view else None
     for recorded in all_checks(doc):
         trial = next(t for t in doc.trials if t.number == recorded.trial)
-        log = trial_log(ROOT / directory, trial.log_path)
         gpu = recorded.equation in ("vllm-cuda", "vllm-integrated")
-        predates = gpu and trial.memory_report.cudagraph_estimate_applied is None and log and log.is_file()
-        report = VllmEngine().memory_report(log.read_text(errors="replace")) if predates and log else None
+        log = trial_log(ROOT / directory, trial.log_path) if gpu else None
+        predates = trial.memory_report.cudagraph_estimate_applied is None
+        report = VllmEngine().memory_report(log) if predates and log else None
         check = None
         if report is not None and report.cudagraph_estimate_applied:
             check = check_trial(trial.model_copy(update={"memory_report": report}), doc.environment, total)

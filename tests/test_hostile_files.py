@@ -28,6 +28,7 @@ from kvprobe.results.store import (
     ResultStore,
     RunLock,
     planted_links,
+    trial_log,
     write_bytes_atomic,
 )
 from kvprobe.safe_io import UnsafeFile, read_json, write_new
@@ -305,3 +306,22 @@ def test_a_file_where_kvprobe_keeps_a_folder_is_refused_with_a_sentence(tmp_path
         RunLock(out).acquire()
     done = kvprobe("measure", str(MODELS), "--only", "tiny-llama", "--out", str(out), "--resume", check=False)
     assert done.returncode == 2 and "a file where kvprobe keeps a folder" in done.stderr, done.stderr
+
+
+def test_a_trial_log_is_read_only_from_under_its_moved_results_directory(tmp_path):
+    """The log path comes from a result file: a moved run's log is found under the new directory, and
+    a path that climbs out or passes a link reads nothing."""
+    results = tmp_path / "moved"
+    run = results / ".trials" / "run-1"
+    run.mkdir(parents=True)
+    (run / "trial-001.log").write_text("KV cache size: 1,024 tokens\n")
+    assert trial_log(results, "/elsewhere/out/.trials/run-1/trial-001.log") == "KV cache size: 1,024 tokens\n"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a log")
+    assert trial_log(results, "/out/.trials/../../secret.txt") is None
+    (run / "linked.log").symlink_to(secret)
+    assert trial_log(results, "/out/.trials/run-1/linked.log") is None
+    (results / ".trials" / "run-2").symlink_to(tmp_path)
+    assert trial_log(results, "/out/.trials/run-2/secret.txt") is None
+    assert trial_log(results, "/out/trial-001.log") is None and trial_log(results, None) is None
+    assert trial_log(results, "/out/.trials/run-1/missing.log") is None

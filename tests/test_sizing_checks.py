@@ -228,7 +228,7 @@ def test_vllms_cuda_graph_estimate_is_read_where_it_took_it_from_the_budget(resu
     for trial in (t for t in doc.trials if t.kv_cache_bytes):
         log = trial_log(GRAPHS / results, trial.log_path)
         assert log is not None
-        report = VllmEngine().memory_report(log.read_text())
+        report = VllmEngine().memory_report(log)
         assert report.non_kv_bytes == trial.memory_report.non_kv_bytes
         reread = trial.model_copy(update={"memory_report": report})
         check = check_trial(reread, doc.environment, doc.cuda_view.total_bytes)
@@ -254,7 +254,7 @@ def test_an_estimate_applied_without_its_figure_is_a_missing_input_not_a_disagre
     trial = next(t for t in doc.trials if t.kv_cache_bytes)
     log = trial_log(GRAPHS / "results-qwen72b-fp8", trial.log_path)
     assert log is not None
-    said = log.read_text() + (
+    said = log + (
         "INFO [gpu_worker.py] CUDA graph memory profiling is enabled (default since v0.21.0). The current "
         "--gpu-memory-utilization=0.9000 is equivalent to --gpu-memory-utilization=0.8953 without CUDA graph "
         "memory profiling.\n"

@@ -16,7 +16,15 @@ from pydantic import ValidationError
 from kvprobe.errors import InputError
 from kvprobe.results.loader import ResultFileError, load_result
 from kvprobe.results.schema import ExperimentProgress, ResultDocument, TrialRecord
-from kvprobe.safe_io import UnsafeFile, create_new, decode_json, open_existing_or_new, read_json, read_text
+from kvprobe.safe_io import (
+    MAX_LOG_BYTES,
+    UnsafeFile,
+    create_new,
+    decode_json,
+    open_existing_or_new,
+    read_json,
+    read_text,
+)
 
 MANIFEST = ".kvprobe-run-{condition}.json"  # one per condition: native and container runs share a directory
 RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{4}")  # what open_run makes; nothing else names files here
@@ -31,13 +39,22 @@ TRIALS_DIR = ".trials"
 SCRATCH = ".scratch"  # an experiment condition's page-cache file, removed when the run ends
 
 
-def trial_log(results_dir: Path, log_path: str | None) -> Path | None:
-    """A trial's engine log under `results_dir`, wherever the run that wrote it had that directory
-    (results are moved: committed, unpacked from a bundle); None where the path names no trial log."""
+def trial_log(results_dir: Path, log_path: str | None) -> str | None:
+    """The text of a trial's engine log under `results_dir`, wherever the run that wrote it had that
+    directory (results are moved: committed, unpacked from a bundle). None where the recorded path
+    names no log there, passes a link or leads outside (it comes from a result file: untrusted), or no
+    regular file is there; at most MAX_LOG_BYTES are read, undecodable bytes replaced."""
     marker = f"/{TRIALS_DIR}/"
     if not log_path or marker not in log_path:
         return None
-    return results_dir / TRIALS_DIR / log_path.split(marker, 1)[1]
+    trials = (Path(results_dir) / TRIALS_DIR).resolve()
+    path = trials / log_path.split(marker, 1)[1]
+    if path.resolve() != path:  # a link or a '..' on the way
+        return None
+    try:
+        return read_text(path, MAX_LOG_BYTES, errors="replace")
+    except (FileNotFoundError, UnsafeFile):
+        return None
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
