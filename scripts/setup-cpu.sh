@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up kvprobe on a fresh CPU machine (Debian 12, root): vLLM's CPU backend in .venv (python3-venv
 # makes it), podman + runc for container runs, Chromium for the HTML report test, Hugo for the
-# front-matter test. Safe to run again.
+# front-matter test, procps (pgrep, for the container-interrupt tests). Safe to run again.
 # System-wide change: where /etc/containers/containers.conf has no default_ulimits line, it appends
 # `[containers] default_ulimits = []` there (rootful podman cannot set its default rlimits here).
 #
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
-  for package in python3-venv podman runc chromium hugo; do
+  for package in python3-venv podman runc chromium hugo procps; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
   done
   if [ ${#missing[@]} -gt 0 ]; then
