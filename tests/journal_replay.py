@@ -131,7 +131,7 @@ def replay_run(run: CommittedRun, workdir: Path) -> Replayed:
     assert journal.skipped == [], f"{run.name}: unusable journal lines {journal.skipped}"
     executor = JournaledExecutor(journal, NoEngine(), TrialProgress(Console(file=io.StringIO())))
     settings, options = settings_of(committed), options_of(committed)
-    found = ModelSearches(settings, committed.repeat, executor, get_engine(), options).run()
+    found = ModelSearches(settings, committed.repeat, executor, get_engine(), options, committed.options.guard).run()
     rebuilt = build_document(
         found,
         settings,

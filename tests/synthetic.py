@@ -26,6 +26,7 @@ from kvprobe.units import GIB, MIB
 HOST = 24 * GIB
 BLOCK_BYTES = 4 * MIB  # bytes per KV block of the made-up model
 BLOCK_SIZE = 128
+UNGUARDED = GuardSettings(host_floor_bytes=None, cgroup_floor_bytes=None)  # stand-in engines run under no guard
 
 
 def environment(label: str, limit: int | None) -> Environment:

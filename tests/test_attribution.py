@@ -8,8 +8,9 @@ import pytest
 
 from conftest import environment
 from kvprobe.measure.attribution import attribute
-from kvprobe.results.schema import GpuProcess, GuardSettings
+from kvprobe.results.schema import GpuProcess
 from kvprobe.units import GIB, MIB
+from synthetic import UNGUARDED
 from synthetic import trial as make_trial
 
 
@@ -91,8 +92,7 @@ def test_a_discrete_gpu_node_is_attributed_per_device_like_one_machine():
         }
     )
     host = environment(128 * GIB, [(80 * GIB, False)])
-    unguarded = GuardSettings(host_floor_bytes=None, cgroup_floor_bytes=None)
-    facts = ClusterNode(node_id="n1", address="10.0.0.2", environment=host, guard=unguarded)
+    facts = ClusterNode(node_id="n1", address="10.0.0.2", environment=host, guard=UNGUARDED)
     attribution = attribute_node(node, facts)
     assert attribution.pool == "gpu" and attribution.total_bytes == 80 * GIB
     assert attribution.parts.engine == 74 * GIB  # the host pages of its processes are not this pool's

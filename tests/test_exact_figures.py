@@ -22,11 +22,11 @@ from kvprobe.output.progress import TrialProgress
 from kvprobe.report.stats import welch_t_test
 from kvprobe.report.summary import build_report
 from kvprobe.report.writers import render_report
-from kvprobe.results.schema import GuardSettings, TrialRecord
+from kvprobe.results.schema import TrialRecord
 from kvprobe.results.store import Journal
 from kvprobe.trial.judge import kv_bytes
 from kvprobe.units import GIB, MIB
-from synthetic import documents
+from synthetic import UNGUARDED, documents
 
 BYTES_PER_BLOCK = 4 * MIB
 FLOOR, WALL = 0.30, 0.70
@@ -68,15 +68,14 @@ def searches(tmp_path, engine, tolerance, reference=0.5):
     options = MeasureOptions(tolerance=tolerance, utilization_range=(0.05, 0.99), searches=("reference", "u_max"))
     progress = TrialProgress(Console(file=io.StringIO()))
     executor = JournaledExecutor(Journal(tmp_path / "journal.jsonl"), engine, progress)
-    return ModelSearches(settings, 1, executor, get_engine(), options), settings, options
+    return ModelSearches(settings, 1, executor, get_engine(), options, UNGUARDED), settings, options
 
 
 def document(tmp_path, engine, tolerance):
     search, settings, options = searches(tmp_path, engine, tolerance)
     found = search.run()
     environment = documents()[0].environment
-    guard = GuardSettings(host_floor_bytes=None, cgroup_floor_bytes=None)
-    return build_document(found, settings, options, guard, environment, "run", 1, 0.0, replayed=0)
+    return build_document(found, settings, options, UNGUARDED, environment, "run", 1, 0.0, replayed=0)
 
 
 def test_an_odd_tolerance_keeps_the_u_max_trial_and_every_figure(tmp_path):

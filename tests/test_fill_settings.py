@@ -26,10 +26,10 @@ from kvprobe.measure.model import ModelSearches, fill_scheduler_overrides
 from kvprobe.measure.options import MeasureOptions
 from kvprobe.output.progress import TrialProgress
 from kvprobe.report.pairing import group_results
-from kvprobe.results.schema import GuardSettings, TrialRecord, WorkerResult
+from kvprobe.results.schema import TrialRecord, WorkerResult
 from kvprobe.results.store import Journal
 from kvprobe.units import MIB
-from synthetic import documents
+from synthetic import UNGUARDED, documents
 
 # vLLM 0.32 (CPU build), EngineArgs(max_num_seqs=36485).create_engine_config(), as it printed it.
 REFUSAL_LOG = """\
@@ -127,15 +127,14 @@ def test_a_search_that_meets_a_refused_configuration_stops_with_one_sentence(tmp
     executor = JournaledExecutor(
         Journal(tmp_path / "journal.jsonl"), engine, TrialProgress(Console(file=io.StringIO()))
     )
-    found = ModelSearches(settings, 1, executor, get_engine(), options).run()
+    found = ModelSearches(settings, 1, executor, get_engine(), options, UNGUARDED).run()
     assert engine.started.count("kv_blocks") == 1
     (error,) = found.errors
     assert error.startswith(
         "kv_blocks: the engine refused the settings it was given (the models file's and kvprobe's); the searches stopped"
     )
     assert "max_num_batched_tokens (2048) must be greater than or equal to max_num_seqs" in error
-    guard = GuardSettings(host_floor_bytes=None, cgroup_floor_bytes=None)
-    doc = build_document(found, settings, options, guard, documents()[0].environment, "run", 1, 0.0, replayed=0)
+    doc = build_document(found, settings, options, UNGUARDED, documents()[0].environment, "run", 1, 0.0, replayed=0)
     assert doc.status == "failed" and doc.u_max is not None and doc.kv_at_u_max is not None
 
 
@@ -172,7 +171,7 @@ def test_a_reference_start_that_measured_nothing_fails_the_result(tmp_path, outc
     executor = JournaledExecutor(
         Journal(tmp_path / "journal.jsonl"), EndedEngine(), TrialProgress(Console(file=io.StringIO()))
     )
-    found = ModelSearches(settings, 1, executor, get_engine(), options).run()
+    found = ModelSearches(settings, 1, executor, get_engine(), options, UNGUARDED).run()
     assert found.errors == [f"reference start measured nothing: {outcome}"]
 
 

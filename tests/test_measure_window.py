@@ -19,6 +19,7 @@ from kvprobe.output.progress import TrialProgress
 from kvprobe.results.schema import EngineMemoryReport, TrialRecord
 from kvprobe.results.store import Journal
 from kvprobe.units import GIB, MIB
+from synthetic import UNGUARDED
 
 LOW_EDGE, HIGH_EDGE = 0.30, 0.70
 
@@ -58,7 +59,7 @@ def measurement(tmp_path, reference: float, strategy: str = "bracketed"):
     executor = JournaledExecutor(
         Journal(tmp_path / "journal.jsonl"), engine, TrialProgress(Console(file=io.StringIO()))
     )
-    return ModelSearches(settings, 1, executor, get_engine(), options), engine
+    return ModelSearches(settings, 1, executor, get_engine(), options, UNGUARDED), engine
 
 
 @pytest.mark.parametrize("strategy", ["bracketed", "bisection"])
@@ -170,7 +171,7 @@ def test_where_failures_are_cheap_the_kv_search_pays_for_one_fill(tmp_path):
         options = MeasureOptions(tolerance=0.01, utilization_range=(0.05, 1.0), kv_approach=approach, confirm=False)
         progress = TrialProgress(Console(file=io.StringIO()))
         executor = JournaledExecutor(Journal(tmp_path / f"{approach}.jsonl"), engine, progress)
-        result = ModelSearches(settings, 1, executor, get_engine(), options).run()
+        result = ModelSearches(settings, 1, executor, get_engine(), options, UNGUARDED).run()
         found[approach] = (result.physical.num_gpu_blocks, engine.fills)
     (below_blocks, below_fills), (above_blocks, above_fills) = found["from_below"], found["from_above"]
     assert above_blocks == below_blocks

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from kvprobe.results.schema import TrialRecord
+from kvprobe.results.schema import GuardSettings, TrialRecord
 
 
 def budget_total(trial: TrialRecord) -> float | None:
@@ -88,11 +88,43 @@ def predict_u_min(ok: list[TrialRecord], max_model_len: int) -> float | None:
     return utilization - (kv_cache_bytes - need) / total
 
 
-def predict_kv_blocks(at_u_max: TrialRecord) -> float | None:
-    """Blocks an explicit KV budget can hold: the memory free at the check less the non-KV memory."""
-    geometry = block_geometry(at_u_max)
-    free = engine_free_memory(at_u_max)
-    non_kv = at_u_max.memory_report.non_kv_bytes
-    if geometry is None or not free or non_kv is None:
+def spare_at_ready(trial: TrialRecord, guard: GuardSettings) -> float | None:
+    """Memory the pool still had when the engine was ready, above the guard's floors: the smallest
+    margin of the figures the guard watches (the cgroup's headroom where a limit applies, and the
+    host's MemAvailable, or the lower of it and MemFree where the guard is pessimistic)."""
+    ready = trial.memory.phases.get("ready")
+    if ready is None:
         return None
-    return (free - non_kv) / geometry[0]
+    margins = []
+    if ready.cgroup_headroom is not None:
+        margins.append(ready.cgroup_headroom - (guard.cgroup_floor_bytes or 0))
+    host = [ready.host_available, ready.host_free if guard.pessimistic else None]
+    host_figures = [value for value in host if value is not None]
+    if host_figures:
+        margins.append(min(host_figures) - (guard.host_floor_bytes or 0))
+    return min(margins) if margins else None
+
+
+def predict_kv_blocks(at_u_max: TrialRecord, guard: GuardSettings) -> float | None:
+    """Blocks an explicit KV budget can hold.
+
+    Where the engine said what was free at its start (CUDA), that memory less the non-KV memory.
+    Where it did not (vLLM's CPU backend, whose KV cache is host memory), the KV cache the u_max
+    start allocated plus what the pool still had above the guard's floors once it was ready: the
+    non-KV memory is then already in use, and subtracting the engine's non-KV figure again
+    (its worker's whole resident set) would count it twice.
+    """
+    geometry = block_geometry(at_u_max)
+    if geometry is None:
+        return None
+    bytes_per_block = geometry[0]
+    free_at_start = at_u_max.memory_report.free_at_start_bytes
+    if free_at_start is None:
+        spare = spare_at_ready(at_u_max, guard)
+        if spare is None or not at_u_max.kv_cache_bytes:
+            return None
+        return (at_u_max.kv_cache_bytes + spare) / bytes_per_block
+    non_kv = at_u_max.memory_report.non_kv_bytes
+    if non_kv is None:
+        return None
+    return (free_at_start - non_kv) / bytes_per_block

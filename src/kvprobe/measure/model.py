@@ -26,7 +26,7 @@ from kvprobe.measure.estimates import (
 )
 from kvprobe.measure.options import MeasureOptions
 from kvprobe.predict import blocks_held_per_request, kv_groups
-from kvprobe.results.schema import TrialRecord
+from kvprobe.results.schema import GuardSettings, TrialRecord
 from kvprobe.search import SearchResult, find_boundary
 from kvprobe.trial.executor import TrialExecutor, TrialRequest
 from kvprobe.vocabulary import ABOVE_WINDOW, BELOW_WINDOW, RETRIED, Outcome, SearchName
@@ -86,16 +86,24 @@ def find_trial(trials: list[TrialRecord], **match) -> TrialRecord | None:
 
 
 class ModelSearches:
-    """The searches of one model and repeat; every engine start goes through `executor`."""
+    """The searches of one model and repeat; every engine start goes through `executor`, whose
+    guard has the floors `guard` records."""
 
     def __init__(
-        self, settings: ModelSettings, repeat: int, executor: TrialExecutor, engine: Engine, options: MeasureOptions
+        self,
+        settings: ModelSettings,
+        repeat: int,
+        executor: TrialExecutor,
+        engine: Engine,
+        options: MeasureOptions,
+        guard: GuardSettings,
     ):
         self.settings = settings
         self.repeat = repeat
         self.executor = executor
         self.engine = engine
         self.options = options
+        self.guard = guard
         self.trials: list[TrialRecord] = []
         self._request = functools.partial(
             TrialRequest, number=0, usage_context=engine.usage_context(settings), model=settings.name, repeat=repeat
@@ -232,7 +240,7 @@ class ModelSearches:
             hi = blocks_at_u_max * 2
         total = budget_total(at_u_max) or free_for_engine or bytes_per_block * hi
         tolerance = max(1, round(self.options.tolerance * total / bytes_per_block))
-        predicted = predict_kv_blocks(at_u_max)
+        predicted = predict_kv_blocks(at_u_max, self.guard)
 
         def probe(blocks: float) -> bool:
             return self.kv_blocks_trial(int(blocks), at_u_max).passed

@@ -64,7 +64,7 @@ class Scheduler:
                     documents.append(load_result(path))
                     continue
                 replayed_before, started_at = executor.replayed, time.time()
-                found = ModelSearches(settings, repeat, executor, engine, self.options).run()
+                found = ModelSearches(settings, repeat, executor, engine, self.options, guard).run()
                 document = build_document(
                     found,
                     settings,
