@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models.yaml"
 CONTAINER_MEMORY = "4g"  # vLLM sizes the CPU KV budget from this limit
+CONTAINER_UTILIZATION = 0.3  # the container fixtures' reference (see container_command)
 
 
 def have_vllm() -> bool:
@@ -99,7 +104,7 @@ def container_command(out: Path, *extra: str) -> list[str]:
     # RSS) can take all of it: the container fixtures use 0.3.
     models_dir = out.with_name(out.name + "-models")  # not inside `out`: that is mounted read-write
     models_dir.mkdir(exist_ok=True)
-    models = tiny_models_file(models_dir, gpu_memory_utilization=0.3)
+    models = tiny_models_file(models_dir, gpu_memory_utilization=CONTAINER_UTILIZATION)
     # A private 1 GiB /dev/shm and the runtime's stack limit: this machine's root may not raise rlimits
     # in a container, and the tests check what a private /dev/shm looks like from inside.
     runtime = ["--runtime", "podman", "--rootfs", "/:O", "--memory", CONTAINER_MEMORY, "--shm-size", "1g"]
@@ -125,6 +130,40 @@ def run_container(out: Path, *extra: str) -> subprocess.CompletedProcess:
     return kvprobe(*container_command(out, *extra)[3:], timeout=2400)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+
+
+def run_in_pty(command: list[str], env: dict[str, str], timeout_s: float = 300) -> tuple[int, str]:
+    """`command` on a pseudo-terminal 200 columns wide; its exit code and everything it showed."""
+    leader, follower = pty.openpty()
+    os.set_blocking(leader, False)
+    env = {**env, "COLUMNS": "200", "LINES": "50", "TERM": "xterm-256color"}
+    process = subprocess.Popen(
+        command, stdin=follower, stdout=follower, stderr=follower, cwd=ROOT, env=env, start_new_session=True
+    )
+    os.close(follower)
+    chunks, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the process has ended
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif process.poll() is not None:
+            break
+    os.close(leader)
+    try:
+        code = process.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # past the limit: end kvprobe and whatever engine it started
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    return code, ANSI.sub("", b"".join(chunks).decode(errors="replace"))
+
+
 def wait_until(condition, timeout_s: float = 300, message: str = "timed out waiting") -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -143,10 +182,11 @@ def pair_run(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def container_search(tmp_path_factory) -> dict:
-    """Every search in a 4 GiB podman container, over the whole utilization range (2% steps: each
-    physical-capacity trial fills about 2.5 GiB of KV cache, some 100 s on two cores)."""
+    """u_max and the physical capacity in a 4 GiB podman container, over the whole utilization range
+    (2% steps: each physical-capacity trial fills about 2.5 GiB of KV cache, some 20 s on two cores).
+    u_min, where vLLM's refusals end, is test_engine_window.py's (natively, in a run it serves anyway)."""
     out = tmp_path_factory.mktemp("container")
-    run_container(out, "--range", "0.05:0.99", "--tolerance", "0.02")
+    run_container(out, "--range", "0.05:0.99", "--tolerance", "0.02", "--searches", "reference,u_max,kv_blocks")
     (doc,) = load_results(out)
     return doc
 

@@ -103,15 +103,6 @@ def test_bracketed_search_needs_few_engine_starts(container_search):
     assert container_search["searches"]["u_max"]["engine_starts"] <= 4
 
 
-def test_u_min_holds_one_full_request(container_search):
-    search = container_search["searches"]["u_min"]
-    assert search["converged"], search
-    failing = next(t for t in container_search["trials"] if t["utilization"] == search["failing"])
-    assert failing["outcome"] == "kv-too-small"
-    passing = next(t for t in container_search["trials"] if t["utilization"] == search["boundary"] and t["passed"])
-    assert passing["kv_cache_tokens"] >= container_search["settings"]["max_model_len"]
-
-
 def test_kv_block_search_finds_fill_tested_capacity(container_search):
     physical = container_search["physical_capacity"]
     assert physical is not None, container_search["searches"].get("kv_blocks")
@@ -188,7 +179,7 @@ def test_the_kv_block_grid_is_exact_and_the_fill_is_checked_by_vllms_own_log(con
 
 
 def test_each_converged_boundary_was_started_again(container_search):
-    for name in ("u_max", "u_min", "kv_blocks"):
+    for name in ("u_max", "kv_blocks"):
         search = container_search["searches"][name]
         confirmations = [t for t in container_search["trials"] if t["search"] == name and t["confirmation"]]
         if search["converged"]:

@@ -1,6 +1,7 @@
-"""Native from the image with the real CPU engine (three engine starts, the reference search only):
+"""Native from the image with the real CPU engine (two engine starts, the reference search only):
 `kvprobe container --both --native-from-image` on this machine's own tree (podman --rootfs /:O, and a
-chroot of / bound without its submounts), then a plain native run of the same tree.
+chroot of / bound without its submounts), beside the plain native run of the same tree that
+`kvprobe container --both` makes (conftest's pair_run, same models file settings).
 
 The chroot's result records how its side was made (rootfs, each mount and its source, the GPU driver
 note), its versions equal the container's, and its KV equals the plain native run's within the
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, needs_engine, needs_podman, tiny_models_file
+from conftest import CONTAINER_UTILIZATION, ROOT, needs_engine, needs_podman, tiny_models_file
 
 pytestmark = [needs_engine, needs_podman, pytest.mark.engine, pytest.mark.container]
 BLOCK_SPREAD = 0.01  # KV blocks of two starts at one setting, natively here: 813 and 817 (0.5%) in one pair
@@ -37,9 +38,9 @@ def results(out: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, dict]:
+def runs(tmp_path_factory, pair_run) -> dict[str, dict]:
     directory = tmp_path_factory.mktemp("from-image")
-    models = tiny_models_file(directory)
+    models = tiny_models_file(directory, gpu_memory_utilization=CONTAINER_UTILIZATION)  # as pair_run's
     python = directory / "python"
     python.write_text(f'#!/bin/sh\n[ "$1" = "-I" ] && shift\nPYTHONPATH={ROOT / "src"} exec {sys.executable} -P "$@"\n')
     python.chmod(python.stat().st_mode | stat.S_IXUSR)
@@ -50,10 +51,7 @@ def runs(tmp_path_factory) -> dict[str, dict]:
     pair += ["--searches", "reference", "--out", str(directory / "pair")]
     done = subprocess.run(pair, capture_output=True, text=True, timeout=1200, cwd=directory, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    native = [*base, "measure", str(models), "--searches", "reference", "--out", str(directory / "native")]
-    done = subprocess.run(native, capture_output=True, text=True, timeout=1200, cwd=directory, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return {**results(directory / "pair"), "plain": results(directory / "native")["native"], "dir": directory}
+    return {**results(directory / "pair"), "plain": pair_run["native"], "dir": directory}
 
 
 def test_the_chroot_result_records_its_rootfs_and_every_mount(runs):

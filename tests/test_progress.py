@@ -2,30 +2,23 @@
 memory figure the guard acts on and its floor); piped, one JSON Lines (or logfmt) record per line.
 
 Most measurements here use the stand-in engine (tests/replay_engine.py), which replays recorded vLLM
-starts: the trial runner, its sampling and phase marks, and the display are kvprobe's own code. One
-drives the real CPU engine in a pseudo-terminal, as a user's overnight run would be watched."""
+starts: the trial runner, its sampling and phase marks, and the display are kvprobe's own code. The
+real CPU engine's run on a pseudo-terminal, as a user's overnight run would be watched, is
+tests/test_engine_window.py's (one run serves both)."""
 
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
-import select
-import signal
 import subprocess
 import sys
-import time
 
-import pytest
-
-from conftest import ROOT, needs_engine, tiny_models_file
+from conftest import ROOT, run_in_pty, tiny_models_file
 from kvprobe.output.progress import RecordConsole, headroom_warning, record_key, record_line
 from kvprobe.trial.monitor import GuardPolicy
 from replay_engine import standin_environment
 
 GIB = 1 << 30
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 
 
 def measure_command(tmp_path, *extra: str) -> list[str]:
@@ -33,37 +26,6 @@ def measure_command(tmp_path, *extra: str) -> list[str]:
     out = tmp_path / "out"
     return [sys.executable, "-m", "kvprobe.cli", "measure", str(models), "--searches", "reference,u_max",
             "--out", str(out), *extra]  # fmt: skip
-
-
-def run_in_pty(command: list[str], env: dict[str, str], timeout_s: float = 300) -> tuple[int, str]:
-    """`command` on a pseudo-terminal 200 columns wide; its exit code and everything it showed."""
-    leader, follower = pty.openpty()
-    os.set_blocking(leader, False)
-    env = {**env, "COLUMNS": "200", "LINES": "50", "TERM": "xterm-256color"}
-    process = subprocess.Popen(
-        command, stdin=follower, stdout=follower, stderr=follower, cwd=ROOT, env=env, start_new_session=True
-    )
-    os.close(follower)
-    chunks, deadline = [], time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.5)
-        if ready:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # the terminal closed: the process has ended
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif process.poll() is not None:
-            break
-    os.close(leader)
-    try:
-        code = process.wait(timeout=60)
-    except subprocess.TimeoutExpired:  # past the limit: end kvprobe and whatever engine it started
-        os.killpg(process.pid, signal.SIGKILL)
-        raise
-    return code, ANSI.sub("", b"".join(chunks).decode(errors="replace"))
 
 
 def test_a_terminal_shows_k_of_n_eta_phase_and_the_guards_figure_and_floor(tmp_path):
@@ -75,21 +37,6 @@ def test_a_terminal_shows_k_of_n_eta_phase_and_the_guards_figure_and_floor(tmp_p
     assert re.search(r"ETA ~\d+ (s|min) \(from \d+ starts\)", shown)
     assert re.search(r"phase (importing|weights|profiling|KV allocated)", shown)
     assert re.search(r"(MemAvailable|MemFree) \d+\.\d\d GiB \(guard floor \d+\.\d\d GiB\)", shown)
-
-
-@needs_engine
-@pytest.mark.engine
-def test_a_real_engine_run_on_a_terminal_shows_its_progress(tmp_path):
-    """vLLM's CPU backend, two starts (the reference, and u_max over a range whose top passes)."""
-    command = measure_command(tmp_path, "--range", "0.2:0.22", "--no-confirm")
-    code, shown = run_in_pty(command, dict(os.environ), timeout_s=900)
-    assert code == 0, shown[-3000:]
-    assert re.search(r"start 1 of about \d+", shown) and re.search(r"start 2 of about \d+", shown), shown[-3000:]
-    assert re.search(r"ETA ~\d+ (s|min) \(from 1 starts?\)", shown), shown[-3000:]
-    for phase in ("importing", "weights", "profiling", "KV allocated"):
-        assert f"phase {phase}" in shown, phase
-    assert re.search(r"(MemAvailable|MemFree) \d+\.\d\d GiB \(guard floor \d+\.\d\d GiB\)", shown)
-    assert re.search(r"tiny-llama\s.*\bcomplete\b", shown), shown[-3000:]  # the summary row at the end
 
 
 def test_piped_every_line_is_a_json_record(tmp_path):
