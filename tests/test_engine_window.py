@@ -24,6 +24,9 @@ def window(tmp_path_factory) -> dict:
     command = [sys.executable, "-m", "kvprobe.cli", "measure", str(models), "--out", str(out)]
     command += ["--label", "native", "--searches", "reference,u_max,u_min"]
     command += ["--no-confirm"]  # the boundary's second start is the machinery's, tested with the stand-in
+    # 2% steps: u_max starts 0.04 and 0.06, and u_min then lies between the refused reference (0.02)
+    # and 0.04 without a start of its own
+    command += ["--tolerance", "0.02"]
     code, shown = run_in_pty(command, dict(os.environ), timeout_s=900)
     (result,) = load_results(out)
     return {"code": code, "shown": shown, "result": result}
