@@ -85,28 +85,26 @@ def find_trial(trials: list[TrialRecord], **match) -> TrialRecord | None:
     return None
 
 
+@dataclass(eq=False)
 class ModelSearches:
     """The searches of one model and repeat; every engine start goes through `executor`, whose
     guard has the floors `guard` records."""
 
-    def __init__(
-        self,
-        settings: ModelSettings,
-        repeat: int,
-        executor: TrialExecutor,
-        engine: Engine,
-        options: MeasureOptions,
-        guard: GuardSettings,
-    ):
-        self.settings = settings
-        self.repeat = repeat
-        self.executor = executor
-        self.engine = engine
-        self.options = options
-        self.guard = guard
-        self.trials: list[TrialRecord] = []
+    settings: ModelSettings
+    repeat: int
+    executor: TrialExecutor
+    engine: Engine
+    options: MeasureOptions
+    guard: GuardSettings
+    trials: list[TrialRecord] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
         self._request = functools.partial(
-            TrialRequest, number=0, usage_context=engine.usage_context(settings), model=settings.name, repeat=repeat
+            TrialRequest,
+            number=0,
+            usage_context=self.engine.usage_context(self.settings),
+            model=self.settings.name,
+            repeat=self.repeat,
         )
 
     # --- trials ------------------------------------------------------------------------------
