@@ -822,6 +822,39 @@ TEST_SUITE = "docs/benchmarks/raw/test-suite.json"
 RECHECK = "docs/benchmarks/raw/test-suite-pair-2-recheck.txt"  # pair 2's failures run again in the checkout
 
 
+CPU_START_RUN = "tests/data/kv-blocks-container/tiny-llama/container-20261201T065242-67d0-r1.json"
+
+
+def start_timeline() -> list[str]:
+    """Where a real CPU start's time goes, from the phase marks of one committed run's trials."""
+    document = load_result(ROOT / CPU_START_RUN)
+
+    def spans(start: str, end: str) -> list[float]:
+        found = []
+        for trial in document.trials:
+            phases = trial.memory.phases
+            if start in phases and end in phases:
+                found.append(phases[end].t - phases[start].t)
+        return found
+
+    def span(values: list[float]) -> str:
+        return f"{min(values):.1f}-{max(values):.1f} s ({len(values)} starts)"
+
+    filled = [t.wall_s for t in document.trials if t.fill_target]
+    plain = [t.wall_s for t in document.trials if not t.fill_target]
+    return [
+        "",
+        "Most of a real start's time passes before the engine has loaded its weights. In one run of the tiny",
+        f"model in a 4 GiB podman container (`{CPU_START_RUN}`, its trials' phase marks), the probe's worker",
+        f"took {span(spans('import', 'engine_start'))} from its start to its engine start (its import of vLLM);",
+        f"from there to weights loaded took {span(spans('engine_start', 'weights_loaded'))}: vLLM's engine core",
+        "and then its worker start, each a spawned process that imports vLLM again (vLLM's CPU platform forces",
+        f"spawn), and the weights load. Weights to ready took {span(spans('weights_loaded', 'ready'))}, the",
+        f"larger KV caches the longer. A whole start took {min(plain):.1f}-{max(plain):.1f} s, and",
+        f"{min(filled):.1f}-{max(filled):.1f} s with a fill test.",
+    ]
+
+
 def test_suite_section() -> list[str]:
     """The README's test command at `before` and at a later commit, pair by pair on one boot, from its rows."""
     rows = json.loads((ROOT / TEST_SUITE).read_text())
@@ -840,8 +873,11 @@ def test_suite_section() -> list[str]:
         f"in the order below (raw rows: `{TEST_SUITE}`). The commits' tests differ: the later ones have more tests,",
         "and they test kvprobe's own machinery with a recorded-engine stand-in instead of real vLLM starts",
         "(8df9fd5: resume, lock, prestart, interrupts, the experiment runner; since ab9cd4a also a probe stopped",
-        "mid-start and a measure from a serve command); every test whose subject is the engine still starts",
-        "real vLLM. One run a variant in each pair: no spread is measured, so each ratio is one pair's.",
+        "mid-start and a measure from a serve command; since b7cb159 the kv_blocks search's better first guess",
+        "on host memory, and the same real-engine assertions from fewer starts: u_min and the progress on a",
+        "terminal in the window run, the ladder's chroot beside pair_run's native start); every test whose",
+        "subject is the engine still starts real vLLM. One run a variant in each pair: no spread is measured,",
+        "so each ratio is one pair's.",
         "",
         "| pair | order | variant | commit | wall (s) | pytest's summary | later / before |",
         "| ---: | ---: | --- | --- | ---: | --- | ---: |",
@@ -856,6 +892,14 @@ def test_suite_section() -> list[str]:
                 f"{row['summary']} | {ratio} |"
             )
     walls = [row["wall_s"] for row in rows if row["variant"] == "before"]
+    killed_probe = "tests/test_multinode.py::test_a_killed_probe_leaves_nothing_on_any_node_after_resume"
+    assert all(any(killed_probe in line for line in row["not_passed"]) for row in rows if row["variant"] == "before"), (
+        f"{TEST_SUITE}: the text says the killed-probe test failed at every `before`"
+    )
+    assert not pairs[2][1]["not_passed"], f"{TEST_SUITE}: the text says every test passed at pair 3's `after`"
+    (runner_setup,) = [
+        t["seconds"] for t in pairs[2][0]["slowest"] if t["phase"] == "setup" and "test_experiment_run.py" in t["test"]
+    ]
     (recheck,) = re.findall(r"^(\d+ passed in [\d.]+s)", (ROOT / RECHECK).read_text(), re.M)
     lines += [
         "",
@@ -871,8 +915,10 @@ def test_suite_section() -> list[str]:
         "checkout at that commit: in pair 1 the four without an engine fixture and `test_engine_pair.py` whole",
         f"(not recorded); in pair 2 those three and `tests/test_predict.py` ({recheck}, `{RECHECK}`), whose",
         "measured-error figures took the pair's new GPU runs in the next commit. `test_multinode.py`'s killed-probe",
-        "test failed",
-        "at `before` (ef330ae) in both pairs; it was not run again.",
+        "test failed at `before` (ef330ae) in every pair, and in pair 3 so did its three experiment-runner tests",
+        f"(one fixture, {runner_setup:.0f} s at setup); neither was run again, the old commit's tests being only",
+        "the yardstick. In pair 3 every test passed at `after`.",
+        *start_timeline(),
     ]
     for number, pair in enumerate(pairs, start=1):
         for row in pair:
