@@ -5,7 +5,7 @@ result as the run wrote them).
 
 That run's search guessed 458 blocks (the u_max start's headroom after its weights, less vLLM's
 non-KV figure, which is the worker's resident set and was already in that headroom) and needed six
-fill-tested starts to find 600 passing and 620 failing.
+fill-tested starts to find 600 passing and 620 failing. The guess is now 622.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from journal_replay import CommittedRun, replay_run
 from kvprobe.measure.estimates import predict_kv_blocks
+from kvprobe.measure.model import find_trial
 from kvprobe.results.loader import load_result
 
 RUN = Path(__file__).parent / "data" / "kv-blocks-container"
@@ -30,7 +31,8 @@ def test_the_guess_lies_within_one_step_of_the_boundary_the_real_run_found():
     recorded = load_result(RESULT)
     search = recorded.searches["kv_blocks"]
     assert (search.boundary, search.failing, search.tolerance) == (600, 620, 20)
-    at_u_max = next(t for t in recorded.trials if t.search == "u_max" and t.utilization == recorded.u_max)
+    at_u_max = find_trial(recorded.trials, utilization=recorded.u_max, kv_cache_memory_bytes=None)  # as the search
+    assert at_u_max is not None and at_u_max.confirmation == 1
     guess = predict_kv_blocks(at_u_max, recorded.options.guard)
     assert guess is not None
     assert search.boundary - search.tolerance <= guess <= search.failing + search.tolerance, guess

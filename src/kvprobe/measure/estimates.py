@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from kvprobe.results.schema import GuardSettings, TrialRecord
+from kvprobe.trial.monitor import GuardPolicy
 
 
 def budget_total(trial: TrialRecord) -> float | None:
@@ -90,18 +91,18 @@ def predict_u_min(ok: list[TrialRecord], max_model_len: int) -> float | None:
 
 def spare_at_ready(trial: TrialRecord, guard: GuardSettings) -> float | None:
     """Memory the pool still had when the engine was ready, above the guard's floors: the smallest
-    margin of the figures the guard watches (the cgroup's headroom where a limit applies, and the
-    host's MemAvailable, or the lower of it and MemFree where the guard is pessimistic)."""
+    margin of the figures the guard watches (the cgroup's headroom where a limit applies; the host
+    figure it acts on, `GuardPolicy.host_view`). With the guard off its floors count as 0, and the
+    margin runs to the memory's end."""
     ready = trial.memory.phases.get("ready")
     if ready is None:
         return None
     margins = []
     if ready.cgroup_headroom is not None:
         margins.append(ready.cgroup_headroom - (guard.cgroup_floor_bytes or 0))
-    host = [ready.host_available, ready.host_free if guard.pessimistic else None]
-    host_figures = [value for value in host if value is not None]
-    if host_figures:
-        margins.append(min(host_figures) - (guard.host_floor_bytes or 0))
+    _, host = GuardPolicy(guard.host_floor_bytes, guard.cgroup_floor_bytes, guard.pessimistic).host_view(ready)
+    if host is not None:
+        margins.append(host - (guard.host_floor_bytes or 0))
     return min(margins) if margins else None
 
 
@@ -109,22 +110,23 @@ def predict_kv_blocks(at_u_max: TrialRecord, guard: GuardSettings) -> float | No
     """Blocks an explicit KV budget can hold.
 
     Where the engine said what was free at its start (CUDA), that memory less the non-KV memory.
-    Where it did not (vLLM's CPU backend, whose KV cache is host memory), the KV cache the u_max
-    start allocated plus what the pool still had above the guard's floors once it was ready: the
-    non-KV memory is then already in use, and subtracting the engine's non-KV figure again
-    (its worker's whole resident set) would count it twice.
+    On vLLM's CPU backend, which says nothing of the kind and keeps its KV cache in host memory, the
+    KV cache the u_max start allocated plus what the pool still had above the guard's floors once
+    it was ready: the non-KV memory is then already in use, and subtracting the engine's non-KV
+    figure again (its worker's whole resident set) would count it twice. A GPU start whose free
+    memory was not read gets no guess.
     """
     geometry = block_geometry(at_u_max)
     if geometry is None:
         return None
     bytes_per_block = geometry[0]
     free_at_start = at_u_max.memory_report.free_at_start_bytes
-    if free_at_start is None:
+    if free_at_start is None and at_u_max.worker.cuda is None:
         spare = spare_at_ready(at_u_max, guard)
         if spare is None or not at_u_max.kv_cache_bytes:
             return None
         return (at_u_max.kv_cache_bytes + spare) / bytes_per_block
     non_kv = at_u_max.memory_report.non_kv_bytes
-    if non_kv is None:
+    if not free_at_start or non_kv is None:
         return None
     return (free_at_start - non_kv) / bytes_per_block
