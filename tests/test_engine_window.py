@@ -4,6 +4,8 @@ run's progress as a user watching it would see it. One run serves every test her
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import sys
@@ -11,13 +13,16 @@ import sys
 import pytest
 
 from conftest import load_results, needs_engine, run_in_pty, tiny_models_file
+from kvprobe.output.progress import RecordConsole, print_summary
+from kvprobe.results.schema import ResultDocument
 
 pytestmark = [needs_engine, pytest.mark.engine]
 
 
 @pytest.fixture(scope="module")
 def window(tmp_path_factory) -> dict:
-    # At 0.02 of this machine's 17 GiB node vLLM's budget (0.34 GiB) is less than its non-KV memory.
+    # At 0.02 of this machine's memory (vLLM's budget: 0.02 x the node's MemTotal) the budget is less than
+    # vLLM's non-KV memory.
     directory = tmp_path_factory.mktemp("window")
     models = tiny_models_file(directory, gpu_memory_utilization=0.02, utilization_range=[0.02, 0.06])
     out = directory / "out"
@@ -74,3 +79,13 @@ def test_the_terminal_shows_each_start_its_phases_the_guard_and_the_bounded_summ
     # The summary row at the end, u_max shown as the bound it is, the model's name not cut to "tin…".
     assert re.search(r"tiny-llama\s.*\bfailed\b", shown), shown[-3000:]
     assert re.search(r"tiny-llama\s.*>=\s?0\.06", shown), shown[-3000:]
+
+
+def test_piped_the_summary_of_this_result_is_one_json_record_with_u_max_as_a_bound(window):
+    """What `measure` prints at its end when piped (the run above was on a terminal), from its result."""
+    piped = io.StringIO()
+    print_summary(RecordConsole("jsonl", file=piped), [ResultDocument.model_validate(window["result"])])
+    records = [json.loads(text) for text in piped.getvalue().splitlines()]
+    (row,) = [r for r in records if r["event"] == "row" and r["table"] == "kvprobe measure: summary"]
+    assert (row["model"], row["label"], row["u_max"]) == ("tiny-llama", "native", ">=0.06"), row
+    assert "…" not in piped.getvalue()

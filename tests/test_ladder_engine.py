@@ -25,7 +25,7 @@ import pytest
 from conftest import CONTAINER_UTILIZATION, ROOT, needs_engine, needs_podman, tiny_models_file
 
 pytestmark = [needs_engine, needs_podman, pytest.mark.engine, pytest.mark.container]
-BLOCK_SPREAD = 0.01  # KV blocks of two starts at one setting, natively here: 813 and 817 (0.5%) in one pair
+BLOCK_SPREAD = 0.01  # of the KV: two native starts at one setting here gave 813 and 817 blocks (0.5%)
 
 
 def results(out: Path) -> dict[str, dict]:
@@ -75,7 +75,7 @@ def test_its_versions_equal_the_container_sides(runs):
     assert native == inside
 
 
-def budget_total(document: dict) -> int:
+def logged_budget_total(document: dict) -> int:
     """The memory total vLLM multiplied the reference's utilization by (its log: the node's MemTotal)."""
     trial = next(t for t in document["trials"] if t["search"] == "reference")
     return trial["memory_report"]["budget_total_bytes"]
@@ -86,7 +86,7 @@ def test_it_measures_the_kv_of_a_plain_native_run_of_the_same_tree(runs):
     assert chroot["utilization"] == plain["utilization"] and chroot["block_size"] == plain["block_size"]
     # The plain run is pair_run's, minutes away: this VM's MemTotal, which vLLM's CPU budget multiplies,
     # can move between the two, so what the budget itself moved is taken out.
-    moved = chroot["utilization"] * (budget_total(runs["chroot"]) - budget_total(runs["plain"]))
+    moved = chroot["utilization"] * (logged_budget_total(runs["chroot"]) - logged_budget_total(runs["plain"]))
     difference = chroot["bytes"] - plain["bytes"] - moved
     assert abs(difference) <= BLOCK_SPREAD * plain["bytes"], (chroot, plain, moved)
     assert runs["plain"]["options"]["container"] is None
