@@ -325,3 +325,7 @@ def test_a_trial_log_is_read_only_from_under_its_moved_results_directory(tmp_pat
     assert trial_log(results, "/out/.trials/run-2/secret.txt") is None
     assert trial_log(results, "/out/trial-001.log") is None and trial_log(results, None) is None
     assert trial_log(results, "/out/.trials/run-1/missing.log") is None
+    linked_trials = tmp_path / "linked-trials"  # a results directory whose .trials is a link to the real one
+    linked_trials.mkdir()
+    (linked_trials / ".trials").symlink_to(results / ".trials")
+    assert trial_log(linked_trials, "/out/.trials/run-1/trial-001.log") is None

@@ -47,9 +47,8 @@ def trial_log(results_dir: Path, log_path: str | None) -> str | None:
     marker = f"/{TRIALS_DIR}/"
     if not log_path or marker not in log_path:
         return None
-    trials = (Path(results_dir) / TRIALS_DIR).resolve()
-    path = trials / log_path.split(marker, 1)[1]
-    if path.resolve() != path:  # a link or a '..' on the way
+    path = Path(results_dir).resolve() / TRIALS_DIR / log_path.split(marker, 1)[1]
+    if path.resolve() != path:  # a link (.trials itself included) or a '..' on the way
         return None
     try:
         return read_text(path, MAX_LOG_BYTES, errors="replace")
